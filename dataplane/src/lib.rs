@@ -8,4 +8,6 @@
 //! - [`pipeline`]: classify → lookup → rewrite over bursts of packets.
 //! - [`io`]: packet buffers and port back-ends.
 
+pub mod fib;
+pub mod rcu;
 pub mod wire;

@@ -1,0 +1,177 @@
+//! The LPM against a linear-scan model, under interleaved inserts and deletes.
+
+use dataplane::fib::{Lpm, NO_ROUTE};
+use dataplane::rcu::Domain;
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Insert(u128, u8, u32),
+    Remove(u128, u8),
+}
+
+fn model_lookup(routes: &[(u128, u8, u32)], ip: u128, bits: u32) -> u32 {
+    routes
+        .iter()
+        .filter(|(p, l, _)| {
+            let m = if *l == 0 {
+                0
+            } else {
+                u128::MAX << (bits - u32::from(*l))
+            };
+            ip & m == *p
+        })
+        .max_by_key(|(_, l, _)| *l)
+        .map_or(NO_ROUTE, |r| r.2)
+}
+
+fn mask(p: u128, len: u8, bits: u32) -> u128 {
+    if len == 0 {
+        0
+    } else {
+        p & (u128::MAX << (bits - u32::from(len)))
+    }
+}
+
+/// Addresses clustered in a few regions so that prefixes nest and collide.
+fn addr(bits: u32) -> impl Strategy<Value = u128> {
+    let top = prop::sample::select(vec![0x0au128, 0x0b, 0xc0, 0x20]);
+    (top, 0u128..16, any::<u128>(), 0usize..3).prop_map(move |(t, mid, r, spread)| {
+        // Keep the top 8 bits from a small set, the next 8 from a tiny range,
+        // and randomise the rest only sometimes.
+        let rand_bits = [bits - 16, (bits - 16) / 2, 4][spread];
+        let low = r & ((1u128 << rand_bits) - 1);
+        (t << (bits - 8)) | (mid << (bits - 16)) | low
+    })
+}
+
+fn ops(bits: u32) -> impl Strategy<Value = Vec<Op>> {
+    let lens: Vec<u8> = if bits == 32 {
+        vec![
+            0, 1, 7, 8, 9, 12, 15, 16, 17, 20, 22, 24, 24, 24, 25, 28, 31, 32,
+        ]
+    } else {
+        vec![
+            0, 3, 8, 16, 17, 29, 32, 33, 40, 44, 48, 48, 48, 56, 64, 65, 96, 127, 128,
+        ]
+    };
+    let op = (
+        addr(bits),
+        prop::sample::select(lens),
+        0u32..8,
+        any::<bool>(),
+    )
+        .prop_map(move |(a, l, nh, ins)| {
+            let p = mask(a, l, bits);
+            if ins || l == 0 {
+                Op::Insert(p, l, nh)
+            } else {
+                Op::Remove(p, l)
+            }
+        });
+    prop::collection::vec(op, 1..120)
+}
+
+fn run(bits: u32, ops: Vec<Op>, probes: Vec<u128>) {
+    let d = Domain::new();
+    let mut t = if bits == 32 {
+        Lpm::new_v4(&d)
+    } else {
+        Lpm::new_v6(&d)
+    };
+    let mut model: Vec<(u128, u8, u32)> = Vec::new();
+    let shift = 128 - bits;
+    for op in ops {
+        match op {
+            Op::Insert(p, l, nh) => {
+                let r = if bits == 32 {
+                    t.insert_v4(p as u32, l, nh)
+                } else {
+                    t.insert_v6(p, l, nh)
+                };
+                let old = model
+                    .iter()
+                    .position(|(mp, ml, _)| *mp == p && *ml == l)
+                    .map(|i| model.remove(i).2);
+                assert_eq!(r.expect("valid route"), old);
+                model.push((p, l, nh));
+            }
+            Op::Remove(p, l) => {
+                let r = if bits == 32 {
+                    t.remove_v4(p as u32, l)
+                } else {
+                    t.remove_v6(p, l)
+                };
+                let old = model
+                    .iter()
+                    .position(|(mp, ml, _)| *mp == p && *ml == l)
+                    .map(|i| model.remove(i).2);
+                assert_eq!(r.expect("valid route"), old);
+            }
+        }
+        assert_eq!(t.len(), model.len());
+        let mut keys: Vec<u128> = probes.clone();
+        // Probe every route's first and last address and their neighbours.
+        for (p, l, _) in &model {
+            let span = if u32::from(*l) == bits {
+                0
+            } else {
+                u128::MAX >> (128 - (bits - u32::from(*l)))
+            };
+            keys.extend([*p, p.wrapping_sub(1), p | span, (p | span).wrapping_add(1)]);
+        }
+        for k in keys {
+            let k = if bits == 32 { k & 0xffff_ffff } else { k };
+            let got = if bits == 32 {
+                t.lookup_v4(k as u32)
+            } else {
+                t.lookup_v6(k)
+            };
+            assert_eq!(
+                got,
+                model_lookup(&model, k, bits),
+                "key {:#x} (shift {shift})",
+                k
+            );
+        }
+    }
+    drop(t);
+    d.synchronize();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 192, .. ProptestConfig::default() })]
+
+    #[test]
+    fn ipv4_lpm_matches_a_linear_scan(ops in ops(32), probes in prop::collection::vec(addr(32), 8)) {
+        run(32, ops, probes);
+    }
+
+    #[test]
+    fn ipv6_lpm_matches_a_linear_scan(ops in ops(128), probes in prop::collection::vec(addr(128), 8)) {
+        run(128, ops, probes);
+    }
+}
+
+#[test]
+fn prefixes_with_host_bits_or_bad_lengths_are_refused() {
+    let d = Domain::new();
+    let mut t = Lpm::new_v4(&d);
+    assert!(t.insert_v4(0x0a00_0001, 24, 1).is_err());
+    assert!(t.insert_v4(0x0a00_0000, 33, 1).is_err());
+    assert!(t.insert_v4(0x0a00_0000, 24, 0x8000_0000).is_err());
+    assert!(t.is_empty());
+}
+
+#[test]
+fn a_default_route_in_a_small_table_costs_no_segment() {
+    let d = Domain::new();
+    let mut t = Lpm::new_v4(&d);
+    t.insert_v4(0, 0, 7).expect("default");
+    assert_eq!(t.lookup_v4(0x0102_0304), 7);
+    assert_eq!(t.fib_bytes(), 2048);
+    t.insert_v4(0x0a00_0000, 24, 8).expect("route");
+    assert_eq!(t.lookup_v4(0x0a00_0005), 8);
+    assert_eq!(t.lookup_v4(0x0a00_0105), 7);
+    assert!(t.fib_bytes() < 8 * 1024, "{}", t.fib_bytes());
+}
