@@ -9,5 +9,7 @@
 //! - [`io`]: packet buffers and port back-ends.
 
 pub mod fib;
+pub mod io;
+pub mod pipeline;
 pub mod rcu;
 pub mod wire;

@@ -1,0 +1,789 @@
+//! The burst pipeline: classify → lookup → rewrite → per-output batches.
+//!
+//! Access → core (push): the (port, VLAN) selects the VRF; the source MAC and
+//! address must belong to the port; LPM in the VRF gives a nexthop; TTL is
+//! decremented (IPv4 checksum updated incrementally, RFC 1624) and the
+//! nexthop's precomputed rewrite prepended, the MPLS TTL copied from the IP
+//! TTL (uniform model, RFC 3443 §3.1).
+//!
+//! Core → access (pop): MPLS over Ethernet, MPLS-over-GRE (RFC 4023) or
+//! MPLS-over-UDP (RFC 7510) to our tunnel address; explicit-null labels are
+//! popped, the VPN label indexes the label table (per-VRF lookup or direct
+//! nexthop), the IP TTL becomes min(IP TTL, MPLS TTL) − 1.
+//!
+//! Exceptions (ARP/ND for the gateway, TTL expiry, unknown label, no route,
+//! packets for the router itself) are copied to a bounded lock-free queue,
+//! rate limited by a token bucket; a full queue drops and counts.
+//!
+//! No allocation, lock or log per packet; no panic reachable from packet
+//! bytes (every header is read through a checked view).
+
+use crate::fib::{
+    FibView, LabelAction, Nexthop, PortId, PortRole, RemoteNexthop, VrfFib, VrfId, NO_ROUTE,
+};
+use crate::io::PacketBuf;
+use crate::wire::ethernet::{self, ethertype, Frame};
+use crate::wire::ipv4::{self, protocol};
+use crate::wire::{arp, checksum, gre, ipv6, mpls, udp, MacAddr, WireError};
+use arrayvec::ArrayVec;
+use crossbeam_queue::ArrayQueue;
+use crossbeam_utils::CachePadded;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Largest burst.
+pub const MAX_BURST: usize = 64;
+/// Deepest label stack accepted on the pop path.
+pub const MAX_LABELS: usize = 4;
+/// Bytes of a packet kept in an exception.
+pub const EXCEPTION_BYTES: usize = 256;
+
+macro_rules! reasons {
+    ($($(#[$m:meta])* $name:ident = $text:literal,)*) => {
+        /// Why a packet was not forwarded (dropped or handed to the control thread).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum Reason { $($(#[$m])* $name,)* }
+        impl Reason {
+            /// Every reason, in counter order.
+            pub const ALL: &'static [Reason] = &[$(Reason::$name,)*];
+            /// Number of reasons.
+            pub const COUNT: usize = Reason::ALL.len();
+            /// The counter's name.
+            pub fn name(self) -> &'static str {
+                match self { $(Reason::$name => $text,)* }
+            }
+        }
+    };
+}
+
+reasons! {
+    /// Frame shorter than its headers.
+    Truncated = "truncated",
+    /// Two stacked VLAN tags (802.1ad) or VLAN 4095.
+    VlanInVlan = "vlan_in_vlan",
+    /// No port configuration for this (port, VLAN).
+    UnknownPort = "unknown_port",
+    /// Destination MAC is not the router's.
+    NotForUs = "not_for_us",
+    /// Source MAC or address not allowed on the port.
+    Spoofed = "spoofed_source",
+    /// Ethertype the port does not handle.
+    UnsupportedEthertype = "unsupported_ethertype",
+    /// IPv4 header invalid (version, IHL, lengths).
+    Ipv4Header = "ipv4_header",
+    /// IPv4 header checksum wrong.
+    Ipv4Checksum = "ipv4_checksum",
+    /// IPv4 options present (not forwarded on the fast path).
+    Ipv4Options = "ipv4_options",
+    /// IPv6 header invalid.
+    Ipv6Header = "ipv6_header",
+    /// ARP not for the gateway, or malformed.
+    Arp = "arp_not_for_gateway",
+    /// MPLS label stack deeper than [`MAX_LABELS`] or not ending where expected.
+    LabelStack = "label_stack",
+    /// Bad GRE header or payload type.
+    Gre = "gre",
+    /// Bad UDP header on the MPLS-over-UDP port.
+    Udp = "udp",
+    /// Fragmented tunnel packet.
+    Fragment = "fragment",
+    /// VRF missing (being deleted).
+    NoVrf = "no_vrf",
+    /// Route points at a missing nexthop.
+    NoNexthop = "no_nexthop",
+    /// Nexthop says drop.
+    NexthopDrop = "nexthop_drop",
+    /// Not enough headroom for the rewrite.
+    NoHeadroom = "no_headroom",
+    /// Exception refused by the rate limiter.
+    ExceptionRateLimited = "exception_rate_limited",
+    /// Exception queue full.
+    ExceptionQueueFull = "exception_queue_full",
+    /// Exception: ARP request for the gateway.
+    ArpGateway = "exc_arp_gateway",
+    /// Exception: ARP on the uplink (replies resolve nexthops).
+    ArpUplink = "exc_arp_uplink",
+    /// Exception: IPv6 neighbour discovery.
+    NeighborDiscovery = "exc_neighbor_discovery",
+    /// Exception: TTL or hop limit expired (ICMP time exceeded).
+    TtlExpired = "exc_ttl_expired",
+    /// Exception: label not in the label table.
+    UnknownLabel = "exc_unknown_label",
+    /// Exception: no route in the VRF (ICMP unreachable).
+    NoRoute = "exc_no_route",
+    /// Exception: addressed to the router itself.
+    LocalDelivery = "exc_local_delivery",
+}
+
+impl Reason {
+    /// True for reasons that hand the packet to the control thread.
+    pub fn is_exception(self) -> bool {
+        (self as u8) >= (Reason::ArpGateway as u8)
+    }
+}
+
+/// What happens to one packet of a burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Transmit on a port.
+    Tx(PortId),
+    /// Not forwarded (dropped, or copied to the exception queue).
+    Stop(Reason),
+}
+
+/// A packet for the control thread.
+#[derive(Clone)]
+pub struct Exception {
+    /// Why.
+    pub reason: Reason,
+    /// Arrival port.
+    pub port: PortId,
+    /// Arrival VLAN (0 untagged).
+    pub vlan: u16,
+    /// The VRF, when known.
+    pub vrf: Option<VrfId>,
+    /// Length of the original frame.
+    pub frame_len: u16,
+    /// Bytes kept.
+    pub len: u16,
+    /// The first bytes of the frame as received.
+    pub data: [u8; EXCEPTION_BYTES],
+}
+
+impl core::fmt::Debug for Exception {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Exception")
+            .field("reason", &self.reason)
+            .field("port", &self.port)
+            .field("len", &self.frame_len)
+            .finish()
+    }
+}
+
+impl Exception {
+    /// The kept bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.data[..usize::from(self.len)]
+    }
+}
+
+/// Per-worker counters, written by one worker and read by the control thread.
+pub struct Counters {
+    /// Packets received.
+    pub rx: CachePadded<AtomicU64>,
+    /// Packets transmitted.
+    pub tx: AtomicU64,
+    /// Per-reason counts, indexed by `Reason as usize`.
+    pub reasons: [AtomicU64; Reason::COUNT],
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            rx: CachePadded::new(AtomicU64::new(0)),
+            tx: AtomicU64::new(0),
+            reasons: core::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Counters {
+    /// The count for one reason.
+    pub fn get(&self, r: Reason) -> u64 {
+        self.reasons[r as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// Exception rate limit: tokens per second and bucket depth.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    /// Sustained exceptions per second.
+    pub per_sec: u64,
+    /// Burst allowance.
+    pub burst: u64,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            per_sec: 10_000,
+            burst: 512,
+        }
+    }
+}
+
+/// One worker's pipeline state.
+pub struct Pipeline {
+    counters: Arc<CachePadded<Counters>>,
+    local: [u64; Reason::COUNT],
+    local_rx: u64,
+    local_tx: u64,
+    exceptions: Arc<ArrayQueue<Exception>>,
+    limit: RateLimit,
+    tokens: u64,
+    last_ns: u64,
+}
+
+impl core::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("tokens", &self.tokens)
+            .finish()
+    }
+}
+
+/// Outputs of one burst grouped by port: (port, indices into the burst).
+pub type OutBatches = ArrayVec<(PortId, ArrayVec<u8, MAX_BURST>), 8>;
+
+#[inline]
+fn flow_hash(src: u64, dst: u64, ports: u32, proto: u8) -> u32 {
+    let mut h = src.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ dst.rotate_left(29)
+        ^ (u64::from(ports) << 8 | u64::from(proto));
+    h = (h ^ (h >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    (h ^ (h >> 29)) as u32
+}
+
+struct Ip {
+    off: usize,
+    v6: bool,
+    hash: u32,
+}
+
+impl Pipeline {
+    /// A pipeline reporting into `counters` and `exceptions`.
+    pub fn new(
+        counters: Arc<CachePadded<Counters>>,
+        exceptions: Arc<ArrayQueue<Exception>>,
+        limit: RateLimit,
+    ) -> Pipeline {
+        Pipeline {
+            counters,
+            local: [0; Reason::COUNT],
+            local_rx: 0,
+            local_tx: 0,
+            exceptions,
+            limit,
+            tokens: limit.burst,
+            last_ns: 0,
+        }
+    }
+
+    /// Process a burst that arrived on `port`. `now_ns` is a monotonic clock
+    /// reading for the exception rate limiter. Fills `verdicts[i]` for each
+    /// packet and groups transmitted packets by output port in `out`.
+    pub fn process(
+        &mut self,
+        fib: &FibView<'_>,
+        port: PortId,
+        pkts: &mut [PacketBuf],
+        verdicts: &mut [Verdict],
+        out: &mut OutBatches,
+        now_ns: u64,
+    ) {
+        let n = pkts.len().min(verdicts.len()).min(MAX_BURST);
+        self.refill(now_ns);
+        out.clear();
+        for i in 0..n {
+            let v = self.one(fib, port, &mut pkts[i]);
+            let v = match v {
+                Verdict::Stop(r) if r.is_exception() => self.punt(r, port, &pkts[i]),
+                v => v,
+            };
+            verdicts[i] = v;
+            match v {
+                Verdict::Tx(p) => {
+                    self.local_tx += 1;
+                    match out.iter_mut().find(|(q, _)| *q == p) {
+                        Some((_, idx)) => idx.push(i as u8),
+                        None => {
+                            if out.is_full() {
+                                // More distinct outputs than a burst batch tracks: drop.
+                                verdicts[i] = Verdict::Stop(Reason::NoNexthop);
+                                self.local[Reason::NoNexthop as usize] += 1;
+                                self.local_tx -= 1;
+                            } else {
+                                let mut idx = ArrayVec::new();
+                                idx.push(i as u8);
+                                out.push((p, idx));
+                            }
+                        }
+                    }
+                }
+                Verdict::Stop(r) => self.local[r as usize] += 1,
+            }
+        }
+        self.local_rx += n as u64;
+        self.flush_counters();
+    }
+
+    fn refill(&mut self, now_ns: u64) {
+        let dt = now_ns.saturating_sub(self.last_ns);
+        let add = dt.saturating_mul(self.limit.per_sec) / 1_000_000_000;
+        if add > 0 {
+            self.tokens = (self.tokens + add).min(self.limit.burst);
+            self.last_ns = now_ns;
+        }
+    }
+
+    fn punt(&mut self, r: Reason, port: PortId, buf: &PacketBuf) -> Verdict {
+        if self.tokens == 0 {
+            self.local[Reason::ExceptionRateLimited as usize] += 1;
+            return Verdict::Stop(r);
+        }
+        self.tokens -= 1;
+        let f = buf.frame();
+        let len = f.len().min(EXCEPTION_BYTES);
+        let vlan = Frame::new_checked(f)
+            .ok()
+            .and_then(|e| e.vlan())
+            .unwrap_or(0);
+        let mut e = Exception {
+            reason: r,
+            port,
+            vlan,
+            vrf: None,
+            frame_len: f.len() as u16,
+            len: len as u16,
+            data: [0; EXCEPTION_BYTES],
+        };
+        e.data[..len].copy_from_slice(&f[..len]);
+        if self.exceptions.push(e).is_err() {
+            self.local[Reason::ExceptionQueueFull as usize] += 1;
+        }
+        Verdict::Stop(r)
+    }
+
+    fn flush_counters(&mut self) {
+        let c = &self.counters;
+        // Single writer per counter set: a relaxed load and store suffices.
+        c.rx.store(
+            c.rx.load(Ordering::Relaxed) + self.local_rx,
+            Ordering::Relaxed,
+        );
+        c.tx.store(
+            c.tx.load(Ordering::Relaxed) + self.local_tx,
+            Ordering::Relaxed,
+        );
+        self.local_rx = 0;
+        self.local_tx = 0;
+        for (i, v) in self.local.iter_mut().enumerate() {
+            if *v != 0 {
+                let a = &c.reasons[i];
+                a.store(a.load(Ordering::Relaxed) + *v, Ordering::Relaxed);
+                *v = 0;
+            }
+        }
+    }
+
+    #[inline]
+    fn one(&mut self, fib: &FibView<'_>, port: PortId, buf: &mut PacketBuf) -> Verdict {
+        let f = buf.frame();
+        let Ok(eth) = Frame::new_checked(f) else {
+            return Verdict::Stop(Reason::Truncated);
+        };
+        let Ok(er) = ethernet::Repr::parse(&eth) else {
+            return Verdict::Stop(Reason::VlanInVlan);
+        };
+        let hl = er.header_len();
+        let Some(role) = fib.port(port, er.vlan.unwrap_or(0)) else {
+            return Verdict::Stop(Reason::UnknownPort);
+        };
+        match role {
+            PortRole::Access(ap) => {
+                if let Some(h) = ap.host_mac {
+                    if er.src != h {
+                        return Verdict::Stop(Reason::Spoofed);
+                    }
+                }
+                match er.ethertype {
+                    ethertype::IPV4 => {
+                        if er.dst != ap.router_mac {
+                            return Verdict::Stop(Reason::NotForUs);
+                        }
+                        let ip = match check_v4(&f[hl..]) {
+                            Ok(p) => p,
+                            Err(r) => return Verdict::Stop(r),
+                        };
+                        if !ap.allows_v4(ip.src()) {
+                            return Verdict::Stop(Reason::Spoofed);
+                        }
+                        if Some(ip.dst()) == ap.gateway_v4 {
+                            return Verdict::Stop(Reason::LocalDelivery);
+                        }
+                        let ttl = ip.ttl();
+                        let Some(vrf) = fib.vrf(ap.vrf) else {
+                            return Verdict::Stop(Reason::NoVrf);
+                        };
+                        forward(fib, vrf, buf, hl, false, ttl)
+                    }
+                    ethertype::IPV6 => {
+                        if er.dst != ap.router_mac && !er.dst.is_multicast() {
+                            return Verdict::Stop(Reason::NotForUs);
+                        }
+                        let ip = match ipv6::Packet::new_checked(&f[hl..]) {
+                            Ok(ip) => ip,
+                            Err(e) => return Verdict::Stop(v6_reason(e)),
+                        };
+                        if ip.next_header() == protocol::ICMPV6 {
+                            if let Some(&t) = ip.payload().first() {
+                                if (133..=137).contains(&t) {
+                                    return Verdict::Stop(Reason::NeighborDiscovery);
+                                }
+                            }
+                        }
+                        if er.dst != ap.router_mac {
+                            return Verdict::Stop(Reason::NotForUs);
+                        }
+                        if !ap.allows_v6(ip.src()) {
+                            return Verdict::Stop(Reason::Spoofed);
+                        }
+                        if Some(ip.dst()) == ap.gateway_v6 {
+                            return Verdict::Stop(Reason::LocalDelivery);
+                        }
+                        let ttl = ip.hop_limit();
+                        let Some(vrf) = fib.vrf(ap.vrf) else {
+                            return Verdict::Stop(Reason::NoVrf);
+                        };
+                        forward(fib, vrf, buf, hl, true, ttl)
+                    }
+                    ethertype::ARP => match arp::Repr::parse(&f[hl..]) {
+                        Ok(a)
+                            if Some(a.target_ip) == ap.gateway_v4
+                                && a.operation == arp::Operation::Request =>
+                        {
+                            Verdict::Stop(Reason::ArpGateway)
+                        }
+                        _ => Verdict::Stop(Reason::Arp),
+                    },
+                    ethertype::VLAN | ethertype::QINQ => Verdict::Stop(Reason::VlanInVlan),
+                    _ => Verdict::Stop(Reason::UnsupportedEthertype),
+                }
+            }
+            PortRole::Uplink(up) => {
+                if er.dst != up.router_mac && !er.dst.is_multicast() {
+                    return Verdict::Stop(Reason::NotForUs);
+                }
+                match er.ethertype {
+                    ethertype::MPLS if er.dst == up.router_mac => pop(fib, buf, hl),
+                    ethertype::IPV4 if er.dst == up.router_mac => {
+                        let ip = match check_v4(&f[hl..]) {
+                            Ok(p) => p,
+                            Err(r) => return Verdict::Stop(r),
+                        };
+                        if Some(ip.dst()) != up.local_v4 {
+                            return Verdict::Stop(Reason::NotForUs);
+                        }
+                        let ihl = ip.header_len();
+                        let frag = ip.flags_frag() & 0x3fff != 0;
+                        let tl = usize::from(ip.total_len());
+                        match ip.protocol() {
+                            protocol::GRE => {
+                                if frag {
+                                    return Verdict::Stop(Reason::Fragment);
+                                }
+                                let g = match gre::Packet::new_checked(ip.payload()) {
+                                    Ok(g) => g,
+                                    Err(WireError::Truncated { .. }) => {
+                                        return Verdict::Stop(Reason::Truncated)
+                                    }
+                                    Err(_) => return Verdict::Stop(Reason::Gre),
+                                };
+                                if g.protocol() != ethertype::MPLS {
+                                    return Verdict::Stop(Reason::Gre);
+                                }
+                                let off = hl + ihl + g.header_len();
+                                buf.truncate(hl + tl);
+                                pop(fib, buf, off)
+                            }
+                            protocol::UDP => {
+                                let u = match udp::Packet::new_checked(ip.payload()) {
+                                    Ok(u) => u,
+                                    Err(WireError::Truncated { .. }) => {
+                                        return Verdict::Stop(Reason::Truncated)
+                                    }
+                                    Err(_) => return Verdict::Stop(Reason::Udp),
+                                };
+                                if u.dst_port() != udp::PORT_MPLS {
+                                    return Verdict::Stop(Reason::LocalDelivery);
+                                }
+                                if frag {
+                                    return Verdict::Stop(Reason::Fragment);
+                                }
+                                let off = hl + ihl + udp::HEADER_LEN;
+                                buf.truncate(hl + ihl + usize::from(u.len()));
+                                pop(fib, buf, off)
+                            }
+                            _ => Verdict::Stop(Reason::LocalDelivery),
+                        }
+                    }
+                    ethertype::ARP => Verdict::Stop(Reason::ArpUplink),
+                    ethertype::IPV6 => {
+                        // Control traffic and neighbour discovery for the uplink.
+                        Verdict::Stop(Reason::LocalDelivery)
+                    }
+                    ethertype::VLAN | ethertype::QINQ => Verdict::Stop(Reason::VlanInVlan),
+                    _ => Verdict::Stop(Reason::UnsupportedEthertype),
+                }
+            }
+        }
+    }
+}
+
+fn v6_reason(e: WireError) -> Reason {
+    match e {
+        WireError::Truncated { .. } => Reason::Truncated,
+        WireError::BadField { .. } => Reason::Ipv6Header,
+    }
+}
+
+fn check_v4(b: &[u8]) -> Result<ipv4::Packet<&[u8]>, Reason> {
+    let ip = ipv4::Packet::new_checked(b).map_err(|e| match e {
+        WireError::Truncated { .. } => Reason::Truncated,
+        WireError::BadField { .. } => Reason::Ipv4Header,
+    })?;
+    if !ip.verify_checksum() {
+        return Err(Reason::Ipv4Checksum);
+    }
+    if ip.header_len() != ipv4::HEADER_LEN {
+        return Err(Reason::Ipv4Options);
+    }
+    Ok(ip)
+}
+
+/// Pop the label stack starting at `off` and forward the inner packet.
+fn pop(fib: &FibView<'_>, buf: &mut PacketBuf, mut off: usize) -> Verdict {
+    let mut action = None;
+    let mut mpls_ttl = 255u8;
+    for _ in 0..MAX_LABELS {
+        let Ok(e) = mpls::Entry::parse(&buf.frame()[off..]) else {
+            return Verdict::Stop(Reason::Truncated);
+        };
+        off += mpls::ENTRY_LEN;
+        mpls_ttl = e.ttl;
+        let l = e.label.value();
+        if l == mpls::Label::IPV4_EXPLICIT_NULL.value()
+            || l == mpls::Label::IPV6_EXPLICIT_NULL.value()
+        {
+            if e.bos {
+                // Explicit null alone: no VPN to look the packet up in.
+                return Verdict::Stop(Reason::UnknownLabel);
+            }
+            continue;
+        }
+        let Some(a) = fib.label(l) else {
+            return Verdict::Stop(Reason::UnknownLabel);
+        };
+        if !e.bos {
+            return Verdict::Stop(Reason::LabelStack);
+        }
+        action = Some(a);
+        break;
+    }
+    let Some(action) = action else {
+        return Verdict::Stop(Reason::LabelStack);
+    };
+    if mpls_ttl <= 1 {
+        return Verdict::Stop(Reason::TtlExpired);
+    }
+    let inner = &buf.frame()[off..];
+    let v6 = match inner.first().map(|b| b >> 4) {
+        Some(4) => {
+            let ip = match check_v4(inner) {
+                Ok(ip) => ip,
+                Err(r) => return Verdict::Stop(r),
+            };
+            let tl = usize::from(ip.total_len());
+            buf.truncate(off + tl);
+            false
+        }
+        Some(6) => {
+            let ip = match ipv6::Packet::new_checked(inner) {
+                Ok(ip) => ip,
+                Err(e) => return Verdict::Stop(v6_reason(e)),
+            };
+            let tl = ipv6::HEADER_LEN + usize::from(ip.payload_len());
+            buf.truncate(off + tl);
+            true
+        }
+        Some(_) => return Verdict::Stop(Reason::UnsupportedEthertype),
+        None => return Verdict::Stop(Reason::Truncated),
+    };
+    let ip_ttl = if v6 {
+        buf.frame()[off + 7]
+    } else {
+        buf.frame()[off + 8]
+    };
+    let ttl = ip_ttl.min(mpls_ttl);
+    match action {
+        LabelAction::VrfLookup(v) => match fib.vrf(v) {
+            Some(vrf) => forward(fib, vrf, buf, off, v6, ttl),
+            None => Verdict::Stop(Reason::NoVrf),
+        },
+        LabelAction::Nexthop(nh) => {
+            if ttl <= 1 {
+                return Verdict::Stop(Reason::TtlExpired);
+            }
+            let hash = ip_hash(buf.frame(), off, v6);
+            apply_nexthop(fib, nh.get(), buf, Ip { off, v6, hash }, ttl - 1)
+        }
+    }
+}
+
+fn ip_hash(f: &[u8], off: usize, v6: bool) -> u32 {
+    let p = &f[off..];
+    if v6 {
+        let w = |a: usize| -> u64 {
+            p.get(a..a + 8)
+                .map_or(0, |s| u64::from_be_bytes(s.try_into().unwrap_or([0; 8])))
+        };
+        let ports = p
+            .get(40..44)
+            .map_or(0, |s| u32::from_be_bytes(s.try_into().unwrap_or([0; 4])));
+        flow_hash(
+            w(8) ^ w(16),
+            w(24) ^ w(32),
+            ports,
+            p.get(6).copied().unwrap_or(0),
+        )
+    } else {
+        let w = |a: usize| -> u64 {
+            p.get(a..a + 4).map_or(0, |s| {
+                u64::from(u32::from_be_bytes(s.try_into().unwrap_or([0; 4])))
+            })
+        };
+        let ports = p
+            .get(20..24)
+            .map_or(0, |s| u32::from_be_bytes(s.try_into().unwrap_or([0; 4])));
+        flow_hash(w(12), w(16), ports, p.get(9).copied().unwrap_or(0))
+    }
+}
+
+/// LPM in `vrf` and apply the nexthop. `ttl` is the packet's current TTL.
+#[inline]
+fn forward(
+    fib: &FibView<'_>,
+    vrf: &VrfFib,
+    buf: &mut PacketBuf,
+    off: usize,
+    v6: bool,
+    ttl: u8,
+) -> Verdict {
+    if ttl <= 1 {
+        return Verdict::Stop(Reason::TtlExpired);
+    }
+    let f = buf.frame();
+    let nh = if v6 {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&f[off + 24..off + 40]);
+        vrf.lookup_v6(u128::from_be_bytes(a))
+    } else {
+        vrf.lookup_v4(u32::from_be_bytes([
+            f[off + 16],
+            f[off + 17],
+            f[off + 18],
+            f[off + 19],
+        ]))
+    };
+    if nh == NO_ROUTE {
+        return Verdict::Stop(Reason::NoRoute);
+    }
+    let hash = ip_hash(f, off, v6);
+    apply_nexthop(fib, nh, buf, Ip { off, v6, hash }, ttl - 1)
+}
+
+/// Set the IP TTL to `ttl` and rewrite for the nexthop.
+fn apply_nexthop(fib: &FibView<'_>, nh: u32, buf: &mut PacketBuf, ip: Ip, ttl: u8) -> Verdict {
+    let mut nexthop = match fib.nexthop(nh) {
+        Some(n) => n,
+        None => return Verdict::Stop(Reason::NoNexthop),
+    };
+    if let Nexthop::Ecmp(members) = nexthop {
+        let Some(m) = members.get(ip.hash as usize % members.len().max(1)) else {
+            return Verdict::Stop(Reason::NoNexthop);
+        };
+        nexthop = match fib.nexthop(m.get()) {
+            Some(n) => n,
+            None => return Verdict::Stop(Reason::NoNexthop),
+        };
+    }
+    // Write the new TTL.
+    {
+        let f = buf.frame_mut();
+        if ip.v6 {
+            f[ip.off + 7] = ttl;
+        } else {
+            let mut p = ipv4::Packet::new_unchecked(&mut f[ip.off..]);
+            p.set_ttl_update_checksum(ttl);
+        }
+    }
+    match nexthop {
+        Nexthop::Local { port, l2 } => {
+            let et = if ip.v6 {
+                ethertype::IPV6
+            } else {
+                ethertype::IPV4
+            };
+            let eth = ethernet::Repr {
+                dst: l2.dst,
+                src: l2.src,
+                vlan: l2.vlan,
+                ethertype: et,
+            };
+            let hl = eth.header_len();
+            if !reframe(buf, ip.off, hl) {
+                return Verdict::Stop(Reason::NoHeadroom);
+            }
+            eth.emit(buf.frame_mut());
+            Verdict::Tx(*port)
+        }
+        Nexthop::Remote(r) => push(buf, &ip, r, ttl),
+        Nexthop::Drop => Verdict::Stop(Reason::NexthopDrop),
+        Nexthop::Punt => Verdict::Stop(Reason::LocalDelivery),
+        Nexthop::Ecmp(_) => Verdict::Stop(Reason::NoNexthop),
+    }
+}
+
+/// Make the frame start `hl` bytes before the IP header at `off`.
+#[inline]
+fn reframe(buf: &mut PacketBuf, off: usize, hl: usize) -> bool {
+    let delta = off as isize - hl as isize;
+    if delta < 0 && buf.headroom() < delta.unsigned_abs() {
+        return false;
+    }
+    buf.adjust_front(delta)
+}
+
+#[inline]
+fn push(buf: &mut PacketBuf, ip: &Ip, r: &RemoteNexthop, ttl: u8) -> Verdict {
+    let rw = &r.rewrite;
+    let rl = usize::from(rw.len);
+    if !reframe(buf, ip.off, rl) {
+        return Verdict::Stop(Reason::NoHeadroom);
+    }
+    let total = buf.len();
+    let f = buf.frame_mut();
+    f[..rl].copy_from_slice(&rw.bytes[..rl]);
+    let la = usize::from(rw.labels_at);
+    for i in 0..usize::from(rw.labels) {
+        f[la + i * 4 + 3] = ttl;
+    }
+    if let Some(o) = rw.outer_ip_at {
+        let o = usize::from(o);
+        let ip_len = (total - o) as u16;
+        f[o + 2..o + 4].copy_from_slice(&ip_len.to_be_bytes());
+        let c = !checksum::fold(rw.outer_ip_sum + u32::from(ip_len));
+        f[o + 10..o + 12].copy_from_slice(&c.to_be_bytes());
+        if let Some(u) = rw.udp_at {
+            let u = usize::from(u);
+            let sport = 0xc000 | (ip.hash as u16 & 0x3fff);
+            f[u..u + 2].copy_from_slice(&sport.to_be_bytes());
+            f[u + 4..u + 6].copy_from_slice(&((total - u) as u16).to_be_bytes());
+        }
+    }
+    Verdict::Tx(r.port)
+}
+
+/// The MAC the router uses when it has none configured (locally administered).
+pub const DEFAULT_ROUTER_MAC: MacAddr = MacAddr([0x02, 0x76, 0x70, 0x6e, 0x00, 0x01]);
