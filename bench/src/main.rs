@@ -1,1 +1,83 @@
-fn main() {}
+//! vpnfwd benchmark harness.
+//!
+//! ```text
+//! bench lpm      --routes N [--seed S] [--nexthops K] [--v6-routes M]
+//! bench pipeline --routes N [--seed S] [--seconds T]
+//! ```
+//! Each prints a human summary and, as its last line, one JSON object.
+
+mod gen;
+mod lpm;
+mod pipeline;
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+/// Parsed `--key value` options.
+pub struct Opts(HashMap<String, String>);
+
+impl Opts {
+    fn parse(args: &[String]) -> Result<Opts, String> {
+        let mut m = HashMap::new();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let key = a
+                .strip_prefix("--")
+                .ok_or_else(|| format!("unexpected argument {a:?}"))?;
+            let val = it.next().ok_or_else(|| format!("--{key} needs a value"))?;
+            m.insert(key.to_string(), val.clone());
+        }
+        Ok(Opts(m))
+    }
+
+    /// A numeric option with a default.
+    pub fn num<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T, String> {
+        match self.0.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("--{key}: not a number: {v:?}")),
+        }
+    }
+}
+
+const USAGE: &str = "usage: bench <lpm|pipeline> [--routes N] [--seed S] [...]";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let opts = match Opts::parse(&args[1..]) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("bench: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let r = match cmd.as_str() {
+        "lpm" => lpm::run(&opts),
+        "pipeline" => pipeline::run(&opts),
+        _ => Err(format!("unknown benchmark {cmd:?}")),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resident set size of this process in bytes (Linux), for memory deltas.
+pub fn rss_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<usize>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}

@@ -1,0 +1,232 @@
+//! `bench lpm`: vpnfwd's LPM beside a baseline on the same routes and keys.
+//!
+//! Figures per family: lookups/s on one core (batches of 32 keys through a
+//! read-side guard, as the pipeline does), bytes per route (the readers'
+//! structure; also the process RSS growth, measured the same way for the
+//! baseline), and updates/s (withdraw and re-announce of random routes of the
+//! full table, one at a time, published to readers).
+
+use crate::gen::{self, Route};
+use crate::{rss_bytes, Opts};
+use dataplane::fib::{Lpm, NO_ROUTE};
+use dataplane::rcu::Domain;
+use ipnet::{Ipv4Net, Ipv6Net};
+use prefix_trie::PrefixMap;
+use serde_json::json;
+use std::hint::black_box;
+use std::time::Instant;
+
+struct Figures {
+    lookups_per_sec: f64,
+    bytes_per_route: f64,
+    rss_bytes_per_route: f64,
+    updates_per_sec: f64,
+    load_secs: f64,
+    checksum: u64,
+}
+
+fn time_loop(min_secs: f64, mut f: impl FnMut() -> usize) -> f64 {
+    let start = Instant::now();
+    let mut n = 0usize;
+    loop {
+        n += f();
+        let e = start.elapsed().as_secs_f64();
+        if e >= min_secs {
+            return n as f64 / e;
+        }
+    }
+}
+
+fn ours(routes: &[Route], keys: &[u128], v6: bool, updates: &[usize]) -> Figures {
+    let d = Domain::new();
+    let rss0 = rss_bytes();
+    let t0 = Instant::now();
+    let mut t = if v6 { Lpm::new_v6(&d) } else { Lpm::new_v4(&d) };
+    for r in routes {
+        let res = if v6 {
+            t.insert_v6(r.prefix, r.len, r.nexthop)
+        } else {
+            t.insert_v4((r.prefix >> 96) as u32, r.len, r.nexthop)
+        };
+        res.expect("generated routes are valid");
+    }
+    d.collect();
+    let load_secs = t0.elapsed().as_secs_f64();
+    let rss = rss_bytes().saturating_sub(rss0);
+    let fib_bytes = t.fib_bytes();
+    let mut reader = d.register();
+    let shared = t.shared().clone();
+    let keys4: Vec<u32> = keys.iter().map(|k| (k >> 96) as u32).collect();
+    let mut out = vec![0u32; keys.len()];
+    let lookups_per_sec = time_loop(1.5, || {
+        {
+            let g = reader.guard();
+            if v6 {
+                for (k, o) in keys.iter().zip(out.iter_mut()) {
+                    *o = shared.lookup_v6(&g, *k);
+                }
+            } else {
+                for (ks, os) in keys4.chunks(32).zip(out.chunks_mut(32)) {
+                    shared.lookup_v4_batch(&g, ks, os);
+                }
+            }
+        }
+        reader.quiescent();
+        black_box(&out);
+        keys.len()
+    });
+    let checksum = out.iter().map(|v| u64::from(*v)).sum();
+    let t1 = Instant::now();
+    for &i in updates {
+        let r = routes[i];
+        if v6 {
+            t.remove_v6(r.prefix, r.len).expect("valid");
+            t.insert_v6(r.prefix, r.len, r.nexthop).expect("valid");
+        } else {
+            let a = (r.prefix >> 96) as u32;
+            t.remove_v4(a, r.len).expect("valid");
+            t.insert_v4(a, r.len, r.nexthop).expect("valid");
+        }
+        reader.quiescent();
+    }
+    d.collect();
+    let updates_per_sec = (2 * updates.len()) as f64 / t1.elapsed().as_secs_f64();
+    Figures {
+        lookups_per_sec,
+        bytes_per_route: fib_bytes as f64 / routes.len() as f64,
+        rss_bytes_per_route: rss as f64 / routes.len() as f64,
+        updates_per_sec,
+        load_secs,
+        checksum,
+    }
+}
+
+fn baseline(routes: &[Route], keys: &[u128], v6: bool, updates: &[usize]) -> Figures {
+    let rss0 = rss_bytes();
+    let t0 = Instant::now();
+    let mut m4: PrefixMap<Ipv4Net, u32> = PrefixMap::new();
+    let mut m6: PrefixMap<Ipv6Net, u32> = PrefixMap::new();
+    let net4 = |r: &Route| Ipv4Net::new(((r.prefix >> 96) as u32).into(), r.len).expect("valid");
+    let net6 = |r: &Route| Ipv6Net::new(r.prefix.into(), r.len).expect("valid");
+    for r in routes {
+        if v6 {
+            m6.insert(net6(r), r.nexthop);
+        } else {
+            m4.insert(net4(r), r.nexthop);
+        }
+    }
+    let load_secs = t0.elapsed().as_secs_f64();
+    let rss = rss_bytes().saturating_sub(rss0);
+    let q4: Vec<Ipv4Net> = keys
+        .iter()
+        .map(|k| Ipv4Net::new(((k >> 96) as u32).into(), 32).expect("host"))
+        .collect();
+    let q6: Vec<Ipv6Net> = keys
+        .iter()
+        .map(|k| Ipv6Net::new((*k).into(), 128).expect("host"))
+        .collect();
+    let mut out = vec![0u32; keys.len()];
+    let lookups_per_sec = time_loop(1.5, || {
+        if v6 {
+            for (q, o) in q6.iter().zip(out.iter_mut()) {
+                *o = m6.get_lpm(q).map_or(NO_ROUTE, |(_, v)| *v);
+            }
+        } else {
+            for (q, o) in q4.iter().zip(out.iter_mut()) {
+                *o = m4.get_lpm(q).map_or(NO_ROUTE, |(_, v)| *v);
+            }
+        }
+        black_box(&out);
+        keys.len()
+    });
+    let checksum = out.iter().map(|v| u64::from(*v)).sum();
+    let t1 = Instant::now();
+    for &i in updates {
+        let r = &routes[i];
+        if v6 {
+            m6.remove(&net6(r));
+            m6.insert(net6(r), r.nexthop);
+        } else {
+            m4.remove(&net4(r));
+            m4.insert(net4(r), r.nexthop);
+        }
+    }
+    let updates_per_sec = (2 * updates.len()) as f64 / t1.elapsed().as_secs_f64();
+    Figures {
+        lookups_per_sec,
+        bytes_per_route: rss as f64 / routes.len() as f64,
+        rss_bytes_per_route: rss as f64 / routes.len() as f64,
+        updates_per_sec,
+        load_secs,
+        checksum,
+    }
+}
+
+fn family(n: usize, v6: bool, opts: &Opts) -> Result<(Figures, Figures), String> {
+    let seed: u64 = opts.num("seed", 1)?;
+    let nexthops: u32 = opts.num("nexthops", 4096)?;
+    let nkeys: usize = opts.num("keys", 1 << 20)?;
+    let routes = gen::table(n, v6, nexthops, seed);
+    let keys = gen::keys(&routes, nkeys, v6, seed ^ 0x5eed);
+    let mut rng = gen::Rng::new(seed ^ 0xabcd);
+    let updates: Vec<usize> = (0..n.min(200_000))
+        .map(|_| rng.below(n as u64) as usize)
+        .collect();
+    let fam = if v6 { "IPv6" } else { "IPv4" };
+    println!(
+        "{fam}: {n} routes, {} keys, {nexthops} nexthops, seed {seed}",
+        keys.len()
+    );
+    let base = baseline(&routes, &keys, v6, &updates);
+    let o = ours(&routes, &keys, v6, &updates);
+    if o.checksum != base.checksum {
+        return Err(format!(
+            "{fam}: vpnfwd and the baseline disagree on lookups ({} vs {})",
+            o.checksum, base.checksum
+        ));
+    }
+    for (name, f) in [("vpnfwd", &o), ("prefix-trie", &base)] {
+        println!(
+            "  {name:<12} {:>8.1} M lookups/s  {:>6.1} B/route (RSS {:>6.1})  {:>9.0} updates/s  load {:.2} s",
+            f.lookups_per_sec / 1e6,
+            f.bytes_per_route,
+            f.rss_bytes_per_route,
+            f.updates_per_sec,
+            f.load_secs
+        );
+    }
+    println!(
+        "  ratio vpnfwd/baseline: lookups {:.2}x, updates {:.2}x",
+        o.lookups_per_sec / base.lookups_per_sec,
+        o.updates_per_sec / base.updates_per_sec
+    );
+    Ok((o, base))
+}
+
+fn fig(f: &Figures) -> serde_json::Value {
+    json!({
+        "lookups_per_sec": f.lookups_per_sec.round(),
+        "bytes_per_route": (f.bytes_per_route * 10.0).round() / 10.0,
+        "rss_bytes_per_route": (f.rss_bytes_per_route * 10.0).round() / 10.0,
+        "updates_per_sec": f.updates_per_sec.round(),
+    })
+}
+
+/// Run the benchmark.
+pub fn run(opts: &Opts) -> Result<(), String> {
+    let n: usize = opts.num("routes", 1_000_000)?;
+    let n6: usize = opts.num("v6-routes", 200_000)?;
+    if n == 0 || n6 == 0 {
+        return Err("--routes and --v6-routes must be positive".into());
+    }
+    let (o4, b4) = family(n, false, opts)?;
+    let (o6, b6) = family(n6, true, opts)?;
+    let mut top = fig(&o4);
+    top["ipv6"] = fig(&o6);
+    let mut base = fig(&b4);
+    base["name"] = json!("prefix-trie 0.7");
+    base["ipv6"] = fig(&b6);
+    top["baseline"] = base;
+    println!("{top}");
+    Ok(())
+}
