@@ -151,12 +151,24 @@ impl LpmShared {
             for (w, ip) in words.iter_mut().zip(keys) {
                 *w = self.root[(ip >> 24) as usize].load(Ordering::Acquire);
             }
+            // Stage 2: segment slots; prefetch the chunk headers they name.
             for ((w, s), ip) in words.iter_mut().zip(segs.iter_mut()).zip(keys) {
                 if *w & 1 == 0 {
                     *s = *w;
                     // SAFETY: see `lookup_v4_trusted`.
                     let seg = unsafe { &*(*w as *const Segment) };
                     *w = seg.slots[((ip >> 16) & 255) as usize].load(Ordering::Acquire);
+                    if *w & 1 == 0 {
+                        prefetch(*w as *const u8);
+                    }
+                }
+            }
+            // Stage 3: prefetch each chunk's root node.
+            for w in words.iter() {
+                if w & 1 == 0 {
+                    // SAFETY: see `lookup_v4_trusted`.
+                    let c = unsafe { &*(*w as *const ChunkNode) };
+                    prefetch(c.trie.root_ptr());
                 }
             }
             for (((w, s), ip), o) in words.iter().zip(&segs).zip(keys).zip(outs.iter_mut()) {
@@ -244,6 +256,18 @@ impl LpmShared {
             shift -= 16;
         }
     }
+}
+
+/// Hint the CPU to fetch the cache line at `p`.
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and has no architectural effect, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 fn free_chunk(p: usize) {

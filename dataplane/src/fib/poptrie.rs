@@ -83,6 +83,12 @@ impl Chunk {
         }
     }
 
+    /// Address of the root node, for prefetching.
+    #[inline(always)]
+    pub fn root_ptr(&self) -> *const u8 {
+        self.nodes.as_ptr().cast()
+    }
+
     /// Bytes of heap this chunk holds.
     pub fn heap_bytes(&self) -> usize {
         self.nodes.len() * core::mem::size_of::<Node>() + self.leaves.len() * 4
