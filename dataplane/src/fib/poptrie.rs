@@ -139,10 +139,9 @@ impl Builder<'_> {
         if depth < 2 {
             let span_bits = 10 - 6 * depth;
             let span = 1u32 << span_bits;
-            let mut painters: Vec<&ChunkRoute> =
-                routes.iter().filter(|r| r.size() >= span).collect();
-            painters.sort_by_key(|r| r.len);
-            for r in painters {
+            // Sorted by (start, len), a covering route comes before every
+            // route nested in it, so painting in order leaves the longest.
+            for r in routes.iter().filter(|r| r.size() >= span) {
                 let first = ((r.start() - base) >> span_bits) as usize;
                 let n = (r.size() >> span_bits) as usize;
                 vals[first..first + n].fill(r.value);
@@ -172,11 +171,9 @@ impl Builder<'_> {
                 while ri < routes.len() && routes[ri].start() < hi {
                     ri += 1;
                 }
-                let sub: Vec<ChunkRoute> = routes[r0..ri]
-                    .iter()
-                    .filter(|r| r.size() < span)
-                    .copied()
-                    .collect();
+                // A route covering the whole slot starts at `lo` and sorts
+                // first, so it was skipped above: only nested routes remain.
+                let sub = &routes[r0..ri];
                 while ki < kids.len() && u32::from(kids[ki]) < lo {
                     ki += 1;
                 }
@@ -188,7 +185,7 @@ impl Builder<'_> {
                     base_child + ci,
                     depth + 1,
                     lo,
-                    &sub,
+                    sub,
                     &kids[k0..ki],
                     kid_index + k0 as u32,
                     vals[j as usize],
@@ -196,9 +193,7 @@ impl Builder<'_> {
                 ci += 1;
             }
         } else {
-            let mut painters: Vec<&ChunkRoute> = routes.iter().collect();
-            painters.sort_by_key(|r| r.len);
-            for r in painters {
+            for r in routes {
                 let first = ((r.start() - base) * 4) as usize;
                 let n = (r.size() * 4) as usize;
                 vals[first..first + n].fill(r.value);
