@@ -190,6 +190,22 @@ impl LpmShared {
         }
     }
 
+    /// Start fetching the cache lines a lookup of `ip` will touch (root,
+    /// segment slot, chunk header and root node), without waiting for them.
+    #[inline]
+    pub(crate) fn prefetch_v4(&self, ip: u32) {
+        let r = self.root[(ip >> 24) as usize].load(Ordering::Acquire);
+        if r & 1 == 1 {
+            return;
+        }
+        // SAFETY: see `lookup_v4_trusted`.
+        let seg = unsafe { &*(r as *const Segment) };
+        let s = seg.slots[((ip >> 16) & 255) as usize].load(Ordering::Acquire);
+        if s & 1 == 0 {
+            prefetch(s as *const u8);
+        }
+    }
+
     /// Lookup for a caller that checked the guard's domain once.
     #[inline(always)]
     pub(crate) fn lookup_v4_trusted(&self, ip: u32) -> u32 {

@@ -485,6 +485,11 @@ impl VrfFib {
     pub fn lookup_v4(&self, ip: u32) -> u32 {
         self.v4.lookup_v4_trusted(ip)
     }
+    /// Start fetching what an IPv4 lookup of `ip` will read.
+    #[inline]
+    pub fn prefetch_v4(&self, ip: u32) {
+        self.v4.prefetch_v4(ip);
+    }
     /// IPv6 LPM inside a [`FibView`].
     #[inline]
     pub fn lookup_v6(&self, ip: u128) -> u32 {
