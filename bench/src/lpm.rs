@@ -54,6 +54,7 @@ fn ours(routes: &[Route], keys: &[u128], v6: bool, updates: &[usize]) -> Figures
     let load_secs = t0.elapsed().as_secs_f64();
     let rss = rss_bytes().saturating_sub(rss0);
     let fib_bytes = t.fib_bytes();
+    println!("  vpnfwd structure: {:?}", t.stats());
     let mut reader = d.register();
     let shared = t.shared().clone();
     let keys4: Vec<u32> = keys.iter().map(|k| (k >> 96) as u32).collect();

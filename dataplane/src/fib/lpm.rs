@@ -53,6 +53,19 @@ pub enum LpmError {
     Nexthop(u32),
 }
 
+/// Sizes of a table's reader-side structure.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LpmStats {
+    /// Segments (second level) allocated.
+    pub segments: usize,
+    /// Poptrie chunks.
+    pub chunks: usize,
+    /// Poptrie nodes over all chunks.
+    pub nodes: usize,
+    /// Leaves over all chunks.
+    pub leaves: usize,
+}
+
 /// Largest nexthop id a table can hold.
 pub const MAX_NEXTHOP: u32 = CHILD - 1;
 
@@ -714,6 +727,28 @@ impl Lpm {
                 fresh,
             },
         )
+    }
+
+    /// Counts of the readers' structure, for sizing and benchmarks.
+    pub fn stats(&self) -> LpmStats {
+        fn walk(cw: &ChunkW, st: &mut LpmStats) {
+            // SAFETY: the writer owns the published chunk.
+            let node = unsafe { &*(cw.published as *const ChunkNode) };
+            st.chunks += 1;
+            st.nodes += node.trie.node_count();
+            st.leaves += node.trie.leaf_count();
+            for k in cw.kids.values() {
+                walk(k, st);
+            }
+        }
+        let mut st = LpmStats {
+            segments: (0..256).filter(|a| self.segment(*a).is_some()).count(),
+            ..LpmStats::default()
+        };
+        for cw in self.blocks.values() {
+            walk(cw, &mut st);
+        }
+        st
     }
 
     /// Bytes of memory the readers' structure occupies.

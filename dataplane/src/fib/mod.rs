@@ -9,7 +9,7 @@ pub mod lpm;
 pub mod nexthop;
 pub(crate) mod poptrie;
 
-pub use lpm::{Lpm, LpmError, LpmShared, MAX_NEXTHOP};
+pub use lpm::{Lpm, LpmError, LpmShared, LpmStats, MAX_NEXTHOP};
 pub use nexthop::{Encap, L2Rewrite, Nexthop, RemoteNexthop, Rewrite};
 pub use poptrie::NO_ROUTE;
 

@@ -89,6 +89,16 @@ impl Chunk {
         self.nodes.as_ptr().cast()
     }
 
+    /// Nodes in the chunk.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Leaves in the chunk.
+    pub fn leaf_count(&self) -> usize {
+        self.leaves.len()
+    }
+
     /// Bytes of heap this chunk holds.
     pub fn heap_bytes(&self) -> usize {
         self.nodes.len() * core::mem::size_of::<Node>() + self.leaves.len() * 4
