@@ -125,14 +125,21 @@ impl Domain {
             // SAFETY: `p` came from `Box::<T>::into_raw` (contract of `retire`).
             drop(unsafe { Box::from_raw(p.cast::<T>()) });
         }
+        // SAFETY: forwarded contract; `free::<T>` frees a `Box<T>`.
+        unsafe { self.retire_with(ptr.cast(), free::<T>) }
+    }
+
+    /// Defer `free(ptr)` until every reader has passed a quiescent state.
+    ///
+    /// # Safety
+    /// `free(ptr)` must be sound to call once on any thread (the pointee is
+    /// `Send`); `ptr` must not be retired twice and must already be
+    /// unreachable for readers that start after this call.
+    pub unsafe fn retire_with(&self, ptr: *mut (), free: unsafe fn(*mut ())) {
         let epoch = self.inner.epoch.fetch_add(1, Ordering::SeqCst) + 1;
         let len = {
             let mut l = lock(&self.inner.retired);
-            l.push(Retired {
-                epoch,
-                ptr: ptr.cast(),
-                free: free::<T>,
-            });
+            l.push(Retired { epoch, ptr, free });
             l.len()
         };
         if len >= 256 {

@@ -3,32 +3,33 @@
 //! Layout (readers' view), for a key left-aligned in 128 bits:
 //!
 //! ```text
-//!  root[256]  ── bits 0..8 ──▶ leaf(nexthop) | Segment
-//!  Segment    ── bits 8..16 ─▶ leaf(nexthop) | ChunkNode   (+ per-slot default)
-//!  ChunkNode  ── next 16 bits ▶ poptrie chunk value: nexthop | none | child i
-//!  child i    ── next 16 bits ▶ ChunkNode … (IPv6 only: up to 7 levels)
+//!  root[256]     bits 0..8   ─▶ leaf(nexthop) | Segment
+//!  Segment[1024] bits 8..18  ─▶ leaf(nexthop) | chunk        (+ per-slot default)
+//!  chunk         next 14 (IPv4) or 16 (IPv6) bits ─▶ nexthop | none | child i
+//!  child i       next 16 bits ─▶ chunk …                      (IPv6 only)
 //! ```
 //!
-//! Routes of length ≤ 16 live in the root and segments (painted as leaves or
-//! as a segment slot's default); longer routes live in the chunk that owns
-//! their length range. A chunk answers "none" where none of its own routes
-//! cover the key, and the lookup falls back to the best covering route seen
-//! on the way down, so a change to a short route never rebuilds a chunk.
+//! As in Poptrie, the first 18 bits are direct-indexed, so an IPv4 /24 is a
+//! leaf of a chunk's root node. Routes of length ≤ 18 live in the root and
+//! segments (painted as leaves or as a segment slot's default); longer routes
+//! live in the chunk that owns their length range (see [`super::poptrie`]). A
+//! chunk answers "none" where none of its own routes cover the key and the
+//! lookup falls back to the best covering route seen on the way down, so a
+//! change to a short route never rebuilds a chunk.
 //!
 //! Updates are incremental: the writer rebuilds only the chunk that owns the
 //! changed route (and its parent when a child chunk appears or disappears),
 //! publishes it with one atomic store, and retires the old one through QSBR
-//! ([`crate::rcu`]). A lookup reads each word once, so it sees every
-//! published pointer whole: the answer is the one from before or after an
-//! update, never a torn one. Memory is proportional to the routes held: an
-//! empty table is a 2 KiB root.
+//! ([`crate::rcu`]). A lookup reads each published word once, so the answer
+//! is the one from before or after an update, never a torn one. Memory is
+//! proportional to the routes held: an empty table is a 2 KiB root.
 #![allow(unsafe_code)]
 
-use super::poptrie::{Chunk, ChunkRoute, CHILD, NO_ROUTE};
+use super::poptrie::{self, ChunkRoute, Words, CHILD, NO_ROUTE};
 use crate::rcu::{Domain, Guard};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Why a route could not be installed.
@@ -69,6 +70,10 @@ pub struct LpmStats {
 /// Largest nexthop id a table can hold.
 pub const MAX_NEXTHOP: u32 = CHILD - 1;
 
+const TOP_BITS: u32 = 18;
+const SEG_BITS: u32 = 10;
+const SEG_LEN: usize = 1 << SEG_BITS;
+
 #[inline(always)]
 fn leaf(v: u32) -> usize {
     ((v as usize) << 1) | 1
@@ -96,18 +101,46 @@ impl Hasher for IntHasher {
 pub(crate) type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
 
 struct Segment {
-    slots: [AtomicUsize; 256],
-    defaults: [AtomicU32; 256],
+    slots: [AtomicUsize; SEG_LEN],
+    defaults: [AtomicU32; SEG_LEN],
 }
 
-struct Kid {
-    ptr: AtomicUsize,
-    default: u32,
+/// View the chunk whose first word is at `p`.
+///
+/// # Safety
+/// `p` must point to the first word of a live chunk built by
+/// [`poptrie::build`] (published and not yet freed).
+#[inline(always)]
+unsafe fn chunk<'a>(p: usize) -> &'a Words {
+    let first = p as *const AtomicU64;
+    // SAFETY: the caller guarantees a live chunk; its first word holds its length.
+    let len = poptrie::len_words(unsafe { &*first });
+    // SAFETY: the chunk is one allocation of `len` words starting at `first`.
+    unsafe { std::slice::from_raw_parts(first, len) }
 }
 
-struct ChunkNode {
-    trie: Chunk,
-    kids: Box<[Kid]>,
+/// Free a chunk (not its children).
+///
+/// # Safety
+/// `p` must be the first word of a chunk from `Box::into_raw`, unreachable by
+/// any reader, freed once.
+unsafe fn free_chunk_words(p: *mut ()) {
+    // SAFETY: caller's contract.
+    let len = poptrie::len_words(unsafe { &*(p as *const AtomicU64) });
+    // SAFETY: the allocation was a boxed slice of `len` words.
+    drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p as *mut AtomicU64, len)) });
+}
+
+/// Hint the CPU to fetch the cache line at `p`.
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and has no architectural effect, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// The part of a table readers see. Owned by an `Arc`; freed (with
@@ -150,61 +183,80 @@ impl LpmShared {
         self.lookup_v6_trusted(ip)
     }
 
-    /// Look up a batch of IPv4 addresses, stage by stage so that the memory
-    /// accesses of different keys overlap.
+    /// Look up a batch of IPv4 addresses. The loop is software-pipelined in
+    /// three stages a few keys apart: read the root word and prefetch the
+    /// segment slot; read the slot and prefetch the chunk; walk the chunk.
+    /// The cache misses of different keys overlap instead of adding up.
     ///
     /// # Panics
     /// Panics if `g` belongs to another domain or `out` is shorter than `ips`.
     pub fn lookup_v4_batch(&self, g: &Guard<'_>, ips: &[u32], out: &mut [u32]) {
+        const AHEAD: usize = 16;
+        const RING: usize = 4 * AHEAD;
         assert!(self.domain.owns(g), "guard from another domain");
-        let out = &mut out[..ips.len()];
-        for (keys, outs) in ips.chunks(16).zip(out.chunks_mut(16)) {
-            let mut words = [0usize; 16];
-            let mut segs = [0usize; 16];
-            for (w, ip) in words.iter_mut().zip(keys) {
-                *w = self.root[(ip >> 24) as usize].load(Ordering::Acquire);
+        let n = ips.len();
+        let out = &mut out[..n];
+        // Per key in flight: the root word, then the segment slot's address.
+        let mut slot_at = [0usize; RING];
+        let mut word = [0usize; RING];
+        let stage_a = |i: usize, slot_at: &mut [usize; RING], word: &mut [usize; RING]| {
+            let ip = ips[i];
+            let r = self.root[(ip >> 24) as usize].load(Ordering::Acquire);
+            if r & 1 == 1 {
+                word[i % RING] = r;
+                slot_at[i % RING] = 0;
+            } else {
+                // SAFETY: see `lookup_v4_trusted`.
+                let seg = unsafe { &*(r as *const Segment) };
+                let at = core::ptr::from_ref(&seg.slots[((ip >> 14) as usize) & (SEG_LEN - 1)]);
+                prefetch(at.cast());
+                slot_at[i % RING] = at as usize;
             }
-            // Stage 2: segment slots; prefetch the chunk headers they name.
-            for ((w, s), ip) in words.iter_mut().zip(segs.iter_mut()).zip(keys) {
-                if *w & 1 == 0 {
-                    *s = *w;
-                    // SAFETY: see `lookup_v4_trusted`.
-                    let seg = unsafe { &*(*w as *const Segment) };
-                    *w = seg.slots[((ip >> 16) & 255) as usize].load(Ordering::Acquire);
-                    if *w & 1 == 0 {
-                        prefetch(*w as *const u8);
-                    }
+        };
+        let stage_b = |i: usize, slot_at: &[usize; RING], word: &mut [usize; RING]| {
+            let at = slot_at[i % RING];
+            if at != 0 {
+                // SAFETY: `at` is a slot of a live segment (stage A).
+                let s = unsafe { &*(at as *const AtomicUsize) }.load(Ordering::Acquire);
+                if s & 1 == 0 {
+                    prefetch(s as *const u8);
+                    prefetch((s + 64) as *const u8);
                 }
+                word[i % RING] = s;
             }
-            // Stage 3: prefetch each chunk's root node.
-            for w in words.iter() {
-                if w & 1 == 0 {
-                    // SAFETY: see `lookup_v4_trusted`.
-                    let c = unsafe { &*(*w as *const ChunkNode) };
-                    prefetch(c.trie.root_ptr());
-                }
+        };
+        for i in 0..n.min(2 * AHEAD) {
+            stage_a(i, &mut slot_at, &mut word);
+        }
+        for i in 0..n.min(AHEAD) {
+            stage_b(i, &slot_at, &mut word);
+        }
+        for (i, o) in out.iter_mut().enumerate() {
+            if i + 2 * AHEAD < n {
+                stage_a(i + 2 * AHEAD, &mut slot_at, &mut word);
             }
-            for (((w, s), ip), o) in words.iter().zip(&segs).zip(keys).zip(outs.iter_mut()) {
-                *o = if w & 1 == 1 {
-                    (w >> 1) as u32
+            if i + AHEAD < n {
+                stage_b(i + AHEAD, &slot_at, &mut word);
+            }
+            let w = word[i % RING];
+            *o = if w & 1 == 1 {
+                (w >> 1) as u32
+            } else {
+                let ip = ips[i];
+                // SAFETY: `w` is a chunk published in a live segment's slot.
+                let v = unsafe { poptrie::lookup_raw(w as *const AtomicU64, (ip & 0x3fff) << 4) };
+                if v == NO_ROUTE {
+                    // The slot's default: everything on that path is cached now.
+                    self.lookup_v4_trusted(ip)
                 } else {
-                    // SAFETY: see `lookup_v4_trusted`.
-                    let c = unsafe { &*(*w as *const ChunkNode) };
-                    let v = c.trie.lookup(*ip as u16);
-                    if v == NO_ROUTE {
-                        // SAFETY: `s` is the segment `w` was read from.
-                        let seg = unsafe { &*(*s as *const Segment) };
-                        seg.defaults[((ip >> 16) & 255) as usize].load(Ordering::Acquire)
-                    } else {
-                        v
-                    }
-                };
-            }
+                    v
+                }
+            };
         }
     }
 
     /// Start fetching the cache lines a lookup of `ip` will touch (root,
-    /// segment slot, chunk header and root node), without waiting for them.
+    /// segment slot, the chunk's first lines), without waiting for them.
     #[inline]
     pub(crate) fn prefetch_v4(&self, ip: u32) {
         let r = self.root[(ip >> 24) as usize].load(Ordering::Acquire);
@@ -213,9 +265,10 @@ impl LpmShared {
         }
         // SAFETY: see `lookup_v4_trusted`.
         let seg = unsafe { &*(r as *const Segment) };
-        let s = seg.slots[((ip >> 16) & 255) as usize].load(Ordering::Acquire);
+        let s = seg.slots[((ip >> 14) as usize) & (SEG_LEN - 1)].load(Ordering::Acquire);
         if s & 1 == 0 {
             prefetch(s as *const u8);
+            prefetch((s + 64) as *const u8);
         }
     }
 
@@ -230,14 +283,13 @@ impl LpmShared {
         // are freed only after being unlinked and a grace period, and the
         // caller is inside a read-side section of this table's domain.
         let seg = unsafe { &*(r as *const Segment) };
-        let b = ((ip >> 16) & 255) as usize;
+        let b = ((ip >> 14) as usize) & (SEG_LEN - 1);
         let s = seg.slots[b].load(Ordering::Acquire);
         if s & 1 == 1 {
             return (s >> 1) as u32;
         }
-        // SAFETY: as above, for a ChunkNode published in a segment slot.
-        let c = unsafe { &*(s as *const ChunkNode) };
-        let v = c.trie.lookup(ip as u16);
+        // SAFETY: as above, for a chunk published in a segment slot.
+        let v = poptrie::lookup(unsafe { chunk(s) }, (ip & 0x3fff) << 4);
         if v == NO_ROUTE {
             seg.defaults[b].load(Ordering::Acquire)
         } else {
@@ -253,62 +305,66 @@ impl LpmShared {
         }
         // SAFETY: see `lookup_v4_trusted`.
         let seg = unsafe { &*(r as *const Segment) };
-        let b = ((ip >> 112) & 255) as usize;
+        let b = ((ip >> 110) as usize) & (SEG_LEN - 1);
         let s = seg.slots[b].load(Ordering::Acquire);
         if s & 1 == 1 {
             return (s >> 1) as u32;
         }
         let mut best = seg.defaults[b].load(Ordering::Acquire);
-        // SAFETY: see `lookup_v4_trusted`.
-        let mut c = unsafe { &*(s as *const ChunkNode) };
-        let mut shift = 96u32;
+        let mut p = s;
+        let mut start = TOP_BITS;
         loop {
-            let v = c.trie.lookup((ip >> shift) as u16);
+            let w = width(start, 128);
+            let k = ((ip << start) >> (128 - w)) as u32;
+            // SAFETY: chunk pointers (segment slots and child words) are
+            // published and retired like segments.
+            let d = unsafe { chunk(p) };
+            let v = poptrie::lookup(d, k << (18 - w));
             if v == NO_ROUTE {
                 return best;
             }
             if v & CHILD == 0 {
                 return v;
             }
-            let Some(kid) = c.kids.get((v & !CHILD) as usize) else {
+            let Some((kp, def)) = poptrie::kid(d, (v & !CHILD) as usize) else {
                 return best;
             };
-            if kid.default != NO_ROUTE {
-                best = kid.default;
+            if def != NO_ROUTE {
+                best = def;
             }
-            let p = kid.ptr.load(Ordering::Acquire);
-            if p == 0 || shift == 0 {
+            p = kp.load(Ordering::Acquire) as usize;
+            start += w;
+            if p == 0 || start >= 128 {
                 return best;
             }
-            // SAFETY: kid pointers are published and retired like segment slots.
-            c = unsafe { &*(p as *const ChunkNode) };
-            shift -= 16;
         }
     }
 }
 
-/// Hint the CPU to fetch the cache line at `p`.
+/// Bits a chunk starting at bit `start` covers in a family of `max` bits.
 #[inline(always)]
-fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch never faults and has no architectural effect, whatever the address.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
+fn width(start: u32, max: u32) -> u32 {
+    (max - start).min(16)
 }
 
-fn free_chunk(p: usize) {
-    // SAFETY: called only from `LpmShared::drop` on pointers reachable from
-    // the root, each reachable once, from Box::into_raw.
-    let node = unsafe { Box::from_raw(p as *mut ChunkNode) };
-    for k in node.kids.iter() {
-        let kp = k.ptr.load(Ordering::Acquire);
+/// Free a chunk and its children, recursively.
+///
+/// # Safety
+/// Only for `LpmShared::drop`: `p` reachable from the root, reachable once.
+unsafe fn free_tree(p: usize) {
+    // SAFETY: caller's contract.
+    let d = unsafe { chunk(p) };
+    let mut i = 0;
+    while let Some((kp, _)) = poptrie::kid(d, i) {
+        let kp = kp.load(Ordering::Acquire) as usize;
         if kp != 0 {
-            free_chunk(kp);
+            // SAFETY: children are reachable only through their parent.
+            unsafe { free_tree(kp) };
         }
+        i += 1;
     }
+    // SAFETY: caller's contract.
+    unsafe { free_chunk_words(p as *mut ()) };
 }
 
 impl Drop for LpmShared {
@@ -323,7 +379,8 @@ impl Drop for LpmShared {
             for s in seg.slots.iter() {
                 let s = s.load(Ordering::Acquire);
                 if s & 1 == 0 {
-                    free_chunk(s);
+                    // SAFETY: reachable from this segment only.
+                    unsafe { free_tree(s) };
                 }
             }
         }
@@ -348,12 +405,13 @@ enum Change {
 pub struct Lpm {
     shared: Arc<LpmShared>,
     max_len: u8,
-    short: Vec<IntMap<u16, u32>>,
-    blocks: IntMap<u16, ChunkW>,
+    short: Vec<IntMap<u32, u32>>,
+    blocks: IntMap<u32, ChunkW>,
     seg_users: Box<[u32; 256]>,
     routes: usize,
     retire: Vec<usize>,
     kid_defaults: Vec<u32>,
+    scratch: Vec<ChunkRoute>,
 }
 
 // SAFETY: the raw pointers in `ChunkW` and `retire` are owned by this writer
@@ -370,11 +428,12 @@ impl core::fmt::Debug for Lpm {
     }
 }
 
-fn mask16(len: u32) -> u16 {
+/// The top `len` of `bits` bits set.
+fn top_mask(len: u32, bits: u32) -> u32 {
     if len == 0 {
         0
     } else {
-        (u16::MAX) << (16 - len)
+        (u32::MAX >> (32 - bits)) & !((1u32 << (bits - len)) - 1)
     }
 }
 
@@ -393,12 +452,13 @@ impl Lpm {
         Lpm {
             shared: Arc::new(LpmShared::new(domain)),
             max_len,
-            short: (0..=16).map(|_| IntMap::default()).collect(),
+            short: (0..=TOP_BITS).map(|_| IntMap::default()).collect(),
             blocks: IntMap::default(),
             seg_users: Box::new([0; 256]),
             routes: 0,
             retire: Vec::new(),
             kid_defaults: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -496,7 +556,7 @@ impl Lpm {
                 return Err(LpmError::Nexthop(nh));
             }
         }
-        let old = if len <= 16 {
+        let old = if u32::from(len) <= TOP_BITS {
             self.set_short(p, len, v)
         } else {
             self.set_deep(p, len, v)
@@ -509,14 +569,19 @@ impl Lpm {
         for p in self.retire.drain(..) {
             // SAFETY: every pointer in `retire` was unlinked by the publish
             // that preceded this loop and is retired once.
-            unsafe { self.shared.domain.retire(p as *mut ChunkNode) };
+            unsafe {
+                self.shared
+                    .domain
+                    .retire_with(p as *mut (), free_chunk_words)
+            };
         }
         Ok(old)
     }
 
-    fn best_le(&self, blk: u16, max: u32) -> u32 {
+    /// The best route of length ≤ `max` covering the 18-bit block `blk`.
+    fn best_le(&self, blk: u32, max: u32) -> u32 {
         for l in (0..=max).rev() {
-            if let Some(v) = self.short[l as usize].get(&(blk & mask16(l))) {
+            if let Some(v) = self.short[l as usize].get(&(blk & top_mask(l, TOP_BITS))) {
                 return *v;
             }
         }
@@ -529,9 +594,9 @@ impl Lpm {
         (r & 1 == 0).then(|| unsafe { &*(r as *const Segment) })
     }
 
-    fn refresh_block(&self, seg: &Segment, blk: u16) {
-        let b = usize::from(blk & 255);
-        let d = self.best_le(blk, 16);
+    fn refresh_slot(&self, seg: &Segment, blk: u32) {
+        let b = blk as usize & (SEG_LEN - 1);
+        let d = self.best_le(blk, TOP_BITS);
         seg.defaults[b].store(d, Ordering::Release);
         if seg.slots[b].load(Ordering::Acquire) & 1 == 1 {
             seg.slots[b].store(leaf(d), Ordering::Release);
@@ -546,8 +611,8 @@ impl Lpm {
             slots: core::array::from_fn(|_| AtomicUsize::new(0)),
             defaults: core::array::from_fn(|_| AtomicU32::new(NO_ROUTE)),
         });
-        for b in 0..256 {
-            let d = self.best_le(((a << 8) | b) as u16, 16);
+        for b in 0..SEG_LEN {
+            let d = self.best_le(((a << SEG_BITS) | b) as u32, TOP_BITS);
             seg.slots[b].store(leaf(d), Ordering::Relaxed);
             seg.defaults[b].store(d, Ordering::Relaxed);
         }
@@ -558,7 +623,7 @@ impl Lpm {
         if self.seg_users[a] != 0 {
             return;
         }
-        let d = self.best_le((a << 8) as u16, 8);
+        let d = self.best_le((a << SEG_BITS) as u32, 8);
         let old = self.shared.root[a].swap(leaf(d), Ordering::AcqRel);
         if old & 1 == 0 {
             // SAFETY: just unlinked from its only parent; holds only leaves.
@@ -567,7 +632,7 @@ impl Lpm {
     }
 
     fn set_short(&mut self, p: u128, len: u8, v: Option<u32>) -> Option<u32> {
-        let key = (p >> 112) as u16;
+        let key = (p >> (128 - TOP_BITS)) as u32;
         let old = match v {
             Some(nh) => self.short[usize::from(len)].insert(key, nh),
             None => self.short[usize::from(len)].remove(&key),
@@ -576,27 +641,30 @@ impl Lpm {
             return old;
         }
         if len <= 8 {
-            let a0 = usize::from(key >> 8);
+            let a0 = (key >> SEG_BITS) as usize;
             for a in a0..a0 + (1usize << (8 - len)) {
                 match self.segment(a) {
-                    None => self.shared.root[a]
-                        .store(leaf(self.best_le((a << 8) as u16, 8)), Ordering::Release),
+                    None => self.shared.root[a].store(
+                        leaf(self.best_le((a << SEG_BITS) as u32, 8)),
+                        Ordering::Release,
+                    ),
                     Some(seg) => {
-                        for b in 0..256u16 {
-                            self.refresh_block(seg, ((a as u16) << 8) | b);
+                        for b in 0..SEG_LEN {
+                            self.refresh_slot(seg, ((a << SEG_BITS) | b) as u32);
                         }
                     }
                 }
             }
         } else {
-            let a = usize::from(key >> 8);
+            let a = (key >> SEG_BITS) as usize;
             if old.is_none() {
                 self.seg_users[a] += 1;
                 self.ensure_segment(a);
             }
             if let Some(seg) = self.segment(a) {
-                for blk in key..=key | !mask16(u32::from(len)) {
-                    self.refresh_block(seg, blk);
+                let span = 1u32 << (TOP_BITS - u32::from(len));
+                for blk in key..key + span {
+                    self.refresh_slot(seg, blk);
                 }
             }
             if v.is_none() {
@@ -608,15 +676,15 @@ impl Lpm {
     }
 
     fn set_deep(&mut self, p: u128, len: u8, v: Option<u32>) -> Option<u32> {
-        let blk = (p >> 112) as u16;
-        let a = usize::from(blk >> 8);
-        let b = usize::from(blk & 255);
+        let blk = (p >> (128 - TOP_BITS)) as u32;
+        let a = (blk >> SEG_BITS) as usize;
+        let b = blk as usize & (SEG_LEN - 1);
         let mut cw = match self.blocks.remove(&blk) {
             Some(cw) => cw,
             None if v.is_none() => return None,
             None => ChunkW::default(),
         };
-        let (old, change) = self.apply(&mut cw, p, u32::from(len), 0, v);
+        let (old, change) = self.apply(&mut cw, p, u32::from(len), TOP_BITS, v);
         match change {
             Change::Unchanged => {
                 self.blocks.insert(blk, cw);
@@ -642,21 +710,21 @@ impl Lpm {
         old
     }
 
-    /// Apply a change inside chunk `cw` at `level` (0 covers bits 16..32).
+    /// Apply a change inside chunk `cw`, which covers bits from `start`.
     fn apply(
         &mut self,
         cw: &mut ChunkW,
         p: u128,
         len: u32,
-        level: u32,
+        start: u32,
         v: Option<u32>,
     ) -> (Option<u32>, Change) {
-        let shift = 96 - 16 * level;
-        let k = (p >> shift) as u16;
+        let w = width(start, u32::from(self.max_len));
+        let k = ((p << start) >> (128 - w)) as u32;
         let old;
-        if len <= 16 * (level + 2) {
-            let lw = len - 16 * (level + 1);
-            let key = (k & mask16(lw), lw as u8);
+        if len <= start + w {
+            let lw = len - start;
+            let key = ((k & top_mask(lw, w)) as u16, lw as u8);
             old = match v {
                 Some(nh) => cw.routes.insert(key, nh),
                 None => cw.routes.remove(&key),
@@ -665,12 +733,13 @@ impl Lpm {
                 return (old, Change::Unchanged);
             }
         } else {
+            let k = k as u16;
             let mut kid = match cw.kids.remove(&k) {
                 Some(kid) => kid,
                 None if v.is_none() => return (None, Change::Unchanged),
                 None => ChunkW::default(),
             };
-            let (o, ch) = self.apply(&mut kid, p, len, level + 1, v);
+            let (o, ch) = self.apply(&mut kid, p, len, start + w, v);
             old = o;
             match ch {
                 Change::Unchanged => {
@@ -679,10 +748,10 @@ impl Lpm {
                 }
                 Change::Published { new, fresh: false } => {
                     // SAFETY: `cw.published` is live: the writer owns it.
-                    let node = unsafe { &*(cw.published as *const ChunkNode) };
-                    node.kids[kid.rank as usize]
-                        .ptr
-                        .store(new, Ordering::Release);
+                    let d = unsafe { chunk(cw.published) };
+                    let (slot, _) = poptrie::kid(d, kid.rank as usize)
+                        .expect("published parent lists its kids");
+                    slot.store(new as u64, Ordering::Release);
                     cw.kids.insert(k, kid);
                     return (old, Change::Unchanged);
                 }
@@ -699,27 +768,25 @@ impl Lpm {
             cw.published = 0;
             return (old, Change::Removed);
         }
-        let routes: Vec<ChunkRoute> = cw
-            .routes
-            .iter()
-            .map(|(&(start, len), &value)| ChunkRoute { start, len, value })
-            .collect();
-        let keys: Vec<u16> = cw.kids.keys().copied().collect();
-        let trie = Chunk::build(&routes, &keys, &mut self.kid_defaults);
-        let kids: Box<[Kid]> = cw
+        self.scratch.clear();
+        self.scratch
+            .extend(cw.routes.iter().map(|(&(start, len), &value)| ChunkRoute {
+                start,
+                len,
+                value,
+            }));
+        let kids: Vec<(u16, u64)> = cw
             .kids
-            .values_mut()
+            .iter_mut()
             .enumerate()
-            .map(|(i, kid)| {
+            .map(|(i, (k, kid))| {
                 kid.rank = i as u32;
-                Kid {
-                    ptr: AtomicUsize::new(kid.published),
-                    default: self.kid_defaults[i],
-                }
+                (*k, kid.published as u64)
             })
             .collect();
+        let words = poptrie::build(w, &self.scratch, &kids, &mut self.kid_defaults);
         let fresh = cw.published == 0;
-        cw.published = Box::into_raw(Box::new(ChunkNode { trie, kids })) as usize;
+        cw.published = Box::into_raw(words) as *mut AtomicU64 as usize;
         (
             old,
             Change::Published {
@@ -733,10 +800,11 @@ impl Lpm {
     pub fn stats(&self) -> LpmStats {
         fn walk(cw: &ChunkW, st: &mut LpmStats) {
             // SAFETY: the writer owns the published chunk.
-            let node = unsafe { &*(cw.published as *const ChunkNode) };
+            let d = unsafe { chunk(cw.published) };
+            let (n, l) = poptrie::counts(d);
             st.chunks += 1;
-            st.nodes += node.trie.node_count();
-            st.leaves += node.trie.leaf_count();
+            st.nodes += n;
+            st.leaves += l;
             for k in cw.kids.values() {
                 walk(k, st);
             }
@@ -751,20 +819,18 @@ impl Lpm {
         st
     }
 
-    /// Bytes of memory the readers' structure occupies.
+    /// Bytes of memory the readers' structure occupies (allocator overhead
+    /// not included).
     pub fn fib_bytes(&self) -> usize {
-        fn chunk_bytes(cw: &ChunkW) -> usize {
+        fn walk(cw: &ChunkW) -> usize {
             // SAFETY: the writer owns the published chunk.
-            let node = unsafe { &*(cw.published as *const ChunkNode) };
-            core::mem::size_of::<ChunkNode>()
-                + node.trie.heap_bytes()
-                + node.kids.len() * core::mem::size_of::<Kid>()
-                + cw.kids.values().map(chunk_bytes).sum::<usize>()
+            let d = unsafe { chunk(cw.published) };
+            d.len() * 8 + cw.kids.values().map(walk).sum::<usize>()
         }
         let segs = (0..256).filter(|a| self.segment(*a).is_some()).count();
         256 * 8
             + segs * core::mem::size_of::<Segment>()
-            + self.blocks.values().map(chunk_bytes).sum::<usize>()
+            + self.blocks.values().map(walk).sum::<usize>()
     }
 }
 
@@ -772,7 +838,11 @@ impl Drop for Lpm {
     fn drop(&mut self) {
         for p in self.retire.drain(..) {
             // SAFETY: unlinked, retired once.
-            unsafe { self.shared.domain.retire(p as *mut ChunkNode) };
+            unsafe {
+                self.shared
+                    .domain
+                    .retire_with(p as *mut (), free_chunk_words)
+            };
         }
         // Published chunks stay reachable from `shared`, whose Drop frees them.
     }

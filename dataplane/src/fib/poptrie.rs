@@ -1,33 +1,43 @@
-//! Immutable 16-bit poptrie chunks: the compressed building block of the LPM.
+//! Immutable poptrie chunks: the compressed building block of the LPM.
 //!
-//! A chunk maps a 16-bit key slice to a 32-bit value. It is a poptrie
-//! (Asai & Ohara, SIGCOMM 2015) with three levels of 6-bit strides over the
-//! key shifted left by two (18 bits). Each node holds a 64-bit `vector`
+//! A chunk maps a `W`-bit key slice (`W` is 14 or 16) to a 32-bit value. It
+//! is a poptrie (Asai & Ohara, SIGCOMM 2015): three levels of 6-bit strides
+//! over the key shifted left to 18 bits. Each node holds a 64-bit `vector`
 //! (which slots descend to a child node) and a 64-bit `leafvec` (which slots
-//! start a new run of equal leaf values), so a node's leaves are stored once
-//! per run and found with one popcount. Children of a node are contiguous.
+//! start a new run of equal leaf values), so leaves are stored once per run
+//! and found with one popcount; children of a node are contiguous.
 //!
-//! Values: [`NO_ROUTE`] (fall back to the covering route), a nexthop id, or
-//! [`CHILD`]`| i`: descend to child chunk `i`.
+//! A chunk is one allocation of 64-bit words, referenced by a thin pointer to
+//! its first word:
 //!
-//! Building is proportional to the routes and children of the chunk, not to
-//! the 2^16 key space.
+//! ```text
+//!  [0] length in words   [1] offset of the child array (0: none)
+//!  [2..] nodes, three words each: vector, leafvec, base_leaf << 32 | base_child
+//!  then the leaves, two u32 per word
+//!  then the child array, two words per child: pointer (updated in place), default
+//! ```
+//!
+//! The root node and the first leaves share the chunk's first cache lines, so
+//! a key answered at the root costs one or two misses.
+//!
+//! Values: [`NO_ROUTE`] (no route of this chunk covers the key), a nexthop
+//! id, or [`CHILD`]`| i` (descend to child chunk `i`). Building costs time in
+//! proportion to the chunk's routes and children, not to its key space.
+
+#![allow(unsafe_code)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The value meaning "no route of this chunk covers the key".
 pub const NO_ROUTE: u32 = u32::MAX;
 /// Flag on a value that names a child chunk.
 pub const CHILD: u32 = 0x8000_0000;
 
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Node {
-    vector: u64,
-    leafvec: u64,
-    base_child: u32,
-    base_leaf: u32,
-}
+const HDR: usize = 2;
+const NODE: usize = 3;
 
 /// A route owned by a chunk: `start` is the first key slice it covers, `len`
-/// its length within the chunk (1..=16 bits).
+/// its length within the chunk (1..=W bits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ChunkRoute {
     pub start: u16,
@@ -35,102 +45,157 @@ pub(crate) struct ChunkRoute {
     pub value: u32,
 }
 
-impl ChunkRoute {
-    fn size(&self) -> u32 {
-        1u32 << (16 - u32::from(self.len))
-    }
-    fn start(&self) -> u32 {
-        u32::from(self.start)
+/// Words of a chunk, as published.
+pub(crate) type Words = [AtomicU64];
+
+/// The value for an 18-bit key (the chunk's `W`-bit slice shifted left by
+/// `18 - W`).
+#[inline(always)]
+pub(crate) fn lookup(d: &Words, key18: u32) -> u32 {
+    let mut at = HDR;
+    let mut shift = 12u32;
+    loop {
+        let (Some(v), Some(lv), Some(b)) = (d.get(at), d.get(at + 1), d.get(at + 2)) else {
+            return NO_ROUTE;
+        };
+        let vector = v.load(Ordering::Relaxed);
+        let bases = b.load(Ordering::Relaxed);
+        let j = (key18 >> shift) & 63;
+        let bit = 1u64 << j;
+        if vector & bit != 0 && shift > 0 {
+            let idx = (bases as u32 as usize) + (vector & (bit - 1)).count_ones() as usize;
+            at = HDR + NODE * idx;
+            shift -= 6;
+        } else {
+            let rank = (lv.load(Ordering::Relaxed) & (bit | (bit - 1))).count_ones() as usize;
+            let pos = ((bases >> 32) as usize + rank).wrapping_sub(1);
+            return d.get(pos / 2).map_or(NO_ROUTE, |w| {
+                (w.load(Ordering::Relaxed) >> ((pos & 1) * 32)) as u32
+            });
+        }
     }
 }
 
-/// An immutable compressed chunk.
-#[derive(Debug, Default)]
-pub(crate) struct Chunk {
-    nodes: Box<[Node]>,
-    leaves: Box<[u32]>,
+/// As [`lookup`] on a chunk known only by its first word, without bounds
+/// checks: every index is derived from node fields that [`build`] wrote.
+///
+/// # Safety
+/// `first` must point to the first word of a live chunk made by [`build`].
+#[inline(always)]
+pub(crate) unsafe fn lookup_raw(first: *const AtomicU64, key18: u32) -> u32 {
+    let word = |i: usize| {
+        // SAFETY: `build` lays out HDR words, then nodes whose `base_child`
+        // indexes existing nodes (children are contiguous, counted by the
+        // vector's popcount) and whose `base_leaf` + rank − 1 indexes an
+        // existing leaf (every non-child slot belongs to a run whose start is
+        // marked in `leafvec`); the depth is at most three (`shift` reaches
+        // 0). So every `i` passed here is inside the chunk.
+        unsafe { (*first.add(i)).load(Ordering::Relaxed) }
+    };
+    let mut at = HDR;
+    let mut shift = 12u32;
+    loop {
+        let vector = word(at);
+        let bases = word(at + 2);
+        let j = (key18 >> shift) & 63;
+        let bit = 1u64 << j;
+        if vector & bit != 0 && shift > 0 {
+            at =
+                HDR + NODE * ((bases as u32 as usize) + (vector & (bit - 1)).count_ones() as usize);
+            shift -= 6;
+        } else {
+            let rank = (word(at + 1) & (bit | (bit - 1))).count_ones() as usize;
+            let pos = (bases >> 32) as usize + rank - 1;
+            return (word(pos / 2) >> ((pos & 1) * 32)) as u32;
+        }
+    }
 }
 
-impl Chunk {
-    /// The value for a 16-bit key slice.
-    #[inline(always)]
-    pub fn lookup(&self, k: u16) -> u32 {
-        let key = u32::from(k) << 2;
-        let mut n = match self.nodes.first() {
-            Some(n) => n,
-            None => return NO_ROUTE,
-        };
-        let mut shift = 12u32;
-        loop {
-            let j = (key >> shift) & 63;
-            let bit = 1u64 << j;
-            if n.vector & bit != 0 && shift > 0 {
-                let i = n.base_child as usize + (n.vector & (bit - 1)).count_ones() as usize;
-                n = match self.nodes.get(i) {
-                    Some(n) => n,
-                    None => return NO_ROUTE,
-                };
-                shift -= 6;
-            } else {
-                let i =
-                    n.base_leaf as usize + (n.leafvec & (bit | (bit - 1))).count_ones() as usize;
-                return self
-                    .leaves
-                    .get(i.wrapping_sub(1))
-                    .copied()
-                    .unwrap_or(NO_ROUTE);
-            }
-        }
-    }
+/// Number of words (read from the header).
+#[inline(always)]
+pub(crate) fn len_words(first: &AtomicU64) -> usize {
+    first.load(Ordering::Relaxed) as usize
+}
 
-    /// Address of the root node, for prefetching.
-    #[inline(always)]
-    pub fn root_ptr(&self) -> *const u8 {
-        self.nodes.as_ptr().cast()
+/// The child array: (pointer word, default) of child `i`.
+#[inline(always)]
+pub(crate) fn kid(d: &Words, i: usize) -> Option<(&AtomicU64, u32)> {
+    let off = d.get(1)?.load(Ordering::Relaxed) as usize;
+    if off == 0 {
+        return None;
     }
+    let p = d.get(off + 2 * i)?;
+    let def = d.get(off + 2 * i + 1)?.load(Ordering::Relaxed) as u32;
+    Some((p, def))
+}
 
-    /// Nodes in the chunk.
-    pub fn node_count(&self) -> usize {
-        self.nodes.len()
-    }
-
-    /// Leaves in the chunk.
-    pub fn leaf_count(&self) -> usize {
-        self.leaves.len()
-    }
-
-    /// Bytes of heap this chunk holds.
-    pub fn heap_bytes(&self) -> usize {
-        self.nodes.len() * core::mem::size_of::<Node>() + self.leaves.len() * 4
-    }
-
-    /// Build a chunk. `routes` must be sorted by (start, len), each aligned
-    /// to its length; `kids` sorted by key, their values `CHILD | index`.
-    /// `kid_defaults` receives, per kid, the value of the routes covering its key.
-    pub fn build(routes: &[ChunkRoute], kids: &[u16], kid_defaults: &mut Vec<u32>) -> Chunk {
-        let mut b = Builder {
-            nodes: vec![Node::default()],
-            leaves: Vec::new(),
-            kid_defaults,
-        };
-        b.kid_defaults.clear();
-        b.kid_defaults.resize(kids.len(), NO_ROUTE);
-        b.node(0, 0, 0, routes, kids, 0, NO_ROUTE);
-        Chunk {
-            nodes: b.nodes.into_boxed_slice(),
-            leaves: b.leaves.into_boxed_slice(),
-        }
-    }
+/// Node and leaf counts of a chunk.
+pub(crate) fn counts(d: &Words) -> (usize, usize) {
+    // The leaves start where the first node's base_leaf points.
+    let base_leaf = d
+        .get(HDR + 2)
+        .map_or(0, |b| (b.load(Ordering::Relaxed) >> 32) as usize);
+    let nodes = (base_leaf / 2 - HDR) / NODE;
+    let off = d.get(1).map_or(0, |o| o.load(Ordering::Relaxed) as usize);
+    let end = if off == 0 { d.len() } else { off };
+    (nodes, (end * 2).saturating_sub(base_leaf))
 }
 
 struct Builder<'a> {
-    nodes: Vec<Node>,
+    width: u32,
+    nodes: Vec<[u64; 3]>,
     leaves: Vec<u32>,
     kid_defaults: &'a mut Vec<u32>,
 }
 
+/// Build a chunk over `width`-bit keys. `routes` must be sorted by (start,
+/// len), each aligned to its length; `kids` sorted by key, each with the
+/// current pointer word of that child chunk. Returns the words.
+pub(crate) fn build(
+    width: u32,
+    routes: &[ChunkRoute],
+    kids: &[(u16, u64)],
+    kid_defaults: &mut Vec<u32>,
+) -> Box<Words> {
+    debug_assert!(width == 14 || width == 16);
+    kid_defaults.clear();
+    kid_defaults.resize(kids.len(), NO_ROUTE);
+    let keys: Vec<u16> = kids.iter().map(|k| k.0).collect();
+    let mut b = Builder {
+        width,
+        nodes: vec![[0; 3]],
+        leaves: Vec::new(),
+        kid_defaults,
+    };
+    b.node(0, 0, 0, routes, &keys, 0, NO_ROUTE);
+    let leaves_at = HDR + NODE * b.nodes.len();
+    let leaf_words = b.leaves.len().div_ceil(2);
+    let kids_at = if kids.is_empty() {
+        0
+    } else {
+        leaves_at + leaf_words
+    };
+    let total = leaves_at + leaf_words + 2 * kids.len();
+    let mut w: Vec<u64> = Vec::with_capacity(total);
+    w.push(total as u64);
+    w.push(kids_at as u64);
+    let leaf_pos0 = (2 * leaves_at) as u64;
+    for n in &b.nodes {
+        w.extend([n[0], n[1], n[2] + (leaf_pos0 << 32)]);
+    }
+    for pair in b.leaves.chunks(2) {
+        let hi = pair.get(1).copied().unwrap_or(NO_ROUTE);
+        w.push(u64::from(pair[0]) | (u64::from(hi) << 32));
+    }
+    for (i, (_, ptr)) in kids.iter().enumerate() {
+        w.extend([*ptr, u64::from(b.kid_defaults[i])]);
+    }
+    debug_assert_eq!(w.len(), total);
+    w.into_iter().map(AtomicU64::new).collect()
+}
+
 impl Builder<'_> {
-    /// Build node `at` at `depth` covering key slices [base, base + 2^(16-6·depth)).
+    /// Build node `at` at `depth` whose slots cover key slices from `base`.
     /// `routes` lie inside the node without covering all of it; `kids` too;
     /// `kid_index` is the index of `kids[0]` among all kids.
     #[allow(clippy::too_many_arguments)]
@@ -144,29 +209,32 @@ impl Builder<'_> {
         kid_index: u32,
         inherited: u32,
     ) {
+        let w = self.width;
         let mut vals = [inherited; 64];
-        let mut child = 0u64;
-        if depth < 2 {
-            let span_bits = 10 - 6 * depth;
+        let size = |r: &ChunkRoute| 1u32 << (w - u32::from(r.len));
+        let start = |r: &ChunkRoute| u32::from(r.start);
+        let consumed = 6 * (depth + 1);
+        if consumed < w {
+            let span_bits = w - consumed;
             let span = 1u32 << span_bits;
             // Sorted by (start, len), a covering route comes before every
             // route nested in it, so painting in order leaves the longest.
-            for r in routes.iter().filter(|r| r.size() >= span) {
-                let first = ((r.start() - base) >> span_bits) as usize;
-                let n = (r.size() >> span_bits) as usize;
+            for r in routes.iter().filter(|r| size(r) >= span) {
+                let first = ((start(r) - base) >> span_bits) as usize;
+                let n = (size(r) >> span_bits) as usize;
                 vals[first..first + n].fill(r.value);
             }
-            for r in routes.iter().filter(|r| r.size() < span) {
-                child |= 1 << ((r.start() - base) >> span_bits);
+            let mut child = 0u64;
+            for r in routes.iter().filter(|r| size(r) < span) {
+                child |= 1 << ((start(r) - base) >> span_bits);
             }
             for k in kids {
                 child |= 1 << ((u32::from(*k) - base) >> span_bits);
             }
-            let nkids = child.count_ones() as usize;
             let base_child = self.nodes.len();
-            self.nodes.resize(base_child + nkids, Node::default());
+            self.nodes
+                .resize(base_child + child.count_ones() as usize, [0; 3]);
             self.finish_node(at, child, &vals, base_child as u32);
-            // Recurse into each child slot with the routes and kids inside it.
             let (mut ri, mut ki, mut ci) = (0usize, 0usize, 0usize);
             let mut bits = child;
             while bits != 0 {
@@ -174,16 +242,13 @@ impl Builder<'_> {
                 bits &= bits - 1;
                 let lo = base + (j << span_bits);
                 let hi = lo + span;
-                while ri < routes.len() && (routes[ri].start() < lo || routes[ri].size() >= span) {
+                while ri < routes.len() && (start(&routes[ri]) < lo || size(&routes[ri]) >= span) {
                     ri += 1;
                 }
                 let r0 = ri;
-                while ri < routes.len() && routes[ri].start() < hi {
+                while ri < routes.len() && start(&routes[ri]) < hi {
                     ri += 1;
                 }
-                // A route covering the whole slot starts at `lo` and sorts
-                // first, so it was skipped above: only nested routes remain.
-                let sub = &routes[r0..ri];
                 while ki < kids.len() && u32::from(kids[ki]) < lo {
                     ki += 1;
                 }
@@ -191,11 +256,13 @@ impl Builder<'_> {
                 while ki < kids.len() && u32::from(kids[ki]) < hi {
                     ki += 1;
                 }
+                // A route covering the whole slot starts at `lo` and sorts
+                // first, so it was skipped above: only nested routes remain.
                 self.node(
                     base_child + ci,
                     depth + 1,
                     lo,
-                    sub,
+                    &routes[r0..ri],
                     &kids[k0..ki],
                     kid_index + k0 as u32,
                     vals[j as usize],
@@ -203,23 +270,24 @@ impl Builder<'_> {
                 ci += 1;
             }
         } else {
+            // Last level: each key slice owns `per` slots (the padding bits).
+            let per = 1usize << (consumed - w);
             for r in routes {
-                let first = ((r.start() - base) * 4) as usize;
-                let n = (r.size() * 4) as usize;
-                vals[first..first + n].fill(r.value);
+                let first = (start(r) - base) as usize * per;
+                vals[first..first + size(r) as usize * per].fill(r.value);
             }
             for (i, k) in kids.iter().enumerate() {
-                let first = ((u32::from(*k) - base) * 4) as usize;
+                let first = (u32::from(*k) - base) as usize * per;
                 let idx = kid_index + i as u32;
                 self.kid_defaults[idx as usize] = vals[first];
-                vals[first..first + 4].fill(CHILD | idx);
+                vals[first..first + per].fill(CHILD | idx);
             }
             self.finish_node(at, 0, &vals, 0);
         }
     }
 
     fn finish_node(&mut self, at: usize, vector: u64, vals: &[u32; 64], base_child: u32) {
-        let base_leaf = self.leaves.len() as u32;
+        let base_leaf = self.leaves.len() as u64;
         let mut leafvec = 0u64;
         let mut prev: Option<u32> = None;
         for (j, v) in vals.iter().enumerate() {
@@ -232,12 +300,7 @@ impl Builder<'_> {
                 prev = Some(*v);
             }
         }
-        self.nodes[at] = Node {
-            vector,
-            leafvec,
-            base_child,
-            base_leaf,
-        };
+        self.nodes[at] = [vector, leafvec, (base_leaf << 32) | u64::from(base_child)];
     }
 }
 
@@ -245,59 +308,56 @@ impl Builder<'_> {
 mod tests {
     use super::*;
 
-    fn model(routes: &[ChunkRoute], k: u16) -> u32 {
+    fn model(w: u32, routes: &[ChunkRoute], k: u32) -> u32 {
         routes
             .iter()
-            .filter(|r| u32::from(k) >= r.start() && u32::from(k) < r.start() + r.size())
+            .filter(|r| {
+                k >= u32::from(r.start) && k < u32::from(r.start) + (1 << (w - u32::from(r.len)))
+            })
             .max_by_key(|r| r.len)
             .map_or(NO_ROUTE, |r| r.value)
     }
 
-    #[test]
-    fn every_key_matches_the_longest_covering_route() {
-        let mut routes = vec![
-            ChunkRoute {
-                start: 0x0000,
-                len: 1,
-                value: 1,
-            },
-            ChunkRoute {
-                start: 0x1200,
-                len: 8,
-                value: 2,
-            },
-            ChunkRoute {
-                start: 0x1234,
-                len: 16,
-                value: 3,
-            },
-            ChunkRoute {
-                start: 0x1230,
-                len: 12,
-                value: 4,
-            },
-            ChunkRoute {
-                start: 0x8000,
-                len: 2,
-                value: 5,
-            },
-            ChunkRoute {
-                start: 0xfff0,
-                len: 14,
-                value: 6,
-            },
-            ChunkRoute {
-                start: 0x1238,
-                len: 13,
-                value: 7,
-            },
-        ];
+    fn check(w: u32, mut routes: Vec<ChunkRoute>) {
         routes.sort_by_key(|r| (r.start, r.len));
         let mut d = Vec::new();
-        let c = Chunk::build(&routes, &[], &mut d);
-        for k in 0..=u16::MAX {
-            assert_eq!(c.lookup(k), model(&routes, k), "key {k:#06x}");
+        let c = build(w, &routes, &[], &mut d);
+        for k in 0..(1u32 << w) {
+            assert_eq!(
+                lookup(&c, k << (18 - w)),
+                model(w, &routes, k),
+                "width {w} key {k:#06x}"
+            );
         }
+    }
+
+    #[test]
+    fn every_key_matches_the_longest_covering_route() {
+        let r = |start, len, value| ChunkRoute { start, len, value };
+        check(
+            16,
+            vec![
+                r(0x0000, 1, 1),
+                r(0x1200, 8, 2),
+                r(0x1234, 16, 3),
+                r(0x1230, 12, 4),
+                r(0x8000, 2, 5),
+                r(0xfff0, 12, 6),
+                r(0x1238, 13, 7),
+            ],
+        );
+        check(
+            14,
+            vec![
+                r(0x0000, 1, 1),
+                r(0x1200, 6, 2),
+                r(0x1234, 14, 3),
+                r(0x1230, 12, 4),
+                r(0x2000, 2, 5),
+                r(0x3ff0, 10, 6),
+                r(0x1238, 13, 7),
+            ],
+        );
     }
 
     #[test]
@@ -307,20 +367,31 @@ mod tests {
             len: 2,
             value: 9,
         }];
-        let kids = [0x0001u16, 0x4005, 0xffff];
+        let kids = [(0x0001u16, 0xaa0), (0x4005, 0xbb0), (0xffff, 0xcc0)];
         let mut d = Vec::new();
-        let c = Chunk::build(&routes, &kids, &mut d);
-        assert_eq!(c.lookup(0x0001), CHILD);
-        assert_eq!(c.lookup(0x4005), CHILD | 1);
-        assert_eq!(c.lookup(0xffff), CHILD | 2);
-        assert_eq!(c.lookup(0x4006), 9);
-        assert_eq!(c.lookup(0x0002), NO_ROUTE);
+        let c = build(16, &routes, &kids, &mut d);
+        assert_eq!(lookup(&c, 0x0001 << 2), CHILD);
+        assert_eq!(lookup(&c, 0x4005 << 2), CHILD | 1);
+        assert_eq!(lookup(&c, 0xffff << 2), CHILD | 2);
+        assert_eq!(lookup(&c, 0x4006 << 2), 9);
+        assert_eq!(lookup(&c, 0x0002 << 2), NO_ROUTE);
         assert_eq!(d, vec![NO_ROUTE, 9, NO_ROUTE]);
+        let (p, def) = kid(&c, 1).expect("kid 1");
+        assert_eq!((p.load(Ordering::Relaxed), def), (0xbb0, 9));
+        assert_eq!(len_words(&c[0]), c.len());
     }
 
     #[test]
-    fn empty_chunk_has_no_route() {
-        let c = Chunk::default();
-        assert_eq!(c.lookup(5), NO_ROUTE);
+    fn counts_report_nodes_and_leaves() {
+        let routes = vec![ChunkRoute {
+            start: 0x0100,
+            len: 6,
+            value: 1,
+        }];
+        let mut d = Vec::new();
+        let c = build(14, &routes, &[], &mut d);
+        let (nodes, leaves) = counts(&c);
+        assert_eq!(nodes, 1);
+        assert!((3..=4).contains(&leaves), "{leaves}");
     }
 }
