@@ -285,10 +285,14 @@ impl Pipeline {
         let n = pkts.len().min(verdicts.len()).min(MAX_BURST);
         self.refill(now_ns);
         out.clear();
-        // First pass: start the LPM's cache misses for the whole burst so
-        // that they overlap instead of being paid one packet at a time.
+        // Two passes start the LPM's cache misses for the whole burst so that
+        // they overlap instead of being paid one packet at a time: first the
+        // segment slots, then (once those have arrived) the chunks.
         for p in pkts[..n].iter() {
-            prefetch_route(fib, port, p.frame());
+            prefetch_route(fib, port, p.frame(), false);
+        }
+        for p in pkts[..n].iter() {
+            prefetch_route(fib, port, p.frame(), true);
         }
         for i in 0..n {
             let v = self.one(fib, port, &mut pkts[i]);
@@ -539,7 +543,7 @@ impl Pipeline {
 /// Peek at an untagged IPv4 packet (or one under a single label) and prefetch
 /// its route. A hint only: anything unexpected is left to the main pass.
 #[inline]
-fn prefetch_route(fib: &FibView<'_>, port: PortId, f: &[u8]) {
+fn prefetch_route(fib: &FibView<'_>, port: PortId, f: &[u8], chunk: bool) {
     let (vrf, at) = match fib.port(port, 0) {
         Some(PortRole::Access(ap)) if f.get(12..14) == Some(&[0x08, 0x00]) => (ap.vrf, 30),
         Some(PortRole::Uplink(_)) if f.get(12..14) == Some(&[0x88, 0x47]) => {
@@ -552,7 +556,12 @@ fn prefetch_route(fib: &FibView<'_>, port: PortId, f: &[u8]) {
         _ => return,
     };
     if let (Some(v), Some(d)) = (fib.vrf(vrf), f.get(at..at + 4)) {
-        v.prefetch_v4(u32::from_be_bytes([d[0], d[1], d[2], d[3]]));
+        let ip = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
+        if chunk {
+            v.prefetch_v4(ip);
+        } else {
+            v.prefetch_slot_v4(ip);
+        }
     }
 }
 

@@ -221,6 +221,7 @@ impl LpmShared {
                 if s & 1 == 0 {
                     prefetch(s as *const u8);
                     prefetch((s + 64) as *const u8);
+                    prefetch((s + 128) as *const u8);
                 }
                 word[i % RING] = s;
             }
@@ -255,6 +256,17 @@ impl LpmShared {
         }
     }
 
+    /// Start fetching the segment slot a lookup of `ip` will read.
+    #[inline(always)]
+    pub(crate) fn prefetch_slot_v4(&self, ip: u32) {
+        let r = self.root[(ip >> 24) as usize].load(Ordering::Acquire);
+        if r & 1 == 0 {
+            // SAFETY: see `lookup_v4_trusted`.
+            let seg = unsafe { &*(r as *const Segment) };
+            prefetch(core::ptr::from_ref(&seg.slots[((ip >> 14) as usize) & (SEG_LEN - 1)]).cast());
+        }
+    }
+
     /// Start fetching the cache lines a lookup of `ip` will touch (root,
     /// segment slot, the chunk's first lines), without waiting for them.
     #[inline]
@@ -269,6 +281,7 @@ impl LpmShared {
         if s & 1 == 0 {
             prefetch(s as *const u8);
             prefetch((s + 64) as *const u8);
+            prefetch((s + 128) as *const u8);
         }
     }
 

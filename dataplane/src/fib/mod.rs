@@ -485,7 +485,13 @@ impl VrfFib {
     pub fn lookup_v4(&self, ip: u32) -> u32 {
         self.v4.lookup_v4_trusted(ip)
     }
-    /// Start fetching what an IPv4 lookup of `ip` will read.
+    /// Start fetching the segment slot an IPv4 lookup of `ip` will read.
+    #[inline]
+    pub fn prefetch_slot_v4(&self, ip: u32) {
+        self.v4.prefetch_slot_v4(ip);
+    }
+    /// Start fetching the chunk an IPv4 lookup of `ip` will read (the
+    /// segment slot should already be cached).
     #[inline]
     pub fn prefetch_v4(&self, ip: u32) {
         self.v4.prefetch_v4(ip);
