@@ -45,6 +45,7 @@ fn time_loop(trials: usize, secs: f64, mut f: impl FnMut() -> usize) -> f64 {
     best
 }
 
+#[inline(never)]
 fn ours(routes: &[Route], keys: &[u128], v6: bool, updates: &[usize]) -> Figures {
     let d = Domain::new();
     let rss0 = rss_bytes();
@@ -110,6 +111,7 @@ fn ours(routes: &[Route], keys: &[u128], v6: bool, updates: &[usize]) -> Figures
     }
 }
 
+#[inline(never)]
 fn baseline(routes: &[Route], keys: &[u128], v6: bool, updates: &[usize]) -> Figures {
     let rss0 = rss_bytes();
     let t0 = Instant::now();
