@@ -117,7 +117,7 @@ fn setup(routes: &[gen::Route]) -> Result<Fib, FibError> {
         let id = NexthopId::new(i).expect("id");
         fib.set_nexthop(
             id,
-            Nexthop::Remote(Box::new(RemoteNexthop::new(UPLINK, label, encap, l2))),
+            Nexthop::Remote(RemoteNexthop::new(UPLINK, label, encap, l2)),
         )?;
         let local = NexthopId::new(1000 + i).expect("id");
         fib.set_nexthop(

@@ -248,7 +248,6 @@ fn flow_hash(src: u64, dst: u64, ports: u32, proto: u8) -> u32 {
 struct Ip {
     off: usize,
     v6: bool,
-    hash: u32,
 }
 
 impl Pipeline {
@@ -285,17 +284,78 @@ impl Pipeline {
         let n = pkts.len().min(verdicts.len()).min(MAX_BURST);
         self.refill(now_ns);
         out.clear();
-        // Two passes start the LPM's cache misses for the whole burst so that
-        // they overlap instead of being paid one packet at a time: first the
-        // segment slots, then (once those have arrived) the chunks.
-        for p in pkts[..n].iter() {
-            prefetch_route(fib, port, p.frame(), false);
+        // Stage 1: parse, classify, check; what remains is an LPM or a nexthop.
+        let mut steps = [Step::stop(Reason::Truncated); MAX_BURST];
+        for (st, p) in steps.iter_mut().zip(pkts[..n].iter_mut()) {
+            *st = self.one(fib, port, p);
         }
-        for p in pkts[..n].iter() {
-            prefetch_route(fib, port, p.frame(), true);
-        }
+        // Stage 2: the LPMs, software-pipelined over the burst: the segment
+        // slot of packet i + 2·D and the chunk of packet i + D are fetched
+        // while packet i is resolved, so the cache misses overlap.
+        const D: usize = 4;
         for i in 0..n {
-            let v = self.one(fib, port, &mut pkts[i]);
+            if let Some(Step::Lookup {
+                vrf,
+                v6: false,
+                dst4,
+                ..
+            }) = steps.get(i + 2 * D).filter(|_| i + 2 * D < n)
+            {
+                vrf.prefetch_slot_v4(*dst4);
+            }
+            if let Some(Step::Lookup {
+                vrf,
+                v6: false,
+                dst4,
+                ..
+            }) = steps.get(i + D).filter(|_| i + D < n)
+            {
+                vrf.prefetch_v4(*dst4);
+            }
+            if let Step::Lookup {
+                vrf,
+                off,
+                v6,
+                ttl,
+                dst4,
+            } = steps[i]
+            {
+                let nh = if v6 {
+                    let o = usize::from(off);
+                    let mut a = [0u8; 16];
+                    a.copy_from_slice(&pkts[i].frame()[o + 24..o + 40]);
+                    vrf.lookup_v6(u128::from_be_bytes(a))
+                } else {
+                    vrf.lookup_v4(dst4)
+                };
+                steps[i] = if nh == NO_ROUTE {
+                    Step::stop(Reason::NoRoute)
+                } else {
+                    Step::Apply {
+                        nh,
+                        off,
+                        v6,
+                        ttl: ttl - 1,
+                    }
+                };
+            }
+        }
+        // Stage 3: nexthops, rewrites and per-output batches.
+        for i in 0..n {
+            let v = match steps[i] {
+                Step::Done(v) => v,
+                Step::Apply { nh, off, v6, ttl } => apply_nexthop(
+                    fib,
+                    nh,
+                    &mut pkts[i],
+                    Ip {
+                        off: usize::from(off),
+                        v6,
+                    },
+                    ttl,
+                ),
+                Step::Lookup { .. } => Verdict::Stop(Reason::NoRoute),
+            };
             let v = match v {
                 Verdict::Stop(r) if r.is_exception() => self.punt(r, port, &pkts[i]),
                 v => v,
@@ -387,102 +447,102 @@ impl Pipeline {
     }
 
     #[inline]
-    fn one(&mut self, fib: &FibView<'_>, port: PortId, buf: &mut PacketBuf) -> Verdict {
+    fn one<'v>(&mut self, fib: &'v FibView<'_>, port: PortId, buf: &mut PacketBuf) -> Step<'v> {
         let f = buf.frame();
         let Ok(eth) = Frame::new_checked(f) else {
-            return Verdict::Stop(Reason::Truncated);
+            return Step::stop(Reason::Truncated);
         };
         let Ok(er) = ethernet::Repr::parse(&eth) else {
-            return Verdict::Stop(Reason::VlanInVlan);
+            return Step::stop(Reason::VlanInVlan);
         };
         let hl = er.header_len();
         let Some(role) = fib.port(port, er.vlan.unwrap_or(0)) else {
-            return Verdict::Stop(Reason::UnknownPort);
+            return Step::stop(Reason::UnknownPort);
         };
         match role {
             PortRole::Access(ap) => {
                 if let Some(h) = ap.host_mac {
                     if er.src != h {
-                        return Verdict::Stop(Reason::Spoofed);
+                        return Step::stop(Reason::Spoofed);
                     }
                 }
                 match er.ethertype {
                     ethertype::IPV4 => {
                         if er.dst != ap.router_mac {
-                            return Verdict::Stop(Reason::NotForUs);
+                            return Step::stop(Reason::NotForUs);
                         }
                         let ip = match check_v4(&f[hl..]) {
                             Ok(p) => p,
-                            Err(r) => return Verdict::Stop(r),
+                            Err(r) => return Step::stop(r),
                         };
                         if !ap.allows_v4(ip.src()) {
-                            return Verdict::Stop(Reason::Spoofed);
+                            return Step::stop(Reason::Spoofed);
                         }
                         if Some(ip.dst()) == ap.gateway_v4 {
-                            return Verdict::Stop(Reason::LocalDelivery);
+                            return Step::stop(Reason::LocalDelivery);
                         }
                         let ttl = ip.ttl();
                         let Some(vrf) = fib.vrf(ap.vrf) else {
-                            return Verdict::Stop(Reason::NoVrf);
+                            return Step::stop(Reason::NoVrf);
                         };
-                        forward(fib, vrf, buf, hl, false, ttl)
+                        lookup_step(vrf, buf, hl, false, ttl)
                     }
                     ethertype::IPV6 => {
                         if er.dst != ap.router_mac && !er.dst.is_multicast() {
-                            return Verdict::Stop(Reason::NotForUs);
+                            return Step::stop(Reason::NotForUs);
                         }
                         let ip = match ipv6::Packet::new_checked(&f[hl..]) {
                             Ok(ip) => ip,
-                            Err(e) => return Verdict::Stop(v6_reason(e)),
+                            Err(e) => return Step::stop(v6_reason(e)),
                         };
                         if ip.next_header() == protocol::ICMPV6 {
                             if let Some(&t) = ip.payload().first() {
                                 if (133..=137).contains(&t) {
-                                    return Verdict::Stop(Reason::NeighborDiscovery);
+                                    return Step::stop(Reason::NeighborDiscovery);
                                 }
                             }
                         }
                         if er.dst != ap.router_mac {
-                            return Verdict::Stop(Reason::NotForUs);
+                            return Step::stop(Reason::NotForUs);
                         }
                         if !ap.allows_v6(ip.src()) {
-                            return Verdict::Stop(Reason::Spoofed);
+                            return Step::stop(Reason::Spoofed);
                         }
                         if Some(ip.dst()) == ap.gateway_v6 {
-                            return Verdict::Stop(Reason::LocalDelivery);
+                            return Step::stop(Reason::LocalDelivery);
                         }
                         let ttl = ip.hop_limit();
                         let Some(vrf) = fib.vrf(ap.vrf) else {
-                            return Verdict::Stop(Reason::NoVrf);
+                            return Step::stop(Reason::NoVrf);
                         };
-                        forward(fib, vrf, buf, hl, true, ttl)
+                        lookup_step(vrf, buf, hl, true, ttl)
                     }
                     ethertype::ARP => match arp::Repr::parse(&f[hl..]) {
                         Ok(a)
                             if Some(a.target_ip) == ap.gateway_v4
                                 && a.operation == arp::Operation::Request =>
                         {
-                            Verdict::Stop(Reason::ArpGateway)
+                            Step::stop(Reason::ArpGateway)
                         }
-                        _ => Verdict::Stop(Reason::Arp),
+                        _ => Step::stop(Reason::Arp),
                     },
-                    ethertype::VLAN | ethertype::QINQ => Verdict::Stop(Reason::VlanInVlan),
-                    _ => Verdict::Stop(Reason::UnsupportedEthertype),
+                    ethertype::VLAN | ethertype::QINQ => Step::stop(Reason::VlanInVlan),
+                    _ => Step::stop(Reason::UnsupportedEthertype),
                 }
             }
             PortRole::Uplink(up) => {
                 if er.dst != up.router_mac && !er.dst.is_multicast() {
-                    return Verdict::Stop(Reason::NotForUs);
+                    return Step::stop(Reason::NotForUs);
                 }
                 match er.ethertype {
                     ethertype::MPLS if er.dst == up.router_mac => pop(fib, buf, hl),
                     ethertype::IPV4 if er.dst == up.router_mac => {
                         let ip = match check_v4(&f[hl..]) {
                             Ok(p) => p,
-                            Err(r) => return Verdict::Stop(r),
+                            Err(r) => return Step::stop(r),
                         };
                         if Some(ip.dst()) != up.local_v4 {
-                            return Verdict::Stop(Reason::NotForUs);
+                            return Step::stop(Reason::NotForUs);
                         }
                         let ihl = ip.header_len();
                         let frag = ip.flags_frag() & 0x3fff != 0;
@@ -490,17 +550,17 @@ impl Pipeline {
                         match ip.protocol() {
                             protocol::GRE => {
                                 if frag {
-                                    return Verdict::Stop(Reason::Fragment);
+                                    return Step::stop(Reason::Fragment);
                                 }
                                 let g = match gre::Packet::new_checked(ip.payload()) {
                                     Ok(g) => g,
                                     Err(WireError::Truncated { .. }) => {
-                                        return Verdict::Stop(Reason::Truncated)
+                                        return Step::stop(Reason::Truncated)
                                     }
-                                    Err(_) => return Verdict::Stop(Reason::Gre),
+                                    Err(_) => return Step::stop(Reason::Gre),
                                 };
                                 if g.protocol() != ethertype::MPLS {
-                                    return Verdict::Stop(Reason::Gre);
+                                    return Step::stop(Reason::Gre);
                                 }
                                 let off = hl + ihl + g.header_len();
                                 buf.truncate(hl + tl);
@@ -510,57 +570,32 @@ impl Pipeline {
                                 let u = match udp::Packet::new_checked(ip.payload()) {
                                     Ok(u) => u,
                                     Err(WireError::Truncated { .. }) => {
-                                        return Verdict::Stop(Reason::Truncated)
+                                        return Step::stop(Reason::Truncated)
                                     }
-                                    Err(_) => return Verdict::Stop(Reason::Udp),
+                                    Err(_) => return Step::stop(Reason::Udp),
                                 };
                                 if u.dst_port() != udp::PORT_MPLS {
-                                    return Verdict::Stop(Reason::LocalDelivery);
+                                    return Step::stop(Reason::LocalDelivery);
                                 }
                                 if frag {
-                                    return Verdict::Stop(Reason::Fragment);
+                                    return Step::stop(Reason::Fragment);
                                 }
                                 let off = hl + ihl + udp::HEADER_LEN;
                                 buf.truncate(hl + ihl + usize::from(u.len()));
                                 pop(fib, buf, off)
                             }
-                            _ => Verdict::Stop(Reason::LocalDelivery),
+                            _ => Step::stop(Reason::LocalDelivery),
                         }
                     }
-                    ethertype::ARP => Verdict::Stop(Reason::ArpUplink),
+                    ethertype::ARP => Step::stop(Reason::ArpUplink),
                     ethertype::IPV6 => {
                         // Control traffic and neighbour discovery for the uplink.
-                        Verdict::Stop(Reason::LocalDelivery)
+                        Step::stop(Reason::LocalDelivery)
                     }
-                    ethertype::VLAN | ethertype::QINQ => Verdict::Stop(Reason::VlanInVlan),
-                    _ => Verdict::Stop(Reason::UnsupportedEthertype),
+                    ethertype::VLAN | ethertype::QINQ => Step::stop(Reason::VlanInVlan),
+                    _ => Step::stop(Reason::UnsupportedEthertype),
                 }
             }
-        }
-    }
-}
-
-/// Peek at an untagged IPv4 packet (or one under a single label) and prefetch
-/// its route. A hint only: anything unexpected is left to the main pass.
-#[inline]
-fn prefetch_route(fib: &FibView<'_>, port: PortId, f: &[u8], chunk: bool) {
-    let (vrf, at) = match fib.port(port, 0) {
-        Some(PortRole::Access(ap)) if f.get(12..14) == Some(&[0x08, 0x00]) => (ap.vrf, 30),
-        Some(PortRole::Uplink(_)) if f.get(12..14) == Some(&[0x88, 0x47]) => {
-            let Some(l) = f.get(14..18) else { return };
-            match fib.label(u32::from_be_bytes([l[0], l[1], l[2], l[3]]) >> 12) {
-                Some(LabelAction::VrfLookup(v)) => (v, 34),
-                _ => return,
-            }
-        }
-        _ => return,
-    };
-    if let (Some(v), Some(d)) = (fib.vrf(vrf), f.get(at..at + 4)) {
-        let ip = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
-        if chunk {
-            v.prefetch_v4(ip);
-        } else {
-            v.prefetch_slot_v4(ip);
         }
     }
 }
@@ -587,12 +622,12 @@ fn check_v4(b: &[u8]) -> Result<ipv4::Packet<&[u8]>, Reason> {
 }
 
 /// Pop the label stack starting at `off` and forward the inner packet.
-fn pop(fib: &FibView<'_>, buf: &mut PacketBuf, mut off: usize) -> Verdict {
+fn pop<'v>(fib: &'v FibView<'_>, buf: &mut PacketBuf, mut off: usize) -> Step<'v> {
     let mut action = None;
     let mut mpls_ttl = 255u8;
     for _ in 0..MAX_LABELS {
         let Ok(e) = mpls::Entry::parse(&buf.frame()[off..]) else {
-            return Verdict::Stop(Reason::Truncated);
+            return Step::stop(Reason::Truncated);
         };
         off += mpls::ENTRY_LEN;
         mpls_ttl = e.ttl;
@@ -602,31 +637,31 @@ fn pop(fib: &FibView<'_>, buf: &mut PacketBuf, mut off: usize) -> Verdict {
         {
             if e.bos {
                 // Explicit null alone: no VPN to look the packet up in.
-                return Verdict::Stop(Reason::UnknownLabel);
+                return Step::stop(Reason::UnknownLabel);
             }
             continue;
         }
         let Some(a) = fib.label(l) else {
-            return Verdict::Stop(Reason::UnknownLabel);
+            return Step::stop(Reason::UnknownLabel);
         };
         if !e.bos {
-            return Verdict::Stop(Reason::LabelStack);
+            return Step::stop(Reason::LabelStack);
         }
         action = Some(a);
         break;
     }
     let Some(action) = action else {
-        return Verdict::Stop(Reason::LabelStack);
+        return Step::stop(Reason::LabelStack);
     };
     if mpls_ttl <= 1 {
-        return Verdict::Stop(Reason::TtlExpired);
+        return Step::stop(Reason::TtlExpired);
     }
     let inner = &buf.frame()[off..];
     let v6 = match inner.first().map(|b| b >> 4) {
         Some(4) => {
             let ip = match check_v4(inner) {
                 Ok(ip) => ip,
-                Err(r) => return Verdict::Stop(r),
+                Err(r) => return Step::stop(r),
             };
             let tl = usize::from(ip.total_len());
             buf.truncate(off + tl);
@@ -635,14 +670,14 @@ fn pop(fib: &FibView<'_>, buf: &mut PacketBuf, mut off: usize) -> Verdict {
         Some(6) => {
             let ip = match ipv6::Packet::new_checked(inner) {
                 Ok(ip) => ip,
-                Err(e) => return Verdict::Stop(v6_reason(e)),
+                Err(e) => return Step::stop(v6_reason(e)),
             };
             let tl = ipv6::HEADER_LEN + usize::from(ip.payload_len());
             buf.truncate(off + tl);
             true
         }
-        Some(_) => return Verdict::Stop(Reason::UnsupportedEthertype),
-        None => return Verdict::Stop(Reason::Truncated),
+        Some(_) => return Step::stop(Reason::UnsupportedEthertype),
+        None => return Step::stop(Reason::Truncated),
     };
     let ip_ttl = if v6 {
         buf.frame()[off + 7]
@@ -652,15 +687,19 @@ fn pop(fib: &FibView<'_>, buf: &mut PacketBuf, mut off: usize) -> Verdict {
     let ttl = ip_ttl.min(mpls_ttl);
     match action {
         LabelAction::VrfLookup(v) => match fib.vrf(v) {
-            Some(vrf) => forward(fib, vrf, buf, off, v6, ttl),
-            None => Verdict::Stop(Reason::NoVrf),
+            Some(vrf) => lookup_step(vrf, buf, off, v6, ttl),
+            None => Step::stop(Reason::NoVrf),
         },
         LabelAction::Nexthop(nh) => {
             if ttl <= 1 {
-                return Verdict::Stop(Reason::TtlExpired);
+                return Step::stop(Reason::TtlExpired);
             }
-            let hash = ip_hash(buf.frame(), off, v6);
-            apply_nexthop(fib, nh.get(), buf, Ip { off, v6, hash }, ttl - 1)
+            Step::Apply {
+                nh: nh.get(),
+                off: off as u16,
+                v6,
+                ttl: ttl - 1,
+            }
         }
     }
 }
@@ -694,37 +733,54 @@ fn ip_hash(f: &[u8], off: usize, v6: bool) -> u32 {
     }
 }
 
-/// LPM in `vrf` and apply the nexthop. `ttl` is the packet's current TTL.
+/// After classification: look `buf`'s IP destination up in `vrf`. `ttl` is
+/// the packet's current TTL.
 #[inline]
-fn forward(
-    fib: &FibView<'_>,
-    vrf: &VrfFib,
-    buf: &mut PacketBuf,
-    off: usize,
-    v6: bool,
-    ttl: u8,
-) -> Verdict {
+fn lookup_step<'v>(vrf: &'v VrfFib, buf: &PacketBuf, off: usize, v6: bool, ttl: u8) -> Step<'v> {
     if ttl <= 1 {
-        return Verdict::Stop(Reason::TtlExpired);
+        return Step::stop(Reason::TtlExpired);
     }
     let f = buf.frame();
-    let nh = if v6 {
-        let mut a = [0u8; 16];
-        a.copy_from_slice(&f[off + 24..off + 40]);
-        vrf.lookup_v6(u128::from_be_bytes(a))
+    let dst4 = if v6 {
+        0
     } else {
-        vrf.lookup_v4(u32::from_be_bytes([
-            f[off + 16],
-            f[off + 17],
-            f[off + 18],
-            f[off + 19],
-        ]))
+        u32::from_be_bytes([f[off + 16], f[off + 17], f[off + 18], f[off + 19]])
     };
-    if nh == NO_ROUTE {
-        return Verdict::Stop(Reason::NoRoute);
+    Step::Lookup {
+        vrf,
+        off: off as u16,
+        v6,
+        ttl,
+        dst4,
     }
-    let hash = ip_hash(f, off, v6);
-    apply_nexthop(fib, nh, buf, Ip { off, v6, hash }, ttl - 1)
+}
+
+/// Where a packet stands between the stages of [`Pipeline::process`].
+#[derive(Clone, Copy)]
+enum Step<'v> {
+    /// Decided.
+    Done(Verdict),
+    /// Needs an LPM in `vrf` (IPv4 destination in `dst4`).
+    Lookup {
+        vrf: &'v VrfFib,
+        off: u16,
+        v6: bool,
+        ttl: u8,
+        dst4: u32,
+    },
+    /// Needs nexthop `nh` applied, writing TTL `ttl`.
+    Apply {
+        nh: u32,
+        off: u16,
+        v6: bool,
+        ttl: u8,
+    },
+}
+
+impl Step<'_> {
+    fn stop(r: Reason) -> Self {
+        Step::Done(Verdict::Stop(r))
+    }
 }
 
 /// Set the IP TTL to `ttl` and rewrite for the nexthop.
@@ -734,7 +790,8 @@ fn apply_nexthop(fib: &FibView<'_>, nh: u32, buf: &mut PacketBuf, ip: Ip, ttl: u
         None => return Verdict::Stop(Reason::NoNexthop),
     };
     if let Nexthop::Ecmp(members) = nexthop {
-        let Some(m) = members.get(ip.hash as usize % members.len().max(1)) else {
+        let hash = ip_hash(buf.frame(), ip.off, ip.v6);
+        let Some(m) = members.get(hash as usize % members.len().max(1)) else {
             return Verdict::Stop(Reason::NoNexthop);
         };
         nexthop = match fib.nexthop(m.get()) {
@@ -793,6 +850,11 @@ fn reframe(buf: &mut PacketBuf, off: usize, hl: usize) -> bool {
 fn push(buf: &mut PacketBuf, ip: &Ip, r: &RemoteNexthop, ttl: u8) -> Verdict {
     let rw = &r.rewrite;
     let rl = usize::from(rw.len);
+    let hash = if rw.udp_at.is_some() {
+        ip_hash(buf.frame(), ip.off, ip.v6)
+    } else {
+        0
+    };
     if !reframe(buf, ip.off, rl) {
         return Verdict::Stop(Reason::NoHeadroom);
     }
@@ -811,7 +873,7 @@ fn push(buf: &mut PacketBuf, ip: &Ip, r: &RemoteNexthop, ttl: u8) -> Verdict {
         f[o + 10..o + 12].copy_from_slice(&c.to_be_bytes());
         if let Some(u) = rw.udp_at {
             let u = usize::from(u);
-            let sport = 0xc000 | (ip.hash as u16 & 0x3fff);
+            let sport = 0xc000 | (hash as u16 & 0x3fff);
             f[u..u + 2].copy_from_slice(&sport.to_be_bytes());
             f[u + 4..u + 6].copy_from_slice(&((total - u) as u16).to_be_bytes());
         }

@@ -85,8 +85,7 @@ fn topology() -> Fib {
         "192.0.2.1".parse().expect("ip"),
         "192.0.2.2".parse().expect("ip"),
     );
-    let remote =
-        |label, encap| Nexthop::Remote(Box::new(RemoteNexthop::new(UPLINK, lbl(label), encap, l2)));
+    let remote = |label, encap| Nexthop::Remote(RemoteNexthop::new(UPLINK, lbl(label), encap, l2));
     fib.set_nexthop(
         nh(10),
         remote(

@@ -31,7 +31,7 @@ pub enum Nexthop {
         l2: L2Rewrite,
     },
     /// A remote PE: push the VPN label and encapsulate.
-    Remote(Box<RemoteNexthop>),
+    Remote(RemoteNexthop),
     /// Equal-cost members; the flow hash picks one.
     Ecmp(ArrayVec<NexthopId, MAX_ECMP>),
     /// Discard (counted).

@@ -6,7 +6,10 @@ use super::PacketBuf;
 /// A port backed by memory.
 #[derive(Debug, Default)]
 pub struct MemPort {
-    frames: Vec<Vec<u8>>,
+    /// All frames back to back, so that replaying them streams through memory.
+    data: Vec<u8>,
+    /// (start, length) of each frame in `data`.
+    frames: Vec<(usize, usize)>,
     next: usize,
     /// Frames transmitted so far.
     pub tx_count: u64,
@@ -18,8 +21,15 @@ pub struct MemPort {
 impl MemPort {
     /// A port that replays `frames` cyclically on receive.
     pub fn replaying(frames: Vec<Vec<u8>>) -> MemPort {
+        let mut data = Vec::with_capacity(frames.iter().map(Vec::len).sum());
+        let mut index = Vec::with_capacity(frames.len());
+        for f in &frames {
+            index.push((data.len(), f.len()));
+            data.extend_from_slice(f);
+        }
         MemPort {
-            frames,
+            data,
+            frames: index,
             ..MemPort::default()
         }
     }
@@ -38,7 +48,8 @@ impl MemPort {
             return 0;
         }
         for b in bufs.iter_mut() {
-            b.fill(&self.frames[self.next]);
+            let (start, len) = self.frames[self.next];
+            b.fill(&self.data[start..start + len]);
             self.next += 1;
             if self.next == self.frames.len() {
                 self.next = 0;
