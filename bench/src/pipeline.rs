@@ -6,7 +6,8 @@
 //! remote PEs spread over the three encapsulations. Pop: MPLS-over-Ethernet
 //! frames with a per-VRF label for VRF 2 (same routes, 256 local nexthops).
 //! Every packet is received into a buffer (a copy, as a NIC's DMA), processed
-//! and counted at its output port.
+//! and counted at its output port. Each figure is the best of seven trials
+//! of `--seconds / 7`.
 
 use crate::gen;
 use crate::Opts;
@@ -160,30 +161,37 @@ fn measure(fib: &Fib, port: PortId, frames: Vec<Vec<u8>>, secs: f64) -> (f64, u6
     let mut bufs: Vec<PacketBuf> = (0..BURST).map(|_| PacketBuf::new()).collect();
     let mut verdicts = [Verdict::Tx(ACCESS); BURST];
     let mut out = OutBatches::new();
-    let start = Instant::now();
-    let mut n = 0u64;
+    // Best of several trials: the least-disturbed run on a shared machine.
+    let trials = 7;
+    let mut best = 0f64;
     let mut now = 0u64;
-    loop {
-        for _ in 0..1024 {
-            let got = rx.rx_burst(&mut bufs);
-            {
-                let view = reader.view();
-                pipe.process(&view, port, &mut bufs[..got], &mut verdicts, &mut out, now);
-            }
-            for (_, idx) in out.iter() {
-                for &i in idx {
-                    tx.tx(&bufs[usize::from(i)]);
+    for _ in 0..trials {
+        let start = Instant::now();
+        let mut n = 0u64;
+        loop {
+            for _ in 0..256 {
+                let got = rx.rx_burst(&mut bufs);
+                {
+                    let view = reader.view();
+                    pipe.process(&view, port, &mut bufs[..got], &mut verdicts, &mut out, now);
                 }
+                for (_, idx) in out.iter() {
+                    for &i in idx {
+                        tx.tx(&bufs[usize::from(i)]);
+                    }
+                }
+                reader.quiescent();
+                n += got as u64;
+                now += 1000;
             }
-            reader.quiescent();
-            n += got as u64;
-            now += 1000;
-        }
-        let e = start.elapsed().as_secs_f64();
-        if e >= secs {
-            return (n as f64 / e, tx.tx_count);
+            let e = start.elapsed().as_secs_f64();
+            if e >= secs / trials as f64 {
+                best = best.max(n as f64 / e);
+                break;
+            }
         }
     }
+    (best, tx.tx_count)
 }
 
 /// Run the benchmark.

@@ -292,7 +292,7 @@ impl Pipeline {
         // Stage 2: the LPMs, software-pipelined over the burst: the segment
         // slot of packet i + 2·D and the chunk of packet i + D are fetched
         // while packet i is resolved, so the cache misses overlap.
-        const D: usize = 4;
+        const D: usize = 6;
         for i in 0..n {
             if let Some(Step::Lookup {
                 vrf,
@@ -338,6 +338,11 @@ impl Pipeline {
                         ttl: ttl - 1,
                     }
                 };
+            }
+        }
+        for st in steps[..n].iter() {
+            if let Step::Apply { nh, .. } = st {
+                fib.prefetch_nexthop(*nh);
             }
         }
         // Stage 3: nexthops, rewrites and per-output batches.

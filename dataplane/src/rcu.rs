@@ -30,6 +30,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 const OFFLINE: u64 = u64::MAX;
 
+/// Hint the CPU to fetch the cache line at `p` (no effect on correctness).
+#[inline(always)]
+pub(crate) fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and has no architectural effect, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 struct Retired {
     epoch: u64,
     ptr: *mut (),
@@ -317,6 +329,15 @@ impl<T: Send + Sync> SlotArray<T> {
         // after `set` unlinked them and every reader passed a quiescent state;
         // the caller is inside a read-side section of this domain.
         unsafe { p.as_ref() }
+    }
+
+    /// Start fetching the entry at `idx` (a hint for a caller inside a
+    /// read-side section).
+    #[inline]
+    pub(crate) fn prefetch_entry(&self, idx: u32) {
+        if let Some(e) = self.get_unchecked_domain(idx) {
+            prefetch(core::ptr::from_ref(e).cast());
+        }
     }
 
     /// The writer's view of the entry. Only the single writer of the array

@@ -131,17 +131,7 @@ unsafe fn free_chunk_words(p: *mut ()) {
     drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p as *mut AtomicU64, len)) });
 }
 
-/// Hint the CPU to fetch the cache line at `p`.
-#[inline(always)]
-fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch never faults and has no architectural effect, whatever the address.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
+use crate::rcu::prefetch;
 
 /// The part of a table readers see. Owned by an `Arc`; freed (with
 /// everything reachable from it) when the last owner drops it.

@@ -472,6 +472,11 @@ impl FibView<'_> {
     pub fn nexthop(&self, id: u32) -> Option<&Nexthop> {
         self.shared.nexthops.get_unchecked_domain(id)
     }
+    /// Start fetching a nexthop.
+    #[inline]
+    pub fn prefetch_nexthop(&self, id: u32) {
+        self.shared.nexthops.prefetch_entry(id);
+    }
     /// What a label means.
     #[inline]
     pub fn label(&self, label: u32) -> Option<LabelAction> {
