@@ -292,25 +292,37 @@ impl Pipeline {
         // Stage 2: the LPMs, software-pipelined over the burst: the segment
         // slot of packet i + 2·D and the chunk of packet i + D are fetched
         // while packet i is resolved, so the cache misses overlap.
-        const D: usize = 6;
-        for i in 0..n {
-            if let Some(Step::Lookup {
+        const D: usize = 8;
+        let slot = |st: &Step<'_>| {
+            if let Step::Lookup {
                 vrf,
                 v6: false,
                 dst4,
                 ..
-            }) = steps.get(i + 2 * D).filter(|_| i + 2 * D < n)
+            } = st
             {
                 vrf.prefetch_slot_v4(*dst4);
             }
-            if let Some(Step::Lookup {
+        };
+        let chunk = |st: &Step<'_>| {
+            if let Step::Lookup {
                 vrf,
                 v6: false,
                 dst4,
                 ..
-            }) = steps.get(i + D).filter(|_| i + D < n)
+            } = st
             {
                 vrf.prefetch_v4(*dst4);
+            }
+        };
+        steps[..n.min(2 * D)].iter().for_each(slot);
+        steps[..n.min(D)].iter().for_each(chunk);
+        for i in 0..n {
+            if i + 2 * D < n {
+                slot(&steps[i + 2 * D]);
+            }
+            if i + D < n {
+                chunk(&steps[i + D]);
             }
             if let Step::Lookup {
                 vrf,
