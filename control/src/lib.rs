@@ -1,7 +1,10 @@
-//! vpnfwd's control plane: the BGP speaker, the VRFs (route distinguishers,
-//! route targets, label allocation), the REST API and the daemon.
+//! vpnfwd's control plane: configuration, the daemon that builds the
+//! forwarding tables and runs the workers, and the answers to the packets the
+//! workers hand over (ARP/ND for gateways, ICMP).
 //!
 //! The control thread is the single writer of the forwarding tables; it
 //! drives them through [`dataplane::fib::Fib`].
 
-pub use dataplane::fib::Fib;
+pub mod config;
+pub mod daemon;
+pub mod exceptions;

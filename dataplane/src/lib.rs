@@ -13,3 +13,4 @@ pub mod io;
 pub mod pipeline;
 pub mod rcu;
 pub mod wire;
+pub mod worker;

@@ -60,9 +60,14 @@ impl MemPort {
 
     /// Transmit one frame.
     pub fn tx(&mut self, buf: &PacketBuf) {
+        self.tx_frame(buf.frame());
+    }
+
+    /// Transmit one frame given as bytes.
+    pub fn tx_frame(&mut self, frame: &[u8]) {
         self.tx_count += 1;
         if self.keep {
-            self.sent.push(buf.frame().to_vec());
+            self.sent.push(frame.to_vec());
         }
     }
 }

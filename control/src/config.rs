@@ -1,0 +1,429 @@
+//! `vpnfwd.toml`: the dataplane, VRFs, ports and static routes.
+//!
+//! Every field is checked when the file is loaded; an error names the
+//! section, the entry and the field, so an operator can fix the file without
+//! reading the code.
+
+use dataplane::wire::mpls::Label;
+use dataplane::wire::MacAddr;
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Packet I/O and workers.
+    #[serde(default)]
+    pub dataplane: DataplaneConfig,
+    /// VRFs.
+    #[serde(default, rename = "vrf")]
+    pub vrfs: Vec<VrfConfig>,
+    /// The core-facing uplink.
+    pub uplink: Option<UplinkConfig>,
+    /// Local attachments.
+    #[serde(default, rename = "port")]
+    pub ports: Vec<PortConfig>,
+    /// Static routes.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[dataplane]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DataplaneConfig {
+    /// Packet I/O back-end: `afpacket` (the default).
+    #[serde(default)]
+    pub backend: Backend,
+    /// Cores for the workers, one worker per core (default: one unpinned worker).
+    #[serde(default)]
+    pub cores: Vec<usize>,
+    /// `busy` (poll continuously, the default) or `sleep` (yield when idle).
+    #[serde(default)]
+    pub idle: IdleMode,
+}
+
+/// Packet I/O back-ends.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// AF_PACKET (TPACKET_V3).
+    #[default]
+    Afpacket,
+}
+
+/// Worker idle behaviour.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IdleMode {
+    /// Poll continuously.
+    #[default]
+    Busy,
+    /// Sleep briefly when a round finds no packet.
+    Sleep,
+}
+
+/// `[[vrf]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VrfConfig {
+    /// Name (referenced by ports and routes).
+    pub name: String,
+    /// The per-VRF VPN label packets from the core arrive with.
+    pub label: Option<u32>,
+}
+
+/// `[uplink]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    /// Interface name.
+    pub interface: String,
+    /// Router MAC on the uplink (default: the interface's).
+    pub mac: Option<String>,
+    /// Our tunnel endpoint address (GRE and UDP are accepted to it).
+    pub address: Option<Ipv4Addr>,
+}
+
+/// `[[port]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    /// Interface name.
+    pub interface: String,
+    /// 802.1Q VLAN (0 or absent: untagged).
+    #[serde(default)]
+    pub vlan: u16,
+    /// VRF name.
+    pub vrf: String,
+    /// The attached host's MAC.
+    pub mac: String,
+    /// Addresses or prefixes reachable through the host (also its allowed sources).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// IPv4 gateway address the router answers ARP for.
+    pub gateway: Option<Ipv4Addr>,
+    /// IPv6 gateway address the router answers neighbour solicitations for.
+    pub gateway6: Option<Ipv6Addr>,
+    /// Router MAC on this port (default: the interface's).
+    pub router_mac: Option<String>,
+}
+
+/// `[[route]]`: a remote VPN route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// VRF name.
+    pub vrf: String,
+    /// Prefix, e.g. `10.2.0.0/16` or `2001:db8:2::/48`.
+    pub prefix: String,
+    /// VPN label the remote PE advertised.
+    pub label: u32,
+    /// Remote PE address.
+    pub pe: Ipv4Addr,
+    /// `mpls` (over Ethernet), `gre` or `udp`.
+    #[serde(default)]
+    pub encap: EncapKind,
+    /// Transport label (MPLS over Ethernet only).
+    pub transport_label: Option<u32>,
+    /// MAC of the next hop on the uplink.
+    pub nexthop_mac: String,
+}
+
+/// Encapsulations.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum EncapKind {
+    /// MPLS over Ethernet.
+    #[default]
+    Mpls,
+    /// MPLS-over-GRE (RFC 4023).
+    Gre,
+    /// MPLS-over-UDP (RFC 7510).
+    Udp,
+}
+
+/// A configuration error, naming where it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax or a field of the wrong type.
+    #[error("{0}")]
+    Parse(String),
+    /// A value that parses but is not valid.
+    #[error("{at}: {msg}")]
+    Invalid {
+        /// Section, entry and field.
+        at: String,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+fn invalid(at: impl Into<String>, msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        at: at.into(),
+        msg: msg.into(),
+    }
+}
+
+/// Parse a prefix `a.b.c.d/len` or `x::/len` (a bare address is a host route).
+///
+/// # Errors
+/// A message saying what is wrong.
+pub fn parse_prefix(s: &str) -> Result<(IpAddr, u8), String> {
+    let (a, l) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let addr: IpAddr = a
+        .parse()
+        .map_err(|_| format!("{a:?} is not an IP address"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match l {
+        None => max,
+        Some(l) => l
+            .parse::<u8>()
+            .map_err(|_| format!("{l:?} is not a prefix length"))?,
+    };
+    if len > max {
+        return Err(format!("prefix length {len} exceeds {max}"));
+    }
+    let host_bits_set = match addr {
+        IpAddr::V4(v) => len < 32 && u32::from(v) << len != 0,
+        IpAddr::V6(v) => len < 128 && u128::from(v) << len != 0,
+    };
+    if host_bits_set {
+        return Err(format!("{s} has bits set beyond /{len}"));
+    }
+    Ok((addr, len))
+}
+
+/// Parse a MAC address field.
+///
+/// # Errors
+/// A message for a malformed address.
+pub fn parse_mac(s: &str) -> Result<MacAddr, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"))
+}
+
+fn label(v: u32, at: &str) -> Result<Label, ConfigError> {
+    match Label::new(v) {
+        Some(l) if v >= Label::FIRST_UNRESERVED => Ok(l),
+        Some(_) => Err(invalid(at, format!("label {v} is reserved (0-15)"))),
+        None => Err(invalid(at, format!("label {v} does not fit 20 bits"))),
+    }
+}
+
+impl Config {
+    /// Parse and validate a configuration text.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the offending field.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Read, parse and validate a file.
+    ///
+    /// # Errors
+    /// [`ConfigError`].
+    pub fn load(path: &str) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_string(),
+            source,
+        })?;
+        Config::parse(&text)
+    }
+
+    /// Index of a VRF by name.
+    pub fn vrf_index(&self, name: &str) -> Option<usize> {
+        self.vrfs.iter().position(|v| v.name == name)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut names = HashSet::new();
+        let mut labels = HashSet::new();
+        for (i, v) in self.vrfs.iter().enumerate() {
+            let at = format!("vrf[{i}] ({})", v.name);
+            if v.name.is_empty() {
+                return Err(invalid(format!("vrf[{i}].name"), "must not be empty"));
+            }
+            if !names.insert(v.name.as_str()) {
+                return Err(invalid(at, "duplicate VRF name"));
+            }
+            if let Some(l) = v.label {
+                label(l, &format!("{at}.label"))?;
+                if !labels.insert(l) {
+                    return Err(invalid(
+                        format!("{at}.label"),
+                        format!("label {l} is used by another VRF"),
+                    ));
+                }
+            }
+        }
+        if let Some(u) = &self.uplink {
+            if let Some(m) = &u.mac {
+                parse_mac(m).map_err(|e| invalid("uplink.mac", e))?;
+            }
+        }
+        let mut seen = HashSet::new();
+        for (i, p) in self.ports.iter().enumerate() {
+            let at = format!("port[{i}] ({})", p.interface);
+            if self.vrf_index(&p.vrf).is_none() {
+                return Err(invalid(
+                    format!("{at}.vrf"),
+                    format!("no VRF named {:?}", p.vrf),
+                ));
+            }
+            if p.vlan > 4094 {
+                return Err(invalid(
+                    format!("{at}.vlan"),
+                    "VLAN ids are 0 (untagged) to 4094",
+                ));
+            }
+            if !seen.insert((p.interface.as_str(), p.vlan)) {
+                return Err(invalid(
+                    at,
+                    "interface and VLAN already used by another port",
+                ));
+            }
+            if self
+                .uplink
+                .as_ref()
+                .is_some_and(|u| u.interface == p.interface)
+            {
+                return Err(invalid(at, "interface is the uplink"));
+            }
+            parse_mac(&p.mac).map_err(|e| invalid(format!("{at}.mac"), e))?;
+            if let Some(m) = &p.router_mac {
+                parse_mac(m).map_err(|e| invalid(format!("{at}.router_mac"), e))?;
+            }
+            for a in &p.addresses {
+                parse_prefix(a).map_err(|e| invalid(format!("{at}.addresses"), e))?;
+            }
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            let at = format!("route[{i}] ({})", r.prefix);
+            if self.vrf_index(&r.vrf).is_none() {
+                return Err(invalid(
+                    format!("{at}.vrf"),
+                    format!("no VRF named {:?}", r.vrf),
+                ));
+            }
+            parse_prefix(&r.prefix).map_err(|e| invalid(format!("{at}.prefix"), e))?;
+            label(r.label, &format!("{at}.label"))?;
+            if let Some(t) = r.transport_label {
+                if r.encap != EncapKind::Mpls {
+                    return Err(invalid(
+                        format!("{at}.transport_label"),
+                        "only with encap = \"mpls\"",
+                    ));
+                }
+                label(t, &format!("{at}.transport_label"))?;
+            }
+            parse_mac(&r.nexthop_mac).map_err(|e| invalid(format!("{at}.nexthop_mac"), e))?;
+            if self.uplink.is_none() {
+                return Err(invalid(at, "remote routes need an [uplink]"));
+            }
+            if r.encap != EncapKind::Mpls && self.uplink.as_ref().and_then(|u| u.address).is_none()
+            {
+                return Err(invalid(
+                    format!("{at}.encap"),
+                    "GRE and UDP need uplink.address",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[dataplane]
+idle = "sleep"
+
+[[vrf]]
+name = "blue"
+label = 100
+
+[uplink]
+interface = "up0"
+address = "192.0.2.1"
+
+[[port]]
+interface = "h1"
+vrf = "blue"
+mac = "02:00:00:00:00:01"
+addresses = ["10.1.1.1/32"]
+gateway = "10.1.1.254"
+
+[[route]]
+vrf = "blue"
+prefix = "10.2.0.0/16"
+label = 1000
+pe = "192.0.2.2"
+encap = "gre"
+nexthop_mac = "02:00:00:00:02:fe"
+"#;
+
+    #[test]
+    fn a_complete_file_parses() {
+        let c = Config::parse(GOOD).expect("valid");
+        assert_eq!(c.vrfs.len(), 1);
+        assert_eq!(c.dataplane.idle, IdleMode::Sleep);
+        assert_eq!(c.routes[0].encap, EncapKind::Gre);
+    }
+
+    fn err(text: &str) -> String {
+        Config::parse(text).expect_err("invalid").to_string()
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert!(
+            err(&GOOD.replace("vrf = \"blue\"\nmac", "vrf = \"red\"\nmac"))
+                .contains("port[0] (h1).vrf")
+        );
+        assert!(err(&GOOD.replace("label = 1000", "label = 2000000"))
+            .contains("route[0] (10.2.0.0/16).label"));
+        assert!(err(&GOOD.replace("label = 100\n", "label = 3\n")).contains("reserved"));
+        assert!(err(&GOOD.replace("10.2.0.0/16", "10.2.0.1/16")).contains("bits set beyond"));
+        assert!(
+            err(&GOOD.replace("02:00:00:00:00:01", "02:00:00:00:01")).contains("port[0] (h1).mac")
+        );
+        assert!(err(&GOOD.replace("idle = \"sleep\"", "idle = \"nap\"")).contains("nap"));
+        assert!(err(&GOOD.replace("[[port]]", "[[port]]\ncolour = 1")).contains("colour"));
+        assert!(err(&GOOD.replace("address = \"192.0.2.1\"\n", ""))
+            .contains("GRE and UDP need uplink.address"));
+    }
+
+    #[test]
+    fn prefixes_are_checked() {
+        assert_eq!(
+            parse_prefix("10.0.0.0/8"),
+            Ok(("10.0.0.0".parse().expect("ip"), 8))
+        );
+        assert_eq!(
+            parse_prefix("2001:db8::1"),
+            Ok(("2001:db8::1".parse().expect("ip"), 128))
+        );
+        assert!(parse_prefix("10.0.0.0/33").is_err());
+        assert!(parse_prefix("banana/8").is_err());
+    }
+}

@@ -1,0 +1,121 @@
+//! Poll-mode workers: one thread per core, pinned, polling its ports in
+//! bursts through the pipeline.
+//!
+//! Each loop iteration: receive a burst from each port, run it through the
+//! [`Pipeline`], hand each output batch to its port, then announce a
+//! quiescent state so the control thread can reclaim table memory. Busy-poll
+//! by default; with [`Idle::Sleep`] the worker goes offline and sleeps
+//! briefly after an empty round, for laptops and CI.
+
+use crate::fib::{FibReader, PortId};
+use crate::io::afpacket::AfPacketPort;
+use crate::io::mem::MemPort;
+use crate::io::PacketBuf;
+use crate::pipeline::{OutBatches, Pipeline, Verdict, MAX_BURST};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A port a worker can poll.
+pub trait PacketIo: Send {
+    /// Receive up to `bufs.len()` frames.
+    fn rx_burst(&mut self, bufs: &mut [PacketBuf]) -> usize;
+    /// Transmit frames; returns how many were taken.
+    fn tx_burst(&mut self, frames: &[&[u8]]) -> usize;
+}
+
+impl PacketIo for AfPacketPort {
+    fn rx_burst(&mut self, bufs: &mut [PacketBuf]) -> usize {
+        AfPacketPort::rx_burst(self, bufs)
+    }
+    fn tx_burst(&mut self, frames: &[&[u8]]) -> usize {
+        AfPacketPort::tx_burst(self, frames)
+    }
+}
+
+impl PacketIo for MemPort {
+    fn rx_burst(&mut self, bufs: &mut [PacketBuf]) -> usize {
+        MemPort::rx_burst(self, bufs)
+    }
+    fn tx_burst(&mut self, frames: &[&[u8]]) -> usize {
+        for f in frames {
+            self.tx_frame(f);
+        }
+        frames.len()
+    }
+}
+
+/// What a worker does when a round finds no packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Idle {
+    /// Keep polling (lowest latency, one core at 100 %).
+    #[default]
+    Busy,
+    /// Go offline and sleep this long.
+    Sleep(Duration),
+}
+
+/// A worker's configuration.
+pub struct WorkerConfig {
+    /// Core to pin to, if any.
+    pub core: Option<usize>,
+    /// Ports, by dataplane port id.
+    pub ports: Vec<(PortId, Box<dyn PacketIo>)>,
+    /// Idle behaviour.
+    pub idle: Idle,
+}
+
+/// Run a worker until `stop` is set. Returns the number of frames the ports
+/// refused on transmit.
+pub fn run(
+    mut cfg: WorkerConfig,
+    mut fib: FibReader,
+    mut pipe: Pipeline,
+    stop: Arc<AtomicBool>,
+) -> u64 {
+    if let Some(c) = cfg.core {
+        let _ = core_affinity::set_for_current(core_affinity::CoreId { id: c });
+    }
+    let mut bufs: Vec<PacketBuf> = (0..MAX_BURST).map(|_| PacketBuf::new()).collect();
+    let mut verdicts = [Verdict::Tx(PortId(0)); MAX_BURST];
+    let mut out = OutBatches::new();
+    let start = Instant::now();
+    let mut tx_refused = 0u64;
+    let nports = cfg.ports.len();
+    while !stop.load(Ordering::Relaxed) {
+        let mut busy = false;
+        for p in 0..nports {
+            let in_port = cfg.ports[p].0;
+            let n = cfg.ports[p].1.rx_burst(&mut bufs);
+            if n == 0 {
+                continue;
+            }
+            busy = true;
+            let now = start.elapsed().as_nanos() as u64;
+            {
+                let view = fib.view();
+                pipe.process(&view, in_port, &mut bufs[..n], &mut verdicts, &mut out, now);
+            }
+            for (port, idx) in out.iter() {
+                let frames: arrayvec::ArrayVec<&[u8], MAX_BURST> =
+                    idx.iter().map(|i| bufs[usize::from(*i)].frame()).collect();
+                match cfg.ports.iter_mut().find(|(id, _)| id == port) {
+                    Some((_, io)) => {
+                        let took = io.tx_burst(&frames);
+                        tx_refused += (frames.len() - took) as u64;
+                    }
+                    None => tx_refused += frames.len() as u64,
+                }
+            }
+        }
+        fib.quiescent();
+        if !busy {
+            if let Idle::Sleep(d) = cfg.idle {
+                fib.offline();
+                std::thread::sleep(d);
+            }
+        }
+    }
+    fib.offline();
+    tx_refused
+}
