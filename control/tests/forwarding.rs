@@ -191,3 +191,40 @@ fn hosts_in_one_vrf_reach_each_other_and_other_vrfs_do_not() {
     let got = server.join().expect("server");
     assert_eq!(got, sent, "received bytes and digest equal what was sent");
 }
+
+#[test]
+fn an_expiring_ttl_gets_time_exceeded_from_the_gateway() {
+    if !vpnfwd_tests::can_run() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    let mut lab = Lab::new();
+    let (hosts, _r, log) = one_pe(&mut lab, "ttl");
+    assert!(
+        Lab::wait_until(Duration::from_secs(10), || ping(
+            &lab,
+            &hosts[0].ns,
+            "10.1.1.254"
+        )),
+        "gateway never answered; vpnfwd log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // TTL 1 expires at the router: ICMP time exceeded from the gateway.
+    let out = lab.exec(
+        &hosts[0].ns,
+        &["ping", "-c", "1", "-W", "1", "-t", "1", "10.1.2.1"],
+    );
+    let text = match out {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).to_string(),
+        Err(e) => e.0,
+    };
+    assert!(
+        text.contains("From 10.1.1.254") && text.contains("Time to live exceeded"),
+        "{text}"
+    );
+    // TTL 2 gets through.
+    assert!(lab.succeeds(
+        &hosts[0].ns,
+        &["ping", "-c", "1", "-W", "1", "-t", "2", "10.1.2.1"]
+    ));
+}

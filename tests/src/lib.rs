@@ -88,8 +88,8 @@ impl Lab {
         run(Command::new("ip").args([
             "-n", a, "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b,
         ]))?;
-        self.exec(a, &["ip", "link", "set", a_if, "up"])?;
-        self.exec(b, &["ip", "link", "set", b_if, "up"])?;
+        self.exec(a, &["ip", "link", "set", "dev", a_if, "up"])?;
+        self.exec(b, &["ip", "link", "set", "dev", b_if, "up"])?;
         Ok(())
     }
 
@@ -166,6 +166,64 @@ impl Lab {
             assert_eq!(rc, 0, "setns: {}", io::Error::last_os_error());
             f()
         }))
+    }
+
+    /// Capture the frames received on `ifname` in namespace `ns` for
+    /// `duration` (an AF_PACKET socket of the test's own; the forwarder's
+    /// sockets still get their copies). Returns the frames, at most `max`.
+    ///
+    /// # Errors
+    /// If the namespace cannot be entered.
+    pub fn capture(
+        &self,
+        ns: &str,
+        ifname: &str,
+        duration: Duration,
+        max: usize,
+    ) -> io::Result<std::thread::JoinHandle<Vec<Vec<u8>>>> {
+        let ifname =
+            std::ffi::CString::new(ifname).map_err(|_| io::Error::other("interface name"))?;
+        self.in_ns(ns, move || {
+            let mut frames = Vec::new();
+            // SAFETY: plain socket calls on a descriptor this closure owns;
+            // buffers outlive the calls that use them.
+            unsafe {
+                let proto = (libc::ETH_P_ALL as u16).to_be();
+                let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto));
+                assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
+                let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+                sll.sll_family = libc::AF_PACKET as u16;
+                sll.sll_protocol = proto;
+                sll.sll_ifindex = libc::if_nametoindex(ifname.as_ptr()) as i32;
+                let rc = libc::bind(
+                    fd,
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                );
+                assert_eq!(rc, 0, "bind: {}", io::Error::last_os_error());
+                let tv = libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 100_000,
+                };
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&tv as *const libc::timeval).cast(),
+                    std::mem::size_of::<libc::timeval>() as u32,
+                );
+                let start = Instant::now();
+                let mut buf = vec![0u8; 65536];
+                while start.elapsed() < duration && frames.len() < max {
+                    let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+                    if n > 0 {
+                        frames.push(buf[..n as usize].to_vec());
+                    }
+                }
+                libc::close(fd);
+            }
+            frames
+        })
     }
 
     /// Poll `f` every 100 ms until it returns true or `timeout` passes.

@@ -1,0 +1,294 @@
+//! Two vpnfwd PEs back to back over an uplink veth, with static VPN routes:
+//! hosts behind PE1 reach hosts behind PE2 over each encapsulation, IPv4 and
+//! IPv6, and a capture on the uplink shows the exact label and encapsulation.
+//!
+//! ```text
+//!  h1 ── p [PE1] core ══ core [PE2] p ── h2
+//!  10.1.1.1            uplink            10.1.2.1
+//!  2001:db8:1::1                         2001:db8:2::1
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+use vpnfwd_tests::Lab;
+
+const VPNFWD: &str = env!("CARGO_BIN_EXE_vpnfwd");
+const PE1_UP_MAC: &str = "02:00:00:00:aa:01";
+const PE2_UP_MAC: &str = "02:00:00:00:aa:02";
+/// The VPN label each PE gives its VRF (what the other pushes).
+const PE1_LABEL: u32 = 100;
+const PE2_LABEL: u32 = 200;
+
+fn tmp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("vpnfwd-{}-{name}", std::process::id()))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pe_config(
+    my_label: u32,
+    my_addr: &str,
+    up_mac: &str,
+    host_mac: &str,
+    host4: &str,
+    gw4: &str,
+    host6: &str,
+    gw6: &str,
+    routes: &[(&str, u32, &str)],
+    peer_mac: &str,
+    encap: &str,
+) -> String {
+    let mut c = format!(
+        r#"
+[dataplane]
+idle = "sleep"
+
+[[vrf]]
+name = "blue"
+label = {my_label}
+
+[uplink]
+interface = "core"
+mac = "{up_mac}"
+address = "{my_addr}"
+
+[[port]]
+interface = "p"
+vrf = "blue"
+mac = "{host_mac}"
+addresses = ["{host4}/32", "{host6}/128"]
+gateway = "{gw4}"
+gateway6 = "{gw6}"
+"#
+    );
+    for (prefix, label, pe) in routes {
+        c.push_str(&format!(
+            "\n[[route]]\nvrf = \"blue\"\nprefix = \"{prefix}\"\nlabel = {label}\npe = \"{pe}\"\nencap = \"{encap}\"\nnexthop_mac = \"{peer_mac}\"\n"
+        ));
+    }
+    c
+}
+
+fn host(
+    lab: &mut Lab,
+    name: &str,
+    pe: &str,
+    mac: &str,
+    v4: &str,
+    gw4: &str,
+    v6: &str,
+    gw6: &str,
+) -> String {
+    let ns = lab.ns(name).expect("host namespace");
+    lab.veth(pe, "p", &ns, "eth0").expect("veth");
+    for cmd in [
+        vec!["ip", "link", "set", "eth0", "address", mac],
+        vec!["ip", "addr", "add", v4, "dev", "eth0"],
+        vec!["ip", "-6", "addr", "add", v6, "dev", "eth0", "nodad"],
+        vec!["ip", "route", "add", "default", "via", gw4],
+        vec!["ip", "-6", "route", "add", "default", "via", gw6],
+        vec![
+            "ethtool", "-K", "eth0", "tso", "off", "gso", "off", "gro", "off",
+        ],
+    ] {
+        lab.exec(&ns, &cmd).expect("host set-up");
+    }
+    ns
+}
+
+/// What a captured uplink frame carries, as far as this test cares.
+#[derive(Debug, PartialEq, Eq)]
+struct Seen {
+    encap: &'static str,
+    label: u32,
+    bos: bool,
+    inner_version: u8,
+}
+
+fn decode(f: &[u8]) -> Option<Seen> {
+    let et = u16::from_be_bytes([*f.get(12)?, *f.get(13)?]);
+    let (encap, at) = match et {
+        0x8847 => ("mpls", 14),
+        0x0800 => {
+            let ihl = usize::from(f.get(14)? & 0xf) * 4;
+            match *f.get(23)? {
+                47 if u16::from_be_bytes([*f.get(14 + ihl + 2)?, *f.get(14 + ihl + 3)?])
+                    == 0x8847 =>
+                {
+                    ("gre", 14 + ihl + 4)
+                }
+                17 if u16::from_be_bytes([*f.get(14 + ihl + 2)?, *f.get(14 + ihl + 3)?])
+                    == 6635 =>
+                {
+                    ("udp", 14 + ihl + 8)
+                }
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    let w = u32::from_be_bytes([
+        *f.get(at)?,
+        *f.get(at + 1)?,
+        *f.get(at + 2)?,
+        *f.get(at + 3)?,
+    ]);
+    Some(Seen {
+        encap,
+        label: w >> 12,
+        bos: w & 0x100 != 0,
+        inner_version: f.get(at + 4)? >> 4,
+    })
+}
+
+fn two_pes(encap: &'static str) {
+    if !vpnfwd_tests::can_run() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    let mut lab = Lab::new();
+    let pe1 = lab.ns("pe1").expect("ns");
+    let pe2 = lab.ns("pe2").expect("ns");
+    for pe in [&pe1, &pe2] {
+        lab.exec(pe, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
+            .expect("sysctl");
+        lab.exec(
+            pe,
+            &["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"],
+        )
+        .expect("sysctl");
+    }
+    lab.veth(&pe1, "core", &pe2, "core").expect("uplink");
+    let h1 = host(
+        &mut lab,
+        "h1",
+        &pe1,
+        "02:00:00:00:01:01",
+        "10.1.1.1/24",
+        "10.1.1.254",
+        "2001:db8:1::1/64",
+        "2001:db8:1::fe",
+    );
+    let h2 = host(
+        &mut lab,
+        "h2",
+        &pe2,
+        "02:00:00:00:02:01",
+        "10.1.2.1/24",
+        "10.1.2.254",
+        "2001:db8:2::1/64",
+        "2001:db8:2::fe",
+    );
+    let c1 = pe_config(
+        PE1_LABEL,
+        "192.0.2.1",
+        PE1_UP_MAC,
+        "02:00:00:00:01:01",
+        "10.1.1.1",
+        "10.1.1.254",
+        "2001:db8:1::1",
+        "2001:db8:1::fe",
+        &[
+            ("10.1.2.0/24", PE2_LABEL, "192.0.2.2"),
+            ("2001:db8:2::/64", PE2_LABEL, "192.0.2.2"),
+        ],
+        PE2_UP_MAC,
+        encap,
+    );
+    let c2 = pe_config(
+        PE2_LABEL,
+        "192.0.2.2",
+        PE2_UP_MAC,
+        "02:00:00:00:02:01",
+        "10.1.2.1",
+        "10.1.2.254",
+        "2001:db8:2::1",
+        "2001:db8:2::fe",
+        &[
+            ("10.1.1.0/24", PE1_LABEL, "192.0.2.1"),
+            ("2001:db8:1::/64", PE1_LABEL, "192.0.2.1"),
+        ],
+        PE1_UP_MAC,
+        encap,
+    );
+    let mut logs = Vec::new();
+    for (pe, cfg, n) in [(&pe1, c1, 1), (&pe2, c2, 2)] {
+        let path = tmp(&format!("{encap}-pe{n}.toml"));
+        std::fs::write(&path, cfg).expect("config");
+        let log = tmp(&format!("{encap}-pe{n}.log"));
+        lab.spawn(
+            pe,
+            &[VPNFWD, "run", "--config", path.to_str().expect("utf-8")],
+            &log,
+        )
+        .expect("start vpnfwd");
+        logs.push(log);
+    }
+    let logtext = || {
+        logs.iter()
+            .map(|l| std::fs::read_to_string(l).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let ping = |ns: &str, dst: &str| lab.succeeds(ns, &["ping", "-c", "1", "-W", "1", dst]);
+    assert!(
+        Lab::wait_until(Duration::from_secs(10), || ping(&h1, "10.1.1.254")),
+        "PE1 gateway\n{}",
+        logtext()
+    );
+    // Capture PE1's pushes as PE2 receives them, while both families cross.
+    let cap = lab
+        .capture(&pe2, "core", Duration::from_secs(3), 64)
+        .expect("capture");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        Lab::wait_until(Duration::from_secs(5), || ping(&h1, "10.1.2.1")),
+        "IPv4 h1 → h2 over {encap}\n{}",
+        logtext()
+    );
+    assert!(
+        Lab::wait_until(Duration::from_secs(5), || ping(&h1, "2001:db8:2::1")),
+        "IPv6 h1 → h2 over {encap}\n{}",
+        logtext()
+    );
+    let frames = cap.join().expect("capture thread");
+    let seen: Vec<Seen> = frames
+        .iter()
+        .filter(|f| f.get(6..12) == Some(&[2, 0, 0, 0, 0xaa, 1]))
+        .filter_map(|f| decode(f))
+        .collect();
+    for v in [4u8, 6] {
+        let want = Seen {
+            encap,
+            label: PE2_LABEL,
+            bos: true,
+            inner_version: v,
+        };
+        assert!(
+            seen.contains(&want),
+            "no {want:?} on the uplink; saw {seen:?}"
+        );
+    }
+    assert!(
+        seen.iter()
+            .all(|s| s.encap == encap && s.label == PE2_LABEL),
+        "only {encap} with label {PE2_LABEL}: {seen:?}"
+    );
+    // And back.
+    assert!(ping(&h2, "10.1.1.1"), "IPv4 h2 → h1");
+    assert!(ping(&h2, "2001:db8:1::1"), "IPv6 h2 → h1");
+}
+
+#[test]
+fn hosts_behind_two_pes_talk_over_mpls_over_ethernet() {
+    two_pes("mpls");
+}
+
+#[test]
+fn hosts_behind_two_pes_talk_over_mpls_over_gre() {
+    two_pes("gre");
+}
+
+#[test]
+fn hosts_behind_two_pes_talk_over_mpls_over_udp() {
+    two_pes("udp");
+}
