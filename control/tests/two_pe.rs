@@ -68,6 +68,7 @@ gateway6 = "{gw6}"
     c
 }
 
+#[allow(clippy::too_many_arguments)]
 fn host(
     lab: &mut Lab,
     name: &str,
