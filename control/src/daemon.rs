@@ -77,6 +77,140 @@ pub struct Built {
     pub ports: Vec<(PortId, String)>,
     /// Per-port exception context.
     pub info: HashMap<PortId, PortInfo>,
+    /// The remote routes installed, for reloads.
+    pub routes: RouteSet,
+}
+
+type RemoteKey = (u32, std::net::Ipv4Addr, EncapKind, Option<u32>, String);
+
+/// The remote VPN routes of the configuration as installed in the tables,
+/// so that a reload applies only the difference.
+#[derive(Debug, Default)]
+pub struct RouteSet {
+    uplink: Option<(PortId, MacAddr)>,
+    next_nh: u32,
+    nexthops: HashMap<RemoteKey, NexthopId>,
+    installed: HashMap<(VrfId, IpAddr, u8), RemoteKey>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RouteDiff {
+    /// Routes added or changed.
+    pub added: usize,
+    /// Routes withdrawn.
+    pub removed: usize,
+}
+
+impl RouteSet {
+    /// Make the tables hold exactly `cfg`'s routes: install what is new or
+    /// changed, withdraw what is gone, drop nexthops nothing uses.
+    ///
+    /// # Errors
+    /// [`StartError`] naming the route that could not be installed; routes
+    /// before it are applied.
+    pub fn apply(&mut self, fib: &mut Fib, cfg: &Config) -> Result<RouteDiff, StartError> {
+        let vrf_id = |name: &str| cfg.vrf_index(name).map(|i| VrfId(i as u32 + 1));
+        let mut want: HashMap<(VrfId, IpAddr, u8), (RemoteKey, usize)> = HashMap::new();
+        for (i, r) in cfg.routes.iter().enumerate() {
+            let at = format!("route[{i}] ({})", r.prefix);
+            let vrf =
+                vrf_id(&r.vrf).ok_or_else(|| StartError::Other(format!("{at}: unknown VRF")))?;
+            let (a, l) =
+                parse_prefix(&r.prefix).map_err(|e| StartError::Other(format!("{at}: {e}")))?;
+            let key = (
+                r.label,
+                r.pe,
+                r.encap,
+                r.transport_label,
+                r.nexthop_mac.clone(),
+            );
+            want.insert((vrf, a, l), (key, i));
+        }
+        let mut diff = RouteDiff::default();
+        let gone: Vec<(VrfId, IpAddr, u8)> = self
+            .installed
+            .keys()
+            .filter(|k| !want.contains_key(k))
+            .copied()
+            .collect();
+        for k in gone {
+            let (vrf, a, l) = k;
+            match a {
+                IpAddr::V4(a) => fib.remove_v4(vrf, a, l),
+                IpAddr::V6(a) => fib.remove_v6(vrf, a, l),
+            }
+            .map_err(fib_err(format!("withdrawing {a}/{l}")))?;
+            self.installed.remove(&k);
+            diff.removed += 1;
+        }
+        for (k, (key, i)) in want {
+            if self.installed.get(&k) == Some(&key) {
+                continue;
+            }
+            let r = &cfg.routes[i];
+            let at = format!("route[{i}] ({})", r.prefix);
+            let nh = match self.nexthops.get(&key) {
+                Some(nh) => *nh,
+                None => {
+                    let (up, up_mac) = self
+                        .uplink
+                        .ok_or_else(|| StartError::Other(format!("{at}: no uplink")))?;
+                    let label = Label::new(r.label)
+                        .ok_or_else(|| StartError::Other(format!("{at}: bad label")))?;
+                    let me = cfg.uplink.as_ref().and_then(|u| u.address);
+                    let encap = match (r.encap, me) {
+                        (EncapKind::Mpls, _) => Encap::Ethernet {
+                            transport: r.transport_label.and_then(Label::new),
+                        },
+                        (EncapKind::Gre, Some(src)) => Encap::Gre { src, dst: r.pe },
+                        (EncapKind::Udp, Some(src)) => Encap::Udp { src, dst: r.pe },
+                        _ => {
+                            return Err(StartError::Other(format!(
+                                "{at}: GRE and UDP need uplink.address"
+                            )))
+                        }
+                    };
+                    let l2 = L2Rewrite {
+                        dst: parse_mac(&r.nexthop_mac).map_err(StartError::Other)?,
+                        src: up_mac,
+                        vlan: None,
+                    };
+                    self.next_nh += 1;
+                    let nh = NexthopId::new(self.next_nh)
+                        .ok_or_else(|| StartError::Other("nexthop ids exhausted".into()))?;
+                    fib.set_nexthop(
+                        nh,
+                        Nexthop::Remote(RemoteNexthop::new(up, label, encap, l2)),
+                    )
+                    .map_err(fib_err(at.clone()))?;
+                    self.nexthops.insert(key.clone(), nh);
+                    nh
+                }
+            };
+            let (vrf, a, l) = k;
+            match a {
+                IpAddr::V4(a) => fib.insert_v4(vrf, a, l, nh),
+                IpAddr::V6(a) => fib.insert_v6(vrf, a, l, nh),
+            }
+            .map_err(fib_err(at))?;
+            self.installed.insert(k, key);
+            diff.added += 1;
+        }
+        let used: std::collections::HashSet<&RemoteKey> = self.installed.values().collect();
+        let unused: Vec<RemoteKey> = self
+            .nexthops
+            .keys()
+            .filter(|k| !used.contains(k))
+            .cloned()
+            .collect();
+        for k in unused {
+            if let Some(nh) = self.nexthops.remove(&k) {
+                fib.remove_nexthop(nh);
+            }
+        }
+        Ok(diff)
+    }
 }
 
 /// Build the tables a configuration describes.
@@ -113,10 +247,6 @@ pub fn build(cfg: &Config) -> Result<Built, StartError> {
     }
     let vrf_id = |name: &str| cfg.vrf_index(name).map(|i| VrfId(i as u32 + 1));
     let mut next_nh = 0u32;
-    let mut new_nh = || {
-        next_nh += 1;
-        NexthopId::new(next_nh).expect("fewer than 2^31 nexthops")
-    };
     let uplink_mac = match &cfg.uplink {
         Some(u) => {
             let id = port_id(&u.interface, &mut ports)?;
@@ -185,7 +315,8 @@ pub fn build(cfg: &Config) -> Result<Built, StartError> {
             })),
         )
         .map_err(fib_err(at.clone()))?;
-        let nh = new_nh();
+        next_nh += 1;
+        let nh = NexthopId::new(next_nh).expect("fewer than 2^31 nexthops");
         fib.set_nexthop(
             nh,
             Nexthop::Local {
@@ -214,72 +345,35 @@ pub fn build(cfg: &Config) -> Result<Built, StartError> {
             .access
             .insert(p.vlan, (router_mac, p.gateway, p.gateway6));
     }
-    let mut remote: HashMap<(u32, std::net::Ipv4Addr, EncapKind, Option<u32>, String), NexthopId> =
-        HashMap::new();
-    for (i, r) in cfg.routes.iter().enumerate() {
-        let at = format!("route[{i}] ({})", r.prefix);
-        let (up, up_mac) =
-            uplink_mac.ok_or_else(|| StartError::Other(format!("{at}: no uplink")))?;
-        let vrf = vrf_id(&r.vrf).ok_or_else(|| StartError::Other(format!("{at}: unknown VRF")))?;
-        let key = (
-            r.label,
-            r.pe,
-            r.encap,
-            r.transport_label,
-            r.nexthop_mac.clone(),
-        );
-        let nh = match remote.get(&key) {
-            Some(nh) => *nh,
-            None => {
-                let nh = new_nh();
-                let label = Label::new(r.label)
-                    .ok_or_else(|| StartError::Other(format!("{at}: bad label")))?;
-                let me = cfg.uplink.as_ref().and_then(|u| u.address);
-                let encap = match (r.encap, me) {
-                    (EncapKind::Mpls, _) => Encap::Ethernet {
-                        transport: r.transport_label.and_then(Label::new),
-                    },
-                    (EncapKind::Gre, Some(src)) => Encap::Gre { src, dst: r.pe },
-                    (EncapKind::Udp, Some(src)) => Encap::Udp { src, dst: r.pe },
-                    _ => {
-                        return Err(StartError::Other(format!(
-                            "{at}: GRE and UDP need uplink.address"
-                        )))
-                    }
-                };
-                let l2 = L2Rewrite {
-                    dst: parse_mac(&r.nexthop_mac).map_err(StartError::Other)?,
-                    src: up_mac,
-                    vlan: None,
-                };
-                fib.set_nexthop(
-                    nh,
-                    Nexthop::Remote(RemoteNexthop::new(up, label, encap, l2)),
-                )
-                .map_err(fib_err(at.clone()))?;
-                remote.insert(key, nh);
-                nh
-            }
-        };
-        match parse_prefix(&r.prefix).map_err(StartError::Other)? {
-            (IpAddr::V4(a), l) => fib.insert_v4(vrf, a, l, nh),
-            (IpAddr::V6(a), l) => fib.insert_v6(vrf, a, l, nh),
-        }
-        .map_err(fib_err(at))?;
-    }
-    Ok(Built { fib, ports, info })
+    let mut routes = RouteSet {
+        uplink: uplink_mac,
+        next_nh,
+        ..RouteSet::default()
+    };
+    routes.apply(&mut fib, cfg)?;
+    Ok(Built {
+        fib,
+        ports,
+        info,
+        routes,
+    })
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
+static RELOAD: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
+extern "C" fn on_signal(sig: libc::c_int) {
+    if sig == libc::SIGHUP {
+        RELOAD.store(true, Ordering::SeqCst);
+    } else {
+        STOP.store(true, Ordering::SeqCst);
+    }
 }
 
 #[allow(unsafe_code)]
 fn install_signal_handlers() {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to atomics, which is
         // async-signal-safe.
         unsafe {
             libc::signal(sig, on_signal as *const () as libc::sighandler_t);
@@ -287,13 +381,51 @@ fn install_signal_handlers() {
     }
 }
 
-/// Run the router until a signal arrives.
+/// Apply the `[[route]]` changes of the file at `path`.
+fn reload(path: &str, running: &mut Config, routes: &mut RouteSet, fib: &mut Fib) {
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vpnfwd: reload refused, nothing changed: {path}: {e}");
+            return;
+        }
+    };
+    let same = |a: &Config, b: &Config| {
+        format!("{:?}{:?}{:?}{:?}", a.dataplane, a.vrfs, a.uplink, a.ports)
+            == format!("{:?}{:?}{:?}{:?}", b.dataplane, b.vrfs, b.uplink, b.ports)
+    };
+    if !same(running, &new) {
+        eprintln!("vpnfwd: reload refused, nothing changed: only [[route]] entries change without a restart");
+        return;
+    }
+    match routes.apply(fib, &new) {
+        Ok(d) => {
+            eprintln!(
+                "vpnfwd: reloaded {path}: +{} -{} routes",
+                d.added, d.removed
+            );
+            *running = new;
+        }
+        Err(e) => eprintln!("vpnfwd: reload stopped part-way: {e}"),
+    }
+}
+
+/// Run the router with the configuration at `path` until SIGINT or SIGTERM.
+/// SIGHUP re-reads the file and applies the changes to the `[[route]]`
+/// entries (other sections need a restart; a reload that changes them, or
+/// that does not validate, is refused with a message and changes nothing).
 ///
 /// # Errors
 /// [`StartError`] when the configuration cannot be applied.
-pub fn run(cfg: &Config) -> Result<(), StartError> {
+pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
     let built = build(cfg)?;
-    let Built { fib, ports, info } = built;
+    let Built {
+        mut fib,
+        ports,
+        info,
+        mut routes,
+    } = built;
+    let mut running = cfg.clone();
     let cores: Vec<Option<usize>> = if cfg.dataplane.cores.is_empty() {
         vec![None]
     } else {
@@ -347,6 +479,10 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
         let mut did = false;
         while let Some(e) = exceptions.pop() {
             responder.handle(&e);
+            did = true;
+        }
+        if RELOAD.swap(false, Ordering::SeqCst) {
+            reload(path, &mut running, &mut routes, &mut fib);
             did = true;
         }
         fib.collect();

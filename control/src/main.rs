@@ -15,7 +15,9 @@ run
     Builds the forwarding tables (VRFs, local ports, static VPN routes),
     opens every configured interface with AF_PACKET, starts one poll-mode
     worker per configured core and answers ARP/ND for each port's gateway.
-    Stops cleanly on SIGINT or SIGTERM, printing its counters. Needs root
+    Stops cleanly on SIGINT or SIGTERM, printing its counters. SIGHUP
+    re-reads FILE and applies changed [[route]] entries without disturbing
+    traffic on the others (other sections need a restart). Needs root
     (or CAP_NET_RAW). Exit status 0 after a clean stop, 1 on a start-up
     error (the message names the configuration entry or interface), 2 on a
     usage error.
@@ -69,7 +71,7 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        "run" => match control::daemon::run(&cfg) {
+        "run" => match control::daemon::run(config, &cfg) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("vpnfwd: {e}");

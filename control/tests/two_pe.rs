@@ -141,11 +141,55 @@ fn decode(f: &[u8]) -> Option<Seen> {
     })
 }
 
-fn two_pes(encap: &'static str) {
-    if !vpnfwd_tests::can_run() {
-        eprintln!("skipped: needs root for network namespaces");
-        return;
+struct TwoPe {
+    lab: Lab,
+    pe1: String,
+    pe2: String,
+    h1: String,
+    h2: String,
+    pe1_pid: u32,
+    pe1_config: PathBuf,
+    logs: Vec<PathBuf>,
+}
+
+impl TwoPe {
+    fn log(&self) -> String {
+        self.logs
+            .iter()
+            .map(|l| std::fs::read_to_string(l).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
+
+    fn ping(&self, ns: &str, dst: &str) -> bool {
+        self.lab.succeeds(ns, &["ping", "-c", "1", "-W", "1", dst])
+    }
+}
+
+fn pe1_config(encap: &str, extra: &[(String, u32)]) -> String {
+    let mut routes: Vec<(&str, u32, &str)> = vec![
+        ("10.1.2.0/24", PE2_LABEL, "192.0.2.2"),
+        ("2001:db8:2::/64", PE2_LABEL, "192.0.2.2"),
+    ];
+    for (p, l) in extra {
+        routes.push((p.as_str(), *l, "192.0.2.2"));
+    }
+    pe_config(
+        PE1_LABEL,
+        "192.0.2.1",
+        PE1_UP_MAC,
+        "02:00:00:00:01:01",
+        "10.1.1.1",
+        "10.1.1.254",
+        "2001:db8:1::1",
+        "2001:db8:1::fe",
+        &routes,
+        PE2_UP_MAC,
+        encap,
+    )
+}
+
+fn setup(encap: &'static str, name: &str) -> TwoPe {
     let mut lab = Lab::new();
     let pe1 = lab.ns("pe1").expect("ns");
     let pe2 = lab.ns("pe2").expect("ns");
@@ -179,22 +223,7 @@ fn two_pes(encap: &'static str) {
         "2001:db8:2::1/64",
         "2001:db8:2::fe",
     );
-    let c1 = pe_config(
-        PE1_LABEL,
-        "192.0.2.1",
-        PE1_UP_MAC,
-        "02:00:00:00:01:01",
-        "10.1.1.1",
-        "10.1.1.254",
-        "2001:db8:1::1",
-        "2001:db8:1::fe",
-        &[
-            ("10.1.2.0/24", PE2_LABEL, "192.0.2.2"),
-            ("2001:db8:2::/64", PE2_LABEL, "192.0.2.2"),
-        ],
-        PE2_UP_MAC,
-        encap,
-    );
+    let c1 = pe1_config(encap, &[]);
     let c2 = pe_config(
         PE2_LABEL,
         "192.0.2.2",
@@ -212,44 +241,63 @@ fn two_pes(encap: &'static str) {
         encap,
     );
     let mut logs = Vec::new();
+    let mut pids = Vec::new();
+    let mut paths = Vec::new();
     for (pe, cfg, n) in [(&pe1, c1, 1), (&pe2, c2, 2)] {
-        let path = tmp(&format!("{encap}-pe{n}.toml"));
+        let path = tmp(&format!("{name}-pe{n}.toml"));
         std::fs::write(&path, cfg).expect("config");
-        let log = tmp(&format!("{encap}-pe{n}.log"));
-        lab.spawn(
-            pe,
-            &[VPNFWD, "run", "--config", path.to_str().expect("utf-8")],
-            &log,
-        )
-        .expect("start vpnfwd");
+        let log = tmp(&format!("{name}-pe{n}.log"));
+        pids.push(
+            lab.spawn(
+                pe,
+                &[VPNFWD, "run", "--config", path.to_str().expect("utf-8")],
+                &log,
+            )
+            .expect("start vpnfwd"),
+        );
         logs.push(log);
+        paths.push(path);
     }
-    let logtext = || {
-        logs.iter()
-            .map(|l| std::fs::read_to_string(l).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n")
+    let t = TwoPe {
+        lab,
+        pe1,
+        pe2,
+        h1,
+        h2,
+        pe1_pid: pids[0],
+        pe1_config: paths.swap_remove(0),
+        logs,
     };
-    let ping = |ns: &str, dst: &str| lab.succeeds(ns, &["ping", "-c", "1", "-W", "1", dst]);
     assert!(
-        Lab::wait_until(Duration::from_secs(10), || ping(&h1, "10.1.1.254")),
+        Lab::wait_until(Duration::from_secs(10), || t.ping(&t.h1, "10.1.1.254")),
         "PE1 gateway\n{}",
-        logtext()
+        t.log()
     );
+    t
+}
+
+fn two_pes(encap: &'static str) {
+    if !vpnfwd_tests::can_run() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    let t = setup(encap, encap);
+    let _ = &t.pe1;
     // Capture PE1's pushes as PE2 receives them, while both families cross.
-    let cap = lab
-        .capture(&pe2, "core", Duration::from_secs(3), 64)
+    let cap = t
+        .lab
+        .capture(&t.pe2, "core", Duration::from_secs(3), 64)
         .expect("capture");
     std::thread::sleep(Duration::from_millis(200));
     assert!(
-        Lab::wait_until(Duration::from_secs(5), || ping(&h1, "10.1.2.1")),
+        Lab::wait_until(Duration::from_secs(5), || t.ping(&t.h1, "10.1.2.1")),
         "IPv4 h1 → h2 over {encap}\n{}",
-        logtext()
+        t.log()
     );
     assert!(
-        Lab::wait_until(Duration::from_secs(5), || ping(&h1, "2001:db8:2::1")),
+        Lab::wait_until(Duration::from_secs(5), || t.ping(&t.h1, "2001:db8:2::1")),
         "IPv6 h1 → h2 over {encap}\n{}",
-        logtext()
+        t.log()
     );
     let frames = cap.join().expect("capture thread");
     let seen: Vec<Seen> = frames
@@ -275,8 +323,8 @@ fn two_pes(encap: &'static str) {
         "only {encap} with label {PE2_LABEL}: {seen:?}"
     );
     // And back.
-    assert!(ping(&h2, "10.1.1.1"), "IPv4 h2 → h1");
-    assert!(ping(&h2, "2001:db8:1::1"), "IPv6 h2 → h1");
+    assert!(t.ping(&t.h2, "10.1.1.1"), "IPv4 h2 → h1");
+    assert!(t.ping(&t.h2, "2001:db8:1::1"), "IPv6 h2 → h1");
 }
 
 #[test]
@@ -292,4 +340,88 @@ fn hosts_behind_two_pes_talk_over_mpls_over_gre() {
 #[test]
 fn hosts_behind_two_pes_talk_over_mpls_over_udp() {
     two_pes("udp");
+}
+
+#[test]
+fn forwarding_continues_without_loss_while_routes_churn_through_reloads() {
+    if !vpnfwd_tests::can_run() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    let mut t = setup("mpls", "churn");
+    assert!(
+        Lab::wait_until(Duration::from_secs(5), || t.ping(&t.h1, "10.1.2.1")),
+        "{}",
+        t.log()
+    );
+    // 500 pings 10 ms apart towards a route that never changes...
+    let h1 = t.h1.clone();
+    let pinger = {
+        let lab_ns = h1.clone();
+        std::thread::spawn(move || {
+            std::process::Command::new("ip")
+                .args([
+                    "netns", "exec", &lab_ns, "ping", "-q", "-c", "500", "-i", "0.01", "-W", "1",
+                    "10.1.2.1",
+                ])
+                .output()
+                .expect("ping runs")
+        })
+    };
+    // ...while PE1 reloads 100 times, each time withdrawing and announcing
+    // 250 other routes (25 000 route changes).
+    let mut reloads = 0;
+    let start = std::time::Instant::now();
+    for round in 0..100u32 {
+        let extra: Vec<(String, u32)> = (0..250u32)
+            .map(|i| (format!("10.{}.{}.0/24", 100 + (round % 2), i), 1000 + i))
+            .collect();
+        let text = pe1_config("mpls", &extra);
+        let tmpfile = t.pe1_config.with_extension("new");
+        std::fs::write(&tmpfile, text).expect("write");
+        std::fs::rename(&tmpfile, &t.pe1_config).expect("rename");
+        let ok = std::process::Command::new("kill")
+            .args(["-HUP", &t.pe1_pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+        reloads += 1;
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let churn_secs = start.elapsed().as_secs_f64();
+    let out = pinger.join().expect("pinger");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains(" 0% packet loss"),
+        "loss on the stable route during churn:\n{text}\n{}",
+        t.log()
+    );
+    assert!(t.lab.running(t.pe1_pid), "PE1 still running");
+    // Every reload was applied (each line reports the route changes).
+    assert!(
+        Lab::wait_until(Duration::from_secs(5), || t
+            .log()
+            .matches("vpnfwd: reloaded")
+            .count()
+            >= 1),
+        "no reload applied:\n{}",
+        t.log()
+    );
+    let applied = t.log().matches("vpnfwd: reloaded").count();
+    // Signals that arrive while a reload runs coalesce, so fewer may apply;
+    // each applied reload swapped the 250 routes (or installed the first set).
+    assert!(applied >= 10, "only {applied} reloads applied");
+    assert!(
+        t.log().contains("+250 -250 routes"),
+        "reloads swap the churned routes:\n{}",
+        t.log()
+    );
+    eprintln!("{reloads} reload signals in {churn_secs:.1} s, {applied} reloads applied");
+    let pid = t.pe1_pid;
+    let status = t.lab.stop(pid, Duration::from_secs(5));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "clean exit on SIGTERM:\n{}",
+        t.log()
+    );
 }
