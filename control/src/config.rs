@@ -83,8 +83,12 @@ pub struct UplinkConfig {
     pub interface: String,
     /// Router MAC on the uplink (default: the interface's).
     pub mac: Option<String>,
-    /// Our tunnel endpoint address (GRE and UDP are accepted to it).
+    /// Our tunnel endpoint address (GRE and UDP are accepted to it; ARP
+    /// requests are sent from it).
     pub address: Option<Ipv4Addr>,
+    /// First hop towards every remote PE (a routed core); absent when the
+    /// PEs are directly connected.
+    pub gateway: Option<Ipv4Addr>,
 }
 
 /// `[[port]]`.
@@ -128,8 +132,8 @@ pub struct RouteConfig {
     pub encap: EncapKind,
     /// Transport label (MPLS over Ethernet only).
     pub transport_label: Option<u32>,
-    /// MAC of the next hop on the uplink.
-    pub nexthop_mac: String,
+    /// MAC of the next hop on the uplink; resolved with ARP when absent.
+    pub nexthop_mac: Option<String>,
 }
 
 /// Encapsulations.
@@ -334,7 +338,18 @@ impl Config {
                 }
                 label(t, &format!("{at}.transport_label"))?;
             }
-            parse_mac(&r.nexthop_mac).map_err(|e| invalid(format!("{at}.nexthop_mac"), e))?;
+            match &r.nexthop_mac {
+                Some(m) => {
+                    parse_mac(m).map_err(|e| invalid(format!("{at}.nexthop_mac"), e))?;
+                }
+                None if self.uplink.as_ref().and_then(|u| u.address).is_none() => {
+                    return Err(invalid(
+                        format!("{at}.nexthop_mac"),
+                        "absent, so resolved with ARP, which needs uplink.address",
+                    ));
+                }
+                None => {}
+            }
             if self.uplink.is_none() {
                 return Err(invalid(at, "remote routes need an [uplink]"));
             }
@@ -411,6 +426,11 @@ nexthop_mac = "02:00:00:00:02:fe"
         assert!(err(&GOOD.replace("[[port]]", "[[port]]\ncolour = 1")).contains("colour"));
         assert!(err(&GOOD.replace("address = \"192.0.2.1\"\n", ""))
             .contains("GRE and UDP need uplink.address"));
+        let arp = GOOD
+            .replace("nexthop_mac = \"02:00:00:00:02:fe\"\n", "")
+            .replace("encap = \"gre\"", "encap = \"mpls\"");
+        assert!(Config::parse(&arp).is_ok());
+        assert!(err(&arp.replace("address = \"192.0.2.1\"\n", "")).contains("resolved with ARP"));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use crate::config::{parse_mac, parse_prefix, Config, EncapKind, IdleMode};
 use crate::exceptions::Responder;
+use crate::neighbor::{Change, Neighbors};
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
 use dataplane::fib::*;
@@ -81,16 +82,37 @@ pub struct Built {
     pub routes: RouteSet,
 }
 
-type RemoteKey = (u32, std::net::Ipv4Addr, EncapKind, Option<u32>, String);
+type RemoteKey = (
+    u32,
+    std::net::Ipv4Addr,
+    EncapKind,
+    Option<u32>,
+    Option<String>,
+);
+
+/// A remote nexthop as installed, with what is needed to rebuild its
+/// rewrite when its first hop's MAC changes.
+#[derive(Debug, Clone)]
+struct RemoteNh {
+    id: NexthopId,
+    label: Label,
+    encap: Encap,
+    /// Resolved with ARP through this address (None: MAC configured).
+    first_hop: Option<std::net::Ipv4Addr>,
+}
 
 /// The remote VPN routes of the configuration as installed in the tables,
-/// so that a reload applies only the difference.
+/// so that a reload applies only the difference, and the ARP state of
+/// their first hops.
 #[derive(Debug, Default)]
 pub struct RouteSet {
     uplink: Option<(PortId, MacAddr)>,
+    gateway: Option<std::net::Ipv4Addr>,
     next_nh: u32,
-    nexthops: HashMap<RemoteKey, NexthopId>,
+    nexthops: HashMap<RemoteKey, RemoteNh>,
     installed: HashMap<(VrfId, IpAddr, u8), RemoteKey>,
+    /// First hops being resolved.
+    pub neighbors: Neighbors,
 }
 
 /// What a reload changed.
@@ -103,6 +125,47 @@ pub struct RouteDiff {
 }
 
 impl RouteSet {
+    /// The uplink port and its MAC.
+    pub fn uplink(&self) -> Option<(PortId, MacAddr)> {
+        self.uplink
+    }
+
+    fn nexthop(&self, r: &RemoteNh, mac: Option<MacAddr>) -> Nexthop {
+        match (self.uplink, mac) {
+            (Some((up, up_mac)), Some(dst)) => Nexthop::Remote(RemoteNexthop::new(
+                up,
+                r.label,
+                r.encap,
+                L2Rewrite {
+                    dst,
+                    src: up_mac,
+                    vlan: None,
+                },
+            )),
+            // Unresolved first hop: drop (counted) until ARP answers.
+            _ => Nexthop::Drop,
+        }
+    }
+
+    /// Apply a neighbour change to every nexthop through that address.
+    pub fn neighbor_changed(&mut self, fib: &mut Fib, change: Change) {
+        let (ip, mac) = match change {
+            Change::Resolved(ip, mac) => (ip, Some(mac)),
+            Change::Lost(ip) => (ip, None),
+        };
+        let affected: Vec<RemoteNh> = self
+            .nexthops
+            .values()
+            .filter(|n| n.first_hop == Some(ip))
+            .cloned()
+            .collect();
+        for n in affected {
+            let nh = self.nexthop(&n, mac);
+            // The id was accepted when first installed; replacing cannot fail.
+            let _ = fib.set_nexthop(n.id, nh);
+        }
+    }
+
     /// Make the tables hold exactly `cfg`'s routes: install what is new or
     /// changed, withdraw what is gone, drop nexthops nothing uses.
     ///
@@ -110,6 +173,7 @@ impl RouteSet {
     /// [`StartError`] naming the route that could not be installed; routes
     /// before it are applied.
     pub fn apply(&mut self, fib: &mut Fib, cfg: &Config) -> Result<RouteDiff, StartError> {
+        self.gateway = cfg.uplink.as_ref().and_then(|u| u.gateway);
         let vrf_id = |name: &str| cfg.vrf_index(name).map(|i| VrfId(i as u32 + 1));
         let mut want: HashMap<(VrfId, IpAddr, u8), (RemoteKey, usize)> = HashMap::new();
         for (i, r) in cfg.routes.iter().enumerate() {
@@ -151,11 +215,8 @@ impl RouteSet {
             let r = &cfg.routes[i];
             let at = format!("route[{i}] ({})", r.prefix);
             let nh = match self.nexthops.get(&key) {
-                Some(nh) => *nh,
+                Some(n) => n.id,
                 None => {
-                    let (up, up_mac) = self
-                        .uplink
-                        .ok_or_else(|| StartError::Other(format!("{at}: no uplink")))?;
                     let label = Label::new(r.label)
                         .ok_or_else(|| StartError::Other(format!("{at}: bad label")))?;
                     let me = cfg.uplink.as_ref().and_then(|u| u.address);
@@ -171,21 +232,30 @@ impl RouteSet {
                             )))
                         }
                     };
-                    let l2 = L2Rewrite {
-                        dst: parse_mac(&r.nexthop_mac).map_err(StartError::Other)?,
-                        src: up_mac,
-                        vlan: None,
-                    };
                     self.next_nh += 1;
-                    let nh = NexthopId::new(self.next_nh)
+                    let id = NexthopId::new(self.next_nh)
                         .ok_or_else(|| StartError::Other("nexthop ids exhausted".into()))?;
-                    fib.set_nexthop(
-                        nh,
-                        Nexthop::Remote(RemoteNexthop::new(up, label, encap, l2)),
-                    )
-                    .map_err(fib_err(at.clone()))?;
-                    self.nexthops.insert(key.clone(), nh);
-                    nh
+                    let (first_hop, mac) = match &r.nexthop_mac {
+                        Some(m) => (None, Some(parse_mac(m).map_err(StartError::Other)?)),
+                        None => {
+                            let hop = self.gateway.unwrap_or(r.pe);
+                            self.neighbors.want(hop);
+                            (Some(hop), self.neighbors.mac(hop))
+                        }
+                    };
+                    let rn = RemoteNh {
+                        id,
+                        label,
+                        encap,
+                        first_hop,
+                    };
+                    if self.uplink.is_none() {
+                        return Err(StartError::Other(format!("{at}: no uplink")));
+                    }
+                    fib.set_nexthop(id, self.nexthop(&rn, mac))
+                        .map_err(fib_err(at.clone()))?;
+                    self.nexthops.insert(key.clone(), rn);
+                    id
                 }
             };
             let (vrf, a, l) = k;
@@ -205,8 +275,13 @@ impl RouteSet {
             .cloned()
             .collect();
         for k in unused {
-            if let Some(nh) = self.nexthops.remove(&k) {
-                fib.remove_nexthop(nh);
+            if let Some(n) = self.nexthops.remove(&k) {
+                fib.remove_nexthop(n.id);
+                if let Some(hop) = n.first_hop {
+                    if !self.nexthops.values().any(|o| o.first_hop == Some(hop)) {
+                        self.neighbors.forget(hop);
+                    }
+                }
             }
         }
         Ok(diff)
@@ -475,11 +550,46 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
         workers.len()
     );
     let mut last_stats = Instant::now();
+    let mut last_tick = Instant::now() - Duration::from_secs(1);
+    let uplink_addr = cfg.uplink.as_ref().and_then(|u| u.address);
     while !STOP.load(Ordering::SeqCst) {
         let mut did = false;
         while let Some(e) = exceptions.pop() {
-            responder.handle(&e);
             did = true;
+            if e.reason != Reason::ArpUplink {
+                responder.handle(&e);
+                continue;
+            }
+            // ARP on the uplink: learn the sender, answer for our address.
+            let Some((eth, a)) = crate::exceptions::uplink_arp(&e) else {
+                continue;
+            };
+            if let Some(c) = routes
+                .neighbors
+                .heard(a.sender_ip, a.sender_mac, Instant::now())
+            {
+                eprintln!("vpnfwd: next hop {c:?}");
+                routes.neighbor_changed(&mut fib, c);
+            }
+            if let (Some((up, mac)), Some(me)) = (routes.uplink(), uplink_addr) {
+                if a.operation == dataplane::wire::arp::Operation::Request && a.target_ip == me {
+                    responder.send(up, &crate::exceptions::arp_reply(&a, &eth, mac, me));
+                }
+            }
+        }
+        let now = Instant::now();
+        if now.duration_since(last_tick) >= Duration::from_millis(100) {
+            last_tick = now;
+            let (probes, lost) = routes.neighbors.tick(now);
+            for c in lost {
+                eprintln!("vpnfwd: next hop {c:?}");
+                routes.neighbor_changed(&mut fib, c);
+            }
+            if let (Some((up, mac)), Some(me)) = (routes.uplink(), uplink_addr) {
+                for ip in probes {
+                    responder.send(up, &crate::exceptions::arp_request(mac, me, ip));
+                }
+            }
         }
         if RELOAD.swap(false, Ordering::SeqCst) {
             reload(path, &mut running, &mut routes, &mut fib);

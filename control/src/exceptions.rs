@@ -168,7 +168,69 @@ fn ipv4_frame(
     out
 }
 
+/// An ARP request for `target` from `(mac, ip)`, broadcast.
+pub fn arp_request(mac: MacAddr, ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let eth = ethernet::Repr {
+        dst: MacAddr::BROADCAST,
+        src: mac,
+        vlan: None,
+        ethertype: ethertype::ARP,
+    };
+    let mut out = vec![0u8; ethernet::HEADER_LEN + arp::PACKET_LEN];
+    eth.emit(&mut out);
+    arp::Repr {
+        operation: arp::Operation::Request,
+        sender_mac: mac,
+        sender_ip: ip,
+        target_mac: MacAddr::ZERO,
+        target_ip: target,
+    }
+    .emit(&mut out[ethernet::HEADER_LEN..]);
+    out
+}
+
+/// The ARP packet an uplink exception carries, if it is one.
+pub fn uplink_arp(e: &Exception) -> Option<(ethernet::Repr, arp::Repr)> {
+    let f = e.bytes();
+    let eth = ethernet::Repr::parse(&Frame::new_checked(f).ok()?).ok()?;
+    let a = arp::Repr::parse(&f[eth.header_len()..]).ok()?;
+    Some((eth, a))
+}
+
+/// The ARP reply to a request for our address `ip` at `mac`.
+pub fn arp_reply(req: &arp::Repr, eth: &ethernet::Repr, mac: MacAddr, ip: Ipv4Addr) -> Vec<u8> {
+    let le = ethernet::Repr {
+        dst: req.sender_mac,
+        src: mac,
+        vlan: eth.vlan,
+        ethertype: ethertype::ARP,
+    };
+    let mut out = vec![0u8; le.header_len() + arp::PACKET_LEN];
+    le.emit(&mut out);
+    arp::Repr {
+        operation: arp::Operation::Reply,
+        sender_mac: mac,
+        sender_ip: ip,
+        target_mac: req.sender_mac,
+        target_ip: req.sender_ip,
+    }
+    .emit(&mut out[le.header_len()..]);
+    out
+}
+
 impl Responder {
+    /// Send a frame on a port; true if the kernel took it.
+    pub fn send(&mut self, port: PortId, frame: &[u8]) -> bool {
+        let ok = self
+            .tx
+            .get_mut(&port)
+            .is_some_and(|tx| tx.tx_burst(&[frame]) == 1);
+        if ok {
+            self.sent += 1;
+        }
+        ok
+    }
+
     /// Open a transmit socket on every port's interface.
     ///
     /// # Errors

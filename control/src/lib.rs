@@ -8,3 +8,4 @@
 pub mod config;
 pub mod daemon;
 pub mod exceptions;
+pub mod neighbor;

@@ -62,9 +62,15 @@ gateway6 = "{gw6}"
     );
     for (prefix, label, pe) in routes {
         c.push_str(&format!(
-            "\n[[route]]\nvrf = \"blue\"\nprefix = \"{prefix}\"\nlabel = {label}\npe = \"{pe}\"\nencap = \"{encap}\"\nnexthop_mac = \"{peer_mac}\"\n"
+            "\n[[route]]\nvrf = \"blue\"\nprefix = \"{prefix}\"\nlabel = {label}\npe = \"{pe}\"\nencap = \"{encap}\"\n"
         ));
+        // MPLS over Ethernet uses a configured next-hop MAC; the tunnels
+        // resolve the remote PE with ARP.
+        if encap == "mpls" {
+            c.push_str(&format!("nexthop_mac = \"{peer_mac}\"\n"));
+        }
     }
+
     c
 }
 
@@ -322,6 +328,10 @@ fn two_pes(encap: &'static str) {
             .all(|s| s.encap == encap && s.label == PE2_LABEL),
         "only {encap} with label {PE2_LABEL}: {seen:?}"
     );
+    if encap != "mpls" {
+        // PE1 found PE2's uplink MAC with ARP (PE2 answered for 192.0.2.2).
+        assert!(t.log().contains("Resolved(192.0.2.2, 02:00:00:00:aa:02)"), "{}", t.log());
+    }
     // And back.
     assert!(t.ping(&t.h2, "10.1.1.1"), "IPv4 h2 → h1");
     assert!(t.ping(&t.h2, "2001:db8:1::1"), "IPv6 h2 → h1");
