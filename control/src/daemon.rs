@@ -22,6 +22,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::{error, info, warn};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -461,7 +462,7 @@ fn reload(path: &str, running: &mut Config, routes: &mut RouteSet, fib: &mut Fib
     let new = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("vpnfwd: reload refused, nothing changed: {path}: {e}");
+            warn!(path, error = %e, "reload refused, nothing changed");
             return;
         }
     };
@@ -470,18 +471,18 @@ fn reload(path: &str, running: &mut Config, routes: &mut RouteSet, fib: &mut Fib
             == format!("{:?}{:?}{:?}{:?}", b.dataplane, b.vrfs, b.uplink, b.ports)
     };
     if !same(running, &new) {
-        eprintln!("vpnfwd: reload refused, nothing changed: only [[route]] entries change without a restart");
+        warn!(
+            path,
+            "reload refused, nothing changed: only [[route]] entries change without a restart"
+        );
         return;
     }
     match routes.apply(fib, &new) {
         Ok(d) => {
-            eprintln!(
-                "vpnfwd: reloaded {path}: +{} -{} routes",
-                d.added, d.removed
-            );
+            info!(path, added = d.added, removed = d.removed, "reloaded");
             *running = new;
         }
-        Err(e) => eprintln!("vpnfwd: reload stopped part-way: {e}"),
+        Err(e) => error!(path, error = %e, "reload stopped part-way"),
     }
 }
 
@@ -543,11 +544,11 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
     }
     let mut responder = Responder::new(&info)?;
     install_signal_handlers();
-    eprintln!(
-        "vpnfwd: forwarding on {} interface(s), {} VRF(s), {} worker(s)",
-        ports.len(),
-        cfg.vrfs.len(),
-        workers.len()
+    info!(
+        interfaces = ports.len(),
+        vrfs = cfg.vrfs.len(),
+        workers = workers.len(),
+        "forwarding"
     );
     let mut last_stats = Instant::now();
     let mut last_tick = Instant::now() - Duration::from_secs(1);
@@ -568,7 +569,7 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                 .neighbors
                 .heard(a.sender_ip, a.sender_mac, Instant::now())
             {
-                eprintln!("vpnfwd: next hop {c:?}");
+                log_neighbor(c);
                 routes.neighbor_changed(&mut fib, c);
             }
             if let (Some((up, mac)), Some(me)) = (routes.uplink(), uplink_addr) {
@@ -582,7 +583,7 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
             last_tick = now;
             let (probes, lost) = routes.neighbors.tick(now);
             for c in lost {
-                eprintln!("vpnfwd: next hop {c:?}");
+                log_neighbor(c);
                 routes.neighbor_changed(&mut fib, c);
             }
             if let (Some((up, mac)), Some(me)) = (routes.uplink(), uplink_addr) {
@@ -609,19 +610,26 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
         let _ = w.join();
     }
     log_counters(&all_counters);
-    eprintln!("vpnfwd: stopped");
+    info!("stopped");
     Ok(())
 }
 
 fn log_counters(all: &[Arc<CachePadded<Counters>>]) {
     let rx: u64 = all.iter().map(|c| c.rx.load(Ordering::Relaxed)).sum();
     let tx: u64 = all.iter().map(|c| c.tx.load(Ordering::Relaxed)).sum();
-    let mut line = format!("vpnfwd: rx {rx} tx {tx}");
+    let mut reasons = String::new();
     for r in Reason::ALL {
         let n: u64 = all.iter().map(|c| c.get(*r)).sum();
         if n > 0 {
-            line.push_str(&format!(" {}={n}", r.name()));
+            reasons.push_str(&format!(" {}={n}", r.name()));
         }
     }
-    eprintln!("{line}");
+    info!(rx, tx, not_forwarded = %reasons.trim_start(), "counters");
+}
+
+fn log_neighbor(c: Change) {
+    match c {
+        Change::Resolved(ip, mac) => info!(%ip, %mac, "next hop resolved"),
+        Change::Lost(ip) => warn!(%ip, "next hop lost"),
+    }
 }

@@ -33,10 +33,36 @@ CONFIGURATION (TOML)
     [[port]]     interface, vlan, vrf, mac (the host's), addresses, gateway,
                  gateway6, router_mac
     [[route]]    vrf, prefix, label, pe, encap = \"mpls\" | \"gre\" | \"udp\",
-                 transport_label, nexthop_mac
+                 transport_label, nexthop_mac (absent: resolved with ARP)
+    [uplink]     gateway (first hop towards all remote PEs, for a routed core)
+
+ENVIRONMENT
+    VPNFWD_LOG   log level: error, warn, info (default), debug, trace
 ";
 
+/// Structured logs on standard error; the level comes from `VPNFWD_LOG`
+/// (error, warn, info — the default — debug or trace).
+fn init_logging() {
+    let level = match std::env::var("VPNFWD_LOG")
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "error" => tracing::Level::ERROR,
+        "warn" => tracing::Level::WARN,
+        "debug" => tracing::Level::DEBUG,
+        "trace" => tracing::Level::TRACE,
+        _ => tracing::Level::INFO,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
 fn main() -> ExitCode {
+    init_logging();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = |msg: &str| {
         eprintln!("vpnfwd: {msg}\n\n{HELP}");

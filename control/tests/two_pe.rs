@@ -330,7 +330,12 @@ fn two_pes(encap: &'static str) {
     );
     if encap != "mpls" {
         // PE1 found PE2's uplink MAC with ARP (PE2 answered for 192.0.2.2).
-        assert!(t.log().contains("Resolved(192.0.2.2, 02:00:00:00:aa:02)"), "{}", t.log());
+        assert!(
+            t.log()
+                .contains("next hop resolved ip=192.0.2.2 mac=02:00:00:00:aa:02"),
+            "{}",
+            t.log()
+        );
     }
     // And back.
     assert!(t.ping(&t.h2, "10.1.1.1"), "IPv4 h2 → h1");
@@ -411,18 +416,18 @@ fn forwarding_continues_without_loss_while_routes_churn_through_reloads() {
     assert!(
         Lab::wait_until(Duration::from_secs(5), || t
             .log()
-            .matches("vpnfwd: reloaded")
+            .matches(" reloaded path=")
             .count()
             >= 1),
         "no reload applied:\n{}",
         t.log()
     );
-    let applied = t.log().matches("vpnfwd: reloaded").count();
+    let applied = t.log().matches(" reloaded path=").count();
     // Signals that arrive while a reload runs coalesce, so fewer may apply;
     // each applied reload swapped the 250 routes (or installed the first set).
     assert!(applied >= 10, "only {applied} reloads applied");
     assert!(
-        t.log().contains("+250 -250 routes"),
+        t.log().contains("added=250 removed=250"),
         "reloads swap the churned routes:\n{}",
         t.log()
     );
