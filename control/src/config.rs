@@ -28,6 +28,32 @@ pub struct Config {
     /// Static routes.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// Bulk static routes: one prefix per line of a file, all to one target.
+    #[serde(default, rename = "route_file")]
+    pub route_files: Vec<RouteFileConfig>,
+}
+
+/// `[[route_file]]`: many prefixes with one target, read at start-up (not
+/// on reload). The target is either a local `port` (its interface name) or
+/// a remote PE (`label`, `pe`, `encap`, `nexthop_mac`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFileConfig {
+    /// VRF name.
+    pub vrf: String,
+    /// File with one prefix per line (`#` comments and blank lines allowed).
+    pub path: String,
+    /// Local port interface the prefixes are reached through.
+    pub port: Option<String>,
+    /// Remote target: VPN label.
+    pub label: Option<u32>,
+    /// Remote target: PE address.
+    pub pe: Option<Ipv4Addr>,
+    /// Remote target: encapsulation.
+    #[serde(default)]
+    pub encap: EncapKind,
+    /// Remote target: next-hop MAC on the uplink.
+    pub nexthop_mac: Option<String>,
 }
 
 /// `[dataplane]`.
@@ -361,6 +387,50 @@ impl Config {
                 ));
             }
         }
+        for (i, f) in self.route_files.iter().enumerate() {
+            let at = format!("route_file[{i}] ({})", f.path);
+            if self.vrf_index(&f.vrf).is_none() {
+                return Err(invalid(
+                    format!("{at}.vrf"),
+                    format!("no VRF named {:?}", f.vrf),
+                ));
+            }
+            match (&f.port, f.label, f.pe, &f.nexthop_mac) {
+                (Some(p), None, None, None) => {
+                    if !self
+                        .ports
+                        .iter()
+                        .any(|q| &q.interface == p && q.vrf == f.vrf)
+                    {
+                        return Err(invalid(
+                            format!("{at}.port"),
+                            format!("no port on {p:?} in VRF {:?}", f.vrf),
+                        ));
+                    }
+                }
+                (None, Some(l), Some(_), Some(m)) => {
+                    label(l, &format!("{at}.label"))?;
+                    parse_mac(m).map_err(|e| invalid(format!("{at}.nexthop_mac"), e))?;
+                    if self.uplink.is_none() {
+                        return Err(invalid(at, "remote routes need an [uplink]"));
+                    }
+                    if f.encap != EncapKind::Mpls
+                        && self.uplink.as_ref().and_then(|u| u.address).is_none()
+                    {
+                        return Err(invalid(
+                            format!("{at}.encap"),
+                            "GRE and UDP need uplink.address",
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(invalid(
+                        at,
+                        "give either port, or label, pe and nexthop_mac",
+                    ))
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -431,6 +501,17 @@ nexthop_mac = "02:00:00:00:02:fe"
             .replace("encap = \"gre\"", "encap = \"mpls\"");
         assert!(Config::parse(&arp).is_ok());
         assert!(err(&arp.replace("address = \"192.0.2.1\"\n", "")).contains("resolved with ARP"));
+    }
+
+    #[test]
+    fn route_files_name_one_target() {
+        let local =
+            format!("{GOOD}\n[[route_file]]\nvrf = \"blue\"\npath = \"r.txt\"\nport = \"h1\"\n");
+        assert!(Config::parse(&local).is_ok());
+        assert!(err(&local.replace("port = \"h1\"", "port = \"h9\"")).contains("no port on \"h9\""));
+        let remote = format!("{GOOD}\n[[route_file]]\nvrf = \"blue\"\npath = \"r.txt\"\nlabel = 500\npe = \"192.0.2.9\"\nnexthop_mac = \"02:00:00:00:00:09\"\n");
+        assert!(Config::parse(&remote).is_ok());
+        assert!(err(&remote.replace("label = 500\n", "")).contains("give either port"));
     }
 
     #[test]

@@ -355,6 +355,7 @@ pub fn build(cfg: &Config) -> Result<Built, StartError> {
         }
         None => None,
     };
+    let mut local_nh: HashMap<(String, VrfId), NexthopId> = HashMap::new();
     for (i, p) in cfg.ports.iter().enumerate() {
         let at = format!("port[{i}] ({})", p.interface);
         let id = port_id(&p.interface, &mut ports)?;
@@ -393,6 +394,7 @@ pub fn build(cfg: &Config) -> Result<Built, StartError> {
         .map_err(fib_err(at.clone()))?;
         next_nh += 1;
         let nh = NexthopId::new(next_nh).expect("fewer than 2^31 nexthops");
+        local_nh.entry((p.interface.clone(), vrf)).or_insert(nh);
         fib.set_nexthop(
             nh,
             Nexthop::Local {
@@ -420,6 +422,62 @@ pub fn build(cfg: &Config) -> Result<Built, StartError> {
             })
             .access
             .insert(p.vlan, (router_mac, p.gateway, p.gateway6));
+    }
+    for (i, f) in cfg.route_files.iter().enumerate() {
+        let at = format!("route_file[{i}] ({})", f.path);
+        let vrf = vrf_id(&f.vrf).ok_or_else(|| StartError::Other(format!("{at}: unknown VRF")))?;
+        let nh = match (&f.port, f.label, f.pe, &f.nexthop_mac, uplink_mac) {
+            (Some(p), ..) => *local_nh
+                .get(&(p.clone(), vrf))
+                .ok_or_else(|| StartError::Other(format!("{at}: no port {p:?} in that VRF")))?,
+            (None, Some(l), Some(pe), Some(m), Some((up, up_mac))) => {
+                let label =
+                    Label::new(l).ok_or_else(|| StartError::Other(format!("{at}: bad label")))?;
+                let encap = match (f.encap, cfg.uplink.as_ref().and_then(|u| u.address)) {
+                    (EncapKind::Mpls, _) => Encap::Ethernet { transport: None },
+                    (EncapKind::Gre, Some(src)) => Encap::Gre { src, dst: pe },
+                    (EncapKind::Udp, Some(src)) => Encap::Udp { src, dst: pe },
+                    _ => {
+                        return Err(StartError::Other(format!(
+                            "{at}: GRE and UDP need uplink.address"
+                        )))
+                    }
+                };
+                let l2 = L2Rewrite {
+                    dst: parse_mac(m).map_err(StartError::Other)?,
+                    src: up_mac,
+                    vlan: None,
+                };
+                next_nh += 1;
+                let nh = NexthopId::new(next_nh).expect("fewer than 2^31 nexthops");
+                fib.set_nexthop(
+                    nh,
+                    Nexthop::Remote(RemoteNexthop::new(up, label, encap, l2)),
+                )
+                .map_err(fib_err(at.clone()))?;
+                nh
+            }
+            _ => {
+                return Err(StartError::Other(format!(
+                    "{at}: give either port, or label, pe and nexthop_mac"
+                )))
+            }
+        };
+        let text = std::fs::read_to_string(&f.path)
+            .map_err(|e| StartError::Other(format!("{at}: {e}")))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let (a, l) = parse_prefix(line)
+                .map_err(|e| StartError::Other(format!("{}:{}: {e}", f.path, n + 1)))?;
+            match a {
+                IpAddr::V4(a) => fib.insert_v4(vrf, a, l, nh),
+                IpAddr::V6(a) => fib.insert_v6(vrf, a, l, nh),
+            }
+            .map_err(fib_err(format!("{}:{}", f.path, n + 1)))?;
+        }
     }
     let mut routes = RouteSet {
         uplink: uplink_mac,
