@@ -3,9 +3,11 @@
 //! ```text
 //! bench lpm      --routes N [--seed S] [--nexthops K] [--v6-routes M]
 //! bench pipeline --routes N [--seed S] [--seconds T]
+//! bench forward  --routes N [--compare kernel] [--seconds T]   (root)
 //! ```
 //! Each prints a human summary and, as its last line, one JSON object.
 
+mod forward;
 mod gen;
 mod lpm;
 mod pipeline;
@@ -14,7 +16,7 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 
 /// Parsed `--key value` options.
-pub struct Opts(HashMap<String, String>);
+pub struct Opts(pub HashMap<String, String>);
 
 impl Opts {
     fn parse(args: &[String]) -> Result<Opts, String> {
@@ -41,7 +43,7 @@ impl Opts {
     }
 }
 
-const USAGE: &str = "usage: bench <lpm|pipeline> [--routes N] [--seed S] [...]";
+const USAGE: &str = "usage: bench <lpm|pipeline|forward> [--routes N] [--seed S] [...]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
     let r = match cmd.as_str() {
         "lpm" => lpm::run(&opts),
         "pipeline" => pipeline::run(&opts),
+        "forward" => forward::run(&opts),
         _ => Err(format!("unknown benchmark {cmd:?}")),
     };
     match r {
