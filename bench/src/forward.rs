@@ -18,8 +18,10 @@
 //! (`cargo build --release -p control`).
 //!
 //! Systems: `vpnfwd` (VRF LPM + MPLS push), `vpnfwd-pop` (label pop + VRF
-//! LPM), `kernel` (plain IPv4 forwarding of the same traffic; the kernel here
-//! has no MPLS).
+//! LPM), and with `--compare`: `kernel` (plain IPv4 forwarding of the same
+//! traffic; the kernel here has no MPLS), `testpmd-afpacket` (dpdk-testpmd
+//! MAC forwarding over `net_af_packet` on the same veths, without hugepages:
+//! the I/O ceiling).
 
 use crate::gen;
 use crate::Opts;
@@ -338,6 +340,15 @@ fn measure(n: &Net, frames: &[Vec<u8>], pid: Option<u32>, secs: f64) -> Result<R
     })
 }
 
+fn which(prog: &str) -> Option<String> {
+    std::env::var("PATH")
+        .ok()?
+        .split(':')
+        .map(|d| Path::new(d).join(prog))
+        .find(|p| p.exists())
+        .map(|p| p.display().to_string())
+}
+
 fn vpnfwd_binary() -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let p = exe.with_file_name("vpnfwd");
@@ -500,14 +511,65 @@ pub fn run(opts: &Opts) -> Result<(), String> {
         let r = measure(&n, &fr, None, secs)?;
         table.push(("kernel".to_string(), r));
     }
+    if compare.split(',').any(|c| c == "testpmd-afpacket") {
+        match which("dpdk-testpmd") {
+            None => println!(
+                "testpmd-afpacket: skipped, dpdk-testpmd not found (Debian package dpdk-dev)"
+            ),
+            Some(testpmd) => {
+                let mut n = network()?;
+                let prefix = format!("vpnfwdbench{}", std::process::id());
+                let peer = format!("1,{}", mac_text(&n.s0));
+                let log = dir.join("testpmd.log");
+                let d = n.d.clone();
+                let args = [
+                    testpmd.as_str(),
+                    "-l",
+                    "0,1",
+                    "--no-huge",
+                    "-m",
+                    "512",
+                    "--no-pci",
+                    "--file-prefix",
+                    &prefix,
+                    "--vdev=net_af_packet0,iface=d0",
+                    "--vdev=net_af_packet1,iface=d1",
+                    "--",
+                    "--forward-mode=mac",
+                    "--eth-peer",
+                    &peer,
+                    "--total-num-mbufs=16384",
+                    "--stats-period",
+                    "60",
+                ];
+                let pid = n.lab.spawn(&d, &args, &log).map_err(|e| e.0)?;
+                let ok = Lab::wait_until(Duration::from_secs(30), || {
+                    std::fs::read_to_string(&log)
+                        .unwrap_or_default()
+                        .contains("forwards packets")
+                });
+                if !ok {
+                    return Err(format!(
+                        "testpmd did not start: {}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    ));
+                }
+                let fr = frames(&n, &dests, false, [10, 0, 0, 1]);
+                let r = measure(&n, &fr, Some(pid), secs);
+                n.lab.stop(pid, Duration::from_secs(5));
+                let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
+                table.push(("testpmd-afpacket".to_string(), r?));
+            }
+        }
+    }
     println!(
-        "{:<12} {:>10} {:>12} {:>10} {:>10} {:>9} {:>9} {:>9}",
+        "{:<17} {:>10} {:>12} {:>10} {:>10} {:>9} {:>9} {:>9}",
         "system", "NDR Mpps", "max offered", "rx at max", "cyc/pkt", "p50 us", "p99 us", "p99.9 us"
     );
     for (name, r) in &table {
         let (p50, p99, p999) = r.lat.unwrap_or((f64::NAN, f64::NAN, f64::NAN));
         println!(
-            "{name:<12} {:>10.3} {:>12.3} {:>10.3} {:>10} {p50:>9.1} {p99:>9.1} {p999:>9.1}{}",
+            "{name:<17} {:>10.3} {:>12.3} {:>10.3} {:>10} {p50:>9.1} {p99:>9.1} {p999:>9.1}{}",
             r.ndr / 1e6,
             r.max_offered / 1e6,
             r.rx_at_max / 1e6,
