@@ -28,6 +28,8 @@ pub struct Config {
     /// Static routes.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// The BGP speaker.
+    pub bgp: Option<BgpConfig>,
     /// Bulk static routes: one prefix per line of a file, all to one target.
     #[serde(default, rename = "route_file")]
     pub route_files: Vec<RouteFileConfig>,
@@ -99,6 +101,116 @@ pub struct VrfConfig {
     pub name: String,
     /// The per-VRF VPN label packets from the core arrive with.
     pub label: Option<u32>,
+    /// Route distinguisher for the VRF's exported routes (`asn:n` or `ip:n`).
+    pub rd: Option<String>,
+    /// Route targets whose VPN routes the VRF imports.
+    #[serde(default)]
+    pub import_targets: Vec<String>,
+    /// Route targets the VRF's routes are exported with.
+    #[serde(default)]
+    pub export_targets: Vec<String>,
+}
+
+/// `[bgp]`: the embedded BGP speaker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BgpConfig {
+    /// Our AS.
+    pub asn: u32,
+    /// Our BGP identifier.
+    pub router_id: Ipv4Addr,
+    /// Hold time we propose (0 or ≥ 3 seconds).
+    #[serde(default = "default_hold")]
+    pub hold_time: u16,
+    /// How packets reach the remote PEs of BGP routes.
+    #[serde(default)]
+    pub encap: EncapKind,
+    /// Peers (route reflectors or PEs).
+    #[serde(default, rename = "peer")]
+    pub peers: Vec<BgpPeerConfig>,
+}
+
+fn default_hold() -> u16 {
+    90
+}
+
+/// `[[bgp.peer]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BgpPeerConfig {
+    /// The peer's address.
+    pub address: IpAddr,
+    /// The peer's AS.
+    pub asn: u32,
+}
+
+/// Parse a route target `asn:n`, `asn4:n` or `a.b.c.d:n` into its extended
+/// community (RFC 4360 §4, RFC 5668).
+///
+/// # Errors
+/// A message saying what is wrong.
+pub fn parse_route_target(s: &str) -> Result<[u8; 8], String> {
+    let (a, n) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not a route target (asn:number or ip:number)"))?;
+    let mut b = [0u8; 8];
+    b[1] = 0x02;
+    if let Ok(ip) = a.parse::<Ipv4Addr>() {
+        let n: u16 = n
+            .parse()
+            .map_err(|_| format!("{s:?}: the number after an IP must fit 16 bits"))?;
+        b[0] = 0x01;
+        b[2..6].copy_from_slice(&ip.octets());
+        b[6..8].copy_from_slice(&n.to_be_bytes());
+        return Ok(b);
+    }
+    let asn: u32 = a
+        .parse()
+        .map_err(|_| format!("{s:?}: {a:?} is not an AS number or IPv4 address"))?;
+    match (u16::try_from(asn), n.parse::<u32>()) {
+        (Ok(asn), Ok(n)) => {
+            b[2..4].copy_from_slice(&asn.to_be_bytes());
+            b[4..8].copy_from_slice(&n.to_be_bytes());
+        }
+        (Err(_), Ok(n)) => {
+            let n = u16::try_from(n)
+                .map_err(|_| format!("{s:?}: with a 4-octet AS the number must fit 16 bits"))?;
+            b[0] = 0x02;
+            b[2..6].copy_from_slice(&asn.to_be_bytes());
+            b[6..8].copy_from_slice(&n.to_be_bytes());
+        }
+        (_, Err(_)) => return Err(format!("{s:?}: {n:?} is not a number")),
+    }
+    Ok(b)
+}
+
+/// Parse a route distinguisher `asn:n` (type 0 or 2) or `a.b.c.d:n` (type 1).
+///
+/// # Errors
+/// A message saying what is wrong.
+pub fn parse_rd(s: &str) -> Result<crate::bgp::wire::RouteDistinguisher, String> {
+    use crate::bgp::wire::RouteDistinguisher as Rd;
+    let (a, n) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not a route distinguisher"))?;
+    if let Ok(ip) = a.parse::<Ipv4Addr>() {
+        return n
+            .parse::<u16>()
+            .map(|n| Rd::ip(ip, n))
+            .map_err(|_| format!("{s:?}: number must fit 16 bits"));
+    }
+    let asn: u32 = a
+        .parse()
+        .map_err(|_| format!("{s:?}: {a:?} is not an AS number or IPv4 address"))?;
+    let n: u32 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: {n:?} is not a number"))?;
+    match u16::try_from(asn) {
+        Ok(asn) => Ok(Rd::as2(asn, n)),
+        Err(_) => u16::try_from(n)
+            .map(|n| Rd::as4(asn, n))
+            .map_err(|_| format!("{s:?}: with a 4-octet AS the number must fit 16 bits")),
+    }
 }
 
 /// `[uplink]`.
@@ -294,6 +406,16 @@ impl Config {
             if !names.insert(v.name.as_str()) {
                 return Err(invalid(at, "duplicate VRF name"));
             }
+            if let Some(rd) = &v.rd {
+                parse_rd(rd).map_err(|e| invalid(format!("{at}.rd"), e))?;
+            }
+            for t in v.import_targets.iter().chain(&v.export_targets) {
+                parse_route_target(t)
+                    .map_err(|e| invalid(format!("{at}.import_targets/export_targets"), e))?;
+            }
+            if !v.export_targets.is_empty() && (v.rd.is_none() || v.label.is_none()) {
+                return Err(invalid(at.clone(), "exporting routes needs rd and label"));
+            }
             if let Some(l) = v.label {
                 label(l, &format!("{at}.label"))?;
                 if !labels.insert(l) {
@@ -384,6 +506,20 @@ impl Config {
                 return Err(invalid(
                     format!("{at}.encap"),
                     "GRE and UDP need uplink.address",
+                ));
+            }
+        }
+        if let Some(b) = &self.bgp {
+            if b.hold_time == 1 || b.hold_time == 2 {
+                return Err(invalid("bgp.hold_time", "0 or at least 3 seconds"));
+            }
+            if b.peers.is_empty() {
+                return Err(invalid("bgp", "no [[bgp.peer]]"));
+            }
+            if self.uplink.as_ref().and_then(|u| u.address).is_none() {
+                return Err(invalid(
+                    "bgp",
+                    "BGP needs uplink.address (the next hop we advertise)",
                 ));
             }
         }
@@ -512,6 +648,36 @@ nexthop_mac = "02:00:00:00:02:fe"
         let remote = format!("{GOOD}\n[[route_file]]\nvrf = \"blue\"\npath = \"r.txt\"\nlabel = 500\npe = \"192.0.2.9\"\nnexthop_mac = \"02:00:00:00:00:09\"\n");
         assert!(Config::parse(&remote).is_ok());
         assert!(err(&remote.replace("label = 500\n", "")).contains("give either port"));
+    }
+
+    #[test]
+    fn route_targets_and_distinguishers_parse_in_all_three_forms() {
+        assert_eq!(
+            parse_route_target("65000:100"),
+            Ok([0, 2, 0xfd, 0xe8, 0, 0, 0, 100])
+        );
+        assert_eq!(
+            parse_route_target("192.0.2.1:7"),
+            Ok([1, 2, 192, 0, 2, 1, 0, 7])
+        );
+        assert_eq!(
+            parse_route_target("4200000000:7"),
+            Ok([2, 2, 0xfa, 0x56, 0xea, 0, 0, 7])
+        );
+        assert!(parse_route_target("4200000000:70000").is_err());
+        assert!(parse_route_target("x:1").is_err());
+        assert_eq!(
+            parse_rd("65000:100").map(|r| r.to_string()),
+            Ok("65000:100".into())
+        );
+        assert_eq!(
+            parse_rd("192.0.2.1:5").map(|r| r.to_string()),
+            Ok("192.0.2.1:5".into())
+        );
+        assert_eq!(
+            parse_rd("4200000000:5").map(|r| r.to_string()),
+            Ok("4200000000:5".into())
+        );
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! requests to it, and sends ICMP time-exceeded for expired packets, all
 //! from the exception queue the workers fill.
 
+use crate::bgp::fsm::PeerConfig;
+use crate::bgp::session::{self, SessionEvent};
+use crate::bgp::wire::{Afi, Message, Safi};
 use crate::config::{parse_mac, parse_prefix, Config, EncapKind, IdleMode};
 use crate::exceptions::Responder;
 use crate::neighbor::{Change, Neighbors};
@@ -112,6 +115,7 @@ pub struct RouteSet {
     next_nh: u32,
     nexthops: HashMap<RemoteKey, RemoteNh>,
     installed: HashMap<(VrfId, IpAddr, u8), RemoteKey>,
+    dynamic: HashMap<(VrfId, IpAddr, u8), RemoteKey>,
     /// First hops being resolved.
     pub neighbors: Neighbors,
 }
@@ -167,6 +171,123 @@ impl RouteSet {
         }
     }
 
+    fn ensure_nexthop(
+        &mut self,
+        fib: &mut Fib,
+        key: &RemoteKey,
+        me: Option<std::net::Ipv4Addr>,
+        at: &str,
+    ) -> Result<NexthopId, StartError> {
+        if let Some(n) = self.nexthops.get(key) {
+            return Ok(n.id);
+        }
+        let (label, pe, encap_kind, transport, mac) = key.clone();
+        let label =
+            Label::new(label).ok_or_else(|| StartError::Other(format!("{at}: bad label")))?;
+        let encap = match (encap_kind, me) {
+            (EncapKind::Mpls, _) => Encap::Ethernet {
+                transport: transport.and_then(Label::new),
+            },
+            (EncapKind::Gre, Some(src)) => Encap::Gre { src, dst: pe },
+            (EncapKind::Udp, Some(src)) => Encap::Udp { src, dst: pe },
+            _ => {
+                return Err(StartError::Other(format!(
+                    "{at}: GRE and UDP need uplink.address"
+                )))
+            }
+        };
+        if self.uplink.is_none() {
+            return Err(StartError::Other(format!("{at}: no uplink")));
+        }
+        self.next_nh += 1;
+        let id = NexthopId::new(self.next_nh)
+            .ok_or_else(|| StartError::Other("nexthop ids exhausted".into()))?;
+        let (first_hop, mac) = match &mac {
+            Some(m) => (None, Some(parse_mac(m).map_err(StartError::Other)?)),
+            None => {
+                let hop = self.gateway.unwrap_or(pe);
+                self.neighbors.want(hop);
+                (Some(hop), self.neighbors.mac(hop))
+            }
+        };
+        let rn = RemoteNh {
+            id,
+            label,
+            encap,
+            first_hop,
+        };
+        fib.set_nexthop(id, self.nexthop(&rn, mac))
+            .map_err(fib_err(at.to_string()))?;
+        self.nexthops.insert(key.clone(), rn);
+        Ok(id)
+    }
+
+    fn gc_nexthops(&mut self, fib: &mut Fib) {
+        let used: std::collections::HashSet<&RemoteKey> = self
+            .installed
+            .values()
+            .chain(self.dynamic.values())
+            .collect();
+        let unused: Vec<RemoteKey> = self
+            .nexthops
+            .keys()
+            .filter(|k| !used.contains(k))
+            .cloned()
+            .collect();
+        for k in unused {
+            if let Some(n) = self.nexthops.remove(&k) {
+                fib.remove_nexthop(n.id);
+                if let Some(hop) = n.first_hop {
+                    if !self.nexthops.values().any(|o| o.first_hop == Some(hop)) {
+                        self.neighbors.forget(hop);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Install (or with `None` withdraw) a route learned from BGP: label and
+    /// remote PE, reached with `encap`, its first hop resolved with ARP.
+    ///
+    /// # Errors
+    /// [`StartError`] if the tables refuse it.
+    pub fn set_dynamic(
+        &mut self,
+        fib: &mut Fib,
+        vrf: VrfId,
+        prefix: (IpAddr, u8),
+        route: Option<(u32, std::net::Ipv4Addr, EncapKind)>,
+        me: Option<std::net::Ipv4Addr>,
+    ) -> Result<(), StartError> {
+        let k = (vrf, prefix.0, prefix.1);
+        match route {
+            Some((label, pe, encap)) => {
+                let key: RemoteKey = (label, pe, encap, None, None);
+                if self.dynamic.get(&k) == Some(&key) {
+                    return Ok(());
+                }
+                let at = format!("BGP route {}/{}", prefix.0, prefix.1);
+                let nh = self.ensure_nexthop(fib, &key, me, &at)?;
+                match prefix.0 {
+                    IpAddr::V4(a) => fib.insert_v4(vrf, a, prefix.1, nh),
+                    IpAddr::V6(a) => fib.insert_v6(vrf, a, prefix.1, nh),
+                }
+                .map_err(fib_err(at))?;
+                self.dynamic.insert(k, key);
+            }
+            None => {
+                if self.dynamic.remove(&k).is_some() {
+                    let _ = match prefix.0 {
+                        IpAddr::V4(a) => fib.remove_v4(vrf, a, prefix.1),
+                        IpAddr::V6(a) => fib.remove_v6(vrf, a, prefix.1),
+                    };
+                }
+            }
+        }
+        self.gc_nexthops(fib);
+        Ok(())
+    }
+
     /// Make the tables hold exactly `cfg`'s routes: install what is new or
     /// changed, withdraw what is gone, drop nexthops nothing uses.
     ///
@@ -215,50 +336,8 @@ impl RouteSet {
             }
             let r = &cfg.routes[i];
             let at = format!("route[{i}] ({})", r.prefix);
-            let nh = match self.nexthops.get(&key) {
-                Some(n) => n.id,
-                None => {
-                    let label = Label::new(r.label)
-                        .ok_or_else(|| StartError::Other(format!("{at}: bad label")))?;
-                    let me = cfg.uplink.as_ref().and_then(|u| u.address);
-                    let encap = match (r.encap, me) {
-                        (EncapKind::Mpls, _) => Encap::Ethernet {
-                            transport: r.transport_label.and_then(Label::new),
-                        },
-                        (EncapKind::Gre, Some(src)) => Encap::Gre { src, dst: r.pe },
-                        (EncapKind::Udp, Some(src)) => Encap::Udp { src, dst: r.pe },
-                        _ => {
-                            return Err(StartError::Other(format!(
-                                "{at}: GRE and UDP need uplink.address"
-                            )))
-                        }
-                    };
-                    self.next_nh += 1;
-                    let id = NexthopId::new(self.next_nh)
-                        .ok_or_else(|| StartError::Other("nexthop ids exhausted".into()))?;
-                    let (first_hop, mac) = match &r.nexthop_mac {
-                        Some(m) => (None, Some(parse_mac(m).map_err(StartError::Other)?)),
-                        None => {
-                            let hop = self.gateway.unwrap_or(r.pe);
-                            self.neighbors.want(hop);
-                            (Some(hop), self.neighbors.mac(hop))
-                        }
-                    };
-                    let rn = RemoteNh {
-                        id,
-                        label,
-                        encap,
-                        first_hop,
-                    };
-                    if self.uplink.is_none() {
-                        return Err(StartError::Other(format!("{at}: no uplink")));
-                    }
-                    fib.set_nexthop(id, self.nexthop(&rn, mac))
-                        .map_err(fib_err(at.clone()))?;
-                    self.nexthops.insert(key.clone(), rn);
-                    id
-                }
-            };
+            let me = cfg.uplink.as_ref().and_then(|u| u.address);
+            let nh = self.ensure_nexthop(fib, &key, me, &at)?;
             let (vrf, a, l) = k;
             match a {
                 IpAddr::V4(a) => fib.insert_v4(vrf, a, l, nh),
@@ -268,23 +347,7 @@ impl RouteSet {
             self.installed.insert(k, key);
             diff.added += 1;
         }
-        let used: std::collections::HashSet<&RemoteKey> = self.installed.values().collect();
-        let unused: Vec<RemoteKey> = self
-            .nexthops
-            .keys()
-            .filter(|k| !used.contains(k))
-            .cloned()
-            .collect();
-        for k in unused {
-            if let Some(n) = self.nexthops.remove(&k) {
-                fib.remove_nexthop(n.id);
-                if let Some(hop) = n.first_hop {
-                    if !self.nexthops.values().any(|o| o.first_hop == Some(hop)) {
-                        self.neighbors.forget(hop);
-                    }
-                }
-            }
-        }
+        self.gc_nexthops(fib);
         Ok(diff)
     }
 }
@@ -601,6 +664,34 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
         );
     }
     let mut responder = Responder::new(&info)?;
+    // BGP: one session thread per peer, reporting over a channel.
+    let mut vpn = crate::vpn::Vpn::new(cfg);
+    let (bgp_tx, bgp_rx) = std::sync::mpsc::channel::<SessionEvent>();
+    let bgp_stop = Arc::new(AtomicBool::new(false));
+    let mut outboxes: HashMap<IpAddr, (std::sync::mpsc::Sender<Message>, u32)> = HashMap::new();
+    let mut sessions = Vec::new();
+    if let Some(b) = &cfg.bgp {
+        for p in &b.peers {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let pc = PeerConfig {
+                local_as: b.asn,
+                remote_as: p.asn,
+                router_id: b.router_id,
+                hold_time: b.hold_time,
+                connect_retry: 5,
+                families: vec![(Afi::IPV4, Safi::MPLS_VPN), (Afi::IPV6, Safi::MPLS_VPN)],
+                add_path_receive: vec![],
+            };
+            let (events, stop, peer) = (bgp_tx.clone(), bgp_stop.clone(), p.address);
+            sessions.push(
+                std::thread::Builder::new()
+                    .name(format!("bgp-{peer}"))
+                    .spawn(move || session::run(peer, pc, events, rx, stop))
+                    .map_err(|e| StartError::Other(format!("starting a BGP session: {e}")))?,
+            );
+            outboxes.insert(p.address, (tx, p.asn));
+        }
+    }
     install_signal_handlers();
     info!(
         interfaces = ports.len(),
@@ -650,6 +741,27 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                 }
             }
         }
+        while let Ok(ev) = bgp_rx.try_recv() {
+            did = true;
+            match ev {
+                SessionEvent::Up { peer, .. } => {
+                    info!(%peer, "BGP session established");
+                    if let Some((tx, asn)) = outboxes.get(&peer) {
+                        for m in vpn.exports(*asn) {
+                            let _ = tx.send(m);
+                        }
+                    }
+                }
+                SessionEvent::Update { peer, update } => {
+                    let (a, w) = vpn.on_update(peer, &update, &mut routes, &mut fib);
+                    info!(%peer, announced = a, withdrawn = w, held = vpn.learned(), "BGP update");
+                }
+                SessionEvent::Down { peer, reason } => {
+                    let n = vpn.peer_down(peer, &mut routes, &mut fib);
+                    warn!(%peer, %reason, withdrawn = n, "BGP session down");
+                }
+            }
+        }
         if RELOAD.swap(false, Ordering::SeqCst) {
             reload(path, &mut running, &mut routes, &mut fib);
             did = true;
@@ -662,6 +774,10 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
             last_stats = Instant::now();
             log_counters(&all_counters);
         }
+    }
+    bgp_stop.store(true, Ordering::SeqCst);
+    for s in sessions {
+        let _ = s.join();
     }
     stop.store(true, Ordering::SeqCst);
     for w in workers {

@@ -10,3 +10,4 @@ pub mod config;
 pub mod daemon;
 pub mod exceptions;
 pub mod neighbor;
+pub mod vpn;

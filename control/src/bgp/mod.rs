@@ -5,4 +5,5 @@
 //!   6793, 7606), pure code with no I/O.
 
 pub mod fsm;
+pub mod session;
 pub mod wire;

@@ -1,0 +1,206 @@
+//! A BGP session over TCP: connects to the peer (port 179), frames and
+//! decodes messages, runs the [`Fsm`] with real timers, and reports to the
+//! control thread over a channel. One thread per peer; the control thread
+//! sends UPDATEs back through the peer's outbox.
+
+use super::fsm::{Action, Event, Fsm, PeerConfig, State, Timer};
+use super::wire::{self, Context, Message};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What a session tells the control thread.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// The session is Established.
+    Up {
+        /// The peer.
+        peer: IpAddr,
+        /// Codec context (for encoding what we send).
+        context: Context,
+    },
+    /// An UPDATE arrived.
+    Update {
+        /// The peer.
+        peer: IpAddr,
+        /// The message.
+        update: wire::Update,
+    },
+    /// The session went down (its routes must be withdrawn).
+    Down {
+        /// The peer.
+        peer: IpAddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+struct Session {
+    peer: IpAddr,
+    fsm: Fsm,
+    timers: [Option<Instant>; 3],
+    stream: Option<TcpStream>,
+    buf: Vec<u8>,
+    ctx: Context,
+    events: Sender<SessionEvent>,
+}
+
+fn slot(t: Timer) -> usize {
+    match t {
+        Timer::ConnectRetry => 0,
+        Timer::Hold => 1,
+        Timer::Keepalive => 2,
+    }
+}
+
+impl Session {
+    fn send(&mut self, m: &Message) -> bool {
+        match (self.stream.as_mut(), wire::encode(m, &self.ctx)) {
+            (Some(s), Ok(b)) => s.write_all(&b).is_ok(),
+            _ => false,
+        }
+    }
+
+    /// Feed an event and carry out the actions; events the actions raise
+    /// (connection up or failed) are fed in turn.
+    fn feed(&mut self, ev: Event) {
+        let mut queue = vec![ev];
+        let mut rounds = 0;
+        while let Some(ev) = queue.pop() {
+            rounds += 1;
+            if rounds > 64 {
+                break;
+            }
+            for a in self.fsm.handle(ev) {
+                match a {
+                    Action::Connect => {
+                        let addr = SocketAddr::new(self.peer, 179);
+                        match TcpStream::connect_timeout(&addr, Duration::from_secs(3)) {
+                            Ok(s) => {
+                                let _ = s.set_read_timeout(Some(Duration::from_millis(50)));
+                                let _ = s.set_nodelay(true);
+                                self.stream = Some(s);
+                                self.buf.clear();
+                                queue.push(Event::TcpConnected);
+                            }
+                            Err(_) => queue.push(Event::TcpFailed),
+                        }
+                    }
+                    Action::Disconnect => {
+                        self.stream = None;
+                        self.buf.clear();
+                        self.ctx = Context::default();
+                    }
+                    Action::Send(m) => {
+                        if !self.send(&m) && self.stream.is_some() {
+                            queue.push(Event::TcpFailed);
+                        }
+                    }
+                    Action::SetTimer(t, secs) => {
+                        self.timers[slot(t)] = (secs > 0)
+                            .then(|| Instant::now() + Duration::from_secs(u64::from(secs)));
+                    }
+                    Action::Up(n) => {
+                        self.ctx = n.context.clone();
+                        let _ = self.events.send(SessionEvent::Up {
+                            peer: self.peer,
+                            context: self.ctx.clone(),
+                        });
+                    }
+                    Action::Down(reason) => {
+                        let _ = self.events.send(SessionEvent::Down {
+                            peer: self.peer,
+                            reason,
+                        });
+                    }
+                    Action::Update(update) => {
+                        let _ = self.events.send(SessionEvent::Update {
+                            peer: self.peer,
+                            update,
+                        });
+                    }
+                    Action::RefreshRequested(..) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Run a session until `stop` is set. Messages in `outbox` are sent while
+/// Established.
+pub fn run(
+    peer: IpAddr,
+    cfg: PeerConfig,
+    events: Sender<SessionEvent>,
+    outbox: Receiver<Message>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut s = Session {
+        peer,
+        fsm: Fsm::new(cfg),
+        timers: [None; 3],
+        stream: None,
+        buf: Vec::new(),
+        ctx: Context::default(),
+        events,
+    };
+    s.feed(Event::Start);
+    let mut chunk = vec![0u8; 65536];
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        for t in [Timer::ConnectRetry, Timer::Hold, Timer::Keepalive] {
+            if s.timers[slot(t)].is_some_and(|d| now >= d) {
+                s.timers[slot(t)] = None;
+                s.feed(Event::TimerExpired(t));
+            }
+        }
+        let read = match s.stream.as_mut() {
+            Some(st) => Some(st.read(&mut chunk)),
+            None => {
+                std::thread::sleep(Duration::from_millis(50));
+                None
+            }
+        };
+        match read {
+            Some(Ok(0)) => s.feed(Event::TcpFailed),
+            Some(Ok(n)) => s.buf.extend_from_slice(&chunk[..n]),
+            Some(Err(e)) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Some(Err(_)) => s.feed(Event::TcpFailed),
+            None => {}
+        }
+        loop {
+            match wire::frame_len(&s.buf) {
+                Ok(Some(len)) if s.buf.len() >= len => {
+                    let msg: Vec<u8> = s.buf.drain(..len).collect();
+                    let ev = match wire::decode(&msg, &s.ctx) {
+                        Ok(m) => Event::Received(m),
+                        Err(n) => Event::Malformed(n),
+                    };
+                    s.feed(ev);
+                }
+                Ok(_) => break,
+                Err(n) => {
+                    s.buf.clear();
+                    s.feed(Event::Malformed(n));
+                    break;
+                }
+            }
+        }
+        if s.fsm.state() == State::Established {
+            while let Ok(m) = outbox.try_recv() {
+                if !s.send(&m) {
+                    s.feed(Event::TcpFailed);
+                    break;
+                }
+            }
+        }
+    }
+    let _ = s.send(&Message::Notification {
+        code: 6,
+        subcode: 2,
+        data: vec![],
+    });
+}

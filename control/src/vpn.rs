@@ -1,0 +1,286 @@
+//! BGP/MPLS IP-VPN behaviour (RFC 4364): VRFs import the VPN routes whose
+//! route targets they list (§4.3.1) and export their local routes as
+//! labeled VPN routes with their route distinguisher and export targets
+//! (§4.3.2, §4.3.4).
+//!
+//! Routes learned from peers are kept per (peer, RD, prefix). For each VRF
+//! and prefix the installed route is chosen among the importable ones in a
+//! fixed order (lowest peer address, then lowest RD) until best-path
+//! selection lands in the RIB.
+
+use crate::bgp::wire::attr::{code, Attr};
+use crate::bgp::wire::nlri::{Afi, Nlri, Safi};
+use crate::bgp::wire::{
+    AsPathSegment, Message, Origin, Prefix, RouteDistinguisher, Update, VpnPrefix,
+};
+use crate::config::{parse_prefix, parse_rd, parse_route_target, Config, EncapKind};
+use crate::daemon::RouteSet;
+use dataplane::fib::{Fib, VrfId};
+use dataplane::wire::mpls::Label;
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
+
+/// A VRF's VPN settings.
+#[derive(Debug, Clone)]
+struct VrfVpn {
+    id: VrfId,
+    rd: Option<RouteDistinguisher>,
+    import: Vec<[u8; 8]>,
+    export: Vec<[u8; 8]>,
+    label: Option<u32>,
+    locals: Vec<Prefix>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Learned {
+    label: u32,
+    pe: Ipv4Addr,
+    rts: Vec<[u8; 8]>,
+}
+
+/// The VPN layer between the BGP sessions and the tables.
+#[derive(Debug)]
+pub struct Vpn {
+    vrfs: Vec<VrfVpn>,
+    learned: BTreeMap<(Prefix, IpAddr, RouteDistinguisher), Learned>,
+    encap: EncapKind,
+    me: Option<Ipv4Addr>,
+    local_as: u32,
+}
+
+fn is_route_target(c: &[u8; 8]) -> bool {
+    c[1] == 0x02 && c[0] <= 0x02
+}
+
+impl Vpn {
+    /// The VPN settings of a configuration (already validated).
+    pub fn new(cfg: &Config) -> Vpn {
+        let vrfs = cfg
+            .vrfs
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let locals = cfg
+                    .ports
+                    .iter()
+                    .filter(|p| p.vrf == v.name)
+                    .flat_map(|p| p.addresses.iter())
+                    .filter_map(|a| parse_prefix(a).ok())
+                    .filter_map(|(a, l)| Prefix::new(a, l))
+                    .collect();
+                VrfVpn {
+                    id: VrfId(i as u32 + 1),
+                    rd: v.rd.as_deref().and_then(|r| parse_rd(r).ok()),
+                    import: v
+                        .import_targets
+                        .iter()
+                        .filter_map(|t| parse_route_target(t).ok())
+                        .collect(),
+                    export: v
+                        .export_targets
+                        .iter()
+                        .filter_map(|t| parse_route_target(t).ok())
+                        .collect(),
+                    label: v.label,
+                    locals,
+                }
+            })
+            .collect();
+        Vpn {
+            vrfs,
+            learned: BTreeMap::new(),
+            encap: cfg.bgp.as_ref().map_or(EncapKind::Mpls, |b| b.encap),
+            me: cfg.uplink.as_ref().and_then(|u| u.address),
+            local_as: cfg.bgp.as_ref().map_or(0, |b| b.asn),
+        }
+    }
+
+    /// Routes learned and held.
+    pub fn learned(&self) -> usize {
+        self.learned.len()
+    }
+
+    /// Re-decide what each VRF installs for `prefix`.
+    fn reconcile(&mut self, prefix: Prefix, routes: &mut RouteSet, fib: &mut Fib) {
+        for v in &self.vrfs {
+            let best = self
+                .learned
+                .range(
+                    (
+                        prefix,
+                        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                        RouteDistinguisher([0; 8]),
+                    )..,
+                )
+                .take_while(|((p, ..), _)| *p == prefix)
+                .filter(|(_, l)| l.rts.iter().any(|rt| v.import.contains(rt)))
+                .min_by_key(|((_, peer, rd), _)| (*peer, *rd))
+                .map(|(_, l)| (l.label, l.pe, self.encap));
+            if let Err(e) = routes.set_dynamic(fib, v.id, (prefix.addr, prefix.len), best, self.me)
+            {
+                tracing::warn!(%prefix, error = %e, "VPN route not installed");
+            }
+        }
+    }
+
+    /// Apply an UPDATE from `peer`. Returns (announced, withdrawn) counts.
+    pub fn on_update(
+        &mut self,
+        peer: IpAddr,
+        u: &Update,
+        routes: &mut RouteSet,
+        fib: &mut Fib,
+    ) -> (usize, usize) {
+        let rts: Vec<[u8; 8]> = match u.attr(code::EXT_COMMUNITIES) {
+            Some(Attr::ExtCommunities(c)) => c.iter().copied().filter(is_route_target).collect(),
+            _ => vec![],
+        };
+        let mut touched: HashSet<Prefix> = HashSet::new();
+        let (mut ann, mut wd) = (0, 0);
+        for pa in &u.attrs {
+            match &pa.attr {
+                Attr::MpUnreach {
+                    safi: Safi::MPLS_VPN,
+                    nlri,
+                    ..
+                } => {
+                    for n in nlri {
+                        if let Nlri::Vpn(v) = n {
+                            if self.learned.remove(&(v.prefix, peer, v.rd)).is_some() {
+                                wd += 1;
+                            }
+                            touched.insert(v.prefix);
+                        }
+                    }
+                }
+                Attr::MpReach {
+                    safi: Safi::MPLS_VPN,
+                    nexthop,
+                    nlri,
+                    ..
+                } => {
+                    // VPN next hops carry a zero RD before the address (RFC 4364 §4.3.2).
+                    let pe = match nexthop.len() {
+                        12 => Some(Ipv4Addr::new(
+                            nexthop[8],
+                            nexthop[9],
+                            nexthop[10],
+                            nexthop[11],
+                        )),
+                        4 => Some(Ipv4Addr::new(
+                            nexthop[0], nexthop[1], nexthop[2], nexthop[3],
+                        )),
+                        _ => None,
+                    };
+                    for n in nlri {
+                        if let Nlri::Vpn(v) = n {
+                            touched.insert(v.prefix);
+                            match (pe, u.treat_as_withdraw) {
+                                (Some(pe), false) => {
+                                    self.learned.insert(
+                                        (v.prefix, peer, v.rd),
+                                        Learned {
+                                            label: v.label.value(),
+                                            pe,
+                                            rts: rts.clone(),
+                                        },
+                                    );
+                                    ann += 1;
+                                }
+                                _ => {
+                                    if self.learned.remove(&(v.prefix, peer, v.rd)).is_some() {
+                                        wd += 1;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for p in touched {
+            self.reconcile(p, routes, fib);
+        }
+        (ann, wd)
+    }
+
+    /// Forget everything `peer` announced.
+    pub fn peer_down(&mut self, peer: IpAddr, routes: &mut RouteSet, fib: &mut Fib) -> usize {
+        let gone: Vec<(Prefix, IpAddr, RouteDistinguisher)> = self
+            .learned
+            .keys()
+            .filter(|(_, p, _)| *p == peer)
+            .copied()
+            .collect();
+        let prefixes: HashSet<Prefix> = gone.iter().map(|k| k.0).collect();
+        for k in &gone {
+            self.learned.remove(k);
+        }
+        for p in prefixes {
+            self.reconcile(p, routes, fib);
+        }
+        gone.len()
+    }
+
+    /// The UPDATEs announcing every exporting VRF's local routes to a peer
+    /// in `peer_as` (iBGP: LOCAL_PREF and an empty AS_PATH; eBGP: our AS).
+    pub fn exports(&self, peer_as: u32) -> Vec<Message> {
+        let Some(me) = self.me else { return vec![] };
+        let mut out = Vec::new();
+        for v in &self.vrfs {
+            let (Some(rd), Some(label)) = (v.rd, v.label.and_then(Label::new)) else {
+                continue;
+            };
+            if v.export.is_empty() || v.locals.is_empty() {
+                continue;
+            }
+            for family in [Afi::IPV4, Afi::IPV6] {
+                let nlri: Vec<Nlri> = v
+                    .locals
+                    .iter()
+                    .filter(|p| (family == Afi::IPV4) == p.addr.is_ipv4())
+                    .map(|p| {
+                        Nlri::Vpn(VpnPrefix {
+                            path_id: None,
+                            label,
+                            rd,
+                            prefix: *p,
+                        })
+                    })
+                    .collect();
+                if nlri.is_empty() {
+                    continue;
+                }
+                let mut nexthop = vec![0u8; 8];
+                if family == Afi::IPV4 {
+                    nexthop.extend_from_slice(&me.octets());
+                } else {
+                    // 6VPE: an IPv4-mapped IPv6 next hop (RFC 4659 §3.2.1.2).
+                    nexthop.extend_from_slice(&me.to_ipv6_mapped().octets());
+                }
+                let ibgp = peer_as == self.local_as;
+                let mut attrs = vec![
+                    Attr::MpReach {
+                        afi: family,
+                        safi: Safi::MPLS_VPN,
+                        nexthop,
+                        nlri,
+                    },
+                    Attr::Origin(Origin::Igp),
+                    Attr::AsPath(if ibgp {
+                        vec![]
+                    } else {
+                        vec![AsPathSegment::Sequence(vec![self.local_as])]
+                    }),
+                ];
+                if ibgp {
+                    attrs.push(Attr::LocalPref(100));
+                }
+                attrs.push(Attr::ExtCommunities(v.export.clone()));
+                out.push(Message::Update(Update::with_attrs(attrs)));
+            }
+        }
+        out
+    }
+}
