@@ -1,0 +1,286 @@
+//! vpnfwd peering with GoBGP (Debian's gobgpd): VPNv4 routes GoBGP
+//! announces are imported by route target and forwarded with their label,
+//! withdrawals remove them, and vpnfwd's own routes reach GoBGP with their
+//! RD, label and route target.
+//!
+//! ```text
+//!  h1 (10.1.1.1) ── p [vpnfwd PE 192.0.2.1] core ══ core [gobgpd 192.0.2.9]
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+use vpnfwd_tests::Lab;
+
+const VPNFWD: &str = env!("CARGO_BIN_EXE_vpnfwd");
+
+fn tmp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("vpnfwd-{}-{name}", std::process::id()))
+}
+
+fn have(prog: &str) -> bool {
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .any(|d| std::path::Path::new(d).join(prog).exists())
+}
+
+#[test]
+fn vpnv4_routes_flow_both_ways_with_gobgp() {
+    if !vpnfwd_tests::can_run() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    assert!(
+        have("gobgpd") && have("gobgp"),
+        "gobgpd is installed by scripts/setup"
+    );
+    let mut lab = Lab::new();
+    let pe = lab.ns("pe").expect("ns");
+    let rr = lab.ns("rr").expect("ns");
+    let h1 = lab.ns("h1").expect("ns");
+    lab.exec(&pe, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
+        .expect("sysctl");
+    lab.veth(&pe, "core", &rr, "core").expect("veth");
+    lab.veth(&pe, "p", &h1, "eth0").expect("veth");
+    // The PE's kernel carries the BGP session on the uplink.
+    lab.exec(&pe, &["ip", "addr", "add", "192.0.2.1/24", "dev", "core"])
+        .expect("addr");
+    lab.exec(&rr, &["ip", "addr", "add", "192.0.2.9/24", "dev", "core"])
+        .expect("addr");
+    for cmd in [
+        vec!["ip", "link", "set", "eth0", "address", "02:00:00:00:01:01"],
+        vec!["ip", "addr", "add", "10.1.1.1/24", "dev", "eth0"],
+        vec!["ip", "route", "add", "default", "via", "10.1.1.254"],
+    ] {
+        lab.exec(&h1, &cmd).expect("host");
+    }
+    let gobgp_conf = tmp("gobgpd.toml");
+    std::fs::write(
+        &gobgp_conf,
+        r#"
+[global.config]
+  as = 65001
+  router-id = "192.0.2.9"
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "192.0.2.1"
+    peer-as = 65001
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "l3vpn-ipv4-unicast"
+"#,
+    )
+    .expect("gobgp config");
+    let gobgp_log = tmp("gobgpd.log");
+    lab.spawn(
+        &rr,
+        &[
+            "gobgpd",
+            "-t",
+            "toml",
+            "-f",
+            gobgp_conf.to_str().expect("utf-8"),
+        ],
+        &gobgp_log,
+    )
+    .expect("gobgpd");
+    let cfg = tmp("bgp-pe.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+[dataplane]
+idle = "sleep"
+
+[[vrf]]
+name = "blue"
+label = 100
+rd = "65001:1"
+import_targets = ["65001:100"]
+export_targets = ["65001:100"]
+
+[uplink]
+interface = "core"
+address = "192.0.2.1"
+
+[[port]]
+interface = "p"
+vrf = "blue"
+mac = "02:00:00:00:01:01"
+addresses = ["10.1.1.1/32"]
+gateway = "10.1.1.254"
+
+[bgp]
+asn = 65001
+router_id = "192.0.2.1"
+
+[[bgp.peer]]
+address = "192.0.2.9"
+asn = 65001
+"#,
+    )
+    .expect("config");
+    let log = tmp("bgp-pe.log");
+    lab.spawn(
+        &pe,
+        &[VPNFWD, "run", "--config", cfg.to_str().expect("utf-8")],
+        &log,
+    )
+    .expect("vpnfwd");
+    let logtext = || {
+        format!(
+            "vpnfwd:\n{}\ngobgpd:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            std::fs::read_to_string(&gobgp_log).unwrap_or_default()
+        )
+    };
+    assert!(
+        Lab::wait_until(Duration::from_secs(30), || std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("BGP session established")),
+        "no session\n{}",
+        logtext()
+    );
+
+    // vpnfwd → GoBGP: our port's address with RD, label and route target.
+    let rib = || {
+        lab.exec(&rr, &["gobgp", "global", "rib", "-a", "vpnv4"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default()
+    };
+    assert!(
+        Lab::wait_until(Duration::from_secs(10), || rib().contains("10.1.1.1/32")),
+        "GoBGP did not get our route:\n{}\n{}",
+        rib(),
+        logtext()
+    );
+    let r = rib();
+    let line = r
+        .lines()
+        .find(|l| l.contains("10.1.1.1/32"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.contains("65001:1")
+            && line.contains("[100]")
+            && line.contains("192.0.2.1")
+            && line.contains("65001:100"),
+        "fields of our route: {line}"
+    );
+
+    // GoBGP → vpnfwd: a VPN route, imported by target and forwarded with its label.
+    lab.exec(
+        &rr,
+        &[
+            "gobgp",
+            "global",
+            "rib",
+            "-a",
+            "vpnv4",
+            "add",
+            "10.9.0.0/24",
+            "label",
+            "3000",
+            "rd",
+            "65001:9",
+            "rt",
+            "65001:100",
+            "nexthop",
+            "192.0.2.9",
+        ],
+    )
+    .expect("inject");
+    assert!(
+        Lab::wait_until(Duration::from_secs(10), || std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("announced=1")),
+        "no update\n{}",
+        logtext()
+    );
+    assert!(
+        Lab::wait_until(Duration::from_secs(10), || lab
+            .succeeds(&h1, &["ping", "-c", "1", "-W", "1", "10.1.1.254"])),
+        "gateway"
+    );
+    let cap = lab
+        .capture(&rr, "core", Duration::from_secs(4), 200)
+        .expect("capture");
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..3 {
+        let _ = lab.succeeds(&h1, &["ping", "-c", "1", "-W", "1", "10.9.0.5"]);
+    }
+    let frames = cap.join().expect("capture");
+    let labels: Vec<u32> = frames
+        .iter()
+        .filter(|f| f.get(12..14) == Some(&[0x88, 0x47]))
+        .filter_map(|f| {
+            f.get(14..18)
+                .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]) >> 12)
+        })
+        .collect();
+    assert!(
+        labels.contains(&3000),
+        "no MPLS frame with label 3000 towards GoBGP's PE: {labels:?}\n{}",
+        logtext()
+    );
+
+    // A route target the VRF does not import is not installed.
+    lab.exec(
+        &rr,
+        &[
+            "gobgp",
+            "global",
+            "rib",
+            "-a",
+            "vpnv4",
+            "add",
+            "10.8.0.0/24",
+            "label",
+            "3001",
+            "rd",
+            "65001:9",
+            "rt",
+            "65001:999",
+            "nexthop",
+            "192.0.2.9",
+        ],
+    )
+    .expect("inject");
+    // Withdrawal of the first route.
+    lab.exec(
+        &rr,
+        &[
+            "gobgp",
+            "global",
+            "rib",
+            "-a",
+            "vpnv4",
+            "del",
+            "10.9.0.0/24",
+            "label",
+            "3000",
+            "rd",
+            "65001:9",
+        ],
+    )
+    .expect("withdraw");
+    assert!(
+        Lab::wait_until(Duration::from_secs(10), || std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("withdrawn=1")),
+        "no withdrawal\n{}",
+        logtext()
+    );
+    let cap = lab
+        .capture(&rr, "core", Duration::from_secs(3), 200)
+        .expect("capture");
+    std::thread::sleep(Duration::from_millis(300));
+    for dst in ["10.9.0.5", "10.8.0.5"] {
+        let _ = lab.succeeds(&h1, &["ping", "-c", "1", "-W", "1", dst]);
+    }
+    let frames = cap.join().expect("capture");
+    assert!(
+        !frames.iter().any(|f| f.get(12..14) == Some(&[0x88, 0x47])),
+        "MPLS frames after the withdrawal or for a foreign target\n{}",
+        logtext()
+    );
+}
