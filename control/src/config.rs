@@ -128,6 +128,15 @@ pub struct BgpConfig {
     /// Peers (route reflectors or PEs).
     #[serde(default, rename = "peer")]
     pub peers: Vec<BgpPeerConfig>,
+    /// Accept connections from the peers on port 179 too (default true).
+    #[serde(default = "yes")]
+    pub listen: bool,
+    /// Address to listen on (default: all).
+    pub listen_address: Option<IpAddr>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_hold() -> u16 {
@@ -142,6 +151,9 @@ pub struct BgpPeerConfig {
     pub address: IpAddr,
     /// The peer's AS.
     pub asn: u32,
+    /// Only wait for the peer to connect (no outgoing connection).
+    #[serde(default)]
+    pub passive: bool,
 }
 
 /// Parse a route target `asn:n`, `asn4:n` or `a.b.c.d:n` into its extended

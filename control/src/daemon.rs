@@ -670,9 +670,12 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
     let bgp_stop = Arc::new(AtomicBool::new(false));
     let mut outboxes: HashMap<IpAddr, (std::sync::mpsc::Sender<Message>, u32)> = HashMap::new();
     let mut sessions = Vec::new();
+    let mut incoming_tx = HashMap::new();
     if let Some(b) = &cfg.bgp {
         for p in &b.peers {
             let (tx, rx) = std::sync::mpsc::channel();
+            let (in_tx, in_rx) = std::sync::mpsc::channel();
+            incoming_tx.insert(p.address, in_tx);
             let pc = PeerConfig {
                 local_as: b.asn,
                 remote_as: p.asn,
@@ -681,15 +684,38 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                 connect_retry: 5,
                 families: vec![(Afi::IPV4, Safi::MPLS_VPN), (Afi::IPV6, Safi::MPLS_VPN)],
                 add_path_receive: vec![],
+                passive: p.passive,
             };
-            let (events, stop, peer) = (bgp_tx.clone(), bgp_stop.clone(), p.address);
+            let (events, stop, peer, passive) =
+                (bgp_tx.clone(), bgp_stop.clone(), p.address, p.passive);
             sessions.push(
                 std::thread::Builder::new()
                     .name(format!("bgp-{peer}"))
-                    .spawn(move || session::run(peer, pc, events, rx, stop))
+                    .spawn(move || session::run(peer, pc, events, rx, in_rx, passive, stop))
                     .map_err(|e| StartError::Other(format!("starting a BGP session: {e}")))?,
             );
             outboxes.insert(p.address, (tx, p.asn));
+        }
+        if b.listen {
+            let addr = std::net::SocketAddr::new(
+                b.listen_address
+                    .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)),
+                179,
+            );
+            let addr = match std::net::TcpListener::bind(addr) {
+                Ok(l) => {
+                    drop(l);
+                    addr
+                }
+                // No IPv6 in this namespace: listen on IPv4 only.
+                Err(_) => {
+                    std::net::SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 179)
+                }
+            };
+            match session::listen(addr, std::mem::take(&mut incoming_tx), bgp_stop.clone()) {
+                Ok(h) => sessions.push(h),
+                Err(e) => warn!(%addr, error = %e, "not accepting BGP connections"),
+            }
         }
     }
     install_signal_handlers();
@@ -755,6 +781,14 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                 SessionEvent::Update { peer, update } => {
                     let (a, w) = vpn.on_update(peer, &update, &mut routes, &mut fib);
                     info!(%peer, announced = a, withdrawn = w, held = vpn.learned(), "BGP update");
+                }
+                SessionEvent::Refresh { peer } => {
+                    info!(%peer, "route refresh requested");
+                    if let Some((tx, asn)) = outboxes.get(&peer) {
+                        for m in vpn.exports(*asn) {
+                            let _ = tx.send(m);
+                        }
+                    }
                 }
                 SessionEvent::Down { peer, reason } => {
                     let n = vpn.peer_down(peer, &mut routes, &mut fib);

@@ -26,6 +26,15 @@ fn have(prog: &str) -> bool {
 
 #[test]
 fn vpnv4_routes_flow_both_ways_with_gobgp() {
+    with_gobgp(false);
+}
+
+#[test]
+fn vpnfwd_accepts_the_session_when_gobgp_connects() {
+    with_gobgp(true);
+}
+
+fn with_gobgp(passive: bool) {
     if !vpnfwd_tests::can_run() {
         eprintln!("skipped: needs root for network namespaces");
         return;
@@ -54,7 +63,8 @@ fn vpnv4_routes_flow_both_ways_with_gobgp() {
     ] {
         lab.exec(&h1, &cmd).expect("host");
     }
-    let gobgp_conf = tmp("gobgpd.toml");
+    let name = if passive { "passive" } else { "active" };
+    let gobgp_conf = tmp(&format!("gobgpd-{name}.toml"));
     std::fs::write(
         &gobgp_conf,
         r#"
@@ -71,7 +81,7 @@ fn vpnv4_routes_flow_both_ways_with_gobgp() {
 "#,
     )
     .expect("gobgp config");
-    let gobgp_log = tmp("gobgpd.log");
+    let gobgp_log = tmp(&format!("gobgpd-{name}.log"));
     lab.spawn(
         &rr,
         &[
@@ -84,7 +94,7 @@ fn vpnv4_routes_flow_both_ways_with_gobgp() {
         &gobgp_log,
     )
     .expect("gobgpd");
-    let cfg = tmp("bgp-pe.toml");
+    let cfg = tmp(&format!("bgp-pe-{name}.toml"));
     std::fs::write(
         &cfg,
         r#"
@@ -116,10 +126,12 @@ router_id = "192.0.2.1"
 [[bgp.peer]]
 address = "192.0.2.9"
 asn = 65001
-"#,
+passive = PASSIVE
+"#
+        .replace("PASSIVE", if passive { "true" } else { "false" }),
     )
     .expect("config");
-    let log = tmp("bgp-pe.log");
+    let log = tmp(&format!("bgp-pe-{name}.log"));
     lab.spawn(
         &pe,
         &[VPNFWD, "run", "--config", cfg.to_str().expect("utf-8")],

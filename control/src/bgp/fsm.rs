@@ -100,6 +100,8 @@ pub struct PeerConfig {
     pub families: Vec<(Afi, Safi)>,
     /// Families for which we accept ADD-PATH path identifiers.
     pub add_path_receive: Vec<(Afi, Safi)>,
+    /// Never connect; wait for the peer (PassiveTcpEstablishment, §8.1.1).
+    pub passive: bool,
 }
 
 /// What both sides agreed on.
@@ -316,6 +318,19 @@ impl Fsm {
                     self.config.connect_retry,
                 )]
             }
+            (Idle, Event::TimerExpired(Timer::ConnectRetry)) if self.config.passive => {
+                self.state = Active;
+                vec![Action::SetTimer(
+                    Timer::ConnectRetry,
+                    self.config.connect_retry,
+                )]
+            }
+            (Active, Event::TimerExpired(Timer::ConnectRetry)) if self.config.passive => {
+                vec![Action::SetTimer(
+                    Timer::ConnectRetry,
+                    self.config.connect_retry,
+                )]
+            }
             (Idle, Event::TimerExpired(Timer::ConnectRetry)) => {
                 // Automatic restart after an error.
                 self.state = Connect;
@@ -461,6 +476,7 @@ mod tests {
             connect_retry: 5,
             families: vec![(Afi::IPV4, Safi::MPLS_VPN), (Afi::IPV6, Safi::MPLS_VPN)],
             add_path_receive: vec![],
+            passive: false,
         }
     }
 
@@ -606,6 +622,20 @@ mod tests {
         let a = f.handle(Event::TimerExpired(Timer::ConnectRetry));
         assert!(a.contains(&Action::Connect));
         assert_eq!(f.state(), State::Connect);
+    }
+
+    #[test]
+    fn a_passive_peer_never_connects() {
+        let mut c = cfg();
+        c.passive = true;
+        let mut f = Fsm::new(c);
+        f.handle(Event::StartPassive);
+        assert_eq!(f.state(), State::Active);
+        let a = f.handle(Event::TimerExpired(Timer::ConnectRetry));
+        assert!(!a.contains(&Action::Connect));
+        assert_eq!(f.state(), State::Active);
+        f.handle(Event::TcpConnected);
+        assert_eq!(f.state(), State::OpenSent);
     }
 
     #[test]

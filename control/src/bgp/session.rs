@@ -29,6 +29,11 @@ pub enum SessionEvent {
         /// The message.
         update: wire::Update,
     },
+    /// The peer asked to be sent our routes of a family again (RFC 2918).
+    Refresh {
+        /// The peer.
+        peer: IpAddr,
+    },
     /// The session went down (its routes must be withdrawn).
     Down {
         /// The peer.
@@ -122,7 +127,9 @@ impl Session {
                             update,
                         });
                     }
-                    Action::RefreshRequested(..) => {}
+                    Action::RefreshRequested(..) => {
+                        let _ = self.events.send(SessionEvent::Refresh { peer: self.peer });
+                    }
                 }
             }
         }
@@ -130,12 +137,17 @@ impl Session {
 }
 
 /// Run a session until `stop` is set. Messages in `outbox` are sent while
-/// Established.
+/// Established. Connections the peer opens to us arrive on `incoming` (from
+/// [`listen`]); one is taken when the session has no connection past
+/// Active (a simplified collision rule: a session that is already opening
+/// or Established keeps its connection, RFC 4271 §6.8).
 pub fn run(
     peer: IpAddr,
     cfg: PeerConfig,
     events: Sender<SessionEvent>,
     outbox: Receiver<Message>,
+    incoming: Receiver<TcpStream>,
+    passive: bool,
     stop: Arc<AtomicBool>,
 ) {
     let mut s = Session {
@@ -147,9 +159,26 @@ pub fn run(
         ctx: Context::default(),
         events,
     };
-    s.feed(Event::Start);
+    s.feed(if passive {
+        Event::StartPassive
+    } else {
+        Event::Start
+    });
     let mut chunk = vec![0u8; 65536];
     while !stop.load(Ordering::Relaxed) {
+        while let Ok(st) = incoming.try_recv() {
+            if matches!(s.fsm.state(), State::Idle | State::Connect | State::Active) {
+                let _ = st.set_read_timeout(Some(Duration::from_millis(50)));
+                let _ = st.set_nodelay(true);
+                s.stream = Some(st);
+                s.buf.clear();
+                if s.fsm.state() == State::Idle {
+                    s.feed(Event::StartPassive);
+                }
+                s.feed(Event::TcpConnected);
+            }
+            // Otherwise the new connection is dropped (closed).
+        }
         let now = Instant::now();
         for t in [Timer::ConnectRetry, Timer::Hold, Timer::Keepalive] {
             if s.timers[slot(t)].is_some_and(|d| now >= d) {
@@ -203,4 +232,33 @@ pub fn run(
         subcode: 2,
         data: vec![],
     });
+}
+
+/// Accept BGP connections on `addr` (port 179) and hand each to the session
+/// of the peer it comes from; connections from unknown addresses are closed.
+pub fn listen(
+    addr: SocketAddr,
+    peers: std::collections::HashMap<IpAddr, Sender<TcpStream>>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let l = std::net::TcpListener::bind(addr)?;
+    l.set_nonblocking(true)?;
+    Ok(std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match l.accept() {
+                Ok((s, from)) => {
+                    let _ = s.set_nonblocking(false);
+                    match peers.get(&from.ip()) {
+                        Some(tx) => {
+                            let _ = tx.send(s);
+                        }
+                        None => {
+                            tracing::warn!(%from, "BGP connection from an unconfigured address refused")
+                        }
+                    }
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }))
 }
