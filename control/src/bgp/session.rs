@@ -248,7 +248,8 @@ pub fn listen(
             match l.accept() {
                 Ok((s, from)) => {
                     let _ = s.set_nonblocking(false);
-                    match peers.get(&from.ip()) {
+                    // A dual-stack listener sees IPv4 peers as IPv4-mapped IPv6.
+                    match peers.get(&from.ip().to_canonical()) {
                         Some(tx) => {
                             let _ = tx.send(s);
                         }

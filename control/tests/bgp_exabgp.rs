@@ -1,0 +1,175 @@
+//! vpnfwd peering with ExaBGP (Debian's exabgp 4.2): ExaBGP announces a
+//! VPNv4 route that vpnfwd imports, and ExaBGP's JSON decoding of what
+//! vpnfwd sends serves as an oracle for our encoder (RD, label, next hop,
+//! route target).
+
+use std::path::PathBuf;
+use std::time::Duration;
+use vpnfwd_tests::Lab;
+
+const VPNFWD: &str = env!("CARGO_BIN_EXE_vpnfwd");
+
+fn tmp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("vpnfwd-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn exabgp_decodes_our_vpnv4_routes_and_we_import_its_own() {
+    if !vpnfwd_tests::can_run() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    let mut lab = Lab::new();
+    let pe = lab.ns("pe").expect("ns");
+    let ex = lab.ns("ex").expect("ns");
+    lab.exec(&pe, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
+        .expect("sysctl");
+    lab.veth(&pe, "core", &ex, "core").expect("veth");
+    lab.exec(&pe, &["ip", "addr", "add", "192.0.2.1/24", "dev", "core"])
+        .expect("addr");
+    lab.exec(&ex, &["ip", "addr", "add", "192.0.2.9/24", "dev", "core"])
+        .expect("addr");
+    let json = tmp("exabgp.json");
+    // ExaBGP's API process: append every JSON line it is given to a file
+    // (ExaBGP depends on python3, so it is there).
+    let dump = tmp("exabgp-dump.py");
+    std::fs::write(&dump, "import sys\nwith open(sys.argv[1], 'a') as f:\n    for line in sys.stdin:\n        f.write(line)\n        f.flush()\n").expect("dump script");
+    let conf = tmp("exabgp.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"
+process dump {{
+    run /usr/bin/python3 {dump} {json};
+    encoder json;
+}}
+neighbor 192.0.2.1 {{
+    router-id 192.0.2.9;
+    local-address 192.0.2.9;
+    local-as 65001;
+    peer-as 65001;
+    family {{
+        ipv4 mpls-vpn;
+    }}
+    api {{
+        processes [ dump ];
+        receive {{
+            parsed;
+            update;
+        }}
+    }}
+    static {{
+        route 10.9.0.0/24 rd 65001:9 label 3000 next-hop 192.0.2.9 extended-community [ target:65001:100 ];
+    }}
+}}
+"#,
+            dump = dump.display(),
+            json = json.display()
+        ),
+    )
+    .expect("exabgp config");
+    let ex_log = tmp("exabgp.log");
+    let env_user = "exabgp.daemon.user=root";
+    lab.spawn(
+        &ex,
+        &[
+            "env",
+            env_user,
+            "exabgp.log.destination=stdout",
+            "exabgp",
+            conf.to_str().expect("utf-8"),
+        ],
+        &ex_log,
+    )
+    .expect("exabgp");
+    let cfg = tmp("exa-pe.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+[dataplane]
+idle = "sleep"
+
+[[vrf]]
+name = "blue"
+label = 100
+rd = "65001:1"
+import_targets = ["65001:100"]
+export_targets = ["65001:100"]
+
+[uplink]
+interface = "core"
+address = "192.0.2.1"
+
+[[port]]
+interface = "p"
+vrf = "blue"
+mac = "02:00:00:00:01:01"
+addresses = ["10.1.1.1/32"]
+
+[bgp]
+asn = 65001
+router_id = "192.0.2.1"
+
+[[bgp.peer]]
+address = "192.0.2.9"
+asn = 65001
+"#,
+    )
+    .expect("config");
+    // A local port for the exported route (nothing attached).
+    lab.exec(
+        &pe,
+        &[
+            "ip", "link", "add", "p", "type", "veth", "peer", "name", "p-peer",
+        ],
+    )
+    .expect("port");
+    lab.exec(&pe, &["ip", "link", "set", "dev", "p", "up"])
+        .expect("up");
+    let log = tmp("exa-pe.log");
+    lab.spawn(
+        &pe,
+        &[VPNFWD, "run", "--config", cfg.to_str().expect("utf-8")],
+        &log,
+    )
+    .expect("vpnfwd");
+    let text = || {
+        format!(
+            "vpnfwd:\n{}\nexabgp:\n{}\njson:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            std::fs::read_to_string(&ex_log).unwrap_or_default(),
+            std::fs::read_to_string(&json).unwrap_or_default()
+        )
+    };
+    assert!(
+        Lab::wait_until(Duration::from_secs(40), || std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("announced=1")),
+        "vpnfwd did not learn ExaBGP's route\n{}",
+        text()
+    );
+    assert!(
+        Lab::wait_until(Duration::from_secs(20), || std::fs::read_to_string(&json)
+            .unwrap_or_default()
+            .contains("10.1.1.1/32")),
+        "ExaBGP did not decode our route\n{}",
+        text()
+    );
+    let j = std::fs::read_to_string(&json).unwrap_or_default();
+    let line = j
+        .lines()
+        .find(|l| l.contains("10.1.1.1/32"))
+        .unwrap_or_default();
+    for want in [
+        "\"rd\": \"65001:1\"",
+        "\"label\": [ [100] ]",
+        "\"192.0.2.1\": [",
+        "target:65001:100",
+        "\"nlri\": \"10.1.1.1/32\"",
+    ] {
+        assert!(
+            line.contains(want),
+            "ExaBGP's decoding lacks {want}: {line}"
+        );
+    }
+}
