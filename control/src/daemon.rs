@@ -116,6 +116,8 @@ pub struct RouteSet {
     nexthops: HashMap<RemoteKey, RemoteNh>,
     installed: HashMap<(VrfId, IpAddr, u8), RemoteKey>,
     dynamic: HashMap<(VrfId, IpAddr, u8), RemoteKey>,
+    /// Routes using each nexthop.
+    refs: HashMap<RemoteKey, usize>,
     /// First hops being resolved.
     pub neighbors: Neighbors,
 }
@@ -222,26 +224,42 @@ impl RouteSet {
         Ok(id)
     }
 
+    /// Recount every route's nexthop and drop the nexthops nothing uses
+    /// (after a reload; BGP changes keep the counts incrementally).
     fn gc_nexthops(&mut self, fib: &mut Fib) {
-        let used: std::collections::HashSet<&RemoteKey> = self
-            .installed
-            .values()
-            .chain(self.dynamic.values())
-            .collect();
+        let mut refs: HashMap<RemoteKey, usize> = HashMap::new();
+        for k in self.installed.values().chain(self.dynamic.values()) {
+            *refs.entry(k.clone()).or_default() += 1;
+        }
         let unused: Vec<RemoteKey> = self
             .nexthops
             .keys()
-            .filter(|k| !used.contains(k))
+            .filter(|k| !refs.contains_key(*k))
             .cloned()
             .collect();
+        self.refs = refs;
         for k in unused {
-            if let Some(n) = self.nexthops.remove(&k) {
-                fib.remove_nexthop(n.id);
-                if let Some(hop) = n.first_hop {
-                    if !self.nexthops.values().any(|o| o.first_hop == Some(hop)) {
-                        self.neighbors.forget(hop);
-                    }
+            self.drop_nexthop(fib, &k);
+        }
+    }
+
+    fn drop_nexthop(&mut self, fib: &mut Fib, k: &RemoteKey) {
+        if let Some(n) = self.nexthops.remove(k) {
+            fib.remove_nexthop(n.id);
+            if let Some(hop) = n.first_hop {
+                if !self.nexthops.values().any(|o| o.first_hop == Some(hop)) {
+                    self.neighbors.forget(hop);
                 }
+            }
+        }
+    }
+
+    fn unref(&mut self, fib: &mut Fib, k: &RemoteKey) {
+        if let Some(c) = self.refs.get_mut(k) {
+            *c -= 1;
+            if *c == 0 {
+                self.refs.remove(k);
+                self.drop_nexthop(fib, k);
             }
         }
     }
@@ -273,18 +291,21 @@ impl RouteSet {
                     IpAddr::V6(a) => fib.insert_v6(vrf, a, prefix.1, nh),
                 }
                 .map_err(fib_err(at))?;
-                self.dynamic.insert(k, key);
+                *self.refs.entry(key.clone()).or_default() += 1;
+                if let Some(old) = self.dynamic.insert(k, key) {
+                    self.unref(fib, &old);
+                }
             }
             None => {
-                if self.dynamic.remove(&k).is_some() {
+                if let Some(old) = self.dynamic.remove(&k) {
                     let _ = match prefix.0 {
                         IpAddr::V4(a) => fib.remove_v4(vrf, a, prefix.1),
                         IpAddr::V6(a) => fib.remove_v6(vrf, a, prefix.1),
                     };
+                    self.unref(fib, &old);
                 }
             }
         }
-        self.gc_nexthops(fib);
         Ok(())
     }
 
@@ -726,6 +747,7 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
         "forwarding"
     );
     let mut last_stats = Instant::now();
+    let mut bgp_changes = 0usize;
     let mut last_tick = Instant::now() - Duration::from_secs(1);
     let uplink_addr = cfg.uplink.as_ref().and_then(|u| u.address);
     while !STOP.load(Ordering::SeqCst) {
@@ -780,7 +802,8 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                 }
                 SessionEvent::Update { peer, update } => {
                     let (a, w) = vpn.on_update(peer, &update, &mut routes, &mut fib);
-                    info!(%peer, announced = a, withdrawn = w, held = vpn.learned(), "BGP update");
+                    tracing::debug!(%peer, announced = a, withdrawn = w, held = vpn.learned(), "BGP update");
+                    bgp_changes += a + w;
                 }
                 SessionEvent::Refresh { peer } => {
                     info!(%peer, "route refresh requested");
@@ -795,6 +818,12 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                     warn!(%peer, %reason, withdrawn = n, "BGP session down");
                 }
             }
+        }
+        // One summary line per absorbed batch of BGP updates (the queue was
+        // drained above).
+        if bgp_changes > 0 {
+            info!(changes = bgp_changes, held = vpn.learned(), "VPN routes");
+            bgp_changes = 0;
         }
         if RELOAD.swap(false, Ordering::SeqCst) {
             reload(path, &mut running, &mut routes, &mut fib);

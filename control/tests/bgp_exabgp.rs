@@ -129,7 +129,14 @@ asn = 65001
     let log = tmp("exa-pe.log");
     lab.spawn(
         &pe,
-        &[VPNFWD, "run", "--config", cfg.to_str().expect("utf-8")],
+        &[
+            "env",
+            "VPNFWD_LOG=debug",
+            VPNFWD,
+            "run",
+            "--config",
+            cfg.to_str().expect("utf-8"),
+        ],
         &log,
     )
     .expect("vpnfwd");

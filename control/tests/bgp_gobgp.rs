@@ -134,7 +134,14 @@ passive = PASSIVE
     let log = tmp(&format!("bgp-pe-{name}.log"));
     lab.spawn(
         &pe,
-        &[VPNFWD, "run", "--config", cfg.to_str().expect("utf-8")],
+        &[
+            "env",
+            "VPNFWD_LOG=debug",
+            VPNFWD,
+            "run",
+            "--config",
+            cfg.to_str().expect("utf-8"),
+        ],
         &log,
     )
     .expect("vpnfwd");
