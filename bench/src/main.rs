@@ -4,9 +4,11 @@
 //! bench lpm      --routes N [--seed S] [--nexthops K] [--v6-routes M]
 //! bench pipeline --routes N [--seed S] [--seconds T]
 //! bench forward  --routes N [--compare kernel] [--seconds T]   (root)
+//! bench bgp-ingest --routes N [--target vpnfwd,gobgpd,bird]   (root)
 //! ```
 //! Each prints a human summary and, as its last line, one JSON object.
 
+mod bgp_ingest;
 mod forward;
 mod gen;
 mod lpm;
@@ -43,7 +45,7 @@ impl Opts {
     }
 }
 
-const USAGE: &str = "usage: bench <lpm|pipeline|forward> [--routes N] [--seed S] [...]";
+const USAGE: &str = "usage: bench <lpm|pipeline|forward|bgp-ingest> [--routes N] [--seed S] [...]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
         "lpm" => lpm::run(&opts),
         "pipeline" => pipeline::run(&opts),
         "forward" => forward::run(&opts),
+        "bgp-ingest" => bgp_ingest::run(&opts),
         _ => Err(format!("unknown benchmark {cmd:?}")),
     };
     match r {

@@ -42,6 +42,10 @@ struct Learned {
 #[derive(Debug)]
 pub struct Vpn {
     vrfs: Vec<VrfVpn>,
+    /// VRF indices importing each route target.
+    by_rt: std::collections::HashMap<[u8; 8], Vec<usize>>,
+    /// VRF indices each prefix is installed in.
+    installed_in: std::collections::HashMap<Prefix, Vec<usize>>,
     learned: BTreeMap<(Prefix, IpAddr, RouteDistinguisher), Learned>,
     encap: EncapKind,
     me: Option<Ipv4Addr>,
@@ -55,7 +59,7 @@ fn is_route_target(c: &[u8; 8]) -> bool {
 impl Vpn {
     /// The VPN settings of a configuration (already validated).
     pub fn new(cfg: &Config) -> Vpn {
-        let vrfs = cfg
+        let vrfs: Vec<VrfVpn> = cfg
             .vrfs
             .iter()
             .enumerate()
@@ -86,8 +90,17 @@ impl Vpn {
                 }
             })
             .collect();
+        let mut by_rt: std::collections::HashMap<[u8; 8], Vec<usize>> =
+            std::collections::HashMap::new();
+        for (i, v) in vrfs.iter().enumerate() {
+            for rt in &v.import {
+                by_rt.entry(*rt).or_default().push(i);
+            }
+        }
         Vpn {
             vrfs,
+            by_rt,
+            installed_in: std::collections::HashMap::new(),
             learned: BTreeMap::new(),
             encap: cfg.bgp.as_ref().map_or(EncapKind::Mpls, |b| b.encap),
             me: cfg.uplink.as_ref().and_then(|u| u.address),
@@ -100,26 +113,50 @@ impl Vpn {
         self.learned.len()
     }
 
-    /// Re-decide what each VRF installs for `prefix`.
+    /// Re-decide what each VRF that could hold `prefix` installs for it:
+    /// the VRFs importing a target of some route for it, and those that hold
+    /// it now.
     fn reconcile(&mut self, prefix: Prefix, routes: &mut RouteSet, fib: &mut Fib) {
-        for v in &self.vrfs {
-            let best = self
-                .learned
-                .range(
-                    (
-                        prefix,
-                        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                        RouteDistinguisher([0; 8]),
-                    )..,
-                )
-                .take_while(|((p, ..), _)| *p == prefix)
-                .filter(|(_, l)| l.rts.iter().any(|rt| v.import.contains(rt)))
-                .min_by_key(|((_, peer, rd), _)| (*peer, *rd))
-                .map(|(_, l)| (l.label, l.pe, self.encap));
+        let entries: Vec<(IpAddr, RouteDistinguisher, Learned)> = self
+            .learned
+            .range(
+                (
+                    prefix,
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    RouteDistinguisher([0; 8]),
+                )..,
+            )
+            .take_while(|((p, ..), _)| *p == prefix)
+            .map(|((_, peer, rd), l)| (*peer, *rd, l.clone()))
+            .collect();
+        let mut vrfs: Vec<usize> = self.installed_in.remove(&prefix).unwrap_or_default();
+        for (_, _, l) in &entries {
+            for rt in &l.rts {
+                if let Some(v) = self.by_rt.get(rt) {
+                    vrfs.extend(v);
+                }
+            }
+        }
+        vrfs.sort_unstable();
+        vrfs.dedup();
+        let mut now_in = Vec::new();
+        for vi in vrfs {
+            let v = &self.vrfs[vi];
+            let best = entries
+                .iter()
+                .filter(|(_, _, l)| l.rts.iter().any(|rt| v.import.contains(rt)))
+                .min_by_key(|(peer, rd, _)| (*peer, *rd))
+                .map(|(_, _, l)| (l.label, l.pe, self.encap));
+            if best.is_some() {
+                now_in.push(vi);
+            }
             if let Err(e) = routes.set_dynamic(fib, v.id, (prefix.addr, prefix.len), best, self.me)
             {
                 tracing::warn!(%prefix, error = %e, "VPN route not installed");
             }
+        }
+        if !now_in.is_empty() {
+            self.installed_in.insert(prefix, now_in);
         }
     }
 

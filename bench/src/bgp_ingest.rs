@@ -1,0 +1,400 @@
+//! `bench bgp-ingest`: how fast a BGP speaker takes in a full VPNv4 feed.
+//!
+//! A feeder pre-encodes N VPNv4 routes (the synthetic IPv4 table's
+//! prefixes, spread over 1000 route distinguishers and route targets, each
+//! UPDATE packing the routes of one target up to 4096 bytes) and, once the
+//! session is up, writes them to the receiver as fast as TCP takes them. The
+//! receiver runs in its own network namespace. Completion is detected the
+//! same way for every receiver: a cheap counter polled every 100 ms
+//! (vpnfwd: its log's held-routes count; gobgpd: `gobgp neighbor` Accepted;
+//! BIRD: `birdc show protocols all` imported). Reported: seconds from the
+//! first UPDATE to the last route held, routes/s, the receiver's peak RSS
+//! and CPU seconds. vpnfwd takes the routes into its VPN table, its 1000
+//! VRFs (each importing one target) and the forwarding tables.
+
+use crate::gen;
+use crate::Opts;
+use control::bgp::wire::{
+    self, nlri::Nlri, Afi, Attr, Context, Message, Open, Origin, Prefix, RouteDistinguisher, Safi,
+    Update, VpnPrefix,
+};
+use dataplane::wire::mpls::Label;
+use serde_json::json;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use vpnfwd_tests::Lab;
+
+const GROUPS: u32 = 1000;
+const FEEDER: &str = "192.0.2.9";
+const RECEIVER: &str = "192.0.2.1";
+
+fn rt(i: u32) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b[1] = 2;
+    b[2..4].copy_from_slice(&65001u16.to_be_bytes());
+    b[4..8].copy_from_slice(&(i + 1).to_be_bytes());
+    b
+}
+
+/// Pre-encoded UPDATE messages for `routes`.
+fn feed(routes: &[gen::Route]) -> Vec<u8> {
+    let ctx = Context {
+        four_octet_as: true,
+        ..Context::default()
+    };
+    let mut by_group: Vec<Vec<Nlri>> = vec![Vec::new(); GROUPS as usize];
+    for (i, r) in routes.iter().enumerate() {
+        let g = (i as u32) % GROUPS;
+        by_group[g as usize].push(Nlri::Vpn(VpnPrefix {
+            path_id: None,
+            label: Label::new(16 + g).expect("label"),
+            rd: RouteDistinguisher::as2(65001, g + 1),
+            prefix: Prefix::new(Ipv4Addr::from((r.prefix >> 96) as u32).into(), r.len)
+                .expect("prefix"),
+        }));
+    }
+    let mut out = Vec::new();
+    for (g, nlri) in by_group.into_iter().enumerate() {
+        // About 4000 bytes per UPDATE: 15 bytes per route plus attributes.
+        for part in nlri.chunks(250) {
+            let mut nh = vec![0u8; 8];
+            nh.extend_from_slice(&FEEDER.parse::<Ipv4Addr>().expect("ip").octets());
+            let u = Update::with_attrs(vec![
+                Attr::Origin(Origin::Igp),
+                Attr::AsPath(vec![]),
+                Attr::LocalPref(100),
+                Attr::ExtCommunities(vec![rt(g as u32)]),
+                Attr::MpReach {
+                    afi: Afi::IPV4,
+                    safi: Safi::MPLS_VPN,
+                    nexthop: nh,
+                    nlri: part.to_vec(),
+                },
+            ]);
+            out.extend(wire::encode(&Message::Update(u), &ctx).expect("fits 4096 bytes"));
+        }
+    }
+    out
+}
+
+fn proc_stat(pid: u32) -> (f64, u64) {
+    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1.to_string();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+        })
+        .unwrap_or(0.0);
+    let hwm = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    (cpu, hwm * 1024)
+}
+
+struct Outcome {
+    seconds: f64,
+    cpu: f64,
+    rss: u64,
+}
+
+/// Connect as 65001 to the receiver, bring the session up, send `bytes`,
+/// and wait until `held()` reaches `n`.
+fn drive(
+    lab: &Lab,
+    feeder_ns: &str,
+    bytes: Vec<u8>,
+    n: usize,
+    pid: u32,
+    mut held: impl FnMut() -> usize,
+) -> Result<Outcome, String> {
+    let t = lab
+        .in_ns(feeder_ns, move || -> Result<Instant, String> {
+            let mut s = None;
+            for _ in 0..100 {
+                match TcpStream::connect_timeout(
+                    &format!("{RECEIVER}:179").parse().expect("addr"),
+                    Duration::from_secs(1),
+                ) {
+                    Ok(c) => {
+                        s = Some(c);
+                        break;
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+            let mut s = s.ok_or("receiver never accepted the connection")?;
+            let ctx = Context::default();
+            let open = Open::new(
+                65001,
+                180,
+                FEEDER.parse().expect("ip"),
+                vec![
+                    wire::Capability::Multiprotocol(Afi::IPV4, Safi::MPLS_VPN),
+                    wire::Capability::RouteRefresh,
+                ],
+            );
+            s.write_all(&wire::encode(&Message::Open(open), &ctx).expect("open"))
+                .map_err(|e| e.to_string())?;
+            s.write_all(&wire::encode(&Message::Keepalive, &ctx).expect("keepalive"))
+                .map_err(|e| e.to_string())?;
+            // Drain what the receiver sends until its KEEPALIVE has come.
+            let mut r = s.try_clone().map_err(|e| e.to_string())?;
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            let deadline = Instant::now() + Duration::from_secs(10);
+            r.set_read_timeout(Some(Duration::from_millis(200)))
+                .map_err(|e| e.to_string())?;
+            let mut seen_keepalive = false;
+            while !seen_keepalive && Instant::now() < deadline {
+                if let Ok(k) = r.read(&mut buf) {
+                    got.extend_from_slice(&buf[..k]);
+                }
+                let mut at = 0;
+                while let Ok(Some(len)) = wire::frame_len(&got[at..]) {
+                    if got.len() < at + len {
+                        break;
+                    }
+                    seen_keepalive |= got[at + 18] == 4;
+                    at += len;
+                }
+            }
+            if !seen_keepalive {
+                return Err("no KEEPALIVE from the receiver".into());
+            }
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                let _ = r.set_read_timeout(None);
+                while let Ok(k) = r.read(&mut buf) {
+                    if k == 0 {
+                        break;
+                    }
+                }
+            });
+            let start = Instant::now();
+            s.write_all(&bytes).map_err(|e| e.to_string())?;
+            // Keep the session alive until the caller is done.
+            std::thread::spawn(move || loop {
+                std::thread::sleep(Duration::from_secs(20));
+                if s.write_all(
+                    &wire::encode(&Message::Keepalive, &Context::default()).unwrap_or_default(),
+                )
+                .is_err()
+                {
+                    break;
+                }
+            });
+            Ok(start)
+        })
+        .map_err(|e| e.to_string())?;
+    let start = t.join().map_err(|_| "feeder thread failed".to_string())??;
+    let deadline = start + Duration::from_secs(600);
+    loop {
+        if held() >= n {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("only {} of {n} routes after 600 s", held()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let (cpu, rss) = proc_stat(pid);
+    Ok(Outcome { seconds, cpu, rss })
+}
+
+fn net() -> Result<(Lab, String, String), String> {
+    let mut lab = Lab::new();
+    let f = lab.ns("feed").map_err(|e| e.0)?;
+    let r = lab.ns("recv").map_err(|e| e.0)?;
+    lab.veth(&f, "core", &r, "core").map_err(|e| e.0)?;
+    lab.exec(
+        &f,
+        &["ip", "addr", "add", &format!("{FEEDER}/24"), "dev", "core"],
+    )
+    .map_err(|e| e.0)?;
+    lab.exec(
+        &r,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{RECEIVER}/24"),
+            "dev",
+            "core",
+        ],
+    )
+    .map_err(|e| e.0)?;
+    Ok((lab, f, r))
+}
+
+fn last_held(log: &Path) -> usize {
+    let t = std::fs::read_to_string(log).unwrap_or_default();
+    t.lines()
+        .rev()
+        .find_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("held="))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Run the benchmark.
+pub fn run(opts: &Opts) -> Result<(), String> {
+    if !vpnfwd_tests::can_run() {
+        return Err("bgp-ingest needs root (it builds network namespaces)".into());
+    }
+    let n: usize = opts.num("routes", 1_000_000)?;
+    let targets = opts
+        .0
+        .get("target")
+        .cloned()
+        .unwrap_or_else(|| "vpnfwd,gobgpd,bird".into());
+    let routes = gen::table(n, false, 1, opts.num("seed", 1)?);
+    let bytes = feed(&routes);
+    println!(
+        "bgp-ingest: {n} VPNv4 routes in {} bytes of UPDATEs, {GROUPS} RDs/RTs",
+        bytes.len()
+    );
+    let dir = std::env::temp_dir().join(format!("vpnfwd-ingest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut results = serde_json::Map::new();
+    for target in targets.split(',') {
+        let (mut lab, f, r) = net()?;
+        let outcome = match target {
+            "vpnfwd" => {
+                let bin = std::env::current_exe()
+                    .map_err(|e| e.to_string())?
+                    .with_file_name("vpnfwd");
+                let mut cfg = String::from("[dataplane]\nidle = \"sleep\"\n\n[uplink]\ninterface = \"core\"\naddress = \"192.0.2.1\"\n\n");
+                for g in 0..GROUPS {
+                    cfg.push_str(&format!(
+                        "[[vrf]]\nname = \"v{g}\"\nimport_targets = [\"65001:{}\"]\n\n",
+                        g + 1
+                    ));
+                }
+                cfg.push_str(&format!("[bgp]\nasn = 65001\nrouter_id = \"{RECEIVER}\"\nhold_time = 180\n\n[[bgp.peer]]\naddress = \"{FEEDER}\"\nasn = 65001\npassive = true\n"));
+                let path = dir.join("vpnfwd.toml");
+                std::fs::write(&path, cfg).map_err(|e| e.to_string())?;
+                let log = dir.join("vpnfwd.log");
+                let pid = lab
+                    .spawn(
+                        &r,
+                        &[
+                            bin.to_str().unwrap_or("vpnfwd"),
+                            "run",
+                            "--config",
+                            path.to_str().unwrap_or(""),
+                        ],
+                        &log,
+                    )
+                    .map_err(|e| e.0)?;
+                let o = drive(&lab, &f, bytes.clone(), n, pid, || last_held(&log));
+                lab.stop(pid, Duration::from_secs(10));
+                o?
+            }
+            "gobgpd" => {
+                let path = dir.join("gobgpd.toml");
+                std::fs::write(
+                    &path,
+                    format!("[global.config]\n  as = 65001\n  router-id = \"{RECEIVER}\"\n[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{FEEDER}\"\n    peer-as = 65001\n  [neighbors.transport.config]\n    passive-mode = true\n  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"l3vpn-ipv4-unicast\"\n"),
+                )
+                .map_err(|e| e.to_string())?;
+                let log = dir.join("gobgpd.log");
+                let pid = lab
+                    .spawn(
+                        &r,
+                        &[
+                            "gobgpd",
+                            "-t",
+                            "toml",
+                            "-f",
+                            path.to_str().unwrap_or(""),
+                            "-l",
+                            "warn",
+                        ],
+                        &log,
+                    )
+                    .map_err(|e| e.0)?;
+                let rr = r.clone();
+                let o = drive(&lab, &f, bytes.clone(), n, pid, || {
+                    // `gobgp neighbor`: "Peer AS Up/Down State |#Received Accepted".
+                    let out = lab
+                        .exec(&rr, &["gobgp", "neighbor"])
+                        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+                        .unwrap_or_default();
+                    out.lines()
+                        .find(|l| l.starts_with(FEEDER))
+                        .and_then(|l| l.split_whitespace().last()?.parse::<usize>().ok())
+                        .unwrap_or(0)
+                });
+                lab.stop(pid, Duration::from_secs(10));
+                o?
+            }
+            "bird" => {
+                let path = dir.join("bird.conf");
+                let ctl = dir.join("bird.ctl");
+                std::fs::write(
+                    &path,
+                    format!("router id {RECEIVER};\nvpn4 table vpntab;\nprotocol device {{ }}\nprotocol bgp feed {{\n  local {RECEIVER} as 65001;\n  neighbor {FEEDER} as 65001;\n  passive on;\n  vpn4 mpls {{ table vpntab; import all; export none; }};\n}}\n"),
+                )
+                .map_err(|e| e.to_string())?;
+                let log = dir.join("bird.log");
+                let pid = lab
+                    .spawn(
+                        &r,
+                        &[
+                            "bird",
+                            "-f",
+                            "-c",
+                            path.to_str().unwrap_or(""),
+                            "-s",
+                            ctl.to_str().unwrap_or(""),
+                        ],
+                        &log,
+                    )
+                    .map_err(|e| e.0)?;
+                let rr = r.clone();
+                let c = ctl.to_str().unwrap_or("").to_string();
+                let o = drive(&lab, &f, bytes.clone(), n, pid, || {
+                    let out = lab
+                        .exec(
+                            &rr,
+                            &["birdc", "-s", &c, "show", "protocols", "all", "feed"],
+                        )
+                        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+                        .unwrap_or_default();
+                    out.lines()
+                        .find(|l| l.contains("imported"))
+                        .and_then(|l| l.split_whitespace().find_map(|w| w.parse::<usize>().ok()))
+                        .unwrap_or(0)
+                });
+                lab.stop(pid, Duration::from_secs(10));
+                o?
+            }
+            other => return Err(format!("unknown target {other:?} (vpnfwd, gobgpd, bird)")),
+        };
+        println!(
+            "  {target:<8} {:>8.2} s  {:>10.0} routes/s  peak RSS {:>7.1} MiB  CPU {:>6.2} s",
+            outcome.seconds,
+            n as f64 / outcome.seconds,
+            outcome.rss as f64 / (1 << 20) as f64,
+            outcome.cpu
+        );
+        results.insert(
+            target.to_string(),
+            json!({"seconds": (outcome.seconds * 1000.0).round() / 1000.0, "routes_per_sec": (n as f64 / outcome.seconds).round(), "peak_rss_bytes": outcome.rss, "cpu_seconds": outcome.cpu}),
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("{}", json!({ "results": results }));
+    Ok(())
+}
