@@ -1,0 +1,145 @@
+//! vpnfwd peering with FRR's bgpd (Debian's frr, standalone with `-Z`): FRR
+//! decodes the VPNv4 route vpnfwd exports with its RD, label, next hop and
+//! route target.
+
+use std::path::PathBuf;
+use std::time::Duration;
+use vpnfwd_tests::Lab;
+
+const VPNFWD: &str = env!("CARGO_BIN_EXE_vpnfwd");
+
+fn tmp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("vpnfwd-{}-{name}", std::process::id()))
+}
+
+const FRR_CONF: &str = "
+hostname frr
+router bgp 65001
+ bgp router-id 192.0.2.9
+ no bgp default ipv4-unicast
+ neighbor 192.0.2.1 remote-as 65001
+ address-family ipv4 vpn
+  neighbor 192.0.2.1 activate
+ exit-address-family
+!
+";
+
+const PE_CONF: &str = r#"
+[dataplane]
+idle = "sleep"
+
+[[vrf]]
+name = "blue"
+label = 100
+rd = "65001:1"
+import_targets = ["65001:100"]
+export_targets = ["65001:100"]
+
+[uplink]
+interface = "core"
+address = "192.0.2.1"
+
+[[port]]
+interface = "p"
+vrf = "blue"
+mac = "02:00:00:00:01:01"
+addresses = ["10.1.1.1/32"]
+
+[bgp]
+asn = 65001
+router_id = "192.0.2.1"
+
+[[bgp.peer]]
+address = "192.0.2.9"
+asn = 65001
+"#;
+
+#[test]
+fn frr_decodes_our_vpnv4_route() {
+    if !vpnfwd_tests::can_run() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    let mut lab = Lab::new();
+    let pe = lab.ns("pe").expect("ns");
+    let frr = lab.ns("frr").expect("ns");
+    lab.exec(&pe, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
+        .expect("sysctl");
+    lab.veth(&pe, "core", &frr, "core").expect("veth");
+    lab.exec(&pe, &["ip", "addr", "add", "192.0.2.1/24", "dev", "core"])
+        .expect("addr");
+    lab.exec(&frr, &["ip", "addr", "add", "192.0.2.9/24", "dev", "core"])
+        .expect("addr");
+    lab.exec(
+        &pe,
+        &[
+            "ip", "link", "add", "p", "type", "veth", "peer", "name", "p-peer",
+        ],
+    )
+    .expect("port");
+    lab.exec(&pe, &["ip", "link", "set", "dev", "p", "up"])
+        .expect("up");
+    let dir = tmp("frr");
+    std::fs::create_dir_all(&dir).expect("frr dir");
+    let conf = dir.join("bgpd.conf");
+    std::fs::write(&conf, FRR_CONF).expect("frr config");
+    let d = dir.to_str().expect("utf-8").to_string();
+    let args = [
+        "/usr/lib/frr/bgpd",
+        "-Z",
+        "-S",
+        "-n",
+        "-f",
+        conf.to_str().expect("utf-8"),
+        "-i",
+        &format!("{d}/bgpd.pid"),
+        "-z",
+        &format!("{d}/zserv"),
+        "--vty_socket",
+        &d,
+        "-A",
+        "127.0.0.1",
+        "-P",
+        "0",
+    ];
+    lab.spawn(&frr, &args, &dir.join("bgpd.log")).expect("bgpd");
+    let cfg = tmp("frr-pe.toml");
+    std::fs::write(&cfg, PE_CONF).expect("config");
+    let log = tmp("frr-pe.log");
+    lab.spawn(
+        &pe,
+        &[VPNFWD, "run", "--config", cfg.to_str().expect("utf-8")],
+        &log,
+    )
+    .expect("vpnfwd");
+    let show = || {
+        lab.exec(
+            &frr,
+            &[
+                "vtysh",
+                "--vty_socket",
+                &d,
+                "-c",
+                "show bgp ipv4 vpn 10.1.1.1/32",
+            ],
+        )
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default()
+    };
+    assert!(
+        Lab::wait_until(Duration::from_secs(30), || show()
+            .contains("entry for 65001:1:10.1.1.1/32")),
+        "FRR lacks our route:\n{}\nvpnfwd:\n{}",
+        show(),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let s = show();
+    for want in [
+        "192.0.2.1 from 192.0.2.1",
+        "Extended Community: RT:65001:100",
+        "Remote label: 100",
+        "valid, internal",
+    ] {
+        assert!(s.contains(want), "FRR's view lacks {want:?}:\n{s}");
+    }
+}
