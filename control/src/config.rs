@@ -30,6 +30,9 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// The BGP speaker.
     pub bgp: Option<BgpConfig>,
+    /// The REST API.
+    #[serde(default)]
+    pub api: ApiConfig,
     /// Bulk static routes: one prefix per line of a file, all to one target.
     #[serde(default, rename = "route_file")]
     pub route_files: Vec<RouteFileConfig>,
@@ -109,6 +112,28 @@ pub struct VrfConfig {
     /// Route targets the VRF's routes are exported with.
     #[serde(default)]
     pub export_targets: Vec<String>,
+}
+
+/// `[api]`: the REST API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address and port (default 127.0.0.1:8082).
+    #[serde(default = "default_api")]
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: default_api(),
+        }
+    }
+}
+
+/// The API's default address.
+pub fn default_api() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 8082))
 }
 
 /// `[bgp]`: the embedded BGP speaker.

@@ -739,6 +739,32 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
             }
         }
     }
+    // The API, fed with snapshots from this thread.
+    let snapshot: crate::api::Shared = Default::default();
+    let mut peer_state: std::collections::BTreeMap<IpAddr, (u32, &'static str, u64)> = cfg
+        .bgp
+        .iter()
+        .flat_map(|b| b.peers.iter())
+        .map(|p| (p.address, (p.asn, "Down", now_unix())))
+        .collect();
+    match crate::api::serve(cfg.api.listen, snapshot.clone(), bgp_stop.clone()) {
+        Ok(h) => sessions.push(h),
+        Err(e) => warn!(addr = %cfg.api.listen, error = %e, "API not served"),
+    }
+    let publish =
+        |vpn: &crate::vpn::Vpn,
+         peer_state: &std::collections::BTreeMap<IpAddr, (u32, &'static str, u64)>| {
+            let peers = peer_state
+            .iter()
+            .map(|(addr, (asn, state, since))| {
+                serde_json::json!({"address": addr.to_string(), "asn": asn, "state": state, "since": since, "received": vpn.learned_from(*addr)})
+            })
+            .collect();
+            let mut s = snapshot.lock().unwrap_or_else(|e| e.into_inner());
+            s.peers = peers;
+            s.routes = vpn.routes_json();
+        };
+    publish(&vpn, &peer_state);
     install_signal_handlers();
     info!(
         interfaces = ports.len(),
@@ -748,6 +774,8 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
     );
     let mut last_stats = Instant::now();
     let mut bgp_changes = 0usize;
+    let mut bgp_dirty = false;
+    let mut last_publish = Instant::now();
     let mut last_tick = Instant::now() - Duration::from_secs(1);
     let uplink_addr = cfg.uplink.as_ref().and_then(|u| u.address);
     while !STOP.load(Ordering::SeqCst) {
@@ -791,9 +819,13 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
         }
         while let Ok(ev) = bgp_rx.try_recv() {
             did = true;
+            bgp_dirty = true;
             match ev {
                 SessionEvent::Up { peer, .. } => {
                     info!(%peer, "BGP session established");
+                    if let Some(p) = peer_state.get_mut(&peer) {
+                        *p = (p.0, "Established", now_unix());
+                    }
                     if let Some((tx, asn)) = outboxes.get(&peer) {
                         for m in vpn.exports(*asn) {
                             let _ = tx.send(m);
@@ -814,10 +846,19 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                     }
                 }
                 SessionEvent::Down { peer, reason } => {
+                    if let Some(p) = peer_state.get_mut(&peer) {
+                        *p = (p.0, "Down", now_unix());
+                    }
                     let n = vpn.peer_down(peer, &mut routes, &mut fib);
                     warn!(%peer, %reason, withdrawn = n, "BGP session down");
                 }
             }
+        }
+        // The API's snapshot follows BGP changes, at most twice a second.
+        if bgp_dirty && last_publish.elapsed() >= Duration::from_millis(500) {
+            publish(&vpn, &peer_state);
+            bgp_dirty = false;
+            last_publish = Instant::now();
         }
         // One summary line per absorbed batch of BGP updates (the queue was
         // drained above).
@@ -862,6 +903,12 @@ fn log_counters(all: &[Arc<CachePadded<Counters>>]) {
         }
     }
     info!(rx, tx, not_forwarded = %reasons.trim_start(), "counters");
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn log_neighbor(c: Change) {

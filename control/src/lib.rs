@@ -5,6 +5,7 @@
 //! The control thread is the single writer of the forwarding tables; it
 //! drives them through [`dataplane::fib::Fib`].
 
+pub mod api;
 pub mod bgp;
 pub mod config;
 pub mod daemon;

@@ -9,6 +9,9 @@ vpnfwd — a userspace BGP/MPLS IP-VPN provider-edge router
 USAGE:
     vpnfwd run --config FILE      Start the router with the configuration in FILE
     vpnfwd check --config FILE    Validate FILE and print what it describes
+    vpnfwd peer list [--api ADDR] BGP peers of the running router
+    vpnfwd route list [--family vpnv4|vpnv6] [--rd RD] [--rt RT] [--api ADDR]
+                                  VPN routes it learned, with the VRFs holding them
     vpnfwd --help                 Show this text
 
 run
@@ -35,6 +38,13 @@ CONFIGURATION (TOML)
     [[route]]    vrf, prefix, label, pe, encap = \"mpls\" | \"gre\" | \"udp\",
                  transport_label, nexthop_mac (absent: resolved with ARP)
     [uplink]     gateway (first hop towards all remote PEs, for a routed core)
+    [bgp]        asn, router_id, hold_time, encap, listen, listen_address;
+                 [[bgp.peer]] address, asn, passive
+    [api]        listen (default 127.0.0.1:8082)
+
+peer list, route list
+    Ask the running router's REST API (default 127.0.0.1:8082, see [api]
+    listen) and print a table. Exit status 1 if the API cannot be reached.
 
 ENVIRONMENT
     VPNFWD_LOG   log level: error, warn, info (default), debug, trace
@@ -75,6 +85,15 @@ fn main() -> ExitCode {
         print!("{HELP}");
         return ExitCode::SUCCESS;
     }
+    if cmd == "peer" || cmd == "route" {
+        return match cli(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vpnfwd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match (args.get(1).map(String::as_str), args.get(2)) {
         (Some("--config"), Some(path)) if args.len() == 3 => path,
         _ => return usage("expected --config FILE"),
@@ -106,4 +125,72 @@ fn main() -> ExitCode {
         },
         other => usage(&format!("unknown command {other:?}")),
     }
+}
+
+/// `vpnfwd peer list` and `vpnfwd route list`.
+fn cli(args: &[String]) -> Result<(), String> {
+    let mut api = control::config::default_api();
+    let mut query = Vec::new();
+    if args.get(1).map(String::as_str) != Some("list") {
+        return Err(format!("usage: vpnfwd {} list [options]", args[0]));
+    }
+    let mut it = args[2..].iter();
+    while let Some(a) = it.next() {
+        let v = it.next().ok_or_else(|| format!("{a} needs a value"))?;
+        match a.as_str() {
+            "--api" => {
+                api = v
+                    .parse()
+                    .map_err(|_| format!("--api: {v:?} is not address:port"))?
+            }
+            "--family" | "--rd" | "--rt" if args[0] == "route" => {
+                query.push(format!("{}={v}", &a[2..]))
+            }
+            _ => return Err(format!("unknown option {a}")),
+        }
+    }
+    let path = if args[0] == "peer" {
+        "/peers".to_string()
+    } else {
+        format!("/routes?{}", query.join("&"))
+    };
+    let body = control::api::get(api, &path)?;
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&body).map_err(|e| format!("bad answer from the API: {e}"))?;
+    if args[0] == "peer" {
+        println!(
+            "{:<40} {:>10} {:<12} {:>10}",
+            "PEER", "AS", "STATE", "RECEIVED"
+        );
+        for r in rows {
+            println!(
+                "{:<40} {:>10} {:<12} {:>10}",
+                r["address"].as_str().unwrap_or(""),
+                r["asn"],
+                r["state"].as_str().unwrap_or(""),
+                r["received"]
+            );
+        }
+    } else {
+        println!(
+            "{:<22} {:<20} {:>8} {:<16} {:<24} VRFS",
+            "RD", "PREFIX", "LABEL", "NEXT HOP", "ROUTE TARGETS"
+        );
+        for r in rows {
+            let rts: Vec<&str> = r["route_targets"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|t| t.as_str()).collect())
+                .unwrap_or_default();
+            println!(
+                "{:<22} {:<20} {:>8} {:<16} {:<24} {}",
+                r["rd"].as_str().unwrap_or(""),
+                r["prefix"].as_str().unwrap_or(""),
+                r["label"],
+                r["nexthop"].as_str().unwrap_or(""),
+                rts.join(","),
+                r["vrfs"]
+            );
+        }
+    }
+    Ok(())
 }

@@ -52,6 +52,27 @@ pub struct Vpn {
     local_as: u32,
 }
 
+/// A route target as text: `asn:n` or `ip:n`.
+pub fn rt_text(t: &[u8; 8]) -> String {
+    match t[0] {
+        0 => format!(
+            "{}:{}",
+            u16::from_be_bytes([t[2], t[3]]),
+            u32::from_be_bytes([t[4], t[5], t[6], t[7]])
+        ),
+        1 => format!(
+            "{}:{}",
+            Ipv4Addr::new(t[2], t[3], t[4], t[5]),
+            u16::from_be_bytes([t[6], t[7]])
+        ),
+        _ => format!(
+            "{}:{}",
+            u32::from_be_bytes([t[2], t[3], t[4], t[5]]),
+            u16::from_be_bytes([t[6], t[7]])
+        ),
+    }
+}
+
 fn is_route_target(c: &[u8; 8]) -> bool {
     c[1] == 0x02 && c[0] <= 0x02
 }
@@ -111,6 +132,36 @@ impl Vpn {
     /// Routes learned and held.
     pub fn learned(&self) -> usize {
         self.learned.len()
+    }
+
+    /// Routes learned from `peer`.
+    pub fn learned_from(&self, peer: IpAddr) -> usize {
+        self.learned.keys().filter(|(_, p, _)| *p == peer).count()
+    }
+
+    /// Every learned route as JSON for the API: prefix, RD, label, next hop,
+    /// route targets, peer, and the VRFs it is installed in.
+    pub fn routes_json(&self) -> Vec<serde_json::Value> {
+        self.learned
+            .iter()
+            .map(|((prefix, peer, rd), l)| {
+                let rts: Vec<String> = l.rts.iter().map(rt_text).collect();
+                let vrfs: Vec<u32> = self
+                    .installed_in
+                    .get(prefix)
+                    .map(|v| v.iter().map(|i| self.vrfs[*i].id.0).collect())
+                    .unwrap_or_default();
+                serde_json::json!({
+                    "prefix": prefix.to_string(),
+                    "rd": rd.to_string(),
+                    "label": l.label,
+                    "nexthop": l.pe.to_string(),
+                    "route_targets": rts,
+                    "peer": peer.to_string(),
+                    "vrfs": vrfs,
+                })
+            })
+            .collect()
     }
 
     /// Re-decide what each VRF that could hold `prefix` installs for it:

@@ -242,6 +242,50 @@ passive = PASSIVE
         logtext()
     );
 
+    // The CLI shows the peer and the learned route (through the REST API).
+    let cli = |args: &[&str]| {
+        let mut a = vec![VPNFWD];
+        a.extend_from_slice(args);
+        lab.exec(&pe, &a)
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_else(|e| e.0)
+    };
+    let peers = || cli(&["peer", "list"]);
+    assert!(
+        Lab::wait_until(Duration::from_secs(5), || peers().contains("Established")),
+        "peer list:\n{}",
+        peers()
+    );
+    assert!(
+        peers()
+            .lines()
+            .any(|l| l.starts_with("192.0.2.9") && l.contains("65001")),
+        "peer list:\n{}",
+        peers()
+    );
+    let routes = || cli(&["route", "list", "--family", "vpnv4", "--rt", "65001:100"]);
+    assert!(
+        Lab::wait_until(Duration::from_secs(5), || routes().contains("10.9.0.0/24")),
+        "route list:\n{}",
+        routes()
+    );
+    let line = routes()
+        .lines()
+        .find(|l| l.contains("10.9.0.0/24"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.contains("65001:9")
+            && line.contains("3000")
+            && line.contains("192.0.2.9")
+            && line.contains("[1]"),
+        "route line: {line}"
+    );
+    assert!(
+        !cli(&["route", "list", "--rt", "65001:7"]).contains("10.9.0.0/24"),
+        "route-target filter"
+    );
+
     // A route target the VRF does not import is not installed.
     lab.exec(
         &rr,
