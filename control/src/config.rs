@@ -312,7 +312,7 @@ pub struct RouteConfig {
 }
 
 /// Encapsulations.
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum EncapKind {
     /// MPLS over Ethernet.

@@ -116,6 +116,10 @@ pub struct RouteSet {
     nexthops: HashMap<RemoteKey, RemoteNh>,
     installed: HashMap<(VrfId, IpAddr, u8), RemoteKey>,
     dynamic: HashMap<(VrfId, IpAddr, u8), RemoteKey>,
+    /// BGP routes over several remote PEs (ECMP), by their sorted members.
+    dynamic_groups: HashMap<(VrfId, IpAddr, u8), Vec<RemoteKey>>,
+    /// ECMP group nexthops and how many routes use each.
+    groups: HashMap<Vec<RemoteKey>, (NexthopId, usize)>,
     /// Routes using each nexthop.
     refs: HashMap<RemoteKey, usize>,
     /// First hops being resolved.
@@ -231,6 +235,12 @@ impl RouteSet {
         for k in self.installed.values().chain(self.dynamic.values()) {
             *refs.entry(k.clone()).or_default() += 1;
         }
+        // Each ECMP group holds one reference on each of its members.
+        for members in self.groups.keys() {
+            for k in members {
+                *refs.entry(k.clone()).or_default() += 1;
+            }
+        }
         let unused: Vec<RemoteKey> = self
             .nexthops
             .keys()
@@ -307,6 +317,89 @@ impl RouteSet {
             }
         }
         Ok(())
+    }
+
+    /// Install a BGP route over one or several remote PEs (an ECMP group
+    /// when several; the flow hash picks a member per flow), or withdraw it
+    /// with an empty list.
+    ///
+    /// # Errors
+    /// [`StartError`] if the tables refuse it.
+    pub fn set_dynamic_multi(
+        &mut self,
+        fib: &mut Fib,
+        vrf: VrfId,
+        prefix: (IpAddr, u8),
+        members: &[(u32, std::net::Ipv4Addr, EncapKind)],
+        me: Option<std::net::Ipv4Addr>,
+    ) -> Result<(), StartError> {
+        let k = (vrf, prefix.0, prefix.1);
+        if members.len() <= 1 {
+            self.set_dynamic(fib, vrf, prefix, members.first().copied(), me)?;
+            if let Some(old) = self.dynamic_groups.remove(&k) {
+                self.group_unref(fib, &old);
+            }
+            return Ok(());
+        }
+        let mut keys: Vec<RemoteKey> = members
+            .iter()
+            .map(|(l, pe, e)| (*l, *pe, *e, None, None))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys.truncate(dataplane::fib::nexthop::MAX_ECMP);
+        if self.dynamic_groups.get(&k) == Some(&keys) {
+            return Ok(());
+        }
+        let at = format!("BGP route {}/{}", prefix.0, prefix.1);
+        let gid = match self.groups.get_mut(&keys) {
+            Some((id, n)) => {
+                *n += 1;
+                *id
+            }
+            None => {
+                let mut ids = arrayvec::ArrayVec::new();
+                for m in &keys {
+                    ids.push(self.ensure_nexthop(fib, m, me, &at)?);
+                    *self.refs.entry(m.clone()).or_default() += 1;
+                }
+                self.next_nh += 1;
+                let id = NexthopId::new(self.next_nh)
+                    .ok_or_else(|| StartError::Other("nexthop ids exhausted".into()))?;
+                fib.set_nexthop(id, Nexthop::Ecmp(ids))
+                    .map_err(fib_err(at.clone()))?;
+                self.groups.insert(keys.clone(), (id, 1));
+                id
+            }
+        };
+        match prefix.0 {
+            IpAddr::V4(a) => fib.insert_v4(vrf, a, prefix.1, gid),
+            IpAddr::V6(a) => fib.insert_v6(vrf, a, prefix.1, gid),
+        }
+        .map_err(fib_err(at))?;
+        if let Some(old) = self.dynamic.remove(&k) {
+            self.unref(fib, &old);
+        }
+        if let Some(old) = self.dynamic_groups.insert(k, keys) {
+            self.group_unref(fib, &old);
+        }
+        Ok(())
+    }
+
+    fn group_unref(&mut self, fib: &mut Fib, members: &[RemoteKey]) {
+        let Some((id, n)) = self.groups.get_mut(members) else {
+            return;
+        };
+        *n -= 1;
+        if *n > 0 {
+            return;
+        }
+        let id = *id;
+        self.groups.remove(members);
+        fib.remove_nexthop(id);
+        for m in members {
+            self.unref(fib, m);
+        }
     }
 
     /// Make the tables hold exactly `cfg`'s routes: install what is new or

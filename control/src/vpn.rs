@@ -193,15 +193,21 @@ impl Vpn {
         let mut now_in = Vec::new();
         for vi in vrfs {
             let v = &self.vrfs[vi];
-            let best = entries
+            // Every importable route is a candidate; routes to distinct
+            // (label, PE) pairs share the traffic (ECMP, e.g. anycast over two
+            // RDs) until best-path selection lands.
+            let mut members: Vec<(u32, Ipv4Addr, EncapKind)> = entries
                 .iter()
                 .filter(|(_, _, l)| l.rts.iter().any(|rt| v.import.contains(rt)))
-                .min_by_key(|(peer, rd, _)| (*peer, *rd))
-                .map(|(_, _, l)| (l.label, l.pe, self.encap));
-            if best.is_some() {
+                .map(|(_, _, l)| (l.label, l.pe, self.encap))
+                .collect();
+            members.sort_by_key(|m| (m.0, m.1));
+            members.dedup();
+            if !members.is_empty() {
                 now_in.push(vi);
             }
-            if let Err(e) = routes.set_dynamic(fib, v.id, (prefix.addr, prefix.len), best, self.me)
+            if let Err(e) =
+                routes.set_dynamic_multi(fib, v.id, (prefix.addr, prefix.len), &members, self.me)
             {
                 tracing::warn!(%prefix, error = %e, "VPN route not installed");
             }
@@ -370,5 +376,119 @@ impl Vpn {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bgp::wire::attr::PathAttr;
+    use dataplane::fib::Nexthop;
+
+    const CFG: &str = r#"
+[[vrf]]
+name = "blue"
+import_targets = ["65001:100"]
+
+[uplink]
+interface = "core"
+mac = "02:00:00:00:00:01"
+address = "192.0.2.1"
+
+[bgp]
+asn = 65001
+router_id = "192.0.2.1"
+
+[[bgp.peer]]
+address = "192.0.2.8"
+asn = 65001
+"#;
+
+    fn update(rd: u32, label: u32, pe: [u8; 4], withdraw: bool) -> Update {
+        let nlri = vec![Nlri::Vpn(VpnPrefix {
+            path_id: None,
+            label: Label::new(label).expect("label"),
+            rd: RouteDistinguisher::as2(65001, rd),
+            prefix: Prefix::new("10.9.0.0".parse().expect("ip"), 24).expect("prefix"),
+        })];
+        if withdraw {
+            return Update::with_attrs(vec![Attr::MpUnreach {
+                afi: Afi::IPV4,
+                safi: Safi::MPLS_VPN,
+                nlri,
+            }]);
+        }
+        let mut nh = vec![0u8; 8];
+        nh.extend_from_slice(&pe);
+        let mut u = Update::with_attrs(vec![
+            Attr::MpReach {
+                afi: Afi::IPV4,
+                safi: Safi::MPLS_VPN,
+                nexthop: nh,
+                nlri,
+            },
+            Attr::Origin(Origin::Igp),
+            Attr::AsPath(vec![]),
+        ]);
+        u.attrs.push(PathAttr {
+            flags: 0xc0,
+            attr: Attr::ExtCommunities(vec![[0, 2, 0xfd, 0xe9, 0, 0, 0, 100]]),
+        });
+        u
+    }
+
+    fn members(fib: &Fib) -> Option<usize> {
+        let nh = fib.lookup_v4(VrfId(1), "10.9.0.5".parse().expect("ip"))?;
+        let mut r = fib.reader();
+        let v = r.view();
+        match v.nexthop(nh.get()) {
+            Some(Nexthop::Ecmp(m)) => Some(m.len()),
+            Some(_) => Some(1),
+            None => Some(0),
+        }
+    }
+
+    #[test]
+    fn two_pes_announcing_one_prefix_under_two_rds_share_it_by_ecmp() {
+        let cfg = Config::parse(CFG).expect("config");
+        let crate::daemon::Built {
+            mut fib,
+            mut routes,
+            ..
+        } = crate::daemon::build(&cfg).expect("tables");
+        let mut vpn = Vpn::new(&cfg);
+        let (p8, p9): (IpAddr, IpAddr) = (
+            "192.0.2.8".parse().expect("ip"),
+            "192.0.2.9".parse().expect("ip"),
+        );
+        vpn.on_update(
+            p8,
+            &update(8, 3008, [192, 0, 2, 8], false),
+            &mut routes,
+            &mut fib,
+        );
+        assert_eq!(members(&fib), Some(1));
+        vpn.on_update(
+            p9,
+            &update(9, 3009, [192, 0, 2, 9], false),
+            &mut routes,
+            &mut fib,
+        );
+        assert_eq!(members(&fib), Some(2), "anycast over two RDs is ECMP");
+        vpn.on_update(
+            p8,
+            &update(8, 3008, [192, 0, 2, 8], true),
+            &mut routes,
+            &mut fib,
+        );
+        assert_eq!(members(&fib), Some(1));
+        vpn.peer_down(p9, &mut routes, &mut fib);
+        assert_eq!(members(&fib), None, "all gone");
+    }
+
+    #[test]
+    fn route_targets_print_in_their_configured_form() {
+        assert_eq!(rt_text(&[0, 2, 0xfd, 0xe9, 0, 0, 0, 100]), "65001:100");
+        assert_eq!(rt_text(&[1, 2, 192, 0, 2, 1, 0, 7]), "192.0.2.1:7");
     }
 }
