@@ -3,10 +3,10 @@
 //! labeled VPN routes with their route distinguisher and export targets
 //! (§4.3.2, §4.3.4).
 //!
-//! Routes learned from peers are kept per (peer, RD, prefix). For each VRF
-//! and prefix the installed route is chosen among the importable ones in a
-//! fixed order (lowest peer address, then lowest RD) until best-path
-//! selection lands in the RIB.
+//! Routes learned from peers are kept per (prefix, peer, RD). For each VRF
+//! and prefix, every importable route is a candidate; candidates leading to
+//! distinct (label, PE) pairs share the prefix as an ECMP group, until
+//! best-path selection lands in the RIB.
 
 use crate::bgp::wire::attr::{code, Attr};
 use crate::bgp::wire::nlri::{Afi, Nlri, Safi};
