@@ -29,7 +29,7 @@ use super::poptrie::{self, ChunkRoute, Words, CHILD, NO_ROUTE};
 use crate::rcu::{Domain, Guard};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Why a route could not be installed.
@@ -102,7 +102,6 @@ pub(crate) type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
 
 struct Segment {
     slots: [AtomicUsize; SEG_LEN],
-    defaults: [AtomicU32; SEG_LEN],
 }
 
 /// View the chunk whose first word is at `p`.
@@ -292,9 +291,10 @@ impl LpmShared {
             return (s >> 1) as u32;
         }
         // SAFETY: as above, for a chunk published in a segment slot.
-        let v = poptrie::lookup(unsafe { chunk(s) }, (ip & 0x3fff) << 4);
+        let d = unsafe { chunk(s) };
+        let v = poptrie::lookup(d, (ip & 0x3fff) << 4);
         if v == NO_ROUTE {
-            seg.defaults[b].load(Ordering::Acquire)
+            poptrie::default_of(d)
         } else {
             v
         }
@@ -313,7 +313,8 @@ impl LpmShared {
         if s & 1 == 1 {
             return (s >> 1) as u32;
         }
-        let mut best = seg.defaults[b].load(Ordering::Acquire);
+        // SAFETY: as in `lookup_v4_trusted`.
+        let mut best = poptrie::default_of(unsafe { chunk(s) });
         let mut p = s;
         let mut start = TOP_BITS;
         loop {
@@ -600,9 +601,12 @@ impl Lpm {
     fn refresh_slot(&self, seg: &Segment, blk: u32) {
         let b = blk as usize & (SEG_LEN - 1);
         let d = self.best_le(blk, TOP_BITS);
-        seg.defaults[b].store(d, Ordering::Release);
-        if seg.slots[b].load(Ordering::Acquire) & 1 == 1 {
+        let s = seg.slots[b].load(Ordering::Acquire);
+        if s & 1 == 1 {
             seg.slots[b].store(leaf(d), Ordering::Release);
+        } else {
+            // SAFETY: the writer owns the published chunk.
+            poptrie::set_default(unsafe { chunk(s) }, d);
         }
     }
 
@@ -612,12 +616,10 @@ impl Lpm {
         }
         let seg = Box::new(Segment {
             slots: core::array::from_fn(|_| AtomicUsize::new(0)),
-            defaults: core::array::from_fn(|_| AtomicU32::new(NO_ROUTE)),
         });
         for b in 0..SEG_LEN {
             let d = self.best_le(((a << SEG_BITS) | b) as u32, TOP_BITS);
             seg.slots[b].store(leaf(d), Ordering::Relaxed);
-            seg.defaults[b].store(d, Ordering::Relaxed);
         }
         self.shared.root[a].store(Box::into_raw(seg) as usize, Ordering::Release);
     }
@@ -702,8 +704,8 @@ impl Lpm {
                 self.blocks.insert(blk, cw);
             }
             Change::Removed => {
+                let d = self.best_le(blk, TOP_BITS);
                 if let Some(seg) = self.segment(a) {
-                    let d = seg.defaults[b].load(Ordering::Acquire);
                     seg.slots[b].store(leaf(d), Ordering::Release);
                 }
                 self.seg_users[a] -= 1;
@@ -787,7 +789,14 @@ impl Lpm {
                 (*k, kid.published as u64)
             })
             .collect();
-        let words = poptrie::build(w, &self.scratch, &kids, &mut self.kid_defaults);
+        // A first-level chunk carries the best route of length ≤ 18 over
+        // its block; deeper chunks get theirs from their parent's child slot.
+        let default = if start == TOP_BITS {
+            self.best_le((p >> (128 - TOP_BITS)) as u32, TOP_BITS)
+        } else {
+            NO_ROUTE
+        };
+        let words = poptrie::build(w, &self.scratch, &kids, &mut self.kid_defaults, default);
         let fresh = cw.published == 0;
         cw.published = Box::into_raw(words) as *mut AtomicU64 as usize;
         (

@@ -12,6 +12,7 @@
 //!
 //! ```text
 //!  [0] length in words   [1] offset of the child array (0: none)
+//!  [2] the value of the routes covering the whole chunk (updated in place)
 //!  [2..] nodes, three words each: vector, leafvec, base_leaf << 32 | base_child
 //!  then the leaves, two u32 per word
 //!  then the child array, two words per child: pointer (updated in place), default
@@ -33,7 +34,7 @@ pub const NO_ROUTE: u32 = u32::MAX;
 /// Flag on a value that names a child chunk.
 pub const CHILD: u32 = 0x8000_0000;
 
-const HDR: usize = 2;
+const HDR: usize = 3;
 const NODE: usize = 3;
 
 /// A route owned by a chunk: `start` is the first key slice it covers, `len`
@@ -117,6 +118,21 @@ pub(crate) fn len_words(first: &AtomicU64) -> usize {
     first.load(Ordering::Relaxed) as usize
 }
 
+/// The value of the routes covering the whole chunk (what a lookup answers
+/// where the chunk's own routes do not cover the key).
+#[inline(always)]
+pub(crate) fn default_of(d: &Words) -> u32 {
+    d.get(2)
+        .map_or(NO_ROUTE, |w| w.load(Ordering::Acquire) as u32)
+}
+
+/// Change the chunk's covering value in place.
+pub(crate) fn set_default(d: &Words, v: u32) {
+    if let Some(w) = d.get(2) {
+        w.store(u64::from(v), Ordering::Release);
+    }
+}
+
 /// The child array: (pointer word, default) of child `i`.
 #[inline(always)]
 pub(crate) fn kid(d: &Words, i: usize) -> Option<(&AtomicU64, u32)> {
@@ -156,6 +172,7 @@ pub(crate) fn build(
     routes: &[ChunkRoute],
     kids: &[(u16, u64)],
     kid_defaults: &mut Vec<u32>,
+    default: u32,
 ) -> Box<Words> {
     debug_assert!(width == 14 || width == 16);
     kid_defaults.clear();
@@ -179,6 +196,7 @@ pub(crate) fn build(
     let mut w: Vec<u64> = Vec::with_capacity(total);
     w.push(total as u64);
     w.push(kids_at as u64);
+    w.push(u64::from(default));
     let leaf_pos0 = (2 * leaves_at) as u64;
     for n in &b.nodes {
         w.extend([n[0], n[1], n[2] + (leaf_pos0 << 32)]);
@@ -321,7 +339,7 @@ mod tests {
     fn check(w: u32, mut routes: Vec<ChunkRoute>) {
         routes.sort_by_key(|r| (r.start, r.len));
         let mut d = Vec::new();
-        let c = build(w, &routes, &[], &mut d);
+        let c = build(w, &routes, &[], &mut d, NO_ROUTE);
         for k in 0..(1u32 << w) {
             let want = model(w, &routes, k);
             assert_eq!(lookup(&c, k << (18 - w)), want, "width {w} key {k:#06x}");
@@ -368,7 +386,7 @@ mod tests {
         }];
         let kids = [(0x0001u16, 0xaa0), (0x4005, 0xbb0), (0xffff, 0xcc0)];
         let mut d = Vec::new();
-        let c = build(16, &routes, &kids, &mut d);
+        let c = build(16, &routes, &kids, &mut d, NO_ROUTE);
         assert_eq!(lookup(&c, 0x0001 << 2), CHILD);
         assert_eq!(lookup(&c, 0x4005 << 2), CHILD | 1);
         assert_eq!(lookup(&c, 0xffff << 2), CHILD | 2);
@@ -388,7 +406,7 @@ mod tests {
             value: 1,
         }];
         let mut d = Vec::new();
-        let c = build(14, &routes, &[], &mut d);
+        let c = build(14, &routes, &[], &mut d, NO_ROUTE);
         let (nodes, leaves) = counts(&c);
         assert_eq!(nodes, 1);
         assert!((3..=4).contains(&leaves), "{leaves}");
