@@ -154,7 +154,7 @@ impl RouteSet {
                 },
             )),
             // Unresolved first hop: drop (counted) until ARP answers.
-            _ => Nexthop::Drop,
+            _ => Nexthop::Unresolved,
         }
     }
 

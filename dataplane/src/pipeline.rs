@@ -94,6 +94,8 @@ reasons! {
     NoNexthop = "no_nexthop",
     /// Nexthop says drop.
     NexthopDrop = "nexthop_drop",
+    /// The remote next hop's MAC is not resolved yet (ARP in progress).
+    Unresolved = "nexthop_unresolved",
     /// Not enough headroom for the rewrite.
     NoHeadroom = "no_headroom",
     /// Exception refused by the rate limiter.
@@ -848,6 +850,7 @@ fn apply_nexthop(fib: &FibView<'_>, nh: u32, buf: &mut PacketBuf, ip: Ip, ttl: u
         }
         Nexthop::Remote(r) => push(buf, &ip, r, ttl),
         Nexthop::Drop => Verdict::Stop(Reason::NexthopDrop),
+        Nexthop::Unresolved => Verdict::Stop(Reason::Unresolved),
         Nexthop::Punt => Verdict::Stop(Reason::LocalDelivery),
         Nexthop::Ecmp(_) => Verdict::Stop(Reason::NoNexthop),
     }

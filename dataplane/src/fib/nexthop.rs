@@ -36,6 +36,9 @@ pub enum Nexthop {
     Ecmp(ArrayVec<NexthopId, MAX_ECMP>),
     /// Discard (counted).
     Drop,
+    /// A remote next hop whose MAC is still being resolved: discard, counted
+    /// apart so that operators see the cause.
+    Unresolved,
     /// Hand to the control thread.
     Punt,
 }
