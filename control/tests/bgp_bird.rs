@@ -7,15 +7,12 @@
 //!  h1 (10.1.1.1) ── p [vpnfwd PE 192.0.2.1] core ══ core [BIRD 192.0.2.9]
 //! ```
 
-use std::path::PathBuf;
 use std::time::Duration;
 use vpnfwd_tests::Lab;
 
-const VPNFWD: &str = env!("CARGO_BIN_EXE_vpnfwd");
+mod common;
 
-fn tmp(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("vpnfwd-{}-{name}", std::process::id()))
-}
+use common::tmp;
 
 const BIRD_CONF: &str = "
 router id 192.0.2.9;
@@ -37,62 +34,19 @@ protocol bgp tovpnfwd {
 }
 ";
 
-const PE_CONF: &str = r#"
-[dataplane]
-idle = "sleep"
-
-[[vrf]]
-name = "blue"
-label = 100
-rd = "65001:1"
-import_targets = ["65001:100"]
-export_targets = ["65001:100"]
-
-[uplink]
-interface = "core"
-address = "192.0.2.1"
-
-[[port]]
-interface = "p"
-vrf = "blue"
-mac = "02:00:00:00:01:01"
-addresses = ["10.1.1.1/32"]
-gateway = "10.1.1.254"
-
-[bgp]
-asn = 65001
-router_id = "192.0.2.1"
-
-[[bgp.peer]]
-address = "192.0.2.9"
-asn = 65001
-"#;
-
 #[test]
 fn vpnv4_routes_flow_both_ways_with_bird() {
     if !vpnfwd_tests::can_run() {
         eprintln!("skipped: needs root for network namespaces");
         return;
     }
-    let mut lab = Lab::new();
-    let pe = lab.ns("pe").expect("ns");
-    let bird = lab.ns("bird").expect("ns");
-    let h1 = lab.ns("h1").expect("ns");
-    lab.exec(&pe, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
-        .expect("sysctl");
-    lab.veth(&pe, "core", &bird, "core").expect("veth");
-    lab.veth(&pe, "p", &h1, "eth0").expect("veth");
-    lab.exec(&pe, &["ip", "addr", "add", "192.0.2.1/24", "dev", "core"])
-        .expect("addr");
-    lab.exec(&bird, &["ip", "addr", "add", "192.0.2.9/24", "dev", "core"])
-        .expect("addr");
-    for cmd in [
-        vec!["ip", "link", "set", "eth0", "address", "02:00:00:00:01:01"],
-        vec!["ip", "addr", "add", "10.1.1.1/24", "dev", "eth0"],
-        vec!["ip", "route", "add", "default", "via", "10.1.1.254"],
-    ] {
-        lab.exec(&h1, &cmd).expect("host");
-    }
+    let common::PeLab {
+        mut lab,
+        pe,
+        peer: bird,
+        h1,
+    } = common::pe_and_peer("bird", true);
+    let h1 = h1.expect("host");
     let bconf = tmp("bird.conf");
     std::fs::write(&bconf, BIRD_CONF).expect("bird config");
     let ctl = tmp("bird.ctl");
@@ -111,22 +65,7 @@ fn vpnv4_routes_flow_both_ways_with_bird() {
         &blog,
     )
     .expect("bird");
-    let cfg = tmp("bird-pe.toml");
-    std::fs::write(&cfg, PE_CONF).expect("config");
-    let log = tmp("bird-pe.log");
-    lab.spawn(
-        &pe,
-        &[
-            "env",
-            "VPNFWD_LOG=debug",
-            VPNFWD,
-            "run",
-            "--config",
-            cfg.to_str().expect("utf-8"),
-        ],
-        &log,
-    )
-    .expect("vpnfwd");
+    let log = common::start_pe(&mut lab, &pe, "bird-pe", false);
     let birdc = |args: &[&str]| {
         let mut a = vec!["birdc", "-s", ctl_s.as_str()];
         a.extend_from_slice(args);

@@ -3,15 +3,12 @@
 //! vpnfwd sends serves as an oracle for our encoder (RD, label, next hop,
 //! route target).
 
-use std::path::PathBuf;
 use std::time::Duration;
 use vpnfwd_tests::Lab;
 
-const VPNFWD: &str = env!("CARGO_BIN_EXE_vpnfwd");
+mod common;
 
-fn tmp(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("vpnfwd-{}-{name}", std::process::id()))
-}
+use common::tmp;
 
 #[test]
 fn exabgp_decodes_our_vpnv4_routes_and_we_import_its_own() {
@@ -19,16 +16,12 @@ fn exabgp_decodes_our_vpnv4_routes_and_we_import_its_own() {
         eprintln!("skipped: needs root for network namespaces");
         return;
     }
-    let mut lab = Lab::new();
-    let pe = lab.ns("pe").expect("ns");
-    let ex = lab.ns("ex").expect("ns");
-    lab.exec(&pe, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
-        .expect("sysctl");
-    lab.veth(&pe, "core", &ex, "core").expect("veth");
-    lab.exec(&pe, &["ip", "addr", "add", "192.0.2.1/24", "dev", "core"])
-        .expect("addr");
-    lab.exec(&ex, &["ip", "addr", "add", "192.0.2.9/24", "dev", "core"])
-        .expect("addr");
+    let common::PeLab {
+        mut lab,
+        pe,
+        peer: ex,
+        ..
+    } = common::pe_and_peer("ex", false);
     let json = tmp("exabgp.json");
     // ExaBGP's API process: append every JSON line it is given to a file
     // (ExaBGP depends on python3, so it is there).
@@ -82,64 +75,7 @@ neighbor 192.0.2.1 {{
         &ex_log,
     )
     .expect("exabgp");
-    let cfg = tmp("exa-pe.toml");
-    std::fs::write(
-        &cfg,
-        r#"
-[dataplane]
-idle = "sleep"
-
-[[vrf]]
-name = "blue"
-label = 100
-rd = "65001:1"
-import_targets = ["65001:100"]
-export_targets = ["65001:100"]
-
-[uplink]
-interface = "core"
-address = "192.0.2.1"
-
-[[port]]
-interface = "p"
-vrf = "blue"
-mac = "02:00:00:00:01:01"
-addresses = ["10.1.1.1/32"]
-
-[bgp]
-asn = 65001
-router_id = "192.0.2.1"
-
-[[bgp.peer]]
-address = "192.0.2.9"
-asn = 65001
-"#,
-    )
-    .expect("config");
-    // A local port for the exported route (nothing attached).
-    lab.exec(
-        &pe,
-        &[
-            "ip", "link", "add", "p", "type", "veth", "peer", "name", "p-peer",
-        ],
-    )
-    .expect("port");
-    lab.exec(&pe, &["ip", "link", "set", "dev", "p", "up"])
-        .expect("up");
-    let log = tmp("exa-pe.log");
-    lab.spawn(
-        &pe,
-        &[
-            "env",
-            "VPNFWD_LOG=debug",
-            VPNFWD,
-            "run",
-            "--config",
-            cfg.to_str().expect("utf-8"),
-        ],
-        &log,
-    )
-    .expect("vpnfwd");
+    let log = common::start_pe(&mut lab, &pe, "exa-pe", false);
     let text = || {
         format!(
             "vpnfwd:\n{}\nexabgp:\n{}\njson:\n{}",

@@ -2,15 +2,12 @@
 //! decodes the VPNv4 route vpnfwd exports with its RD, label, next hop and
 //! route target.
 
-use std::path::PathBuf;
 use std::time::Duration;
 use vpnfwd_tests::Lab;
 
-const VPNFWD: &str = env!("CARGO_BIN_EXE_vpnfwd");
+mod common;
 
-fn tmp(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("vpnfwd-{}-{name}", std::process::id()))
-}
+use common::tmp;
 
 const FRR_CONF: &str = "
 hostname frr
@@ -24,61 +21,18 @@ router bgp 65001
 !
 ";
 
-const PE_CONF: &str = r#"
-[dataplane]
-idle = "sleep"
-
-[[vrf]]
-name = "blue"
-label = 100
-rd = "65001:1"
-import_targets = ["65001:100"]
-export_targets = ["65001:100"]
-
-[uplink]
-interface = "core"
-address = "192.0.2.1"
-
-[[port]]
-interface = "p"
-vrf = "blue"
-mac = "02:00:00:00:01:01"
-addresses = ["10.1.1.1/32"]
-
-[bgp]
-asn = 65001
-router_id = "192.0.2.1"
-
-[[bgp.peer]]
-address = "192.0.2.9"
-asn = 65001
-"#;
-
 #[test]
 fn frr_decodes_our_vpnv4_route() {
     if !vpnfwd_tests::can_run() {
         eprintln!("skipped: needs root for network namespaces");
         return;
     }
-    let mut lab = Lab::new();
-    let pe = lab.ns("pe").expect("ns");
-    let frr = lab.ns("frr").expect("ns");
-    lab.exec(&pe, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
-        .expect("sysctl");
-    lab.veth(&pe, "core", &frr, "core").expect("veth");
-    lab.exec(&pe, &["ip", "addr", "add", "192.0.2.1/24", "dev", "core"])
-        .expect("addr");
-    lab.exec(&frr, &["ip", "addr", "add", "192.0.2.9/24", "dev", "core"])
-        .expect("addr");
-    lab.exec(
-        &pe,
-        &[
-            "ip", "link", "add", "p", "type", "veth", "peer", "name", "p-peer",
-        ],
-    )
-    .expect("port");
-    lab.exec(&pe, &["ip", "link", "set", "dev", "p", "up"])
-        .expect("up");
+    let common::PeLab {
+        mut lab,
+        pe,
+        peer: frr,
+        ..
+    } = common::pe_and_peer("frr", false);
     let dir = tmp("frr");
     std::fs::create_dir_all(&dir).expect("frr dir");
     let conf = dir.join("bgpd.conf");
@@ -103,15 +57,7 @@ fn frr_decodes_our_vpnv4_route() {
         "0",
     ];
     lab.spawn(&frr, &args, &dir.join("bgpd.log")).expect("bgpd");
-    let cfg = tmp("frr-pe.toml");
-    std::fs::write(&cfg, PE_CONF).expect("config");
-    let log = tmp("frr-pe.log");
-    lab.spawn(
-        &pe,
-        &[VPNFWD, "run", "--config", cfg.to_str().expect("utf-8")],
-        &log,
-    )
-    .expect("vpnfwd");
+    let log = common::start_pe(&mut lab, &pe, "frr-pe", false);
     let show = || {
         lab.exec(
             &frr,

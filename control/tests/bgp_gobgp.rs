@@ -7,15 +7,12 @@
 //!  h1 (10.1.1.1) ── p [vpnfwd PE 192.0.2.1] core ══ core [gobgpd 192.0.2.9]
 //! ```
 
-use std::path::PathBuf;
 use std::time::Duration;
 use vpnfwd_tests::Lab;
 
-const VPNFWD: &str = env!("CARGO_BIN_EXE_vpnfwd");
+mod common;
 
-fn tmp(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("vpnfwd-{}-{name}", std::process::id()))
-}
+use common::{tmp, VPNFWD};
 
 fn have(prog: &str) -> bool {
     std::env::var("PATH")
@@ -43,26 +40,13 @@ fn with_gobgp(passive: bool) {
         have("gobgpd") && have("gobgp"),
         "gobgpd is installed by scripts/setup"
     );
-    let mut lab = Lab::new();
-    let pe = lab.ns("pe").expect("ns");
-    let rr = lab.ns("rr").expect("ns");
-    let h1 = lab.ns("h1").expect("ns");
-    lab.exec(&pe, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
-        .expect("sysctl");
-    lab.veth(&pe, "core", &rr, "core").expect("veth");
-    lab.veth(&pe, "p", &h1, "eth0").expect("veth");
-    // The PE's kernel carries the BGP session on the uplink.
-    lab.exec(&pe, &["ip", "addr", "add", "192.0.2.1/24", "dev", "core"])
-        .expect("addr");
-    lab.exec(&rr, &["ip", "addr", "add", "192.0.2.9/24", "dev", "core"])
-        .expect("addr");
-    for cmd in [
-        vec!["ip", "link", "set", "eth0", "address", "02:00:00:00:01:01"],
-        vec!["ip", "addr", "add", "10.1.1.1/24", "dev", "eth0"],
-        vec!["ip", "route", "add", "default", "via", "10.1.1.254"],
-    ] {
-        lab.exec(&h1, &cmd).expect("host");
-    }
+    let common::PeLab {
+        mut lab,
+        pe,
+        peer: rr,
+        h1,
+    } = common::pe_and_peer("rr", true);
+    let h1 = h1.expect("host");
     let name = if passive { "passive" } else { "active" };
     let gobgp_conf = tmp(&format!("gobgpd-{name}.toml"));
     std::fs::write(
@@ -94,57 +78,7 @@ fn with_gobgp(passive: bool) {
         &gobgp_log,
     )
     .expect("gobgpd");
-    let cfg = tmp(&format!("bgp-pe-{name}.toml"));
-    std::fs::write(
-        &cfg,
-        r#"
-[dataplane]
-idle = "sleep"
-
-[[vrf]]
-name = "blue"
-label = 100
-rd = "65001:1"
-import_targets = ["65001:100"]
-export_targets = ["65001:100"]
-
-[uplink]
-interface = "core"
-address = "192.0.2.1"
-
-[[port]]
-interface = "p"
-vrf = "blue"
-mac = "02:00:00:00:01:01"
-addresses = ["10.1.1.1/32"]
-gateway = "10.1.1.254"
-
-[bgp]
-asn = 65001
-router_id = "192.0.2.1"
-
-[[bgp.peer]]
-address = "192.0.2.9"
-asn = 65001
-passive = PASSIVE
-"#
-        .replace("PASSIVE", if passive { "true" } else { "false" }),
-    )
-    .expect("config");
-    let log = tmp(&format!("bgp-pe-{name}.log"));
-    lab.spawn(
-        &pe,
-        &[
-            "env",
-            "VPNFWD_LOG=debug",
-            VPNFWD,
-            "run",
-            "--config",
-            cfg.to_str().expect("utf-8"),
-        ],
-        &log,
-    )
-    .expect("vpnfwd");
+    let log = common::start_pe(&mut lab, &pe, &format!("bgp-pe-{name}"), passive);
     let logtext = || {
         format!(
             "vpnfwd:\n{}\ngobgpd:\n{}",
