@@ -80,14 +80,7 @@ fn feed(routes: &[gen::Route]) -> Vec<u8> {
 }
 
 fn proc_stat(pid: u32) -> (f64, u64) {
-    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let rest = s.rsplit_once(')')?.1.to_string();
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
-        })
-        .unwrap_or(0.0);
+    let cpu = crate::cpu_seconds(pid).unwrap_or(0.0);
     let hwm = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {

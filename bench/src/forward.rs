@@ -265,14 +265,6 @@ fn trial(n: &Net, frames: &[Vec<u8>], rate: Option<f64>, secs: f64) -> Result<Tr
     })
 }
 
-fn cpu_secs(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
-}
-
 fn cpu_mhz() -> f64 {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -296,9 +288,9 @@ struct Result_ {
 fn measure(n: &Net, frames: &[Vec<u8>], pid: Option<u32>, secs: f64) -> Result<Result_, String> {
     // Warm up (ARP, caches), then the generator's maximum.
     let _ = trial(n, frames, Some(10_000.0), 0.3)?;
-    let c0 = pid.and_then(cpu_secs);
+    let c0 = pid.and_then(crate::cpu_seconds);
     let max = trial(n, frames, None, secs)?;
-    let c1 = pid.and_then(cpu_secs);
+    let c1 = pid.and_then(crate::cpu_seconds);
     let cycles = match (c0, c1) {
         (Some(a), Some(b)) if max.rx_pps > 0.0 => {
             Some((b - a) * cpu_mhz() * 1e6 / (max.rx_pps * secs))

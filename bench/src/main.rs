@@ -87,3 +87,12 @@ pub fn rss_bytes() -> usize {
         })
         .map_or(0, |pages| pages * 4096)
 }
+
+/// User plus system CPU seconds a process has used (Linux, 100 Hz ticks).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
