@@ -453,24 +453,21 @@ impl AfPacketPort {
     }
 }
 
-/// Copy `frame` into `buf`, re-inserting a stripped VLAN tag.
+/// Copy `frame` into `buf`, re-inserting a stripped VLAN tag into the
+/// buffer's headroom (the MAC addresses move 4 bytes forward).
 fn fill_with_vlan(buf: &mut PacketBuf, frame: &[u8], vlan: Option<(u16, u16)>) -> bool {
-    match vlan {
-        None => buf.fill(frame),
-        Some((tpid, tci)) if frame.len() >= 12 => {
-            let mut tagged = [0u8; super::BUF_SIZE];
-            let len = frame.len() + 4;
-            if len > tagged.len() {
-                return false;
-            }
-            tagged[..12].copy_from_slice(&frame[..12]);
-            tagged[12..14].copy_from_slice(&tpid.to_be_bytes());
-            tagged[14..16].copy_from_slice(&tci.to_be_bytes());
-            tagged[16..len].copy_from_slice(&frame[12..]);
-            buf.fill(&tagged[..len])
-        }
-        Some(_) => false,
+    if !buf.fill(frame) {
+        return false;
     }
+    let Some((tpid, tci)) = vlan else { return true };
+    if frame.len() < 12 || !buf.adjust_front(-4) {
+        return false;
+    }
+    let f = buf.frame_mut();
+    f.copy_within(4..16, 0);
+    f[12..14].copy_from_slice(&tpid.to_be_bytes());
+    f[14..16].copy_from_slice(&tci.to_be_bytes());
+    true
 }
 
 impl Drop for AfPacketPort {
@@ -483,5 +480,24 @@ impl Drop for AfPacketPort {
         unsafe {
             libc::munmap(self.ring.cast(), self.ring_len);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stripped_vlan_tag_is_put_back_after_the_macs() {
+        let frame: Vec<u8> = (0u8..20).collect();
+        let mut b = PacketBuf::new();
+        assert!(fill_with_vlan(&mut b, &frame, Some((0x8100, 100))));
+        let mut want = frame[..12].to_vec();
+        want.extend([0x81, 0x00, 0x00, 100]);
+        want.extend(&frame[12..]);
+        assert_eq!(b.frame(), &want[..]);
+        assert!(fill_with_vlan(&mut b, &frame, None));
+        assert_eq!(b.frame(), &frame[..]);
+        assert!(!fill_with_vlan(&mut b, &frame[..8], Some((0x8100, 1))));
     }
 }
