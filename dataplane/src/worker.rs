@@ -33,6 +33,16 @@ impl PacketIo for AfPacketPort {
     }
 }
 
+#[cfg(feature = "dpdk")]
+impl PacketIo for crate::io::dpdk::DpdkQueue {
+    fn rx_burst(&mut self, bufs: &mut [PacketBuf]) -> usize {
+        crate::io::dpdk::DpdkQueue::rx_burst(self, bufs)
+    }
+    fn tx_burst(&mut self, frames: &[&[u8]]) -> usize {
+        crate::io::dpdk::DpdkQueue::tx_burst(self, frames)
+    }
+}
+
 impl PacketIo for MemPort {
     fn rx_burst(&mut self, bufs: &mut [PacketBuf]) -> usize {
         MemPort::rx_burst(self, bufs)

@@ -6,6 +6,8 @@
 //! [`mem::MemPort`] is the in-memory port used by tests and benchmarks.
 
 pub mod afpacket;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod mem;
 
 /// Bytes of each buffer.
