@@ -299,6 +299,7 @@ enum Baseline {
 
 impl Baseline {
     fn name(&self, v6: bool) -> &'static str {
+        let _ = v6;
         match self {
             Baseline::PrefixTrie => "prefix-trie 0.7",
             #[cfg(feature = "dpdk")]

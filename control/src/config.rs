@@ -74,6 +74,8 @@ pub struct DataplaneConfig {
     /// `busy` (poll continuously, the default) or `sleep` (yield when idle).
     #[serde(default)]
     pub idle: IdleMode,
+    /// DPDK settings (`backend = "dpdk"`).
+    pub dpdk: Option<DpdkConfig>,
 }
 
 /// Packet I/O back-ends.
@@ -83,6 +85,58 @@ pub enum Backend {
     /// AF_PACKET (TPACKET_V3).
     #[default]
     Afpacket,
+    /// DPDK poll-mode drivers (a build with the `dpdk` feature).
+    Dpdk,
+}
+
+/// `[dataplane.dpdk]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DpdkConfig {
+    /// The driver each interface is opened with: `af_xdp` (the default) or
+    /// `af_packet`.
+    #[serde(default)]
+    pub driver: DpdkDriver,
+    /// Device strings by interface name, replacing the generated
+    /// `net_af_xdp<N>,iface=<interface>` (e.g. to set `queue_count`).
+    #[serde(default)]
+    pub devargs: std::collections::BTreeMap<String, String>,
+    /// Run without huge pages (trials only).
+    #[serde(default)]
+    pub no_huge: bool,
+    /// Memory EAL reserves up front, in MiB (0, the default: take huge
+    /// pages as needed).
+    #[serde(default)]
+    pub memory_mb: usize,
+    /// Packet buffers in the pool.
+    #[serde(default = "default_mbufs")]
+    pub mbufs: u32,
+    /// The uplink's kernel twin: a tap interface of this name holding the
+    /// router's own address, for BGP and ARP while DPDK owns the uplink.
+    /// Default `vpnfwd0` with `af_xdp`; none with `af_packet` (the kernel
+    /// keeps seeing the interface's traffic).
+    pub kernel_interface: Option<String>,
+    /// Address (with prefix length) given to the kernel twin, e.g.
+    /// `192.0.2.1/24`.
+    pub kernel_address: Option<String>,
+    /// Further EAL arguments.
+    #[serde(default)]
+    pub eal_args: Vec<String>,
+}
+
+fn default_mbufs() -> u32 {
+    8191
+}
+
+/// How DPDK opens a Linux interface.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DpdkDriver {
+    /// `net_af_xdp`: the interface's frames go to vpnfwd only.
+    #[default]
+    AfXdp,
+    /// `net_af_packet`: vpnfwd and the kernel both see them.
+    AfPacket,
 }
 
 /// Worker idle behaviour.
@@ -467,6 +521,56 @@ impl Config {
             if let Some(m) = &u.mac {
                 parse_mac(m).map_err(|e| invalid("uplink.mac", e))?;
             }
+        }
+        match (&self.dataplane.backend, &self.dataplane.dpdk) {
+            (Backend::Afpacket, Some(_)) => {
+                return Err(invalid(
+                    "dataplane.dpdk",
+                    "set only with backend = \"dpdk\"",
+                ))
+            }
+            (Backend::Dpdk, d) => {
+                if !cfg!(feature = "dpdk") {
+                    return Err(invalid(
+                        "dataplane.backend",
+                        "this vpnfwd was built without DPDK: build it with `cargo build --release --features dpdk`, or use backend = \"afpacket\"",
+                    ));
+                }
+                let d = d.clone().unwrap_or_default();
+                if d.memory_mb != 0 && d.memory_mb < 64 {
+                    return Err(invalid(
+                        "dataplane.dpdk.memory_mb",
+                        "0 (as needed) or at least 64",
+                    ));
+                }
+                if d.mbufs < 1024 {
+                    return Err(invalid("dataplane.dpdk.mbufs", "at least 1024"));
+                }
+                if let Some(a) = &d.kernel_address {
+                    let ok = a.split_once('/').is_some_and(|(ip, len)| {
+                        match (ip.parse::<IpAddr>(), len.parse::<u8>()) {
+                            (Ok(IpAddr::V4(_)), Ok(l)) => l <= 32,
+                            (Ok(IpAddr::V6(_)), Ok(l)) => l <= 128,
+                            _ => false,
+                        }
+                    });
+                    if !ok {
+                        return Err(invalid(
+                            "dataplane.dpdk.kernel_address",
+                            format!("{a:?} is not an interface address such as 192.0.2.1/24"),
+                        ));
+                    }
+                }
+                if let Some(k) = &d.kernel_interface {
+                    if k.is_empty() || k.len() > 15 || k.contains(['/', ' ', ',']) {
+                        return Err(invalid(
+                            "dataplane.dpdk.kernel_interface",
+                            "an interface name of 1 to 15 characters without '/', ',' or spaces",
+                        ));
+                    }
+                }
+            }
+            (Backend::Afpacket, None) => {}
         }
         let mut seen = HashSet::new();
         for (i, p) in self.ports.iter().enumerate() {

@@ -721,6 +721,218 @@ fn reload(path: &str, running: &mut Config, routes: &mut RouteSet, fib: &mut Fib
     }
 }
 
+/// Per-worker port handles; one instance for the daemon's lifetime.
+type WorkerPorts = (
+    Vec<(PortId, Box<dyn PacketIo>)>,
+    Vec<(PortId, Box<dyn PacketIo>)>,
+);
+
+/// The packet I/O back-end's ports, opened once and split per worker.
+enum PortSetup {
+    /// AF_PACKET: each worker opens its own sockets (one fanout group per
+    /// interface when there are several workers).
+    AfPacket {
+        ports: Vec<(PortId, String)>,
+        fanout: Option<u16>,
+    },
+    /// DPDK: one device per interface with a queue pair per worker, and
+    /// the uplink's kernel twin.
+    #[cfg(feature = "dpdk")]
+    Dpdk(dpdk_setup::DpdkPorts),
+}
+
+impl PortSetup {
+    fn open(
+        cfg: &Config,
+        ports: &[(PortId, String)],
+        cores: &[Option<usize>],
+        uplink: Option<(PortId, MacAddr)>,
+    ) -> Result<PortSetup, StartError> {
+        match cfg.dataplane.backend {
+            crate::config::Backend::Afpacket => Ok(PortSetup::AfPacket {
+                ports: ports.to_vec(),
+                fanout: (cores.len() > 1).then_some((std::process::id() & 0xffff) as u16),
+            }),
+            #[cfg(feature = "dpdk")]
+            crate::config::Backend::Dpdk => Ok(PortSetup::Dpdk(dpdk_setup::DpdkPorts::open(
+                cfg, ports, cores, uplink,
+            )?)),
+            #[cfg(not(feature = "dpdk"))]
+            crate::config::Backend::Dpdk => {
+                let _ = uplink;
+                Err(StartError::Other(
+                    "this vpnfwd was built without DPDK (build with --features dpdk)".into(),
+                ))
+            }
+        }
+    }
+
+    /// Worker `w`'s ports and kernel twins.
+    fn worker(&mut self, w: usize) -> Result<WorkerPorts, StartError> {
+        match self {
+            PortSetup::AfPacket { ports, fanout } => {
+                let _ = w;
+                let mut io: Vec<(PortId, Box<dyn PacketIo>)> = Vec::new();
+                for (id, name) in ports.iter() {
+                    let opts = AfPacketOptions {
+                        fanout_group: *fanout,
+                        ..AfPacketOptions::default()
+                    };
+                    io.push((*id, Box::new(AfPacketPort::open(name, &opts)?)));
+                }
+                Ok((io, Vec::new()))
+            }
+            #[cfg(feature = "dpdk")]
+            PortSetup::Dpdk(d) => d.worker(w),
+        }
+    }
+
+    /// Close devices after the workers stopped.
+    fn close(self) {
+        match self {
+            PortSetup::AfPacket { .. } => {}
+            #[cfg(feature = "dpdk")]
+            PortSetup::Dpdk(d) => d.close(),
+        }
+    }
+}
+
+#[cfg(feature = "dpdk")]
+mod dpdk_setup {
+    use super::{PortId, StartError, WorkerPorts};
+    use crate::config::{Config, DpdkDriver};
+    use dataplane::io::dpdk::{Device, Eal, EalOptions, Mempool};
+    use dataplane::wire::MacAddr;
+    use std::sync::Arc;
+    use tracing::info;
+
+    pub(super) struct DpdkPorts {
+        eal: Eal,
+        devices: Vec<(PortId, Device)>,
+        twin: Option<(PortId, Device)>,
+    }
+
+    fn dpdk_err(e: dataplane::io::dpdk::DpdkError) -> StartError {
+        StartError::Other(e.to_string())
+    }
+
+    impl DpdkPorts {
+        pub(super) fn open(
+            cfg: &Config,
+            ports: &[(PortId, String)],
+            cores: &[Option<usize>],
+            uplink: Option<(PortId, MacAddr)>,
+        ) -> Result<DpdkPorts, StartError> {
+            let d = cfg.dataplane.dpdk.clone().unwrap_or_default();
+            let mut vdevs = Vec::new();
+            let mut names = Vec::new();
+            for (i, (id, iface)) in ports.iter().enumerate() {
+                if !std::path::Path::new("/sys/class/net").join(iface).exists() {
+                    return Err(StartError::Other(format!(
+                        "interface {iface:?} does not exist (check `ip link` and the configuration)"
+                    )));
+                }
+                let (drv, _) = match d.driver {
+                    DpdkDriver::AfXdp => ("net_af_xdp", ()),
+                    DpdkDriver::AfPacket => ("net_af_packet", ()),
+                };
+                let v = d
+                    .devargs
+                    .get(iface)
+                    .cloned()
+                    .unwrap_or_else(|| format!("{drv}{i},iface={iface}"));
+                names.push((*id, v.split(',').next().unwrap_or("").to_string()));
+                vdevs.push(v);
+            }
+            let kernel_if = match (&d.kernel_interface, d.driver) {
+                (Some(k), _) => Some(k.clone()),
+                (None, DpdkDriver::AfXdp) => Some("vpnfwd0".to_string()),
+                (None, DpdkDriver::AfPacket) => None,
+            };
+            let mut twin_name = None;
+            if let (Some(k), Some((_, mac))) = (&kernel_if, uplink) {
+                vdevs.push(format!("net_tap_kernel,iface={k},mac={mac}"));
+                twin_name = Some("net_tap_kernel".to_string());
+            }
+            let eal = Eal::init(&EalOptions {
+                cores: cores.iter().map(|c| c.unwrap_or(0)).collect(),
+                vdevs,
+                no_huge: d.no_huge,
+                memory_mb: d.memory_mb,
+                extra: d.eal_args.clone(),
+                ..EalOptions::default()
+            })
+            .map_err(dpdk_err)?;
+            let socket = eal.socket_id();
+            // One pool per device: net_af_xdp registers its pool as the
+            // socket's UMEM, which two devices cannot share by default.
+            let pool = |i: usize| -> Result<Arc<Mempool>, StartError> {
+                Ok(Arc::new(
+                    Mempool::new(&eal, &format!("vpnfwd_pool{i}"), d.mbufs, socket)
+                        .map_err(dpdk_err)?,
+                ))
+            };
+            let queues = cores.len().max(1) as u16;
+            let mut devices = Vec::new();
+            for (i, (id, name)) in names.into_iter().enumerate() {
+                let dev = Device::start(&eal, &name, queues, pool(i)?).map_err(dpdk_err)?;
+                info!(
+                    device = name,
+                    port = dev.port_id(),
+                    link_up = dev.link().up,
+                    "DPDK port started"
+                );
+                devices.push((id, dev));
+            }
+            let mut twin = None;
+            if let (Some(n), Some((up, _)), Some(k)) = (twin_name, uplink, &kernel_if) {
+                let dev =
+                    Device::start(&eal, &n, queues, pool(devices.len())?).map_err(dpdk_err)?;
+                let run = |args: &[&str]| -> Result<(), StartError> {
+                    let st = std::process::Command::new("ip")
+                        .args(args)
+                        .status()
+                        .map_err(|e| StartError::Other(format!("running ip: {e}")))?;
+                    if st.success() {
+                        Ok(())
+                    } else {
+                        Err(StartError::Other(format!("`ip {}` failed", args.join(" "))))
+                    }
+                };
+                if let Some(a) = &d.kernel_address {
+                    run(&["addr", "replace", a, "dev", k])?;
+                }
+                run(&["link", "set", "dev", k, "up"])?;
+                info!(interface = k.as_str(), address = ?d.kernel_address, "kernel twin of the uplink");
+                twin = Some((up, dev));
+            }
+            Ok(DpdkPorts { eal, devices, twin })
+        }
+
+        pub(super) fn worker(&mut self, w: usize) -> Result<WorkerPorts, StartError> {
+            let mut io: Vec<(PortId, Box<dyn dataplane::worker::PacketIo>)> = Vec::new();
+            for (id, dev) in &self.devices {
+                io.push((*id, Box::new(dev.queue(w as u16).map_err(dpdk_err)?)));
+            }
+            let mut kernel: Vec<(PortId, Box<dyn dataplane::worker::PacketIo>)> = Vec::new();
+            if let Some((id, dev)) = &self.twin {
+                kernel.push((*id, Box::new(dev.queue(w as u16).map_err(dpdk_err)?)));
+            }
+            Ok((io, kernel))
+        }
+
+        pub(super) fn close(self) {
+            for (_, d) in self.devices {
+                d.close();
+            }
+            if let Some((_, d)) = self.twin {
+                d.close();
+            }
+            self.eal.cleanup();
+        }
+    }
+}
+
 /// Run the router with the configuration at `path` until SIGINT or SIGTERM.
 /// SIGHUP re-reads the file and applies the changes to the `[[route]]`
 /// entries (other sections need a restart; a reload that changes them, or
@@ -742,7 +954,6 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
     } else {
         cfg.dataplane.cores.iter().map(|c| Some(*c)).collect()
     };
-    let fanout = (cores.len() > 1).then_some((std::process::id() & 0xffff) as u16);
     let idle = match cfg.dataplane.idle {
         IdleMode::Busy => Idle::Busy,
         IdleMode::Sleep => Idle::Sleep(Duration::from_micros(200)),
@@ -751,15 +962,9 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
     let mut all_counters = Vec::new();
-    for core in cores {
-        let mut io: Vec<(PortId, Box<dyn PacketIo>)> = Vec::new();
-        for (id, name) in &ports {
-            let opts = AfPacketOptions {
-                fanout_group: fanout,
-                ..AfPacketOptions::default()
-            };
-            io.push((*id, Box::new(AfPacketPort::open(name, &opts)?)));
-        }
+    let mut io_setup = PortSetup::open(cfg, &ports, &cores, routes.uplink())?;
+    for (w, core) in cores.into_iter().enumerate() {
+        let (io, kernel) = io_setup.worker(w)?;
         let counters = Arc::new(CachePadded::new(Counters::default()));
         all_counters.push(counters.clone());
         let pipe = Pipeline::new(counters, exceptions.clone(), RateLimit::default());
@@ -769,6 +974,7 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
             core,
             ports: io,
             idle,
+            kernel,
         };
         workers.push(
             std::thread::Builder::new()
@@ -980,6 +1186,7 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
     for w in workers {
         let _ = w.join();
     }
+    io_setup.close();
     log_counters(&all_counters);
     info!("stopped");
     Ok(())

@@ -195,7 +195,35 @@ fn pe1_config(encap: &str, extra: &[(String, u32)]) -> String {
     )
 }
 
+/// How a PE opens its interfaces: the default AF_PACKET back-end, or DPDK
+/// with one of its Linux-interface drivers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    AfPacket,
+    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
+    Dpdk(&'static str),
+}
+
+impl Backend {
+    fn config(self, text: String) -> String {
+        match self {
+            Backend::AfPacket => text,
+            Backend::Dpdk(driver) => text.replacen(
+                "[dataplane]\nidle = \"sleep\"\n",
+                &format!(
+                    "[dataplane]\nidle = \"sleep\"\nbackend = \"dpdk\"\n\n[dataplane.dpdk]\ndriver = \"{driver}\"\nmbufs = 4095\n"
+                ),
+                1,
+            ),
+        }
+    }
+}
+
 fn setup(encap: &'static str, name: &str) -> TwoPe {
+    setup_with(encap, name, Backend::AfPacket, Backend::AfPacket)
+}
+
+fn setup_with(encap: &'static str, name: &str, be1: Backend, be2: Backend) -> TwoPe {
     let mut lab = Lab::new();
     let pe1 = lab.ns("pe1").expect("ns");
     let pe2 = lab.ns("pe2").expect("ns");
@@ -229,8 +257,8 @@ fn setup(encap: &'static str, name: &str) -> TwoPe {
         "2001:db8:2::1/64",
         "2001:db8:2::fe",
     );
-    let c1 = pe1_config(encap, &[]);
-    let c2 = pe_config(
+    let c1 = be1.config(pe1_config(encap, &[]));
+    let c2 = be2.config(pe_config(
         PE2_LABEL,
         "192.0.2.2",
         PE2_UP_MAC,
@@ -245,7 +273,7 @@ fn setup(encap: &'static str, name: &str) -> TwoPe {
         ],
         PE1_UP_MAC,
         encap,
-    );
+    ));
     let mut logs = Vec::new();
     let mut pids = Vec::new();
     let mut paths = Vec::new();
@@ -283,11 +311,16 @@ fn setup(encap: &'static str, name: &str) -> TwoPe {
 }
 
 fn two_pes(encap: &'static str) {
+    two_pes_with(encap, encap, Backend::AfPacket, Backend::AfPacket);
+}
+
+/// PE2 must use AF_PACKET (a capture cannot see frames AF_XDP takes).
+fn two_pes_with(encap: &'static str, name: &str, be1: Backend, be2: Backend) {
     if !vpnfwd_tests::can_run() {
         eprintln!("skipped: needs root for network namespaces");
         return;
     }
-    let t = setup(encap, encap);
+    let t = setup_with(encap, name, be1, be2);
     let _ = &t.pe1;
     // Capture PE1's pushes as PE2 receives them, while both families cross.
     let cap = t
@@ -355,6 +388,56 @@ fn hosts_behind_two_pes_talk_over_mpls_over_gre() {
 #[test]
 fn hosts_behind_two_pes_talk_over_mpls_over_udp() {
     two_pes("udp");
+}
+
+#[cfg(feature = "dpdk")]
+#[test]
+fn dpdk_af_xdp_pe_pushes_mpls_over_ethernet_to_an_af_packet_pe() {
+    two_pes_with(
+        "mpls",
+        "dpdk-xdp",
+        Backend::Dpdk("af_xdp"),
+        Backend::AfPacket,
+    );
+}
+
+#[cfg(feature = "dpdk")]
+#[test]
+fn dpdk_af_packet_pe_pushes_mpls_over_udp_with_arp_resolution() {
+    two_pes_with(
+        "udp",
+        "dpdk-pkt",
+        Backend::Dpdk("af_packet"),
+        Backend::AfPacket,
+    );
+}
+
+#[cfg(feature = "dpdk")]
+#[test]
+fn two_dpdk_pes_talk_over_mpls_over_gre() {
+    if !vpnfwd_tests::can_run() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    let t = setup_with(
+        "gre",
+        "dpdk-both",
+        Backend::Dpdk("af_packet"),
+        Backend::Dpdk("af_xdp"),
+    );
+    for (ns, dst) in [
+        (&t.h1, "10.1.2.1"),
+        (&t.h1, "2001:db8:2::1"),
+        (&t.h2, "10.1.1.1"),
+        (&t.h2, "2001:db8:1::1"),
+    ] {
+        assert!(
+            Lab::wait_until(Duration::from_secs(5), || t.ping(ns, dst)),
+            "{dst} over GRE between two DPDK PEs\n{}",
+            t.log()
+        );
+    }
+    assert!(t.log().contains("DPDK port started"), "{}", t.log());
 }
 
 #[test]

@@ -11,7 +11,7 @@ use crate::fib::{FibReader, PortId};
 use crate::io::afpacket::AfPacketPort;
 use crate::io::mem::MemPort;
 use crate::io::PacketBuf;
-use crate::pipeline::{OutBatches, Pipeline, Verdict, MAX_BURST};
+use crate::pipeline::{OutBatches, Pipeline, Reason, Verdict, MAX_BURST};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,6 +73,21 @@ pub struct WorkerConfig {
     pub ports: Vec<(PortId, Box<dyn PacketIo>)>,
     /// Idle behaviour.
     pub idle: Idle,
+    /// Kernel twins: for a port whose driver takes every frame away from
+    /// the kernel (AF_XDP, a PCI NIC under DPDK), a tap interface that
+    /// holds the router's own address. Frames the pipeline finds addressed
+    /// to the router itself (BGP, ARP, neighbour discovery) are copied to
+    /// the twin, and everything the kernel sends on the twin goes out of
+    /// the port unchanged.
+    pub kernel: Vec<(PortId, Box<dyn PacketIo>)>,
+}
+
+/// True for the frames a kernel twin receives.
+fn for_kernel(v: &Verdict) -> bool {
+    matches!(
+        v,
+        Verdict::Stop(Reason::LocalDelivery | Reason::ArpUplink | Reason::NeighborDiscovery)
+    )
 }
 
 /// Run a worker until `stop` is set. Returns the number of frames the ports
@@ -106,6 +121,15 @@ pub fn run(
                 let view = fib.view();
                 pipe.process(&view, in_port, &mut bufs[..n], &mut verdicts, &mut out, now);
             }
+            if let Some((_, twin)) = cfg.kernel.iter_mut().find(|(id, _)| *id == in_port) {
+                let frames: arrayvec::ArrayVec<&[u8], MAX_BURST> = (0..n)
+                    .filter(|i| for_kernel(&verdicts[*i]))
+                    .map(|i| bufs[i].frame())
+                    .collect();
+                if !frames.is_empty() {
+                    tx_refused += (frames.len() - twin.tx_burst(&frames)) as u64;
+                }
+            }
             for (port, idx) in out.iter() {
                 let frames: arrayvec::ArrayVec<&[u8], MAX_BURST> =
                     idx.iter().map(|i| bufs[usize::from(*i)].frame()).collect();
@@ -116,6 +140,21 @@ pub fn run(
                     }
                     None => tx_refused += frames.len() as u64,
                 }
+            }
+        }
+        // The kernel's own traffic (BGP, ARP) out of its port, unchanged.
+        for k in 0..cfg.kernel.len() {
+            let n = cfg.kernel[k].1.rx_burst(&mut bufs);
+            if n == 0 {
+                continue;
+            }
+            busy = true;
+            let port = cfg.kernel[k].0;
+            let frames: arrayvec::ArrayVec<&[u8], MAX_BURST> =
+                bufs[..n].iter().map(PacketBuf::frame).collect();
+            match cfg.ports.iter_mut().find(|(id, _)| *id == port) {
+                Some((_, io)) => tx_refused += (n - io.tx_burst(&frames)) as u64,
+                None => tx_refused += n as u64,
             }
         }
         fib.quiescent();
