@@ -30,7 +30,11 @@ check
     if it is valid, 1 with a message naming the bad field otherwise.
 
 CONFIGURATION (TOML)
-    [dataplane]  backend = \"afpacket\", cores = [1], idle = \"busy\" | \"sleep\"
+    [dataplane]  backend = \"afpacket\" | \"dpdk\", cores = [1], idle = \"busy\" | \"sleep\"
+    [dataplane.dpdk]  driver = \"af_xdp\" | \"af_packet\", kernel_interface,
+                 kernel_address (the router's address on the uplink's kernel
+                 twin), mbufs, memory_mb, no_huge, eal_args, [devargs] by
+                 interface (needs a build with --features dpdk; hugepages.md)
     [[vrf]]      name, label (per-VRF VPN label for traffic from the core)
     [uplink]     interface, mac (default: the interface's), address (tunnel endpoint)
     [[port]]     interface, vlan, vrf, mac (the host's), addresses, gateway,
