@@ -18,10 +18,14 @@
 //! (`cargo build --release -p control`).
 //!
 //! Systems: `vpnfwd` (VRF LPM + MPLS push), `vpnfwd-pop` (label pop + VRF
-//! LPM), and with `--compare`: `kernel` (plain IPv4 forwarding of the same
-//! traffic; the kernel here has no MPLS), `testpmd-afpacket` (dpdk-testpmd
-//! MAC forwarding over `net_af_packet` on the same veths, without hugepages:
-//! the I/O ceiling).
+//! LPM), on the back-end `--backend afpacket|dpdk` (`--vdev net_af_xdp` or
+//! `net_af_packet` with DPDK), and with `--compare`: `kernel` (plain IPv4
+//! forwarding of the same traffic; the kernel here has no MPLS),
+//! `testpmd-afpacket` and `testpmd-afxdp` (dpdk-testpmd MAC forwarding over
+//! `net_af_packet` or `net_af_xdp` on the same veths: the I/O ceiling),
+//! `ovs` and `ovs-pop` (Open vSwitch's userspace datapath with bagpipe-bgp's
+//! OpenFlow rules: `push_mpls` + L2 rewrite per prefix, and `pop_mpls` then
+//! a prefix lookup).
 
 use crate::gen;
 use crate::Opts;
@@ -388,6 +392,226 @@ fn start_vpnfwd(n: &mut Net, dir: &Path, name: &str, config: String) -> Result<u
     Ok(pid)
 }
 
+/// dpdk-testpmd MAC forwarding between d0 and d1 over `vdev`: without huge
+/// pages for `net_af_packet` (as a trial user would), with them for
+/// `net_af_xdp` (in memory, no files left behind).
+fn run_testpmd(
+    testpmd: &str,
+    vdev: &str,
+    dir: &Path,
+    dests: &[u32],
+    secs: f64,
+) -> Result<Result_, String> {
+    let mut n = network()?;
+    let prefix = format!("vpnfwdbench{}", std::process::id());
+    let peer = format!("1,{}", mac_text(&n.s0));
+    let log = dir.join(format!("testpmd-{vdev}.log"));
+    let d = n.d.clone();
+    let v0 = format!("--vdev={vdev}0,iface=d0");
+    let v1 = format!("--vdev={vdev}1,iface=d1");
+    let mut args = vec![testpmd, "-l", "0,1", "--no-pci", "--file-prefix", &prefix];
+    if vdev == "net_af_packet" {
+        args.extend(["--no-huge", "-m", "512"]);
+    } else {
+        args.push("--in-memory");
+    }
+    args.extend([
+        v0.as_str(),
+        v1.as_str(),
+        "--",
+        "--forward-mode=mac",
+        "--eth-peer",
+        &peer,
+        "--total-num-mbufs=16384",
+        "--stats-period",
+        "60",
+    ]);
+    let pid = n.lab.spawn(&d, &args, &log).map_err(|e| e.0)?;
+    let ok = Lab::wait_until(Duration::from_secs(30), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("forwards packets")
+    });
+    if !ok {
+        return Err(format!(
+            "testpmd did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        ));
+    }
+    let fr = frames(&n, dests, false, [10, 0, 0, 1]);
+    let r = measure(&n, &fr, Some(pid), secs);
+    n.lab.stop(pid, Duration::from_secs(5));
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
+    r
+}
+
+/// Open vSwitch's userspace datapath (`datapath_type=netdev`), started in
+/// the DUT namespace with its own database and run directory, with the
+/// OpenFlow rules bagpipe-bgp installs: per prefix, push the label and
+/// rewrite L2 (push); or pop label 100 then look the prefix up (pop).
+fn run_ovs(
+    sys: &str,
+    pop: bool,
+    dir: &Path,
+    routes: &[gen::Route],
+    dests: &[u32],
+    secs: f64,
+) -> Result<Result_, String> {
+    let mut n = network()?;
+    let d = n.d.clone();
+    let od = dir.join(sys);
+    std::fs::create_dir_all(&od).map_err(|e| e.to_string())?;
+    let od_s = od.to_str().unwrap_or("").to_string();
+    let db = format!("{od_s}/conf.db");
+    let sock = format!("unix:{od_s}/db.sock");
+    let env = |v: &mut Vec<String>| {
+        let mut a = vec![
+            "env".to_string(),
+            format!("OVS_RUNDIR={od_s}"),
+            format!("OVS_DBDIR={od_s}"),
+            format!("OVS_LOGDIR={od_s}"),
+        ];
+        a.append(v);
+        a
+    };
+    let run = |n: &Net, v: Vec<&str>| -> Result<(), String> {
+        let mut v: Vec<String> = v.into_iter().map(str::to_string).collect();
+        let a = env(&mut v);
+        let r: Vec<&str> = a.iter().map(String::as_str).collect();
+        n.lab.exec(&n.d, &r).map(|_| ()).map_err(|e| e.0)
+    };
+    run(
+        &n,
+        vec![
+            "ovsdb-tool",
+            "create",
+            &db,
+            "/usr/share/openvswitch/vswitch.ovsschema",
+        ],
+    )?;
+    let remote = format!("--remote=p{}", &sock);
+    let mut v: Vec<String> = ["ovsdb-server", &db, &remote]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let a = env(&mut v);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let dbpid = n
+        .lab
+        .spawn(&d, &a, &od.join("ovsdb-server.out"))
+        .map_err(|e| e.0)?;
+    let db_sock = od.join("db.sock");
+    if !Lab::wait_until(Duration::from_secs(10), || db_sock.exists()) {
+        return Err("ovsdb-server did not start".into());
+    }
+    let vsctl = |n: &Net, args: &[&str]| -> Result<(), String> {
+        let db_arg = format!("--db={sock}");
+        let mut v = vec!["ovs-vsctl", db_arg.as_str(), "--timeout=20"];
+        v.extend_from_slice(args);
+        run(n, v)
+    };
+    vsctl(&n, &["--no-wait", "init"])?;
+    let mut v: Vec<String> = ["ovs-vswitchd", sock.as_str()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let a = env(&mut v);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let swpid = n
+        .lab
+        .spawn(&d, &a, &od.join("ovs-vswitchd.out"))
+        .map_err(|e| e.0)?;
+    vsctl(
+        &n,
+        &[
+            "add-br",
+            "br0",
+            "--",
+            "set",
+            "bridge",
+            "br0",
+            "datapath_type=netdev",
+        ],
+    )?;
+    vsctl(
+        &n,
+        &[
+            "add-port",
+            "br0",
+            "d0",
+            "--",
+            "set",
+            "interface",
+            "d0",
+            "ofport_request=1",
+        ],
+    )?;
+    vsctl(
+        &n,
+        &[
+            "add-port",
+            "br0",
+            "d1",
+            "--",
+            "set",
+            "interface",
+            "d1",
+            "ofport_request=2",
+        ],
+    )?;
+    // The routes covering the destinations, longest first by priority.
+    let mut flows = String::new();
+    let mut seen = std::collections::HashSet::new();
+    let (d1, s0) = (mac_text(&mac_of(&n.lab, &d, "d1")?), mac_text(&n.s0));
+    for dst in dests {
+        let best = routes
+            .iter()
+            .filter(|r| {
+                r.len == 0
+                    || ((r.prefix >> 96) as u32) == dst & (u32::MAX << (32 - u32::from(r.len)))
+            })
+            .max_by_key(|r| r.len);
+        let Some(r) = best else { continue };
+        if !seen.insert((r.prefix, r.len)) {
+            continue;
+        }
+        let a = std::net::Ipv4Addr::from((r.prefix >> 96) as u32);
+        let prio = 100 + u32::from(r.len);
+        if pop {
+            flows.push_str(&format!(
+                "table=1,priority={prio},ip,nw_dst={a}/{},actions=mod_dl_src:{d1},mod_dl_dst:{s0},dec_ttl,output:2\n",
+                r.len
+            ));
+        } else {
+            flows.push_str(&format!(
+                "table=0,priority={prio},in_port=1,ip,nw_dst={a}/{},actions=push_mpls:0x8847,set_field:1000->mpls_label,mod_dl_src:{d1},mod_dl_dst:{s0},output:2\n",
+                r.len
+            ));
+        }
+    }
+    if pop {
+        flows.push_str(&format!(
+            "table=0,priority=100,in_port=1,mpls,mpls_label={POP_LABEL},mpls_bos=1,actions=pop_mpls:0x0800,resubmit(,1)\n"
+        ));
+    }
+    let ff = od.join("flows.txt");
+    std::fs::write(&ff, &flows).map_err(|e| e.to_string())?;
+    run(&n, vec!["ovs-ofctl", "del-flows", "br0"])?;
+    run(
+        &n,
+        vec!["ovs-ofctl", "add-flows", "br0", ff.to_str().unwrap_or("")],
+    )?;
+    println!(
+        "  {sys}: {} OpenFlow rules on a netdev bridge",
+        flows.lines().count()
+    );
+    let fr = frames(&n, dests, pop, [10, 0, 0, 1]);
+    let r = measure(&n, &fr, Some(swpid), secs);
+    n.lab.stop(swpid, Duration::from_secs(5));
+    n.lab.stop(dbpid, Duration::from_secs(5));
+    r
+}
+
 /// Run the benchmark.
 pub fn run(opts: &Opts) -> Result<(), String> {
     if !vpnfwd_tests::can_run() {
@@ -401,6 +625,23 @@ pub fn run(opts: &Opts) -> Result<(), String> {
         .get("compare")
         .cloned()
         .unwrap_or_else(|| "kernel".into());
+    let backend = opts
+        .0
+        .get("backend")
+        .cloned()
+        .unwrap_or_else(|| "afpacket".into());
+    let dataplane = match backend.as_str() {
+        "afpacket" => "[dataplane]\nidle = \"busy\"\n".to_string(),
+        "dpdk" => {
+            let driver = match opts.0.get("vdev").map(String::as_str) {
+                None | Some("net_af_xdp") => "af_xdp",
+                Some("net_af_packet") => "af_packet",
+                Some(v) => return Err(format!("--vdev: net_af_xdp or net_af_packet, not {v:?}")),
+            };
+            format!("[dataplane]\nidle = \"busy\"\nbackend = \"dpdk\"\n\n[dataplane.dpdk]\ndriver = \"{driver}\"\n")
+        }
+        b => return Err(format!("--backend: afpacket or dpdk, not {b:?}")),
+    };
     let routes = gen::table(nroutes, false, 1, seed);
     let dests: Vec<u32> = gen::keys(&routes, 4096, false, seed ^ 3)
         .into_iter()
@@ -427,7 +668,7 @@ pub fn run(opts: &Opts) -> Result<(), String> {
     }
     std::fs::write(&route_file, &text).map_err(|e| e.to_string())?;
     println!(
-        "forward: {nroutes} routes, {} destinations, 64-byte frames, {secs} s trials",
+        "forward: {nroutes} routes, {} destinations, 64-byte frames, {secs} s trials, vpnfwd on {backend}",
         dests.len()
     );
     let mut results = serde_json::Map::new();
@@ -451,7 +692,7 @@ pub fn run(opts: &Opts) -> Result<(), String> {
         };
         let _ = peer;
         let config = format!(
-            "[dataplane]\nidle = \"busy\"\n\n[[vrf]]\nname = \"v\"\nlabel = {POP_LABEL}\n\n[uplink]\ninterface = \"{uplink}\"\naddress = \"192.0.2.1\"\n\n[[port]]\ninterface = \"{access}\"\nvrf = \"v\"\nmac = \"{}\"\n\n[[route_file]]\nvrf = \"v\"\npath = \"{}\"\n{target}\n",
+            "{dataplane}\n[[vrf]]\nname = \"v\"\nlabel = {POP_LABEL}\n\n[uplink]\ninterface = \"{uplink}\"\naddress = \"192.0.2.1\"\n\n[[port]]\ninterface = \"{access}\"\nvrf = \"v\"\nmac = \"{}\"\n\n[[route_file]]\nvrf = \"v\"\npath = \"{}\"\n{target}\n",
             mac_text(&host),
             route_file.display()
         );
@@ -503,56 +744,31 @@ pub fn run(opts: &Opts) -> Result<(), String> {
         let r = measure(&n, &fr, None, secs)?;
         table.push(("kernel".to_string(), r));
     }
-    if compare.split(',').any(|c| c == "testpmd-afpacket") {
+    for (sys, vdev) in [
+        ("testpmd-afpacket", "net_af_packet"),
+        ("testpmd-afxdp", "net_af_xdp"),
+    ] {
+        if !compare.split(',').any(|c| c == sys) {
+            continue;
+        }
         match which("dpdk-testpmd") {
-            None => println!(
-                "testpmd-afpacket: skipped, dpdk-testpmd not found (Debian package dpdk-dev)"
-            ),
+            None => println!("{sys}: skipped, dpdk-testpmd not found (Debian package dpdk)"),
             Some(testpmd) => {
-                let mut n = network()?;
-                let prefix = format!("vpnfwdbench{}", std::process::id());
-                let peer = format!("1,{}", mac_text(&n.s0));
-                let log = dir.join("testpmd.log");
-                let d = n.d.clone();
-                let args = [
-                    testpmd.as_str(),
-                    "-l",
-                    "0,1",
-                    "--no-huge",
-                    "-m",
-                    "512",
-                    "--no-pci",
-                    "--file-prefix",
-                    &prefix,
-                    "--vdev=net_af_packet0,iface=d0",
-                    "--vdev=net_af_packet1,iface=d1",
-                    "--",
-                    "--forward-mode=mac",
-                    "--eth-peer",
-                    &peer,
-                    "--total-num-mbufs=16384",
-                    "--stats-period",
-                    "60",
-                ];
-                let pid = n.lab.spawn(&d, &args, &log).map_err(|e| e.0)?;
-                let ok = Lab::wait_until(Duration::from_secs(30), || {
-                    std::fs::read_to_string(&log)
-                        .unwrap_or_default()
-                        .contains("forwards packets")
-                });
-                if !ok {
-                    return Err(format!(
-                        "testpmd did not start: {}",
-                        std::fs::read_to_string(&log).unwrap_or_default()
-                    ));
-                }
-                let fr = frames(&n, &dests, false, [10, 0, 0, 1]);
-                let r = measure(&n, &fr, Some(pid), secs);
-                n.lab.stop(pid, Duration::from_secs(5));
-                let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
-                table.push(("testpmd-afpacket".to_string(), r?));
+                let r = run_testpmd(&testpmd, vdev, &dir, &dests, secs)?;
+                table.push((sys.to_string(), r));
             }
         }
+    }
+    for (sys, pop) in [("ovs", false), ("ovs-pop", true)] {
+        if !compare.split(',').any(|c| c == sys) {
+            continue;
+        }
+        if which("ovs-vswitchd").is_none() {
+            println!("{sys}: skipped, ovs-vswitchd not found (Debian package openvswitch-switch)");
+            continue;
+        }
+        let r = run_ovs(sys, pop, &dir, &routes, &dests, secs)?;
+        table.push((sys.to_string(), r));
     }
     println!(
         "{:<17} {:>10} {:>12} {:>10} {:>10} {:>9} {:>9} {:>9}",
