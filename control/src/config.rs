@@ -212,6 +212,20 @@ pub struct BgpConfig {
     pub listen: bool,
     /// Address to listen on (default: all).
     pub listen_address: Option<IpAddr>,
+    /// Share a prefix among every best route to distinct PEs (equal up to
+    /// the router-id tie-breaker; default true). False installs the single
+    /// best path.
+    #[serde(default = "yes")]
+    pub multipath: bool,
+    /// Restart time we announce as a graceful-restart helper (RFC 4724),
+    /// in seconds (default 120; 0 leaves the capability out, so peers'
+    /// routes are withdrawn as soon as a session drops).
+    #[serde(default = "default_restart_time")]
+    pub graceful_restart_time: u16,
+}
+
+fn default_restart_time() -> u16 {
+    120
 }
 
 fn yes() -> bool {
@@ -233,6 +247,10 @@ pub struct BgpPeerConfig {
     /// Only wait for the peer to connect (no outgoing connection).
     #[serde(default)]
     pub passive: bool,
+    /// Most VPN routes accepted from this peer; one more ends the session
+    /// with a Cease NOTIFICATION (RFC 4486 subcode 1) and it stays down for
+    /// a minute before reconnecting. Absent: no limit.
+    pub max_prefixes: Option<u32>,
 }
 
 /// Parse a route target `asn:n`, `asn4:n` or `a.b.c.d:n` into its extended
@@ -651,6 +669,12 @@ impl Config {
             }
         }
         if let Some(b) = &self.bgp {
+            if b.graceful_restart_time > 4095 {
+                return Err(invalid(
+                    "bgp.graceful_restart_time",
+                    "at most 4095 seconds (12 bits, RFC 4724)",
+                ));
+            }
             if b.hold_time == 1 || b.hold_time == 2 {
                 return Err(invalid("bgp.hold_time", "0 or at least 3 seconds"));
             }

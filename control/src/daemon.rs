@@ -933,6 +933,23 @@ mod dpdk_setup {
     }
 }
 
+/// How long stale routes wait for a restarted peer's End-of-RIB once its
+/// session is back (the stale-path timer of RFC 4724 §4.2).
+const STALE_PATH_TIME: Duration = Duration::from_secs(360);
+
+/// A configured peer as the API shows it.
+struct PeerView {
+    asn: u32,
+    state: &'static str,
+    since: u64,
+    capabilities: Vec<String>,
+    families: Vec<(Afi, Safi)>,
+    max_prefixes: Option<u32>,
+    /// While the peer restarts gracefully: when its stale routes go.
+    restart_deadline: Option<Instant>,
+    last_down: Option<String>,
+}
+
 /// Run the router with the configuration at `path` until SIGINT or SIGTERM.
 /// SIGHUP re-reads the file and applies the changes to the `[[route]]`
 /// entries (other sections need a restart; a reload that changes them, or
@@ -1005,6 +1022,7 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                 families: vec![(Afi::IPV4, Safi::MPLS_VPN), (Afi::IPV6, Safi::MPLS_VPN)],
                 add_path_receive: vec![],
                 passive: p.passive,
+                graceful_restart_time: b.graceful_restart_time,
             };
             let (events, stop, peer, passive) =
                 (bgp_tx.clone(), bgp_stop.clone(), p.address, p.passive);
@@ -1040,29 +1058,59 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
     }
     // The API, fed with snapshots from this thread.
     let snapshot: crate::api::Shared = Default::default();
-    let mut peer_state: std::collections::BTreeMap<IpAddr, (u32, &'static str, u64)> = cfg
+    let mut peer_state: std::collections::BTreeMap<IpAddr, PeerView> = cfg
         .bgp
         .iter()
         .flat_map(|b| b.peers.iter())
-        .map(|p| (p.address, (p.asn, "Down", now_unix())))
+        .map(|p| {
+            (
+                p.address,
+                PeerView {
+                    asn: p.asn,
+                    state: "Down",
+                    since: now_unix(),
+                    capabilities: vec![],
+                    families: vec![],
+                    max_prefixes: p.max_prefixes,
+                    restart_deadline: None,
+                    last_down: None,
+                },
+            )
+        })
         .collect();
     match crate::api::serve(cfg.api.listen, snapshot.clone(), bgp_stop.clone()) {
         Ok(h) => sessions.push(h),
         Err(e) => warn!(addr = %cfg.api.listen, error = %e, "API not served"),
     }
-    let publish =
-        |vpn: &crate::vpn::Vpn,
-         peer_state: &std::collections::BTreeMap<IpAddr, (u32, &'static str, u64)>| {
-            let peers = peer_state
+    let publish = |vpn: &crate::vpn::Vpn,
+                   peer_state: &std::collections::BTreeMap<IpAddr, PeerView>| {
+        let peers = peer_state
             .iter()
-            .map(|(addr, (asn, state, since))| {
-                serde_json::json!({"address": addr.to_string(), "asn": asn, "state": state, "since": since, "received": vpn.learned_from(*addr)})
+            .map(|(addr, p)| {
+                let (r4, r6) = vpn.learned_by_family(*addr);
+                let (a4, a6) = vpn.accepted_by_family(*addr);
+                serde_json::json!({
+                    "address": addr.to_string(),
+                    "asn": p.asn,
+                    "state": p.state,
+                    "since": p.since,
+                    "uptime": now_unix().saturating_sub(p.since),
+                    "capabilities": p.capabilities,
+                    "received": r4 + r6,
+                    "families": {
+                        "vpnv4": {"received": r4, "accepted": a4},
+                        "vpnv6": {"received": r6, "accepted": a6},
+                    },
+                    "stale": vpn.stale_from(*addr),
+                    "max_prefixes": p.max_prefixes,
+                    "last_down": p.last_down,
+                })
             })
             .collect();
-            let mut s = snapshot.lock().unwrap_or_else(|e| e.into_inner());
-            s.peers = peers;
-            s.routes = vpn.routes_json();
-        };
+        let mut s = snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        s.peers = peers;
+        s.routes = vpn.routes_json();
+    };
     publish(&vpn, &peer_state);
     install_signal_handlers();
     info!(
@@ -1120,36 +1168,119 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
             did = true;
             bgp_dirty = true;
             match ev {
-                SessionEvent::Up { peer, .. } => {
-                    info!(%peer, "BGP session established");
+                SessionEvent::Up { peer, negotiated } => {
+                    info!(%peer, capabilities = ?negotiated.capabilities, "BGP session established");
+                    vpn.peer_up(peer, negotiated.peer_as, negotiated.peer_id);
                     if let Some(p) = peer_state.get_mut(&peer) {
-                        *p = (p.0, "Established", now_unix());
+                        p.state = "Established";
+                        p.since = now_unix();
+                        p.capabilities = negotiated.capabilities.clone();
+                        p.families = negotiated.families.clone();
+                        if p.restart_deadline.is_some() {
+                            if negotiated.graceful_restart.is_some() {
+                                // Back from a graceful restart: its stale
+                                // routes wait for its End-of-RIB.
+                                p.restart_deadline = Some(now + STALE_PATH_TIME);
+                            } else {
+                                p.restart_deadline = None;
+                                let n = vpn.sweep_stale(peer, None, &mut routes, &mut fib);
+                                info!(%peer, removed = n, "peer came back without graceful restart; stale routes removed");
+                            }
+                        }
                     }
                     if let Some((tx, asn)) = outboxes.get(&peer) {
-                        for m in vpn.exports(*asn) {
+                        for m in vpn.exports(*asn, &negotiated.families) {
+                            let _ = tx.send(m);
+                        }
+                        for m in crate::vpn::Vpn::end_of_rib_markers(&negotiated.families) {
                             let _ = tx.send(m);
                         }
                     }
                 }
                 SessionEvent::Update { peer, update } => {
+                    if let Some((afi, safi)) = crate::vpn::Vpn::end_of_rib(&update) {
+                        let n = vpn.sweep_stale(peer, Some(afi), &mut routes, &mut fib);
+                        info!(%peer, family = crate::bgp::fsm::family_name(afi, safi), stale_removed = n, "End-of-RIB");
+                        if let Some(p) = peer_state.get_mut(&peer) {
+                            if vpn.stale_from(peer) == 0 {
+                                p.restart_deadline = None;
+                            }
+                        }
+                        bgp_changes += n;
+                        continue;
+                    }
                     let (a, w) = vpn.on_update(peer, &update, &mut routes, &mut fib);
                     tracing::debug!(%peer, announced = a, withdrawn = w, held = vpn.learned(), "BGP update");
                     bgp_changes += a + w;
+                    let limit = peer_state.get(&peer).and_then(|p| p.max_prefixes);
+                    if let (Some(max), Some((tx, _))) = (limit, outboxes.get(&peer)) {
+                        let held = vpn.learned_from(peer);
+                        if held > max as usize {
+                            // RFC 4486: Cease, maximum number of prefixes
+                            // reached; data: AFI, SAFI, the limit.
+                            let mut data = vec![0, 1, 128];
+                            data.extend_from_slice(&max.to_be_bytes());
+                            warn!(%peer, held, max, "maximum prefixes exceeded; ending the session");
+                            let _ = tx.send(Message::Notification {
+                                code: 6,
+                                subcode: 1,
+                                data,
+                            });
+                        }
+                    }
                 }
                 SessionEvent::Refresh { peer } => {
                     info!(%peer, "route refresh requested");
+                    let families = peer_state
+                        .get(&peer)
+                        .map(|p| p.families.clone())
+                        .unwrap_or_default();
                     if let Some((tx, asn)) = outboxes.get(&peer) {
-                        for m in vpn.exports(*asn) {
+                        for m in vpn.exports(*asn, &families) {
+                            let _ = tx.send(m);
+                        }
+                        for m in crate::vpn::Vpn::end_of_rib_markers(&families) {
                             let _ = tx.send(m);
                         }
                     }
                 }
-                SessionEvent::Down { peer, reason } => {
-                    if let Some(p) = peer_state.get_mut(&peer) {
-                        *p = (p.0, "Down", now_unix());
+                SessionEvent::Down {
+                    peer,
+                    reason,
+                    restart,
+                } => {
+                    let p = peer_state.get_mut(&peer);
+                    match (restart, p) {
+                        (Some((time, families)), Some(p)) if time > 0 => {
+                            let (kept, gone) =
+                                vpn.peer_restarting(peer, &families, &mut routes, &mut fib);
+                            p.state = "Restarting";
+                            p.since = now_unix();
+                            p.last_down = Some(reason.clone());
+                            p.restart_deadline = Some(now + Duration::from_secs(u64::from(time)));
+                            warn!(%peer, %reason, kept, withdrawn = gone, restart_time = time, "BGP session down; peer restarting gracefully, its routes kept as stale");
+                        }
+                        (_, p) => {
+                            if let Some(p) = p {
+                                p.state = "Down";
+                                p.since = now_unix();
+                                p.last_down = Some(reason.clone());
+                                p.restart_deadline = None;
+                            }
+                            let n = vpn.peer_down(peer, &mut routes, &mut fib);
+                            warn!(%peer, %reason, withdrawn = n, "BGP session down");
+                        }
                     }
-                    let n = vpn.peer_down(peer, &mut routes, &mut fib);
-                    warn!(%peer, %reason, withdrawn = n, "BGP session down");
+                }
+            }
+        }
+        for (peer, p) in peer_state.iter_mut() {
+            if p.restart_deadline.is_some_and(|d| now >= d) {
+                p.restart_deadline = None;
+                let n = vpn.sweep_stale(*peer, None, &mut routes, &mut fib);
+                if n > 0 {
+                    bgp_dirty = true;
+                    warn!(%peer, removed = n, "graceful restart: timer expired, stale routes removed");
                 }
             }
         }

@@ -54,6 +54,16 @@ ENVIRONMENT
     VPNFWD_LOG   log level: error, warn, info (default), debug, trace
 ";
 
+/// Seconds as `1d02h`, `3h04m`, `5m06s` or `7s`.
+fn duration_text(s: u64) -> String {
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
 /// Structured logs on standard error; the level comes from `VPNFWD_LOG`
 /// (error, warn, info — the default — debug or trace).
 fn init_logging() {
@@ -163,16 +173,30 @@ fn cli(args: &[String]) -> Result<(), String> {
         serde_json::from_str(&body).map_err(|e| format!("bad answer from the API: {e}"))?;
     if args[0] == "peer" {
         println!(
-            "{:<40} {:>10} {:<12} {:>10}",
-            "PEER", "AS", "STATE", "RECEIVED"
+            "{:<24} {:>10} {:<12} {:>9} {:>15} {:>15} {:>6}  CAPABILITIES",
+            "PEER", "AS", "STATE", "FOR", "VPNV4 RCV/ACC", "VPNV6 RCV/ACC", "STALE"
         );
         for r in rows {
+            let fam = |f: &str| {
+                format!(
+                    "{}/{}",
+                    r["families"][f]["received"], r["families"][f]["accepted"]
+                )
+            };
+            let caps: Vec<&str> = r["capabilities"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|c| c.as_str()).collect())
+                .unwrap_or_default();
             println!(
-                "{:<40} {:>10} {:<12} {:>10}",
+                "{:<24} {:>10} {:<12} {:>9} {:>15} {:>15} {:>6}  {}",
                 r["address"].as_str().unwrap_or(""),
                 r["asn"],
                 r["state"].as_str().unwrap_or(""),
-                r["received"]
+                duration_text(r["uptime"].as_u64().unwrap_or(0)),
+                fam("vpnv4"),
+                fam("vpnv6"),
+                r["stale"],
+                caps.join(" ")
             );
         }
     } else {

@@ -3,10 +3,23 @@
 //! labeled VPN routes with their route distinguisher and export targets
 //! (§4.3.2, §4.3.4).
 //!
-//! Routes learned from peers are kept per (prefix, peer, RD). For each VRF
-//! and prefix, every importable route is a candidate; candidates leading to
-//! distinct (label, PE) pairs share the prefix as an ECMP group, until
-//! best-path selection lands in the RIB.
+//! Routes learned from peers are kept per (prefix, peer, RD) (the
+//! Adj-RIBs-In and the VPN RIB in one map), each pointing at the path
+//! attributes of the UPDATE that carried it, shared by every route of that
+//! UPDATE. For each VRF and prefix, the importable routes go through the
+//! decision process of RFC 4271 §9.1.2.2: highest LOCAL_PREF, shortest
+//! AS_PATH, lowest ORIGIN, lowest MED among routes from the same
+//! neighbouring AS, eBGP over iBGP; with multipath (the default) every
+//! route left that leads to a distinct (label, PE) shares the prefix as an
+//! ECMP group, else the tie-breakers pick one: lowest router id
+//! (ORIGINATOR_ID for reflected routes), shortest CLUSTER_LIST, lowest peer
+//! address.
+//!
+//! Graceful restart (RFC 4724, helper): when a session that negotiated it
+//! drops without a NOTIFICATION, the peer's routes stay installed, marked
+//! stale; routes the peer re-announces after it comes back are fresh again,
+//! and its End-of-RIB for a family (or the restart timer) removes the stale
+//! rest.
 
 use crate::bgp::wire::attr::{code, Attr};
 use crate::bgp::wire::nlri::{Afi, Nlri, Safi};
@@ -17,8 +30,9 @@ use crate::config::{parse_prefix, parse_rd, parse_route_target, Config, EncapKin
 use crate::daemon::RouteSet;
 use dataplane::fib::{Fib, VrfId};
 use dataplane::wire::mpls::Label;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
 /// A VRF's VPN settings.
 #[derive(Debug, Clone)]
@@ -31,11 +45,37 @@ struct VrfVpn {
     locals: Vec<Prefix>,
 }
 
+/// The path attributes the VPN layer uses, shared by every route of one
+/// UPDATE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PathInfo {
+    rts: Vec<[u8; 8]>,
+    local_pref: u32,
+    as_path_len: u32,
+    origin: u8,
+    med: u32,
+    /// First AS of the AS_PATH (0 when empty: a route from inside our AS).
+    neighbor_as: u32,
+    ebgp: bool,
+    /// ORIGINATOR_ID when reflected, else the peer's BGP identifier.
+    router_id: u32,
+    cluster_len: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Learned {
     label: u32,
     pe: Ipv4Addr,
-    rts: Vec<[u8; 8]>,
+    path: Arc<PathInfo>,
+    /// Kept through the peer's graceful restart, not yet re-announced.
+    stale: bool,
+}
+
+/// What the VPN layer knows of an Established peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PeerInfo {
+    asn: u32,
+    id: Ipv4Addr,
 }
 
 /// The VPN layer between the BGP sessions and the tables.
@@ -47,9 +87,48 @@ pub struct Vpn {
     /// VRF indices each prefix is installed in.
     installed_in: std::collections::HashMap<Prefix, Vec<usize>>,
     learned: BTreeMap<(Prefix, IpAddr, RouteDistinguisher), Learned>,
+    /// Routes held per peer (for limits and the API).
+    counts: HashMap<IpAddr, usize>,
+    peers: HashMap<IpAddr, PeerInfo>,
     encap: EncapKind,
     me: Option<Ipv4Addr>,
     local_as: u32,
+    multipath: bool,
+}
+
+/// Decision process (RFC 4271 §9.1.2.2) over `cands` (route, peer): the
+/// indices of the routes that tie through eBGP-over-iBGP (the multipath
+/// set), or with `multipath` off the single winner of the tie-breakers.
+fn best_paths(cands: &[(&Learned, IpAddr)], multipath: bool) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..cands.len()).collect();
+    let keep_best = |idx: &mut Vec<usize>, key: &dyn Fn(&PathInfo) -> u64| {
+        if let Some(best) = idx.iter().map(|i| key(&cands[*i].0.path)).min() {
+            idx.retain(|i| key(&cands[*i].0.path) == best);
+        }
+    };
+    keep_best(&mut idx, &|p| u64::from(u32::MAX - p.local_pref));
+    keep_best(&mut idx, &|p| u64::from(p.as_path_len));
+    keep_best(&mut idx, &|p| u64::from(p.origin));
+    // MED only between routes from the same neighbouring AS.
+    let mut best_med: HashMap<u32, u32> = HashMap::new();
+    for i in &idx {
+        let p = &cands[*i].0.path;
+        let m = best_med.entry(p.neighbor_as).or_insert(p.med);
+        *m = (*m).min(p.med);
+    }
+    idx.retain(|i| {
+        let p = &cands[*i].0.path;
+        best_med.get(&p.neighbor_as) == Some(&p.med)
+    });
+    keep_best(&mut idx, &|p| u64::from(!p.ebgp));
+    if multipath || idx.len() <= 1 {
+        return idx;
+    }
+    keep_best(&mut idx, &|p| u64::from(p.router_id));
+    keep_best(&mut idx, &|p| u64::from(p.cluster_len));
+    idx.sort_by_key(|i| cands[*i].1);
+    idx.truncate(1);
+    idx
 }
 
 /// A route target as text: `asn:n` or `ip:n`.
@@ -123,9 +202,201 @@ impl Vpn {
             by_rt,
             installed_in: std::collections::HashMap::new(),
             learned: BTreeMap::new(),
+            counts: HashMap::new(),
+            peers: HashMap::new(),
             encap: cfg.bgp.as_ref().map_or(EncapKind::Mpls, |b| b.encap),
             me: cfg.uplink.as_ref().and_then(|u| u.address),
             local_as: cfg.bgp.as_ref().map_or(0, |b| b.asn),
+            multipath: cfg.bgp.as_ref().is_none_or(|b| b.multipath),
+        }
+    }
+
+    fn insert(&mut self, key: (Prefix, IpAddr, RouteDistinguisher), l: Learned) -> bool {
+        let peer = key.1;
+        let fresh = self.learned.insert(key, l).is_none();
+        if fresh {
+            *self.counts.entry(peer).or_default() += 1;
+        }
+        fresh
+    }
+
+    fn remove(&mut self, key: &(Prefix, IpAddr, RouteDistinguisher)) -> bool {
+        let gone = self.learned.remove(key).is_some();
+        if gone {
+            if let Some(c) = self.counts.get_mut(&key.1) {
+                *c = c.saturating_sub(1);
+            }
+        }
+        gone
+    }
+
+    /// A session came up: the peer's AS and identifier feed best-path
+    /// selection.
+    pub fn peer_up(&mut self, peer: IpAddr, asn: u32, id: Ipv4Addr) {
+        self.peers.insert(peer, PeerInfo { asn, id });
+    }
+
+    /// Routes held from `peer` that are stale (kept through its restart).
+    pub fn stale_from(&self, peer: IpAddr) -> usize {
+        self.learned
+            .iter()
+            .filter(|((_, p, _), l)| *p == peer && l.stale)
+            .count()
+    }
+
+    /// The peer's session dropped and it is restarting gracefully: keep its
+    /// routes of `families` installed, marked stale, and forget the rest.
+    /// Returns (kept, withdrawn).
+    pub fn peer_restarting(
+        &mut self,
+        peer: IpAddr,
+        families: &[(Afi, Safi)],
+        routes: &mut RouteSet,
+        fib: &mut Fib,
+    ) -> (usize, usize) {
+        let keep_v4 = families.contains(&(Afi::IPV4, Safi::MPLS_VPN));
+        let keep_v6 = families.contains(&(Afi::IPV6, Safi::MPLS_VPN));
+        let mut kept = 0;
+        let mut gone = Vec::new();
+        for ((prefix, p, rd), l) in self.learned.iter_mut() {
+            if *p != peer {
+                continue;
+            }
+            let keep = if prefix.addr.is_ipv4() {
+                keep_v4
+            } else {
+                keep_v6
+            };
+            if keep {
+                l.stale = true;
+                kept += 1;
+            } else {
+                gone.push((*prefix, *p, *rd));
+            }
+        }
+        let prefixes: HashSet<Prefix> = gone.iter().map(|k| k.0).collect();
+        for k in &gone {
+            self.remove(k);
+        }
+        for p in prefixes {
+            self.reconcile(p, routes, fib);
+        }
+        (kept, gone.len())
+    }
+
+    /// Remove the stale routes of `peer` (of one address family, or all):
+    /// its End-of-RIB arrived, or the restart or stale timer ran out.
+    pub fn sweep_stale(
+        &mut self,
+        peer: IpAddr,
+        family: Option<Afi>,
+        routes: &mut RouteSet,
+        fib: &mut Fib,
+    ) -> usize {
+        let gone: Vec<(Prefix, IpAddr, RouteDistinguisher)> = self
+            .learned
+            .iter()
+            .filter(|((prefix, p, _), l)| {
+                *p == peer
+                    && l.stale
+                    && family.is_none_or(|f| (f == Afi::IPV4) == prefix.addr.is_ipv4())
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        let prefixes: HashSet<Prefix> = gone.iter().map(|k| k.0).collect();
+        for k in &gone {
+            self.remove(k);
+        }
+        for p in prefixes {
+            self.reconcile(p, routes, fib);
+        }
+        gone.len()
+    }
+
+    /// Routes held from `peer` per family (vpnv4, vpnv6).
+    pub fn learned_by_family(&self, peer: IpAddr) -> (usize, usize) {
+        let mut v4 = 0;
+        let mut v6 = 0;
+        for (prefix, p, _) in self.learned.keys() {
+            if *p == peer {
+                if prefix.addr.is_ipv4() {
+                    v4 += 1;
+                } else {
+                    v6 += 1;
+                }
+            }
+        }
+        (v4, v6)
+    }
+
+    /// Routes from `peer` per family (vpnv4, vpnv6) that carry a route
+    /// target some VRF imports.
+    pub fn accepted_by_family(&self, peer: IpAddr) -> (usize, usize) {
+        let mut v4 = 0;
+        let mut v6 = 0;
+        for ((prefix, p, _), l) in &self.learned {
+            if *p == peer && l.path.rts.iter().any(|rt| self.by_rt.contains_key(rt)) {
+                if prefix.addr.is_ipv4() {
+                    v4 += 1;
+                } else {
+                    v6 += 1;
+                }
+            }
+        }
+        (v4, v6)
+    }
+
+    fn path_of(&self, peer: IpAddr, u: &Update) -> PathInfo {
+        let rts: Vec<[u8; 8]> = match u.attr(code::EXT_COMMUNITIES) {
+            Some(Attr::ExtCommunities(c)) => c.iter().copied().filter(is_route_target).collect(),
+            _ => vec![],
+        };
+        let info = self.peers.get(&peer).copied();
+        let (as_path_len, neighbor_as) = match u.attr(code::AS_PATH) {
+            Some(Attr::AsPath(segs)) => {
+                let len = segs
+                    .iter()
+                    .map(|s| match s {
+                        AsPathSegment::Sequence(v) => v.len() as u32,
+                        AsPathSegment::Set(_) => 1,
+                        AsPathSegment::Confed(..) => 0,
+                    })
+                    .sum();
+                let first = segs.iter().find_map(|s| match s {
+                    AsPathSegment::Sequence(v) => v.first().copied(),
+                    _ => None,
+                });
+                (len, first.unwrap_or(0))
+            }
+            _ => (0, 0),
+        };
+        let ebgp = info.is_some_and(|i| i.asn != self.local_as);
+        PathInfo {
+            rts,
+            local_pref: match u.attr(code::LOCAL_PREF) {
+                Some(Attr::LocalPref(v)) if !ebgp => *v,
+                _ => 100,
+            },
+            as_path_len,
+            origin: match u.attr(code::ORIGIN) {
+                Some(Attr::Origin(Origin::Igp)) => 0,
+                Some(Attr::Origin(Origin::Egp)) => 1,
+                _ => 2,
+            },
+            med: match u.attr(code::MED) {
+                Some(Attr::Med(v)) => *v,
+                _ => 0,
+            },
+            neighbor_as,
+            ebgp,
+            router_id: match u.attr(code::ORIGINATOR_ID) {
+                Some(Attr::OriginatorId(id)) => u32::from(*id),
+                _ => info.map_or(0, |i| u32::from(i.id)),
+            },
+            cluster_len: match u.attr(code::CLUSTER_LIST) {
+                Some(Attr::ClusterList(c)) => c.len() as u32,
+                _ => 0,
+            },
         }
     }
 
@@ -136,7 +407,7 @@ impl Vpn {
 
     /// Routes learned from `peer`.
     pub fn learned_from(&self, peer: IpAddr) -> usize {
-        self.learned.keys().filter(|(_, p, _)| *p == peer).count()
+        self.counts.get(&peer).copied().unwrap_or(0)
     }
 
     /// Every learned route as JSON for the API: prefix, RD, label, next hop,
@@ -145,7 +416,7 @@ impl Vpn {
         self.learned
             .iter()
             .map(|((prefix, peer, rd), l)| {
-                let rts: Vec<String> = l.rts.iter().map(rt_text).collect();
+                let rts: Vec<String> = l.path.rts.iter().map(rt_text).collect();
                 let vrfs: Vec<u32> = self
                     .installed_in
                     .get(prefix)
@@ -159,6 +430,10 @@ impl Vpn {
                     "route_targets": rts,
                     "peer": peer.to_string(),
                     "vrfs": vrfs,
+                    "local_pref": l.path.local_pref,
+                    "med": l.path.med,
+                    "as_path_len": l.path.as_path_len,
+                    "stale": l.stale,
                 })
             })
             .collect()
@@ -182,7 +457,7 @@ impl Vpn {
             .collect();
         let mut vrfs: Vec<usize> = self.installed_in.remove(&prefix).unwrap_or_default();
         for (_, _, l) in &entries {
-            for rt in &l.rts {
+            for rt in &l.path.rts {
                 if let Some(v) = self.by_rt.get(rt) {
                     vrfs.extend(v);
                 }
@@ -193,13 +468,17 @@ impl Vpn {
         let mut now_in = Vec::new();
         for vi in vrfs {
             let v = &self.vrfs[vi];
-            // Every importable route is a candidate; routes to distinct
-            // (label, PE) pairs share the traffic (ECMP, e.g. anycast over two
-            // RDs) until best-path selection lands.
-            let mut members: Vec<(u32, Ipv4Addr, EncapKind)> = entries
+            // The importable routes go through the decision process; the
+            // best (with multipath, every best leading to a distinct
+            // (label, PE), e.g. anycast over two RDs) are installed.
+            let cands: Vec<(&Learned, IpAddr)> = entries
                 .iter()
-                .filter(|(_, _, l)| l.rts.iter().any(|rt| v.import.contains(rt)))
-                .map(|(_, _, l)| (l.label, l.pe, self.encap))
+                .filter(|(_, _, l)| l.path.rts.iter().any(|rt| v.import.contains(rt)))
+                .map(|(peer, _, l)| (l, *peer))
+                .collect();
+            let mut members: Vec<(u32, Ipv4Addr, EncapKind)> = best_paths(&cands, self.multipath)
+                .into_iter()
+                .map(|i| (cands[i].0.label, cands[i].0.pe, self.encap))
                 .collect();
             members.sort_by_key(|m| (m.0, m.1));
             members.dedup();
@@ -225,10 +504,7 @@ impl Vpn {
         routes: &mut RouteSet,
         fib: &mut Fib,
     ) -> (usize, usize) {
-        let rts: Vec<[u8; 8]> = match u.attr(code::EXT_COMMUNITIES) {
-            Some(Attr::ExtCommunities(c)) => c.iter().copied().filter(is_route_target).collect(),
-            _ => vec![],
-        };
+        let path = Arc::new(self.path_of(peer, u));
         let mut touched: HashSet<Prefix> = HashSet::new();
         let (mut ann, mut wd) = (0, 0);
         for pa in &u.attrs {
@@ -240,7 +516,7 @@ impl Vpn {
                 } => {
                     for n in nlri {
                         if let Nlri::Vpn(v) = n {
-                            if self.learned.remove(&(v.prefix, peer, v.rd)).is_some() {
+                            if self.remove(&(v.prefix, peer, v.rd)) {
                                 wd += 1;
                             }
                             touched.insert(v.prefix);
@@ -271,18 +547,19 @@ impl Vpn {
                             touched.insert(v.prefix);
                             match (pe, u.treat_as_withdraw) {
                                 (Some(pe), false) => {
-                                    self.learned.insert(
+                                    self.insert(
                                         (v.prefix, peer, v.rd),
                                         Learned {
                                             label: v.label.value(),
                                             pe,
-                                            rts: rts.clone(),
+                                            path: path.clone(),
+                                            stale: false,
                                         },
                                     );
                                     ann += 1;
                                 }
                                 _ => {
-                                    if self.learned.remove(&(v.prefix, peer, v.rd)).is_some() {
+                                    if self.remove(&(v.prefix, peer, v.rd)) {
                                         wd += 1;
                                     }
                                 }
@@ -309,17 +586,46 @@ impl Vpn {
             .collect();
         let prefixes: HashSet<Prefix> = gone.iter().map(|k| k.0).collect();
         for k in &gone {
-            self.learned.remove(k);
+            self.remove(k);
         }
+        self.peers.remove(&peer);
         for p in prefixes {
             self.reconcile(p, routes, fib);
         }
         gone.len()
     }
 
+    /// The End-of-RIB marker of each VPN family in `families` (RFC 4724
+    /// §2): an UPDATE with an empty MP_UNREACH_NLRI.
+    pub fn end_of_rib_markers(families: &[(Afi, Safi)]) -> Vec<Message> {
+        [Afi::IPV4, Afi::IPV6]
+            .into_iter()
+            .filter(|afi| families.contains(&(*afi, Safi::MPLS_VPN)))
+            .map(|afi| {
+                Message::Update(Update::with_attrs(vec![Attr::MpUnreach {
+                    afi,
+                    safi: Safi::MPLS_VPN,
+                    nlri: vec![],
+                }]))
+            })
+            .collect()
+    }
+
+    /// The family whose End-of-RIB `u` is, if it is one.
+    pub fn end_of_rib(u: &Update) -> Option<(Afi, Safi)> {
+        if u.attrs.len() != 1 || !u.withdrawn.is_empty() || !u.nlri.is_empty() {
+            return None;
+        }
+        match &u.attrs[0].attr {
+            Attr::MpUnreach { afi, safi, nlri } if nlri.is_empty() => Some((*afi, *safi)),
+            _ => None,
+        }
+    }
+
     /// The UPDATEs announcing every exporting VRF's local routes to a peer
-    /// in `peer_as` (iBGP: LOCAL_PREF and an empty AS_PATH; eBGP: our AS).
-    pub fn exports(&self, peer_as: u32) -> Vec<Message> {
+    /// in `peer_as` (iBGP: LOCAL_PREF and an empty AS_PATH; eBGP: our AS),
+    /// for the VPN families negotiated with it.
+    pub fn exports(&self, peer_as: u32, families: &[(Afi, Safi)]) -> Vec<Message> {
         let Some(me) = self.me else { return vec![] };
         let mut out = Vec::new();
         for v in &self.vrfs {
@@ -330,6 +636,9 @@ impl Vpn {
                 continue;
             }
             for family in [Afi::IPV4, Afi::IPV6] {
+                if !families.contains(&(family, Safi::MPLS_VPN)) {
+                    continue;
+                }
                 let nlri: Vec<Nlri> = v
                     .locals
                     .iter()
@@ -484,6 +793,276 @@ asn = 65001
         assert_eq!(members(&fib), Some(1));
         vpn.peer_down(p9, &mut routes, &mut fib);
         assert_eq!(members(&fib), None, "all gone");
+    }
+
+    /// An announcement of 10.9.0.0/24 with extra attributes.
+    fn update_with(rd: u32, label: u32, pe: [u8; 4], extra: Vec<Attr>) -> Update {
+        let mut u = update(rd, label, pe, false);
+        for a in extra {
+            let code = a.code();
+            u.attrs.retain(|p| p.attr.code() != code);
+            u.attrs.push(PathAttr {
+                flags: 0x40,
+                attr: a,
+            });
+        }
+        u
+    }
+
+    /// The labels installed for 10.9.0.5 in VRF 1 (the PEs' MACs are
+    /// resolved first, so routes install as rewrites).
+    fn installed(routes: &mut RouteSet, fib: &mut Fib) -> Vec<u32> {
+        for i in 7..=9u8 {
+            let ip = Ipv4Addr::new(192, 0, 2, i);
+            let mac = dataplane::wire::MacAddr([2, 0, 0, 0, 0, i]);
+            if let Some(c) = routes.neighbors.heard(ip, mac, std::time::Instant::now()) {
+                routes.neighbor_changed(fib, c);
+            }
+        }
+        let Some(nh) = fib.lookup_v4(VrfId(1), "10.9.0.5".parse().expect("ip")) else {
+            return vec![];
+        };
+        let mut r = fib.reader();
+        let v = r.view();
+        let label_of = |id: u32| match v.nexthop(id) {
+            Some(Nexthop::Remote(rn)) => rn.label.value(),
+            _ => 0,
+        };
+        let mut out = match v.nexthop(nh.get()) {
+            Some(Nexthop::Ecmp(m)) => m.iter().map(|id| label_of(id.get())).collect(),
+            Some(_) => vec![label_of(nh.get())],
+            None => vec![],
+        };
+        out.sort_unstable();
+        out
+    }
+
+    fn setup(extra: &str) -> (Vpn, RouteSet, Fib) {
+        let cfg = Config::parse(&CFG.replace("[[bgp.peer]]", &format!("{extra}\n[[bgp.peer]]")))
+            .expect("config");
+        let crate::daemon::Built { fib, routes, .. } = crate::daemon::build(&cfg).expect("tables");
+        let mut vpn = Vpn::new(&cfg);
+        for (p, asn) in [
+            ("192.0.2.8", 65001),
+            ("192.0.2.9", 65001),
+            ("192.0.2.7", 65007),
+        ] {
+            let ip: Ipv4Addr = p.parse().expect("ip");
+            vpn.peer_up(IpAddr::V4(ip), asn, ip);
+        }
+        (vpn, routes, fib)
+    }
+
+    const P7: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+    const P8: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 8));
+    const P9: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9));
+
+    #[test]
+    fn best_path_follows_the_rfc4271_decision_steps() {
+        let (mut vpn, mut routes, mut fib) = setup("multipath = false");
+        // Higher LOCAL_PREF wins even with a longer AS path.
+        vpn.on_update(
+            P8,
+            &update_with(
+                8,
+                3008,
+                [192, 0, 2, 8],
+                vec![
+                    Attr::LocalPref(200),
+                    Attr::AsPath(vec![AsPathSegment::Sequence(vec![1, 2, 3])]),
+                ],
+            ),
+            &mut routes,
+            &mut fib,
+        );
+        vpn.on_update(
+            P9,
+            &update_with(9, 3009, [192, 0, 2, 9], vec![Attr::LocalPref(100)]),
+            &mut routes,
+            &mut fib,
+        );
+        assert_eq!(installed(&mut routes, &mut fib), vec![3008], "local_pref");
+        // Equal LOCAL_PREF: the shorter AS path.
+        vpn.on_update(
+            P8,
+            &update_with(
+                8,
+                3008,
+                [192, 0, 2, 8],
+                vec![Attr::AsPath(vec![AsPathSegment::Sequence(vec![1, 2, 3])])],
+            ),
+            &mut routes,
+            &mut fib,
+        );
+        assert_eq!(
+            installed(&mut routes, &mut fib),
+            vec![3009],
+            "as_path length"
+        );
+        // Same path length: lower ORIGIN.
+        vpn.on_update(
+            P8,
+            &update_with(
+                8,
+                3008,
+                [192, 0, 2, 8],
+                vec![Attr::AsPath(vec![]), Attr::Origin(Origin::Igp)],
+            ),
+            &mut routes,
+            &mut fib,
+        );
+        vpn.on_update(
+            P9,
+            &update_with(
+                9,
+                3009,
+                [192, 0, 2, 9],
+                vec![Attr::Origin(Origin::Incomplete)],
+            ),
+            &mut routes,
+            &mut fib,
+        );
+        assert_eq!(installed(&mut routes, &mut fib), vec![3008], "origin");
+        // Same neighbour AS: lower MED.
+        let path = || Attr::AsPath(vec![AsPathSegment::Sequence(vec![64999])]);
+        vpn.on_update(
+            P8,
+            &update_with(8, 3008, [192, 0, 2, 8], vec![path(), Attr::Med(50)]),
+            &mut routes,
+            &mut fib,
+        );
+        vpn.on_update(
+            P9,
+            &update_with(
+                9,
+                3009,
+                [192, 0, 2, 9],
+                vec![path(), Attr::Med(10), Attr::Origin(Origin::Igp)],
+            ),
+            &mut routes,
+            &mut fib,
+        );
+        assert_eq!(installed(&mut routes, &mut fib), vec![3009], "med");
+        // All equal: the lower router id (192.0.2.8).
+        vpn.on_update(
+            P9,
+            &update_with(
+                9,
+                3009,
+                [192, 0, 2, 9],
+                vec![path(), Attr::Med(50), Attr::Origin(Origin::Igp)],
+            ),
+            &mut routes,
+            &mut fib,
+        );
+        assert_eq!(installed(&mut routes, &mut fib), vec![3008], "router id");
+        // eBGP beats iBGP when everything before is equal.
+        vpn.on_update(
+            P7,
+            &update_with(
+                7,
+                3007,
+                [192, 0, 2, 7],
+                vec![path(), Attr::Med(50), Attr::Origin(Origin::Igp)],
+            ),
+            &mut routes,
+            &mut fib,
+        );
+        assert_eq!(
+            installed(&mut routes, &mut fib),
+            vec![3007],
+            "ebgp over ibgp"
+        );
+    }
+
+    #[test]
+    fn multipath_shares_only_among_the_equal_best() {
+        let (mut vpn, mut routes, mut fib) = setup("");
+        vpn.on_update(
+            P8,
+            &update_with(8, 3008, [192, 0, 2, 8], vec![]),
+            &mut routes,
+            &mut fib,
+        );
+        vpn.on_update(
+            P9,
+            &update_with(9, 3009, [192, 0, 2, 9], vec![]),
+            &mut routes,
+            &mut fib,
+        );
+        assert_eq!(installed(&mut routes, &mut fib), vec![3008, 3009]);
+        vpn.on_update(
+            P9,
+            &update_with(9, 3009, [192, 0, 2, 9], vec![Attr::LocalPref(300)]),
+            &mut routes,
+            &mut fib,
+        );
+        assert_eq!(
+            installed(&mut routes, &mut fib),
+            vec![3009],
+            "a better path leaves the group"
+        );
+    }
+
+    #[test]
+    fn graceful_restart_keeps_routes_until_end_of_rib_rfc4724() {
+        let (mut vpn, mut routes, mut fib) = setup("");
+        vpn.on_update(
+            P8,
+            &update(8, 3008, [192, 0, 2, 8], false),
+            &mut routes,
+            &mut fib,
+        );
+        let other = |label: u32| {
+            let mut u = update(8, label, [192, 0, 2, 8], false);
+            for a in &mut u.attrs {
+                if let Attr::MpReach { nlri, .. } = &mut a.attr {
+                    if let Nlri::Vpn(v) = &mut nlri[0] {
+                        v.prefix = Prefix::new("10.8.0.0".parse().expect("ip"), 16).expect("p");
+                    }
+                }
+            }
+            u
+        };
+        vpn.on_update(P8, &other(3108), &mut routes, &mut fib);
+        assert_eq!(vpn.learned_from(P8), 2);
+        let (kept, gone) =
+            vpn.peer_restarting(P8, &[(Afi::IPV4, Safi::MPLS_VPN)], &mut routes, &mut fib);
+        assert_eq!((kept, gone), (2, 0));
+        assert_eq!(
+            installed(&mut routes, &mut fib),
+            vec![3008],
+            "still forwarding while it restarts"
+        );
+        assert_eq!(vpn.stale_from(P8), 2);
+        // Back: it re-announces one route, then End-of-RIB.
+        vpn.peer_up(P8, 65001, Ipv4Addr::new(192, 0, 2, 8));
+        vpn.on_update(
+            P8,
+            &update(8, 3008, [192, 0, 2, 8], false),
+            &mut routes,
+            &mut fib,
+        );
+        assert_eq!(vpn.stale_from(P8), 1);
+        let eor = &Vpn::end_of_rib_markers(&[(Afi::IPV4, Safi::MPLS_VPN)])[0];
+        let Message::Update(eor) = eor else {
+            panic!("update")
+        };
+        assert_eq!(Vpn::end_of_rib(eor), Some((Afi::IPV4, Safi::MPLS_VPN)));
+        assert_eq!(
+            Vpn::end_of_rib(&update(8, 3008, [192, 0, 2, 8], true)),
+            None
+        );
+        assert_eq!(
+            vpn.sweep_stale(P8, Some(Afi::IPV4), &mut routes, &mut fib),
+            1
+        );
+        assert_eq!(vpn.learned_from(P8), 1);
+        assert_eq!(installed(&mut routes, &mut fib), vec![3008]);
+        // Restarting without the family kept: everything goes at once.
+        let (kept, gone) = vpn.peer_restarting(P8, &[], &mut routes, &mut fib);
+        assert_eq!((kept, gone), (0, 1));
+        assert!(installed(&mut routes, &mut fib).is_empty());
     }
 
     #[test]

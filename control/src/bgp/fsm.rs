@@ -60,7 +60,14 @@ pub enum Event {
     Received(Message),
     /// A message arrived that did not decode (events 21, 22, 28).
     Malformed(Notification),
+    /// The router ends the session with this NOTIFICATION (a Cease, e.g.
+    /// maximum prefixes reached, RFC 4486) and waits [`IDLE_HOLD`] seconds
+    /// before connecting again.
+    Cease(Notification),
 }
+
+/// Seconds a session stays Idle after we ceased it.
+pub const IDLE_HOLD: u16 = 60;
 
 /// What the session layer must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,8 +82,16 @@ pub enum Action {
     SetTimer(Timer, u16),
     /// The session is up with these parameters.
     Up(Negotiated),
-    /// The session went down.
-    Down(String),
+    /// The session went down. `graceful` is true when it ended without a
+    /// NOTIFICATION either way (the TCP connection failed), the case in
+    /// which a graceful-restart helper keeps the peer's routes (RFC 4724
+    /// §4.2).
+    Down {
+        /// Why.
+        reason: String,
+        /// No NOTIFICATION was sent or received.
+        graceful: bool,
+    },
     /// Hand an UPDATE to the RIB.
     Update(Update),
     /// The peer asked for a route refresh of this family.
@@ -102,6 +117,10 @@ pub struct PeerConfig {
     pub add_path_receive: Vec<(Afi, Safi)>,
     /// Never connect; wait for the peer (PassiveTcpEstablishment, §8.1.1).
     pub passive: bool,
+    /// Restart time announced in our graceful-restart capability (RFC 4724;
+    /// we are a receiving speaker/helper and announce no family); 0 leaves
+    /// the capability out.
+    pub graceful_restart_time: u16,
 }
 
 /// What both sides agreed on.
@@ -119,6 +138,12 @@ pub struct Negotiated {
     pub families: Vec<(Afi, Safi)>,
     /// The peer supports route refresh.
     pub route_refresh: bool,
+    /// The peer's graceful-restart capability, when it sent one and we
+    /// announced ours: its restart time and the families whose routes a
+    /// helper keeps while it restarts.
+    pub graceful_restart: Option<(u16, Vec<(Afi, Safi)>)>,
+    /// The peer's capabilities, by name, for operators.
+    pub capabilities: Vec<String>,
     /// Codec context for this session.
     pub context: Context,
 }
@@ -180,6 +205,13 @@ impl Fsm {
             .collect();
         caps.push(Capability::RouteRefresh);
         caps.push(Capability::FourOctetAs(self.config.local_as));
+        if self.config.graceful_restart_time > 0 {
+            caps.push(Capability::GracefulRestart {
+                flags: 0,
+                time: self.config.graceful_restart_time.min(0x0fff),
+                families: vec![],
+            });
+        }
         if !self.config.add_path_receive.is_empty() {
             caps.push(Capability::AddPath(
                 self.config
@@ -198,6 +230,16 @@ impl Fsm {
     }
 
     fn go_idle(&mut self, why: String, notify: Option<Notification>) -> Vec<Action> {
+        let graceful = notify.is_none();
+        self.go_idle_as(why, notify, graceful)
+    }
+
+    fn go_idle_as(
+        &mut self,
+        why: String,
+        notify: Option<Notification>,
+        graceful: bool,
+    ) -> Vec<Action> {
         let mut out = Vec::new();
         if let Some(n) = notify {
             out.push(Action::Send(Message::Notification {
@@ -217,7 +259,10 @@ impl Fsm {
             self.config.connect_retry,
         ));
         if was_up {
-            out.push(Action::Down(why));
+            out.push(Action::Down {
+                reason: why,
+                graceful,
+            });
         }
         self.state = State::Idle;
         self.negotiated = None;
@@ -260,6 +305,16 @@ impl Fsm {
                 Capability::RouteRefresh | Capability::EnhancedRouteRefresh
             )
         });
+        let graceful_restart = o
+            .capabilities()
+            .find_map(|c| match c {
+                Capability::GracefulRestart { time, families, .. } => {
+                    Some((*time, families.iter().map(|(a, s, _)| (*a, *s)).collect()))
+                }
+                _ => None,
+            })
+            .filter(|_| self.config.graceful_restart_time > 0);
+        let capabilities = o.capabilities().map(capability_name).collect();
         // We receive path ids where we asked to and the peer offers to send.
         let add_path: Vec<(Afi, Safi)> = o
             .capabilities()
@@ -280,6 +335,8 @@ impl Fsm {
             peer_id: o.bgp_id,
             families,
             route_refresh,
+            graceful_restart,
+            capabilities,
             context: Context {
                 four_octet_as,
                 add_path,
@@ -441,8 +498,19 @@ impl Fsm {
                         "hold timer expired",
                     )),
                 ),
-            (_, Event::Received(Message::Notification { code, subcode, .. })) => {
-                self.go_idle(format!("peer sent NOTIFICATION {code}/{subcode}"), None)
+            (_, Event::Received(Message::Notification { code, subcode, .. })) => self.go_idle_as(
+                format!("peer sent NOTIFICATION {code}/{subcode}"),
+                None,
+                false,
+            ),
+            (_, Event::Cease(n)) => {
+                let mut out = self.go_idle(n.reason.clone(), Some(n));
+                for a in &mut out {
+                    if let Action::SetTimer(Timer::ConnectRetry, t) = a {
+                        *t = IDLE_HOLD;
+                    }
+                }
+                out
             }
             (_, Event::Malformed(n)) => self.go_idle(n.reason.clone(), Some(n)),
             (OpenConfirm | Established, Event::TcpFailed) => {
@@ -453,6 +521,32 @@ impl Fsm {
             }
             (_, _) => vec![],
         }
+    }
+}
+
+/// A capability's name as operators know it.
+pub fn capability_name(c: &Capability) -> String {
+    match c {
+        Capability::Multiprotocol(a, s) => format!("mp({})", family_name(*a, *s)),
+        Capability::RouteRefresh => "route-refresh".into(),
+        Capability::EnhancedRouteRefresh => "enhanced-route-refresh".into(),
+        Capability::ExtendedNexthop(_) => "extended-nexthop".into(),
+        Capability::GracefulRestart { time, .. } => format!("graceful-restart({time}s)"),
+        Capability::FourOctetAs(_) => "4-octet-as".into(),
+        Capability::AddPath(_) => "add-path".into(),
+        Capability::Unknown(code, _) => format!("unknown({code})"),
+    }
+}
+
+/// A family's name: ipv4-unicast, vpnv4, ipv4-rtc, ...
+pub fn family_name(a: Afi, s: Safi) -> String {
+    match (a, s) {
+        (Afi::IPV4, Safi::MPLS_VPN) => "vpnv4".into(),
+        (Afi::IPV6, Safi::MPLS_VPN) => "vpnv6".into(),
+        (Afi::IPV4, Safi::UNICAST) => "ipv4-unicast".into(),
+        (Afi::IPV6, Safi::UNICAST) => "ipv6-unicast".into(),
+        (Afi::IPV4, Safi::RT_CONSTRAINT) => "rtc".into(),
+        (a, s) => format!("{}/{}", a.0, s.0),
     }
 }
 
@@ -477,7 +571,103 @@ mod tests {
             families: vec![(Afi::IPV4, Safi::MPLS_VPN), (Afi::IPV6, Safi::MPLS_VPN)],
             add_path_receive: vec![],
             passive: false,
+            graceful_restart_time: 120,
         }
+    }
+
+    fn established(f: &mut Fsm, caps: Vec<Capability>) -> Negotiated {
+        to_open_sent(f);
+        f.handle(Event::Received(peer_open(65002, 90, caps)));
+        let a = f.handle(Event::Received(Message::Keepalive));
+        match a.last() {
+            Some(Action::Up(n)) => n.clone(),
+            _ => panic!("no Up: {a:?}"),
+        }
+    }
+
+    fn down(a: &[Action]) -> Option<bool> {
+        a.iter().find_map(|x| match x {
+            Action::Down { graceful, .. } => Some(*graceful),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn our_open_announces_graceful_restart_as_a_helper_rfc4724() {
+        let f = Fsm::new(cfg());
+        let caps: Vec<Capability> = f.open().capabilities().cloned().collect();
+        assert!(caps.contains(&Capability::GracefulRestart {
+            flags: 0,
+            time: 120,
+            families: vec![],
+        }));
+        let f = Fsm::new(PeerConfig {
+            graceful_restart_time: 0,
+            ..cfg()
+        });
+        assert!(!f
+            .open()
+            .capabilities()
+            .any(|c| matches!(c, Capability::GracefulRestart { .. })));
+    }
+
+    #[test]
+    fn a_lost_connection_is_graceful_a_notification_is_not() {
+        let gr = Capability::GracefulRestart {
+            flags: 0,
+            time: 90,
+            families: vec![(Afi::IPV4, Safi::MPLS_VPN, 0x80)],
+        };
+        let mut f = Fsm::new(cfg());
+        let n = established(&mut f, vec![gr.clone()]);
+        assert_eq!(
+            n.graceful_restart,
+            Some((90, vec![(Afi::IPV4, Safi::MPLS_VPN)]))
+        );
+        assert!(n
+            .capabilities
+            .contains(&"graceful-restart(90s)".to_string()));
+        assert_eq!(down(&f.handle(Event::TcpFailed)), Some(true));
+
+        let mut f = Fsm::new(cfg());
+        established(&mut f, vec![gr.clone()]);
+        let a = f.handle(Event::Received(Message::Notification {
+            code: 6,
+            subcode: 2,
+            data: vec![],
+        }));
+        assert_eq!(down(&a), Some(false));
+
+        let mut f = Fsm::new(cfg());
+        established(&mut f, vec![gr]);
+        assert_eq!(
+            down(&f.handle(Event::TimerExpired(Timer::Hold))),
+            Some(false),
+            "hold timer expiry sends a NOTIFICATION"
+        );
+    }
+
+    #[test]
+    fn cease_sends_the_notification_and_holds_off_reconnecting() {
+        let mut f = Fsm::new(cfg());
+        established(&mut f, vec![]);
+        let a = f.handle(Event::Cease(Notification::new(
+            6,
+            1,
+            vec![0, 1, 128],
+            "max",
+        )));
+        assert!(matches!(
+            &a[0],
+            Action::Send(Message::Notification {
+                code: 6,
+                subcode: 1,
+                ..
+            })
+        ));
+        assert!(a.contains(&Action::SetTimer(Timer::ConnectRetry, IDLE_HOLD)));
+        assert_eq!(down(&a), Some(false));
+        assert_eq!(f.state(), State::Idle);
     }
 
     fn peer_open(asn: u32, hold: u16, caps: Vec<Capability>) -> Message {
@@ -549,7 +739,7 @@ mod tests {
                 ..
             })
         ));
-        assert!(a.iter().any(|x| matches!(x, Action::Down(_))));
+        assert!(a.iter().any(|x| matches!(x, Action::Down { .. })));
         // Automatic restart: the retry timer brings it back to Connect.
         let a = f.handle(Event::TimerExpired(Timer::ConnectRetry));
         assert_eq!(f.state(), State::Connect);

@@ -19,8 +19,9 @@ pub enum SessionEvent {
     Up {
         /// The peer.
         peer: IpAddr,
-        /// Codec context (for encoding what we send).
-        context: Context,
+        /// What was negotiated (codec context, families, capabilities,
+        /// graceful restart).
+        negotiated: Box<super::fsm::Negotiated>,
     },
     /// An UPDATE arrived.
     Update {
@@ -34,12 +35,17 @@ pub enum SessionEvent {
         /// The peer.
         peer: IpAddr,
     },
-    /// The session went down (its routes must be withdrawn).
+    /// The session went down: its routes must be withdrawn, or kept as
+    /// stale while the peer restarts (RFC 4724).
     Down {
         /// The peer.
         peer: IpAddr,
         /// Why.
         reason: String,
+        /// Graceful restart: the peer's restart time and the families to
+        /// keep, when the session ended without a NOTIFICATION and both
+        /// sides announced the capability.
+        restart: Option<(u16, Vec<(super::wire::nlri::Afi, super::wire::nlri::Safi)>)>,
     },
 }
 
@@ -51,6 +57,8 @@ struct Session {
     buf: Vec<u8>,
     ctx: Context,
     events: Sender<SessionEvent>,
+    /// The peer's graceful-restart capability on the current session.
+    restart: Option<(u16, Vec<(super::wire::nlri::Afi, super::wire::nlri::Safi)>)>,
 }
 
 fn slot(t: Timer) -> usize {
@@ -110,15 +118,18 @@ impl Session {
                     }
                     Action::Up(n) => {
                         self.ctx = n.context.clone();
+                        self.restart = n.graceful_restart.clone();
                         let _ = self.events.send(SessionEvent::Up {
                             peer: self.peer,
-                            context: self.ctx.clone(),
+                            negotiated: Box::new(n),
                         });
                     }
-                    Action::Down(reason) => {
+                    Action::Down { reason, graceful } => {
+                        let restart = self.restart.take().filter(|_| graceful);
                         let _ = self.events.send(SessionEvent::Down {
                             peer: self.peer,
                             reason,
+                            restart,
                         });
                     }
                     Action::Update(update) => {
@@ -158,6 +169,7 @@ pub fn run(
         buf: Vec::new(),
         ctx: Context::default(),
         events,
+        restart: None,
     };
     s.feed(if passive {
         Event::StartPassive
@@ -220,6 +232,22 @@ pub fn run(
         }
         if s.fsm.state() == State::Established {
             while let Ok(m) = outbox.try_recv() {
+                // A NOTIFICATION from the control thread ends the session
+                // (a Cease such as maximum prefixes reached).
+                if let Message::Notification {
+                    code,
+                    subcode,
+                    data,
+                } = m
+                {
+                    s.feed(Event::Cease(super::wire::Notification::new(
+                        code,
+                        subcode,
+                        data,
+                        format!("ceased by the router ({code}/{subcode})"),
+                    )));
+                    break;
+                }
                 if !s.send(&m) {
                     s.feed(Event::TcpFailed);
                     break;
