@@ -9,8 +9,8 @@ vpnfwd — a userspace BGP/MPLS IP-VPN provider-edge router
 USAGE:
     vpnfwd run --config FILE      Start the router with the configuration in FILE
     vpnfwd check --config FILE    Validate FILE and print what it describes
-    vpnfwd peer list [--api ADDR] BGP peers of the running router
-    vpnfwd route list [--family vpnv4|vpnv6] [--rd RD] [--rt RT] [--api ADDR]
+    vpnfwd peer list [--api ADDR] [--json]  BGP peers of the running router
+    vpnfwd route list [--family vpnv4|vpnv6] [--rd RD] [--rt RT] [--api ADDR] [--json]
                                   VPN routes it learned, with the VRFs holding them
     vpnfwd --help                 Show this text
 
@@ -42,13 +42,19 @@ CONFIGURATION (TOML)
     [[route]]    vrf, prefix, label, pe, encap = \"mpls\" | \"gre\" | \"udp\",
                  transport_label, nexthop_mac (absent: resolved with ARP)
     [uplink]     gateway (first hop towards all remote PEs, for a routed core)
-    [bgp]        asn, router_id, hold_time, encap, listen, listen_address;
-                 [[bgp.peer]] address, asn, passive
+    [bgp]        asn, router_id, hold_time, encap, listen, listen_address,
+                 multipath (default true: ECMP over equal best paths),
+                 graceful_restart_time (default 120, 0: off);
+                 [[bgp.peer]] address, asn, passive, max_prefixes
     [api]        listen (default 127.0.0.1:8082)
 
 peer list, route list
     Ask the running router's REST API (default 127.0.0.1:8082, see [api]
-    listen) and print a table. Exit status 1 if the API cannot be reached.
+    listen) and print a table (--json: the API's answer as is). peer list
+    shows each peer's state and for how long, VPNv4/VPNv6 routes received
+    and accepted (carrying a route target some VRF imports), routes kept
+    stale through a graceful restart, and the capabilities it announced.
+    Exit status 1 if the API cannot be reached.
 
 ENVIRONMENT
     VPNFWD_LOG   log level: error, warn, info (default), debug, trace
@@ -149,7 +155,12 @@ fn cli(args: &[String]) -> Result<(), String> {
         return Err(format!("usage: vpnfwd {} list [options]", args[0]));
     }
     let mut it = args[2..].iter();
+    let mut json = false;
     while let Some(a) = it.next() {
+        if a == "--json" {
+            json = true;
+            continue;
+        }
         let v = it.next().ok_or_else(|| format!("{a} needs a value"))?;
         match a.as_str() {
             "--api" => {
@@ -169,6 +180,10 @@ fn cli(args: &[String]) -> Result<(), String> {
         format!("/routes?{}", query.join("&"))
     };
     let body = control::api::get(api, &path)?;
+    if json {
+        println!("{body}");
+        return Ok(());
+    }
     let rows: Vec<serde_json::Value> =
         serde_json::from_str(&body).map_err(|e| format!("bad answer from the API: {e}"))?;
     if args[0] == "peer" {

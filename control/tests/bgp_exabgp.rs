@@ -1,7 +1,8 @@
 //! vpnfwd peering with ExaBGP (Debian's exabgp 4.2): ExaBGP announces a
 //! VPNv4 route that vpnfwd imports, and ExaBGP's JSON decoding of what
 //! vpnfwd sends serves as an oracle for our encoder (RD, label, next hop,
-//! route target).
+//! route target). Once it holds our route, ExaBGP sends a ROUTE-REFRESH
+//! (RFC 2918) and gets our routes and End-of-RIB again.
 
 use std::time::Duration;
 use vpnfwd_tests::Lab;
@@ -27,6 +28,13 @@ fn exabgp_decodes_our_vpnv4_routes_and_we_import_its_own() {
     // (ExaBGP depends on python3, so it is there).
     let dump = tmp("exabgp-dump.py");
     std::fs::write(&dump, "import sys\nwith open(sys.argv[1], 'a') as f:\n    for line in sys.stdin:\n        f.write(line)\n        f.flush()\n").expect("dump script");
+    // A second API process asks for a route refresh once our route is in.
+    let refresher = tmp("exabgp-refresh.py");
+    std::fs::write(
+        &refresher,
+        "import sys, time\nwhile True:\n    time.sleep(0.3)\n    try:\n        if '10.1.1.1/32' in open(sys.argv[1]).read():\n            break\n    except OSError:\n        pass\ntime.sleep(0.5)\nsys.stdout.write('announce route-refresh ipv4 mpls-vpn\\n')\nsys.stdout.flush()\nwhile True:\n    time.sleep(60)\n",
+    )
+    .expect("refresh script");
     let conf = tmp("exabgp.conf");
     std::fs::write(
         &conf,
@@ -36,6 +44,10 @@ process dump {{
     run /usr/bin/python3 {dump} {json};
     encoder json;
 }}
+process refresh {{
+    run /usr/bin/python3 {refresher} {json};
+    encoder text;
+}}
 neighbor 192.0.2.1 {{
     router-id 192.0.2.9;
     local-address 192.0.2.9;
@@ -44,6 +56,9 @@ neighbor 192.0.2.1 {{
     family {{
         ipv4 mpls-vpn;
     }}
+    capability {{
+        route-refresh;
+    }}
     api {{
         processes [ dump ];
         receive {{
@@ -51,12 +66,16 @@ neighbor 192.0.2.1 {{
             update;
         }}
     }}
+    api {{
+        processes [ refresh ];
+    }}
     static {{
         route 10.9.0.0/24 rd 65001:9 label 3000 next-hop 192.0.2.9 extended-community [ target:65001:100 ];
     }}
 }}
 "#,
             dump = dump.display(),
+            refresher = refresher.display(),
             json = json.display()
         ),
     )
@@ -115,4 +134,21 @@ neighbor 192.0.2.1 {{
             "ExaBGP's decoding lacks {want}: {line}"
         );
     }
+    // The refresh: our route is sent again, followed by End-of-RIB.
+    assert!(
+        Lab::wait_until(Duration::from_secs(20), || std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("route refresh requested")),
+        "no ROUTE-REFRESH reached vpnfwd\n{}",
+        text()
+    );
+    assert!(
+        Lab::wait_until(Duration::from_secs(10), || std::fs::read_to_string(&json)
+            .unwrap_or_default()
+            .matches("\"nlri\": \"10.1.1.1/32\"")
+            .count()
+            >= 2),
+        "our route was not sent again after the refresh\n{}",
+        text()
+    );
 }
