@@ -192,3 +192,103 @@ fn a_default_route_in_a_small_table_costs_no_segment() {
     assert_eq!(t.lookup_v4(0x0a00_0105), 7);
     assert!(t.fib_bytes() < 16 * 1024, "{}", t.fib_bytes());
 }
+
+/// A /8 holding only long routes in few blocks gets a sparse segment; it
+/// turns dense when a route of length 9–18 lands in it or its blocks
+/// outgrow the list, and goes away with its last route. Lookups (single
+/// and batched) agree with the model at every step.
+#[test]
+fn sparse_segments_turn_dense_and_go_away_with_their_routes() {
+    let d = Domain::new();
+    let mut t = Lpm::new_v4(&d);
+    let mut model: Vec<(u128, u8, u32)> = Vec::new();
+    let check = |t: &Lpm, model: &[(u128, u8, u32)]| {
+        let mut keys: Vec<u32> = vec![0x0a00_0000, 0x0aff_ffff, 0x0b00_0000, 0x09ff_ffff];
+        for (p, l, _) in model {
+            let a = (*p >> 96) as u32;
+            let span = if *l == 32 { 0 } else { u32::MAX >> l };
+            keys.extend([a, a | span, a.wrapping_sub(1), (a | span).wrapping_add(1)]);
+        }
+        let mut out = vec![0u32; keys.len()];
+        let mut r = d.register();
+        {
+            let g = r.guard();
+            t.shared().lookup_v4_batch(&g, &keys, &mut out);
+        }
+        for (k, o) in keys.iter().zip(&out) {
+            let want = model_lookup(model, u128::from(*k) << 96, 128);
+            assert_eq!(t.lookup_v4(*k), want, "key {k:#x}");
+            assert_eq!(*o, want, "batch key {k:#x}");
+        }
+    };
+    let add = |t: &mut Lpm, model: &mut Vec<(u128, u8, u32)>, a: u32, l: u8, nh: u32| {
+        t.insert_v4(a, l, nh).expect("route");
+        model.retain(|(p, ml, _)| !(*p == u128::from(a) << 96 && *ml == l));
+        model.push((u128::from(a) << 96, l, nh));
+    };
+    add(&mut t, &mut model, 0, 4, 1);
+    // 40 /24s in 40 blocks of 10/8: sparse.
+    for i in 0..40u32 {
+        add(
+            &mut t,
+            &mut model,
+            0x0a00_0000 | (i * 977 % 1024) << 14,
+            24,
+            10 + i,
+        );
+    }
+    check(&t, &model);
+    let st = t.stats();
+    assert_eq!((st.segments, st.sparse_segments), (0, 1), "{st:?}");
+    assert!(t.fib_bytes() < 2048 + 2048 + 40 * 200, "{}", t.fib_bytes());
+    // A default-ish change above it reaches the listed chunks and the rest.
+    add(&mut t, &mut model, 0x0800_0000, 6, 2);
+    check(&t, &model);
+    // A /12 inside 10/8: dense.
+    add(&mut t, &mut model, 0x0a10_0000, 12, 3);
+    check(&t, &model);
+    let st = t.stats();
+    assert_eq!((st.segments, st.sparse_segments), (1, 0), "{st:?}");
+    // 11/8: sparse, then more blocks than a list holds: dense.
+    for i in 0..100u32 {
+        add(
+            &mut t,
+            &mut model,
+            0x0b00_0000 | (i * 7 % 1024) << 14 | 0x100,
+            24,
+            100 + i,
+        );
+        if i == 10 {
+            let st = t.stats();
+            assert_eq!((st.segments, st.sparse_segments), (1, 1), "{st:?}");
+        }
+    }
+    check(&t, &model);
+    assert_eq!(t.stats().segments, 2);
+    // Everything in 10/8 and 11/8 goes: so do their segments.
+    for (p, l, _) in model.clone() {
+        if p >> 120 == 0x0a || p >> 120 == 0x0b {
+            t.remove_v4((p >> 96) as u32, l).expect("remove");
+            model.retain(|(mp, ml, _)| !(*mp == p && *ml == l));
+        }
+    }
+    check(&t, &model);
+    let st = t.stats();
+    assert_eq!((st.segments, st.sparse_segments), (0, 0), "{st:?}");
+    // IPv6 too: a few /48s in one /8 stay sparse.
+    let mut t6 = Lpm::new_v6(&d);
+    for i in 0..20u128 {
+        t6.insert_v6((0x2001_0db8u128 << 96) | (i << 80), 48, i as u32)
+            .expect("route");
+    }
+    for i in 0..20u128 {
+        assert_eq!(
+            t6.lookup_v6((0x2001_0db8u128 << 96) | (i << 80) | 5),
+            i as u32
+        );
+    }
+    assert_eq!(t6.stats().sparse_segments, 1);
+    drop(t);
+    drop(t6);
+    d.synchronize();
+}

@@ -3,8 +3,9 @@
 //! Layout (readers' view), for a key left-aligned in 128 bits:
 //!
 //! ```text
-//!  root[256]     bits 0..8   ─▶ leaf(nexthop) | Segment
+//!  root[256]     bits 0..8   ─▶ leaf(nexthop) | Segment | Sparse
 //!  Segment[1024] bits 8..18  ─▶ leaf(nexthop) | chunk        (+ per-slot default)
+//!  Sparse        bits 8..18  ─▶ chunk of a listed block | one default leaf
 //!  chunk         next 14 (IPv4) or 16 (IPv6) bits ─▶ nexthop | none | child i
 //!  child i       next 16 bits ─▶ chunk …                      (IPv6 only)
 //! ```
@@ -16,6 +17,14 @@
 //! chunk answers "none" where none of its own routes cover the key and the
 //! lookup falls back to the best covering route seen on the way down, so a
 //! change to a short route never rebuilds a chunk.
+//!
+//! A /8 whose only routes are longer than /18 and fall in at most
+//! [`SPARSE_MAX`] of its 1024 blocks gets a *sparse* segment instead of a
+//! dense one: the sorted list of those blocks and their chunks (a binary
+//! search), plus the leaf for every other block. Small VRFs with scattered
+//! prefixes (a tenant's few /24s, VPN routes spread over thousands of VRFs)
+//! then cost tens of bytes per /8 instead of 8 KiB. A /8 turns dense when a
+//! route of length 9–18 lands in it or its blocks outgrow the list.
 //!
 //! Updates are incremental: the writer rebuilds only the chunk that owns the
 //! changed route (and its parent when a child chunk appears or disappears),
@@ -57,8 +66,10 @@ pub enum LpmError {
 /// Sizes of a table's reader-side structure.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LpmStats {
-    /// Segments (second level) allocated.
+    /// Dense segments (second level) allocated.
     pub segments: usize,
+    /// Sparse segments (second level of /8s with few blocks).
+    pub sparse_segments: usize,
     /// Poptrie chunks.
     pub chunks: usize,
     /// Poptrie nodes over all chunks.
@@ -102,6 +113,98 @@ pub(crate) type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
 
 struct Segment {
     slots: [AtomicUsize; SEG_LEN],
+}
+
+/// Most blocks a sparse segment lists before its /8 turns dense.
+pub const SPARSE_MAX: usize = 64;
+
+/// Tag of a root word pointing at a sparse segment (pointers are 8-aligned;
+/// leaves have bit 0 set).
+const SPARSE_TAG: usize = 2;
+
+/// A sparse segment, immutable once published: word 0 holds the number of
+/// listed blocks n, word 1 the leaf word of every block not listed, words
+/// 2..2+n the listed blocks' chunk pointers, then their 10-bit block
+/// numbers as sorted u16s, four to a word.
+fn sparse_words(n: usize) -> usize {
+    2 + n + n.div_ceil(4)
+}
+
+fn build_sparse(default_leaf: usize, blocks: &BTreeMap<u16, usize>) -> usize {
+    let n = blocks.len();
+    let mut w = vec![0usize; sparse_words(n)];
+    w[0] = n;
+    w[1] = default_leaf;
+    for (i, (b, p)) in blocks.iter().enumerate() {
+        w[2 + i] = *p;
+        let word = 2 + n + i / 4;
+        w[word] |= usize::from(*b) << (16 * (i % 4));
+    }
+    Box::into_raw(w.into_boxed_slice()) as *mut usize as usize
+}
+
+/// The slot word of block `b` in the sparse segment at `p`.
+///
+/// # Safety
+/// `p` (untagged) must point at a live sparse segment.
+#[inline(always)]
+unsafe fn sparse_slot(p: usize, b: usize) -> usize {
+    let base = p as *const usize;
+    // SAFETY: a live sparse segment starts with its count and default.
+    let n = unsafe { *base };
+    let key = |i: usize| -> usize {
+        // SAFETY: i < n, so the word is inside the segment.
+        let w = unsafe { *base.add(2 + n + i / 4) };
+        (w >> (16 * (i % 4))) & 0xffff
+    };
+    let (mut lo, mut hi) = (0usize, n);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        let k = key(mid);
+        if k == b {
+            // SAFETY: mid < n.
+            return unsafe { *base.add(2 + mid) };
+        }
+        if k < b {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    // SAFETY: word 1 is the default.
+    unsafe { *base.add(1) }
+}
+
+/// The slot word for block `b` under a non-leaf root word `r`.
+///
+/// # Safety
+/// `r` must be a root word of a live table read inside a read-side section
+/// (or by the writer), not a leaf.
+#[inline(always)]
+unsafe fn slot_of(r: usize, b: usize) -> usize {
+    if r & SPARSE_TAG == 0 {
+        // SAFETY: caller's contract: a live dense segment.
+        unsafe { &*(r as *const Segment) }.slots[b].load(Ordering::Acquire)
+    } else {
+        // SAFETY: caller's contract: a live sparse segment.
+        unsafe { sparse_slot(r & !SPARSE_TAG, b) }
+    }
+}
+
+/// Free a sparse segment (not the chunks it lists).
+///
+/// # Safety
+/// `p` (untagged) from [`build_sparse`], unreachable by readers, freed once.
+unsafe fn free_sparse(p: *mut ()) {
+    // SAFETY: caller's contract; word 0 is the count.
+    let n = unsafe { *(p as *const usize) };
+    // SAFETY: the allocation was a boxed slice of this many words.
+    drop(unsafe {
+        Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+            p as *mut usize,
+            sparse_words(n),
+        ))
+    });
 }
 
 /// View the chunk whose first word is at `p`.
@@ -194,6 +297,17 @@ impl LpmShared {
             if r & 1 == 1 {
                 word[i % RING] = r;
                 slot_at[i % RING] = 0;
+            } else if r & SPARSE_TAG != 0 {
+                // A small /8: its list is short and read now.
+                // SAFETY: see `lookup_v4_trusted`.
+                let s =
+                    unsafe { sparse_slot(r & !SPARSE_TAG, ((ip >> 14) as usize) & (SEG_LEN - 1)) };
+                if s & 1 == 0 {
+                    prefetch(s as *const u8);
+                    prefetch((s + 64) as *const u8);
+                }
+                word[i % RING] = s;
+                slot_at[i % RING] = 0;
             } else {
                 // SAFETY: see `lookup_v4_trusted`.
                 let seg = unsafe { &*(r as *const Segment) };
@@ -249,7 +363,7 @@ impl LpmShared {
     #[inline(always)]
     pub(crate) fn prefetch_slot_v4(&self, ip: u32) {
         let r = self.root[(ip >> 24) as usize].load(Ordering::Acquire);
-        if r & 1 == 0 {
+        if r & (1 | SPARSE_TAG) == 0 {
             // SAFETY: see `lookup_v4_trusted`.
             let seg = unsafe { &*(r as *const Segment) };
             prefetch(core::ptr::from_ref(&seg.slots[((ip >> 14) as usize) & (SEG_LEN - 1)]).cast());
@@ -265,8 +379,7 @@ impl LpmShared {
             return;
         }
         // SAFETY: see `lookup_v4_trusted`.
-        let seg = unsafe { &*(r as *const Segment) };
-        let s = seg.slots[((ip >> 14) as usize) & (SEG_LEN - 1)].load(Ordering::Acquire);
+        let s = unsafe { slot_of(r, ((ip >> 14) as usize) & (SEG_LEN - 1)) };
         if s & 1 == 0 {
             prefetch(s as *const u8);
             prefetch((s + 64) as *const u8);
@@ -281,12 +394,11 @@ impl LpmShared {
         if r & 1 == 1 {
             return (r >> 1) as u32;
         }
-        // SAFETY: an even root word is a pointer to a live Segment: segments
-        // are freed only after being unlinked and a grace period, and the
-        // caller is inside a read-side section of this table's domain.
-        let seg = unsafe { &*(r as *const Segment) };
-        let b = ((ip >> 14) as usize) & (SEG_LEN - 1);
-        let s = seg.slots[b].load(Ordering::Acquire);
+        // SAFETY: an even root word points at a live (dense or sparse)
+        // segment: segments are freed only after being unlinked and a grace
+        // period, and the caller is inside a read-side section of this
+        // table's domain.
+        let s = unsafe { slot_of(r, ((ip >> 14) as usize) & (SEG_LEN - 1)) };
         if s & 1 == 1 {
             return (s >> 1) as u32;
         }
@@ -307,9 +419,7 @@ impl LpmShared {
             return (r >> 1) as u32;
         }
         // SAFETY: see `lookup_v4_trusted`.
-        let seg = unsafe { &*(r as *const Segment) };
-        let b = ((ip >> 110) as usize) & (SEG_LEN - 1);
-        let s = seg.slots[b].load(Ordering::Acquire);
+        let s = unsafe { slot_of(r, ((ip >> 110) as usize) & (SEG_LEN - 1)) };
         if s & 1 == 1 {
             return (s >> 1) as u32;
         }
@@ -378,6 +488,22 @@ impl Drop for LpmShared {
             if r & 1 == 1 {
                 continue;
             }
+            if r & SPARSE_TAG != 0 {
+                let p = r & !SPARSE_TAG;
+                // SAFETY: last owner; a live sparse segment reachable only
+                // from here, listing chunks reachable only through it.
+                unsafe {
+                    let n = *(p as *const usize);
+                    for i in 0..n {
+                        let c = *(p as *const usize).add(2 + i);
+                        if c & 1 == 0 {
+                            free_tree(c);
+                        }
+                    }
+                    free_sparse(p as *mut ());
+                }
+                continue;
+            }
             // SAFETY: last owner; the segment is reachable only from here.
             let seg = unsafe { Box::from_raw(r as *mut Segment) };
             for s in seg.slots.iter() {
@@ -412,6 +538,10 @@ pub struct Lpm {
     short: Vec<IntMap<u32, u32>>,
     blocks: IntMap<u32, ChunkW>,
     seg_users: Box<[u32; 256]>,
+    /// Routes of length 9–18 per /8 (a /8 with any is dense).
+    mid_users: Box<[u32; 256]>,
+    /// The listed blocks of each sparse /8: block → chunk.
+    sparse: IntMap<u32, BTreeMap<u16, usize>>,
     routes: usize,
     retire: Vec<usize>,
     kid_defaults: Vec<u32>,
@@ -459,6 +589,8 @@ impl Lpm {
             short: (0..=TOP_BITS).map(|_| IntMap::default()).collect(),
             blocks: IntMap::default(),
             seg_users: Box::new([0; 256]),
+            mid_users: Box::new([0; 256]),
+            sparse: IntMap::default(),
             routes: 0,
             retire: Vec::new(),
             kid_defaults: Vec::new(),
@@ -592,10 +724,70 @@ impl Lpm {
         NO_ROUTE
     }
 
+    /// The dense segment of /8 `a`, if it has one.
     fn segment(&self, a: usize) -> Option<&Segment> {
         let r = self.shared.root[a].load(Ordering::Acquire);
         // SAFETY: the writer is the only one that frees segments.
-        (r & 1 == 0).then(|| unsafe { &*(r as *const Segment) })
+        (r & (1 | SPARSE_TAG) == 0).then(|| unsafe { &*(r as *const Segment) })
+    }
+
+    /// Publish /8 `a`'s sparse segment afresh from the writer's list (its
+    /// default follows the routes of length ≤ 8), retiring the old one.
+    fn publish_sparse(&mut self, a: usize) {
+        let Some(blocks) = self.sparse.get(&(a as u32)) else {
+            return;
+        };
+        let d = leaf(self.best_le((a << SEG_BITS) as u32, 8));
+        let new = build_sparse(d, blocks) | SPARSE_TAG;
+        let old = self.shared.root[a].swap(new, Ordering::AcqRel);
+        if old & 1 == 0 && old & SPARSE_TAG != 0 {
+            // SAFETY: just unlinked; the chunks it lists stay reachable
+            // from the new one.
+            unsafe {
+                self.shared
+                    .domain
+                    .retire_with((old & !SPARSE_TAG) as *mut (), free_sparse)
+            };
+        }
+    }
+
+    /// Give /8 `a` a home for block chunks: a sparse segment unless it is
+    /// dense already.
+    fn ensure_sparse_or_dense(&mut self, a: usize) {
+        let r = self.shared.root[a].load(Ordering::Acquire);
+        if r & 1 == 0 {
+            return;
+        }
+        self.sparse.insert(a as u32, BTreeMap::new());
+        self.publish_sparse(a);
+    }
+
+    /// Point block `blk`'s slot at `word` (a chunk, or for a dense segment
+    /// possibly a leaf), in whichever kind of segment its /8 has.
+    fn set_slot(&mut self, blk: u32, word: Option<usize>) {
+        let a = (blk >> SEG_BITS) as usize;
+        let b = blk as usize & (SEG_LEN - 1);
+        if let Some(seg) = self.segment(a) {
+            let w = word.unwrap_or_else(|| leaf(self.best_le(blk, TOP_BITS)));
+            seg.slots[b].store(w, Ordering::Release);
+            return;
+        }
+        let Some(list) = self.sparse.get_mut(&(a as u32)) else {
+            return;
+        };
+        match word {
+            Some(w) => {
+                list.insert(b as u16, w);
+            }
+            None => {
+                list.remove(&(b as u16));
+            }
+        }
+        if list.len() > SPARSE_MAX {
+            self.ensure_segment(a);
+        } else {
+            self.publish_sparse(a);
+        }
     }
 
     fn refresh_slot(&self, seg: &Segment, blk: u32) {
@@ -610,6 +802,7 @@ impl Lpm {
         }
     }
 
+    /// Give /8 `a` a dense segment, converting its sparse one if it has one.
     fn ensure_segment(&mut self, a: usize) {
         if self.segment(a).is_some() {
             return;
@@ -621,7 +814,20 @@ impl Lpm {
             let d = self.best_le(((a << SEG_BITS) | b) as u32, TOP_BITS);
             seg.slots[b].store(leaf(d), Ordering::Relaxed);
         }
-        self.shared.root[a].store(Box::into_raw(seg) as usize, Ordering::Release);
+        if let Some(list) = self.sparse.remove(&(a as u32)) {
+            for (b, w) in list {
+                seg.slots[usize::from(b)].store(w, Ordering::Relaxed);
+            }
+        }
+        let old = self.shared.root[a].swap(Box::into_raw(seg) as usize, Ordering::AcqRel);
+        if old & 1 == 0 && old & SPARSE_TAG != 0 {
+            // SAFETY: just unlinked; its chunks now hang off the dense one.
+            unsafe {
+                self.shared
+                    .domain
+                    .retire_with((old & !SPARSE_TAG) as *mut (), free_sparse)
+            };
+        }
     }
 
     fn drop_segment_if_unused(&mut self, a: usize) {
@@ -630,9 +836,19 @@ impl Lpm {
         }
         let d = self.best_le((a << SEG_BITS) as u32, 8);
         let old = self.shared.root[a].swap(leaf(d), Ordering::AcqRel);
+        self.sparse.remove(&(a as u32));
         if old & 1 == 0 {
-            // SAFETY: just unlinked from its only parent; holds only leaves.
-            unsafe { self.shared.domain.retire(old as *mut Segment) };
+            if old & SPARSE_TAG != 0 {
+                // SAFETY: just unlinked from its only parent; lists nothing.
+                unsafe {
+                    self.shared
+                        .domain
+                        .retire_with((old & !SPARSE_TAG) as *mut (), free_sparse)
+                };
+            } else {
+                // SAFETY: just unlinked from its only parent; holds only leaves.
+                unsafe { self.shared.domain.retire(old as *mut Segment) };
+            }
         }
     }
 
@@ -648,22 +864,30 @@ impl Lpm {
         if len <= 8 {
             let a0 = (key >> SEG_BITS) as usize;
             for a in a0..a0 + (1usize << (8 - len)) {
-                match self.segment(a) {
-                    None => self.shared.root[a].store(
+                if let Some(seg) = self.segment(a) {
+                    for b in 0..SEG_LEN {
+                        self.refresh_slot(seg, ((a << SEG_BITS) | b) as u32);
+                    }
+                } else if let Some(list) = self.sparse.get(&(a as u32)) {
+                    // The listed chunks' covering value, then the default.
+                    for (b, w) in list {
+                        let blk = ((a << SEG_BITS) | usize::from(*b)) as u32;
+                        // SAFETY: the writer owns the published chunk.
+                        poptrie::set_default(unsafe { chunk(*w) }, self.best_le(blk, TOP_BITS));
+                    }
+                    self.publish_sparse(a);
+                } else {
+                    self.shared.root[a].store(
                         leaf(self.best_le((a << SEG_BITS) as u32, 8)),
                         Ordering::Release,
-                    ),
-                    Some(seg) => {
-                        for b in 0..SEG_LEN {
-                            self.refresh_slot(seg, ((a << SEG_BITS) | b) as u32);
-                        }
-                    }
+                    );
                 }
             }
         } else {
             let a = (key >> SEG_BITS) as usize;
             if old.is_none() {
                 self.seg_users[a] += 1;
+                self.mid_users[a] += 1;
                 self.ensure_segment(a);
             }
             if let Some(seg) = self.segment(a) {
@@ -674,6 +898,7 @@ impl Lpm {
             }
             if v.is_none() {
                 self.seg_users[a] -= 1;
+                self.mid_users[a] -= 1;
                 self.drop_segment_if_unused(a);
             }
         }
@@ -697,17 +922,14 @@ impl Lpm {
             Change::Published { new, fresh } => {
                 if fresh {
                     self.seg_users[a] += 1;
-                    self.ensure_segment(a);
+                    self.ensure_sparse_or_dense(a);
                 }
-                let seg = self.segment(a).expect("segment exists while it has users");
-                seg.slots[b].store(new, Ordering::Release);
+                let _ = b;
+                self.set_slot(blk, Some(new));
                 self.blocks.insert(blk, cw);
             }
             Change::Removed => {
-                let d = self.best_le(blk, TOP_BITS);
-                if let Some(seg) = self.segment(a) {
-                    seg.slots[b].store(leaf(d), Ordering::Release);
-                }
+                self.set_slot(blk, None);
                 self.seg_users[a] -= 1;
                 self.drop_segment_if_unused(a);
             }
@@ -823,6 +1045,7 @@ impl Lpm {
         }
         let mut st = LpmStats {
             segments: (0..256).filter(|a| self.segment(*a).is_some()).count(),
+            sparse_segments: self.sparse.len(),
             ..LpmStats::default()
         };
         for cw in self.blocks.values() {
@@ -842,6 +1065,11 @@ impl Lpm {
         let segs = (0..256).filter(|a| self.segment(*a).is_some()).count();
         256 * 8
             + segs * core::mem::size_of::<Segment>()
+            + self
+                .sparse
+                .values()
+                .map(|l| sparse_words(l.len()) * 8)
+                .sum::<usize>()
             + self.blocks.values().map(walk).sum::<usize>()
     }
 }
