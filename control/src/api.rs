@@ -1,26 +1,39 @@
 //! The read-only REST API (127.0.0.1:8082 by default): `GET /ping`,
 //! `GET /peers`, `GET /routes?family=vpnv4[&rd=…][&rt=…]`, all JSON. A small
-//! HTTP/1.1 server on its own thread; the control thread publishes a
-//! snapshot of what the API shows after each change, so requests never
-//! touch the tables.
+//! HTTP/1.1 server on its own thread; each request is passed to the control
+//! thread, which answers from its tables between two of its own tasks, so
+//! the API costs nothing while nobody asks (a snapshot pushed after every
+//! change would cost time and memory in proportion to the whole RIB).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// What the API serves.
-#[derive(Debug, Default, Clone)]
-pub struct Snapshot {
-    /// Peers: address, AS, state, since, routes received.
-    pub peers: Vec<serde_json::Value>,
-    /// Learned VPN routes.
-    pub routes: Vec<serde_json::Value>,
+/// A question for the control thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// The peers and their state.
+    Peers,
+    /// Learned VPN routes of one family, optionally of one RD or carrying
+    /// one route target (as text, e.g. `65001:100`).
+    Routes {
+        /// VPNv6 rather than VPNv4.
+        v6: bool,
+        /// Only this RD.
+        rd: Option<String>,
+        /// Only routes carrying this target.
+        rt: Option<String>,
+    },
 }
 
-/// The shared snapshot.
-pub type Shared = Arc<Mutex<Snapshot>>;
+/// Where the API sends requests, each with the channel for its JSON answer.
+pub type Requests = Sender<(Request, Sender<String>)>;
+
+/// How long a request waits for the control thread.
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
 fn respond(s: &mut TcpStream, code: &str, body: &str) {
     let _ = write!(s, "HTTP/1.1 {code}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
@@ -34,7 +47,27 @@ fn query(q: &str, key: &str) -> Option<String> {
     })
 }
 
-fn handle(mut s: TcpStream, snap: &Shared) {
+fn ask(s: &mut TcpStream, requests: &Requests, req: Request) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    if requests.send((req, tx)).is_err() {
+        respond(
+            s,
+            "503 Service Unavailable",
+            r#"{"error":"router stopping"}"#,
+        );
+        return;
+    }
+    match rx.recv_timeout(ANSWER_WITHIN) {
+        Ok(body) => respond(s, "200 OK", &body),
+        Err(_) => respond(
+            s,
+            "503 Service Unavailable",
+            r#"{"error":"the router did not answer in time"}"#,
+        ),
+    }
+}
+
+fn handle(mut s: TcpStream, requests: &Requests) {
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let mut line = String::new();
     let mut r = BufReader::new(match s.try_clone() {
@@ -63,43 +96,24 @@ fn handle(mut s: TcpStream, snap: &Shared) {
         return;
     }
     let (path, q) = target.split_once('?').unwrap_or((target, ""));
-    let snap = snap.lock().unwrap_or_else(|e| e.into_inner()).clone();
     match path {
         "/ping" => respond(&mut s, "200 OK", r#"{"status":"ok"}"#),
-        "/peers" => respond(
-            &mut s,
-            "200 OK",
-            &serde_json::Value::Array(snap.peers).to_string(),
-        ),
+        "/peers" => ask(&mut s, requests, Request::Peers),
         "/routes" => {
-            match query(q, "family").as_deref() {
-                None | Some("vpnv4") | Some("vpnv6") => {}
+            let v6 = match query(q, "family").as_deref() {
+                None | Some("vpnv4") => false,
+                Some("vpnv6") => true,
                 Some(f) => {
                     respond(&mut s, "400 Bad Request", &serde_json::json!({"error": format!("unknown family {f:?} (vpnv4, vpnv6)")}).to_string());
                     return;
                 }
-            }
-            let v6 = query(q, "family").as_deref() == Some("vpnv6");
-            let rd = query(q, "rd");
-            let rt = query(q, "rt");
-            let routes: Vec<serde_json::Value> = snap
-                .routes
-                .into_iter()
-                .filter(|r| r["prefix"].as_str().is_some_and(|p| p.contains(':') == v6))
-                .filter(|r| rd.as_deref().is_none_or(|x| r["rd"] == x))
-                .filter(|r| {
-                    rt.as_deref().is_none_or(|x| {
-                        r["route_targets"]
-                            .as_array()
-                            .is_some_and(|a| a.iter().any(|t| t == x))
-                    })
-                })
-                .collect();
-            respond(
-                &mut s,
-                "200 OK",
-                &serde_json::Value::Array(routes).to_string(),
-            );
+            };
+            let req = Request::Routes {
+                v6,
+                rd: query(q, "rd"),
+                rt: query(q, "rt"),
+            };
+            ask(&mut s, requests, req);
         }
         _ => respond(&mut s, "404 Not Found", r#"{"error":"no such resource"}"#),
     }
@@ -111,7 +125,7 @@ fn handle(mut s: TcpStream, snap: &Shared) {
 /// If the address cannot be bound.
 pub fn serve(
     addr: SocketAddr,
-    snap: Shared,
+    requests: Requests,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let l = TcpListener::bind(addr)?;
@@ -121,7 +135,7 @@ pub fn serve(
             match l.accept() {
                 Ok((s, _)) => {
                     let _ = s.set_nonblocking(false);
-                    handle(s, &snap);
+                    handle(s, &requests);
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }

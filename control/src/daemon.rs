@@ -1056,8 +1056,9 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
             }
         }
     }
-    // The API, fed with snapshots from this thread.
-    let snapshot: crate::api::Shared = Default::default();
+    // The API asks this thread and waits for the answer.
+    let (api_tx, api_rx) =
+        std::sync::mpsc::channel::<(crate::api::Request, std::sync::mpsc::Sender<String>)>();
     let mut peer_state: std::collections::BTreeMap<IpAddr, PeerView> = cfg
         .bgp
         .iter()
@@ -1078,40 +1079,47 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
             )
         })
         .collect();
-    match crate::api::serve(cfg.api.listen, snapshot.clone(), bgp_stop.clone()) {
+    match crate::api::serve(cfg.api.listen, api_tx, bgp_stop.clone()) {
         Ok(h) => sessions.push(h),
         Err(e) => warn!(addr = %cfg.api.listen, error = %e, "API not served"),
     }
-    let publish = |vpn: &crate::vpn::Vpn,
-                   peer_state: &std::collections::BTreeMap<IpAddr, PeerView>| {
-        let peers = peer_state
-            .iter()
-            .map(|(addr, p)| {
-                let (r4, r6) = vpn.learned_by_family(*addr);
-                let (a4, a6) = vpn.accepted_by_family(*addr);
-                serde_json::json!({
-                    "address": addr.to_string(),
-                    "asn": p.asn,
-                    "state": p.state,
-                    "since": p.since,
-                    "uptime": now_unix().saturating_sub(p.since),
-                    "capabilities": p.capabilities,
-                    "received": r4 + r6,
-                    "families": {
-                        "vpnv4": {"received": r4, "accepted": a4},
-                        "vpnv6": {"received": r6, "accepted": a6},
-                    },
-                    "stale": vpn.stale_from(*addr),
-                    "max_prefixes": p.max_prefixes,
-                    "last_down": p.last_down,
-                })
-            })
-            .collect();
-        let mut s = snapshot.lock().unwrap_or_else(|e| e.into_inner());
-        s.peers = peers;
-        s.routes = vpn.routes_json();
+    let answer = |req: crate::api::Request,
+                  vpn: &crate::vpn::Vpn,
+                  peer_state: &std::collections::BTreeMap<IpAddr, PeerView>|
+     -> String {
+        match req {
+            crate::api::Request::Peers => {
+                let peers: Vec<serde_json::Value> = peer_state
+                    .iter()
+                    .map(|(addr, p)| {
+                        let (r4, r6) = vpn.learned_by_family(*addr);
+                        let (a4, a6) = vpn.accepted_by_family(*addr);
+                        serde_json::json!({
+                            "address": addr.to_string(),
+                            "asn": p.asn,
+                            "state": p.state,
+                            "since": p.since,
+                            "uptime": now_unix().saturating_sub(p.since),
+                            "capabilities": p.capabilities,
+                            "received": r4 + r6,
+                            "families": {
+                                "vpnv4": {"received": r4, "accepted": a4},
+                                "vpnv6": {"received": r6, "accepted": a6},
+                            },
+                            "stale": vpn.stale_from(*addr),
+                            "max_prefixes": p.max_prefixes,
+                            "last_down": p.last_down,
+                        })
+                    })
+                    .collect();
+                serde_json::Value::Array(peers).to_string()
+            }
+            crate::api::Request::Routes { v6, rd, rt } => {
+                serde_json::Value::Array(vpn.routes_json(v6, rd.as_deref(), rt.as_deref()))
+                    .to_string()
+            }
+        }
     };
-    publish(&vpn, &peer_state);
     install_signal_handlers();
     info!(
         interfaces = ports.len(),
@@ -1121,8 +1129,6 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
     );
     let mut last_stats = Instant::now();
     let mut bgp_changes = 0usize;
-    let mut bgp_dirty = false;
-    let mut last_publish = Instant::now();
     let mut last_tick = Instant::now() - Duration::from_secs(1);
     let uplink_addr = cfg.uplink.as_ref().and_then(|u| u.address);
     while !STOP.load(Ordering::SeqCst) {
@@ -1166,7 +1172,6 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
         }
         while let Ok(ev) = bgp_rx.try_recv() {
             did = true;
-            bgp_dirty = true;
             match ev {
                 SessionEvent::Up { peer, negotiated } => {
                     info!(%peer, capabilities = ?negotiated.capabilities, "BGP session established");
@@ -1279,16 +1284,14 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                 p.restart_deadline = None;
                 let n = vpn.sweep_stale(*peer, None, &mut routes, &mut fib);
                 if n > 0 {
-                    bgp_dirty = true;
                     warn!(%peer, removed = n, "graceful restart: timer expired, stale routes removed");
                 }
             }
         }
-        // The API's snapshot follows BGP changes, at most twice a second.
-        if bgp_dirty && last_publish.elapsed() >= Duration::from_millis(500) {
-            publish(&vpn, &peer_state);
-            bgp_dirty = false;
-            last_publish = Instant::now();
+        // Questions from the API, answered from the tables as they are now.
+        while let Ok((req, reply)) = api_rx.try_recv() {
+            did = true;
+            let _ = reply.send(answer(req, &vpn, &peer_state));
         }
         // One summary line per absorbed batch of BGP updates (the queue was
         // drained above).

@@ -410,11 +410,23 @@ impl Vpn {
         self.counts.get(&peer).copied().unwrap_or(0)
     }
 
-    /// Every learned route as JSON for the API: prefix, RD, label, next hop,
-    /// route targets, peer, and the VRFs it is installed in.
-    pub fn routes_json(&self) -> Vec<serde_json::Value> {
+    /// The learned routes of one family (optionally of one RD, or carrying
+    /// one route target given as text) as JSON for the API: prefix, RD,
+    /// label, next hop, route targets, peer, path attributes, staleness and
+    /// the VRFs it is installed in.
+    pub fn routes_json(
+        &self,
+        v6: bool,
+        rd: Option<&str>,
+        rt: Option<&str>,
+    ) -> Vec<serde_json::Value> {
         self.learned
             .iter()
+            .filter(|((prefix, _, d), l)| {
+                prefix.addr.is_ipv6() == v6
+                    && rd.is_none_or(|r| d.to_string() == r)
+                    && rt.is_none_or(|t| l.path.rts.iter().any(|x| rt_text(x) == t))
+            })
             .map(|((prefix, peer, rd), l)| {
                 let rts: Vec<String> = l.path.rts.iter().map(rt_text).collect();
                 let vrfs: Vec<u32> = self
