@@ -193,10 +193,9 @@ fn a_default_route_in_a_small_table_costs_no_segment() {
     assert!(t.fib_bytes() < 16 * 1024, "{}", t.fib_bytes());
 }
 
-/// A /8 holding only long routes in few blocks gets a sparse segment; it
-/// turns dense when a route of length 9–18 lands in it or its blocks
-/// outgrow the list, and goes away with its last route. Lookups (single
-/// and batched) agree with the model at every step.
+/// A /8 whose blocks form few runs gets a sparse segment; it turns dense
+/// when its runs outgrow the list, and goes away with its last route.
+/// Lookups (single and batched) agree with the model at every step.
 #[test]
 fn sparse_segments_turn_dense_and_go_away_with_their_routes() {
     let d = Domain::new();
@@ -241,15 +240,20 @@ fn sparse_segments_turn_dense_and_go_away_with_their_routes() {
     let st = t.stats();
     assert_eq!((st.segments, st.sparse_segments), (0, 1), "{st:?}");
     assert!(t.fib_bytes() < 2048 + 2048 + 40 * 200, "{}", t.fib_bytes());
+    assert!(
+        t.fib_bytes() < 2048 + 8192,
+        "cheaper than one dense segment"
+    );
     // A default-ish change above it reaches the listed chunks and the rest.
     add(&mut t, &mut model, 0x0800_0000, 6, 2);
     check(&t, &model);
-    // A /12 inside 10/8: dense.
+    // A /12 and a /18 inside 10/8: runs of leaves, still sparse.
     add(&mut t, &mut model, 0x0a10_0000, 12, 3);
+    add(&mut t, &mut model, 0x0a20_0000, 18, 4);
     check(&t, &model);
     let st = t.stats();
-    assert_eq!((st.segments, st.sparse_segments), (1, 0), "{st:?}");
-    // 11/8: sparse, then more blocks than a list holds: dense.
+    assert_eq!((st.segments, st.sparse_segments), (0, 1), "{st:?}");
+    // 11/8: sparse, then more runs than a list holds: dense.
     for i in 0..100u32 {
         add(
             &mut t,
@@ -260,14 +264,27 @@ fn sparse_segments_turn_dense_and_go_away_with_their_routes() {
         );
         if i == 10 {
             let st = t.stats();
-            assert_eq!((st.segments, st.sparse_segments), (1, 1), "{st:?}");
+            assert_eq!((st.segments, st.sparse_segments), (0, 2), "{st:?}");
         }
+    }
+    check(&t, &model);
+    let st = t.stats();
+    assert_eq!((st.segments, st.sparse_segments), (1, 1), "{st:?}");
+    // Many /18s scattered over 12/8 also make it dense.
+    for i in 0..80u32 {
+        add(
+            &mut t,
+            &mut model,
+            0x0c00_0000 | (i * 11 % 1024) << 14,
+            18,
+            300 + i,
+        );
     }
     check(&t, &model);
     assert_eq!(t.stats().segments, 2);
     // Everything in 10/8 and 11/8 goes: so do their segments.
     for (p, l, _) in model.clone() {
-        if p >> 120 == 0x0a || p >> 120 == 0x0b {
+        if (0x0a..=0x0c).contains(&(p >> 120)) {
             t.remove_v4((p >> 96) as u32, l).expect("remove");
             model.retain(|(mp, ml, _)| !(*mp == p && *ml == l));
         }

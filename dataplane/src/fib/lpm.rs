@@ -5,7 +5,7 @@
 //! ```text
 //!  root[256]     bits 0..8   ─▶ leaf(nexthop) | Segment | Sparse
 //!  Segment[1024] bits 8..18  ─▶ leaf(nexthop) | chunk        (+ per-slot default)
-//!  Sparse        bits 8..18  ─▶ chunk of a listed block | one default leaf
+//!  Sparse        bits 8..18  ─▶ runs of blocks: leaf(nexthop) | chunk
 //!  chunk         next 14 (IPv4) or 16 (IPv6) bits ─▶ nexthop | none | child i
 //!  child i       next 16 bits ─▶ chunk …                      (IPv6 only)
 //! ```
@@ -18,13 +18,13 @@
 //! lookup falls back to the best covering route seen on the way down, so a
 //! change to a short route never rebuilds a chunk.
 //!
-//! A /8 whose only routes are longer than /18 and fall in at most
-//! [`SPARSE_MAX`] of its 1024 blocks gets a *sparse* segment instead of a
-//! dense one: the sorted list of those blocks and their chunks (a binary
-//! search), plus the leaf for every other block. Small VRFs with scattered
-//! prefixes (a tenant's few /24s, VPN routes spread over thousands of VRFs)
-//! then cost tens of bytes per /8 instead of 8 KiB. A /8 turns dense when a
-//! route of length 9–18 lands in it or its blocks outgrow the list.
+//! A /8 whose 1024 blocks fall into at most [`SPARSE_MAX`] runs (a run:
+//! consecutive blocks with the same leaf, or one block with a chunk) gets a
+//! *sparse* segment instead of a dense one: the runs' first blocks, sorted,
+//! and their words (a binary search). Small VRFs with scattered prefixes (a
+//! tenant's few subnets, VPN routes spread over thousands of VRFs) then
+//! cost tens of bytes per /8 instead of 8 KiB. A /8 turns dense when its
+//! runs outgrow the list.
 //!
 //! Updates are incremental: the writer rebuilds only the chunk that owns the
 //! changed route (and its parent when a child chunk appears or disappears),
@@ -115,30 +115,28 @@ struct Segment {
     slots: [AtomicUsize; SEG_LEN],
 }
 
-/// Most blocks a sparse segment lists before its /8 turns dense.
-pub const SPARSE_MAX: usize = 64;
+/// Most runs a sparse segment lists before its /8 turns dense.
+pub const SPARSE_MAX: usize = 128;
 
 /// Tag of a root word pointing at a sparse segment (pointers are 8-aligned;
 /// leaves have bit 0 set).
 const SPARSE_TAG: usize = 2;
 
 /// A sparse segment, immutable once published: word 0 holds the number of
-/// listed blocks n, word 1 the leaf word of every block not listed, words
-/// 2..2+n the listed blocks' chunk pointers, then their 10-bit block
-/// numbers as sorted u16s, four to a word.
+/// runs n (the first starts at block 0), words 1..1+n their slot words
+/// (leaf or chunk), then the runs' first blocks as sorted u16s, four to a
+/// word.
 fn sparse_words(n: usize) -> usize {
-    2 + n + n.div_ceil(4)
+    1 + n + n.div_ceil(4)
 }
 
-fn build_sparse(default_leaf: usize, blocks: &BTreeMap<u16, usize>) -> usize {
-    let n = blocks.len();
+fn build_sparse(runs: &[(u16, usize)]) -> usize {
+    let n = runs.len();
     let mut w = vec![0usize; sparse_words(n)];
     w[0] = n;
-    w[1] = default_leaf;
-    for (i, (b, p)) in blocks.iter().enumerate() {
-        w[2 + i] = *p;
-        let word = 2 + n + i / 4;
-        w[word] |= usize::from(*b) << (16 * (i % 4));
+    for (i, (b, word)) in runs.iter().enumerate() {
+        w[1 + i] = *word;
+        w[1 + n + i / 4] |= usize::from(*b) << (16 * (i % 4));
     }
     Box::into_raw(w.into_boxed_slice()) as *mut usize as usize
 }
@@ -150,29 +148,25 @@ fn build_sparse(default_leaf: usize, blocks: &BTreeMap<u16, usize>) -> usize {
 #[inline(always)]
 unsafe fn sparse_slot(p: usize, b: usize) -> usize {
     let base = p as *const usize;
-    // SAFETY: a live sparse segment starts with its count and default.
+    // SAFETY: a live sparse segment starts with its run count (≥ 1).
     let n = unsafe { *base };
     let key = |i: usize| -> usize {
         // SAFETY: i < n, so the word is inside the segment.
-        let w = unsafe { *base.add(2 + n + i / 4) };
+        let w = unsafe { *base.add(1 + n + i / 4) };
         (w >> (16 * (i % 4))) & 0xffff
     };
-    let (mut lo, mut hi) = (0usize, n);
+    // The last run starting at or before b (run 0 starts at block 0).
+    let (mut lo, mut hi) = (1usize, n);
     while lo < hi {
         let mid = (lo + hi) / 2;
-        let k = key(mid);
-        if k == b {
-            // SAFETY: mid < n.
-            return unsafe { *base.add(2 + mid) };
-        }
-        if k < b {
+        if key(mid) <= b {
             lo = mid + 1;
         } else {
             hi = mid;
         }
     }
-    // SAFETY: word 1 is the default.
-    unsafe { *base.add(1) }
+    // SAFETY: 1 ≤ lo ≤ n, so run lo - 1 exists.
+    unsafe { *base.add(lo) }
 }
 
 /// The slot word for block `b` under a non-leaf root word `r`.
@@ -189,6 +183,30 @@ unsafe fn slot_of(r: usize, b: usize) -> usize {
         // SAFETY: caller's contract: a live sparse segment.
         unsafe { sparse_slot(r & !SPARSE_TAG, b) }
     }
+}
+
+/// Give block `b` the word `w` in a sorted run list (run 0 starts at block
+/// 0), splitting its run and merging runs that end up equal.
+fn set_run(runs: &mut Vec<(u16, usize)>, b: u16, w: usize) {
+    let i = runs.partition_point(|(s, _)| *s <= b).saturating_sub(1);
+    let Some(&(s, old)) = runs.get(i) else {
+        runs.push((0, w));
+        return;
+    };
+    if old == w {
+        return;
+    }
+    let end = runs.get(i + 1).map_or(SEG_LEN, |r| usize::from(r.0));
+    let mut with: arrayvec::ArrayVec<(u16, usize), 3> = arrayvec::ArrayVec::new();
+    if s < b {
+        with.push((s, old));
+    }
+    with.push((b, w));
+    if usize::from(b) + 1 < end {
+        with.push((b + 1, old));
+    }
+    runs.splice(i..=i, with);
+    runs.dedup_by(|next, prev| next.1 == prev.1);
 }
 
 /// Free a sparse segment (not the chunks it lists).
@@ -495,7 +513,7 @@ impl Drop for LpmShared {
                 unsafe {
                     let n = *(p as *const usize);
                     for i in 0..n {
-                        let c = *(p as *const usize).add(2 + i);
+                        let c = *(p as *const usize).add(1 + i);
                         if c & 1 == 0 {
                             free_tree(c);
                         }
@@ -538,10 +556,12 @@ pub struct Lpm {
     short: Vec<IntMap<u32, u32>>,
     blocks: IntMap<u32, ChunkW>,
     seg_users: Box<[u32; 256]>,
-    /// Routes of length 9–18 per /8 (a /8 with any is dense).
-    mid_users: Box<[u32; 256]>,
-    /// The listed blocks of each sparse /8: block → chunk.
+    /// Routes of length 9–18 per /8: (18-bit block, length).
+    mids: IntMap<u32, std::collections::BTreeSet<(u32, u8)>>,
+    /// The chunks of each sparse /8: block → chunk.
     sparse: IntMap<u32, BTreeMap<u16, usize>>,
+    /// The runs each sparse /8 publishes.
+    sparse_runs_cache: IntMap<u32, Vec<(u16, usize)>>,
     routes: usize,
     retire: Vec<usize>,
     kid_defaults: Vec<u32>,
@@ -589,8 +609,9 @@ impl Lpm {
             short: (0..=TOP_BITS).map(|_| IntMap::default()).collect(),
             blocks: IntMap::default(),
             seg_users: Box::new([0; 256]),
-            mid_users: Box::new([0; 256]),
+            mids: IntMap::default(),
             sparse: IntMap::default(),
+            sparse_runs_cache: IntMap::default(),
             routes: 0,
             retire: Vec::new(),
             kid_defaults: Vec::new(),
@@ -731,14 +752,64 @@ impl Lpm {
         (r & (1 | SPARSE_TAG) == 0).then(|| unsafe { &*(r as *const Segment) })
     }
 
-    /// Publish /8 `a`'s sparse segment afresh from the writer's list (its
-    /// default follows the routes of length ≤ 8), retiring the old one.
+    /// The runs of /8 `a` in sparse form: where the word changes (route
+    /// ranges of length 9–18, chunk blocks) and the word from there on.
+    fn sparse_runs(&self, a: usize) -> Vec<(u16, usize)> {
+        let empty = BTreeMap::new();
+        let chunks = self.sparse.get(&(a as u32)).unwrap_or(&empty);
+        let mut points = std::collections::BTreeSet::from([0u16]);
+        if let Some(m) = self.mids.get(&(a as u32)) {
+            for (key, len) in m {
+                let b0 = (*key as usize) & (SEG_LEN - 1);
+                let end = b0 + (1usize << (TOP_BITS - u32::from(*len)));
+                points.insert(b0 as u16);
+                if end < SEG_LEN {
+                    points.insert(end as u16);
+                }
+            }
+        }
+        for b in chunks.keys() {
+            points.insert(*b);
+            if usize::from(*b) + 1 < SEG_LEN {
+                points.insert(*b + 1);
+            }
+        }
+        let mut runs: Vec<(u16, usize)> = Vec::with_capacity(points.len());
+        for p in points {
+            let blk = ((a << SEG_BITS) | usize::from(p)) as u32;
+            let w = match chunks.get(&p) {
+                Some(c) => *c,
+                None => leaf(self.best_le(blk, TOP_BITS)),
+            };
+            if runs.last().is_none_or(|(_, lw)| *lw != w) {
+                runs.push((p, w));
+            }
+        }
+        runs
+    }
+
+    /// Publish /8 `a`'s sparse segment afresh, its runs recomputed from the
+    /// writer's state (after a change of a route of length ≤ 18).
     fn publish_sparse(&mut self, a: usize) {
-        let Some(blocks) = self.sparse.get(&(a as u32)) else {
+        if !self.sparse.contains_key(&(a as u32)) {
+            return;
+        }
+        let runs = self.sparse_runs(a);
+        self.sparse_runs_cache.insert(a as u32, runs);
+        self.publish_runs(a);
+    }
+
+    /// Publish /8 `a`'s sparse segment from its cached runs, retiring the
+    /// old one; too many runs make the /8 dense instead.
+    fn publish_runs(&mut self, a: usize) {
+        let Some(runs) = self.sparse_runs_cache.get(&(a as u32)) else {
             return;
         };
-        let d = leaf(self.best_le((a << SEG_BITS) as u32, 8));
-        let new = build_sparse(d, blocks) | SPARSE_TAG;
+        if runs.len() > SPARSE_MAX {
+            self.ensure_segment(a);
+            return;
+        }
+        let new = build_sparse(runs) | SPARSE_TAG;
         let old = self.shared.root[a].swap(new, Ordering::AcqRel);
         if old & 1 == 0 && old & SPARSE_TAG != 0 {
             // SAFETY: just unlinked; the chunks it lists stay reachable
@@ -775,19 +846,21 @@ impl Lpm {
         let Some(list) = self.sparse.get_mut(&(a as u32)) else {
             return;
         };
-        match word {
+        let w = match word {
             Some(w) => {
                 list.insert(b as u16, w);
+                w
             }
             None => {
                 list.remove(&(b as u16));
+                leaf(self.best_le(blk, TOP_BITS))
             }
+        };
+        // One block changes: split its run, merge equal neighbours.
+        if let Some(runs) = self.sparse_runs_cache.get_mut(&(a as u32)) {
+            set_run(runs, b as u16, w);
         }
-        if list.len() > SPARSE_MAX {
-            self.ensure_segment(a);
-        } else {
-            self.publish_sparse(a);
-        }
+        self.publish_runs(a);
     }
 
     fn refresh_slot(&self, seg: &Segment, blk: u32) {
@@ -814,6 +887,7 @@ impl Lpm {
             let d = self.best_le(((a << SEG_BITS) | b) as u32, TOP_BITS);
             seg.slots[b].store(leaf(d), Ordering::Relaxed);
         }
+        self.sparse_runs_cache.remove(&(a as u32));
         if let Some(list) = self.sparse.remove(&(a as u32)) {
             for (b, w) in list {
                 seg.slots[usize::from(b)].store(w, Ordering::Relaxed);
@@ -837,6 +911,8 @@ impl Lpm {
         let d = self.best_le((a << SEG_BITS) as u32, 8);
         let old = self.shared.root[a].swap(leaf(d), Ordering::AcqRel);
         self.sparse.remove(&(a as u32));
+        self.sparse_runs_cache.remove(&(a as u32));
+        self.mids.remove(&(a as u32));
         if old & 1 == 0 {
             if old & SPARSE_TAG != 0 {
                 // SAFETY: just unlinked from its only parent; lists nothing.
@@ -885,20 +961,36 @@ impl Lpm {
             }
         } else {
             let a = (key >> SEG_BITS) as usize;
+            let span = 1u32 << (TOP_BITS - u32::from(len));
             if old.is_none() {
                 self.seg_users[a] += 1;
-                self.mid_users[a] += 1;
-                self.ensure_segment(a);
+                self.mids.entry(a as u32).or_default().insert((key, len));
+                self.ensure_sparse_or_dense(a);
+            } else if v.is_none() {
+                if let Some(m) = self.mids.get_mut(&(a as u32)) {
+                    m.remove(&(key, len));
+                }
             }
             if let Some(seg) = self.segment(a) {
-                let span = 1u32 << (TOP_BITS - u32::from(len));
                 for blk in key..key + span {
                     self.refresh_slot(seg, blk);
                 }
+            } else if let Some(list) = self.sparse.get(&(a as u32)) {
+                // The covered chunks' covering value, then the runs.
+                let lo = (key as usize & (SEG_LEN - 1)) as u16;
+                let hi = lo as usize + span as usize;
+                for (b, w) in list.range(lo..) {
+                    if usize::from(*b) >= hi {
+                        break;
+                    }
+                    let blk = ((a << SEG_BITS) | usize::from(*b)) as u32;
+                    // SAFETY: the writer owns the published chunk.
+                    poptrie::set_default(unsafe { chunk(*w) }, self.best_le(blk, TOP_BITS));
+                }
+                self.publish_sparse(a);
             }
             if v.is_none() {
                 self.seg_users[a] -= 1;
-                self.mid_users[a] -= 1;
                 self.drop_segment_if_unused(a);
             }
         }
