@@ -11,6 +11,7 @@ use crate::bgp::session::{self, SessionEvent};
 use crate::bgp::wire::{Afi, Message, Safi};
 use crate::config::{parse_mac, parse_prefix, Config, EncapKind, IdleMode};
 use crate::exceptions::Responder;
+use crate::fxmap::FxMap;
 use crate::neighbor::{Change, Neighbors};
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
@@ -49,6 +50,11 @@ pub enum StartError {
 fn fib_err(at: impl Into<String>) -> impl FnOnce(FibError) -> StartError {
     let at = at.into();
     move |source| StartError::Fib { at, source }
+}
+
+/// [`fib_err`] with the context built only when there is an error.
+fn fib_err_with(at: impl FnOnce() -> String) -> impl FnOnce(FibError) -> StartError {
+    move |source| StartError::Fib { at: at(), source }
 }
 
 /// The interface's MAC address, from sysfs.
@@ -113,15 +119,15 @@ pub struct RouteSet {
     uplink: Option<(PortId, MacAddr)>,
     gateway: Option<std::net::Ipv4Addr>,
     next_nh: u32,
-    nexthops: HashMap<RemoteKey, RemoteNh>,
-    installed: HashMap<(VrfId, IpAddr, u8), RemoteKey>,
-    dynamic: HashMap<(VrfId, IpAddr, u8), RemoteKey>,
+    nexthops: FxMap<RemoteKey, RemoteNh>,
+    installed: FxMap<(VrfId, IpAddr, u8), RemoteKey>,
+    dynamic: FxMap<(VrfId, IpAddr, u8), RemoteKey>,
     /// BGP routes over several remote PEs (ECMP), by their sorted members.
-    dynamic_groups: HashMap<(VrfId, IpAddr, u8), Vec<RemoteKey>>,
+    dynamic_groups: FxMap<(VrfId, IpAddr, u8), Vec<RemoteKey>>,
     /// ECMP group nexthops and how many routes use each.
-    groups: HashMap<Vec<RemoteKey>, (NexthopId, usize)>,
+    groups: FxMap<Vec<RemoteKey>, (NexthopId, usize)>,
     /// Routes using each nexthop.
-    refs: HashMap<RemoteKey, usize>,
+    refs: FxMap<RemoteKey, usize>,
     /// First hops being resolved.
     pub neighbors: Neighbors,
 }
@@ -231,7 +237,7 @@ impl RouteSet {
     /// Recount every route's nexthop and drop the nexthops nothing uses
     /// (after a reload; BGP changes keep the counts incrementally).
     fn gc_nexthops(&mut self, fib: &mut Fib) {
-        let mut refs: HashMap<RemoteKey, usize> = HashMap::new();
+        let mut refs: FxMap<RemoteKey, usize> = FxMap::default();
         for k in self.installed.values().chain(self.dynamic.values()) {
             *refs.entry(k.clone()).or_default() += 1;
         }
@@ -294,13 +300,16 @@ impl RouteSet {
                 if self.dynamic.get(&k) == Some(&key) {
                     return Ok(());
                 }
-                let at = format!("BGP route {}/{}", prefix.0, prefix.1);
-                let nh = self.ensure_nexthop(fib, &key, me, &at)?;
+                let at = || format!("BGP route {}/{}", prefix.0, prefix.1);
+                let nh = match self.nexthops.get(&key) {
+                    Some(n) => n.id,
+                    None => self.ensure_nexthop(fib, &key, me, &at())?,
+                };
                 match prefix.0 {
                     IpAddr::V4(a) => fib.insert_v4(vrf, a, prefix.1, nh),
                     IpAddr::V6(a) => fib.insert_v6(vrf, a, prefix.1, nh),
                 }
-                .map_err(fib_err(at))?;
+                .map_err(fib_err_with(at))?;
                 *self.refs.entry(key.clone()).or_default() += 1;
                 if let Some(old) = self.dynamic.insert(k, key) {
                     self.unref(fib, &old);
@@ -351,7 +360,7 @@ impl RouteSet {
         if self.dynamic_groups.get(&k) == Some(&keys) {
             return Ok(());
         }
-        let at = format!("BGP route {}/{}", prefix.0, prefix.1);
+        let at = || format!("BGP route {}/{}", prefix.0, prefix.1);
         let gid = match self.groups.get_mut(&keys) {
             Some((id, n)) => {
                 *n += 1;
@@ -360,14 +369,14 @@ impl RouteSet {
             None => {
                 let mut ids = arrayvec::ArrayVec::new();
                 for m in &keys {
-                    ids.push(self.ensure_nexthop(fib, m, me, &at)?);
+                    ids.push(self.ensure_nexthop(fib, m, me, &at())?);
                     *self.refs.entry(m.clone()).or_default() += 1;
                 }
                 self.next_nh += 1;
                 let id = NexthopId::new(self.next_nh)
                     .ok_or_else(|| StartError::Other("nexthop ids exhausted".into()))?;
                 fib.set_nexthop(id, Nexthop::Ecmp(ids))
-                    .map_err(fib_err(at.clone()))?;
+                    .map_err(fib_err_with(at))?;
                 self.groups.insert(keys.clone(), (id, 1));
                 id
             }
@@ -376,7 +385,7 @@ impl RouteSet {
             IpAddr::V4(a) => fib.insert_v4(vrf, a, prefix.1, gid),
             IpAddr::V6(a) => fib.insert_v6(vrf, a, prefix.1, gid),
         }
-        .map_err(fib_err(at))?;
+        .map_err(fib_err_with(at))?;
         if let Some(old) = self.dynamic.remove(&k) {
             self.unref(fib, &old);
         }
@@ -1003,7 +1012,9 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
     let mut responder = Responder::new(&info)?;
     // BGP: one session thread per peer, reporting over a channel.
     let mut vpn = crate::vpn::Vpn::new(cfg);
-    let (bgp_tx, bgp_rx) = std::sync::mpsc::channel::<SessionEvent>();
+    // Bounded: a peer sending faster than the tables absorb is slowed down
+    // by TCP instead of queueing decoded UPDATEs in memory.
+    let (bgp_tx, bgp_rx) = std::sync::mpsc::sync_channel::<SessionEvent>(256);
     let bgp_stop = Arc::new(AtomicBool::new(false));
     let mut outboxes: HashMap<IpAddr, (std::sync::mpsc::Sender<Message>, u32)> = HashMap::new();
     let mut sessions = Vec::new();

@@ -10,5 +10,6 @@ pub mod bgp;
 pub mod config;
 pub mod daemon;
 pub mod exceptions;
+pub mod fxmap;
 pub mod neighbor;
 pub mod vpn;

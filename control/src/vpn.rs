@@ -85,10 +85,10 @@ pub struct Vpn {
     /// VRF indices importing each route target.
     by_rt: std::collections::HashMap<[u8; 8], Vec<usize>>,
     /// VRF indices each prefix is installed in.
-    installed_in: std::collections::HashMap<Prefix, Vec<usize>>,
+    installed_in: crate::fxmap::FxMap<Prefix, Vec<usize>>,
     learned: BTreeMap<(Prefix, IpAddr, RouteDistinguisher), Learned>,
     /// Routes held per peer (for limits and the API).
-    counts: HashMap<IpAddr, usize>,
+    counts: crate::fxmap::FxMap<IpAddr, usize>,
     peers: HashMap<IpAddr, PeerInfo>,
     encap: EncapKind,
     me: Option<Ipv4Addr>,
@@ -100,6 +100,9 @@ pub struct Vpn {
 /// indices of the routes that tie through eBGP-over-iBGP (the multipath
 /// set), or with `multipath` off the single winner of the tie-breakers.
 fn best_paths(cands: &[(&Learned, IpAddr)], multipath: bool) -> Vec<usize> {
+    if cands.len() <= 1 {
+        return (0..cands.len()).collect();
+    }
     let mut idx: Vec<usize> = (0..cands.len()).collect();
     let keep_best = |idx: &mut Vec<usize>, key: &dyn Fn(&PathInfo) -> u64| {
         if let Some(best) = idx.iter().map(|i| key(&cands[*i].0.path)).min() {
@@ -110,15 +113,17 @@ fn best_paths(cands: &[(&Learned, IpAddr)], multipath: bool) -> Vec<usize> {
     keep_best(&mut idx, &|p| u64::from(p.as_path_len));
     keep_best(&mut idx, &|p| u64::from(p.origin));
     // MED only between routes from the same neighbouring AS.
-    let mut best_med: HashMap<u32, u32> = HashMap::new();
+    let mut best_med: Vec<(u32, u32)> = Vec::new();
     for i in &idx {
         let p = &cands[*i].0.path;
-        let m = best_med.entry(p.neighbor_as).or_insert(p.med);
-        *m = (*m).min(p.med);
+        match best_med.iter_mut().find(|(a, _)| *a == p.neighbor_as) {
+            Some((_, m)) => *m = (*m).min(p.med),
+            None => best_med.push((p.neighbor_as, p.med)),
+        }
     }
     idx.retain(|i| {
         let p = &cands[*i].0.path;
-        best_med.get(&p.neighbor_as) == Some(&p.med)
+        best_med.contains(&(p.neighbor_as, p.med))
     });
     keep_best(&mut idx, &|p| u64::from(!p.ebgp));
     if multipath || idx.len() <= 1 {
@@ -200,9 +205,9 @@ impl Vpn {
         Vpn {
             vrfs,
             by_rt,
-            installed_in: std::collections::HashMap::new(),
+            installed_in: Default::default(),
             learned: BTreeMap::new(),
-            counts: HashMap::new(),
+            counts: Default::default(),
             peers: HashMap::new(),
             encap: cfg.bgp.as_ref().map_or(EncapKind::Mpls, |b| b.encap),
             me: cfg.uplink.as_ref().and_then(|u| u.address),
@@ -455,8 +460,17 @@ impl Vpn {
     /// the VRFs importing a target of some route for it, and those that hold
     /// it now.
     fn reconcile(&mut self, prefix: Prefix, routes: &mut RouteSet, fib: &mut Fib) {
-        let entries: Vec<(IpAddr, RouteDistinguisher, Learned)> = self
-            .learned
+        let Vpn {
+            learned,
+            installed_in,
+            by_rt,
+            vrfs,
+            multipath,
+            encap,
+            me,
+            ..
+        } = self;
+        let entries: Vec<(&Learned, IpAddr)> = learned
             .range(
                 (
                     prefix,
@@ -465,46 +479,48 @@ impl Vpn {
                 )..,
             )
             .take_while(|((p, ..), _)| *p == prefix)
-            .map(|((_, peer, rd), l)| (*peer, *rd, l.clone()))
+            .map(|((_, peer, _), l)| (l, *peer))
             .collect();
-        let mut vrfs: Vec<usize> = self.installed_in.remove(&prefix).unwrap_or_default();
-        for (_, _, l) in &entries {
+        let mut in_vrfs: Vec<usize> = installed_in.remove(&prefix).unwrap_or_default();
+        for (l, _) in &entries {
             for rt in &l.path.rts {
-                if let Some(v) = self.by_rt.get(rt) {
-                    vrfs.extend(v);
+                if let Some(v) = by_rt.get(rt) {
+                    in_vrfs.extend(v);
                 }
             }
         }
-        vrfs.sort_unstable();
-        vrfs.dedup();
+        in_vrfs.sort_unstable();
+        in_vrfs.dedup();
         let mut now_in = Vec::new();
-        for vi in vrfs {
-            let v = &self.vrfs[vi];
+        for vi in in_vrfs {
+            let v = &vrfs[vi];
             // The importable routes go through the decision process; the
             // best (with multipath, every best leading to a distinct
             // (label, PE), e.g. anycast over two RDs) are installed.
             let cands: Vec<(&Learned, IpAddr)> = entries
                 .iter()
-                .filter(|(_, _, l)| l.path.rts.iter().any(|rt| v.import.contains(rt)))
-                .map(|(peer, _, l)| (l, *peer))
+                .filter(|(l, _)| l.path.rts.iter().any(|rt| v.import.contains(rt)))
+                .copied()
                 .collect();
-            let mut members: Vec<(u32, Ipv4Addr, EncapKind)> = best_paths(&cands, self.multipath)
+            let mut members: Vec<(u32, Ipv4Addr, EncapKind)> = best_paths(&cands, *multipath)
                 .into_iter()
-                .map(|i| (cands[i].0.label, cands[i].0.pe, self.encap))
+                .map(|i| (cands[i].0.label, cands[i].0.pe, *encap))
                 .collect();
-            members.sort_by_key(|m| (m.0, m.1));
-            members.dedup();
+            if members.len() > 1 {
+                members.sort_by_key(|m| (m.0, m.1));
+                members.dedup();
+            }
             if !members.is_empty() {
                 now_in.push(vi);
             }
             if let Err(e) =
-                routes.set_dynamic_multi(fib, v.id, (prefix.addr, prefix.len), &members, self.me)
+                routes.set_dynamic_multi(fib, v.id, (prefix.addr, prefix.len), &members, *me)
             {
                 tracing::warn!(%prefix, error = %e, "VPN route not installed");
             }
         }
         if !now_in.is_empty() {
-            self.installed_in.insert(prefix, now_in);
+            installed_in.insert(prefix, now_in);
         }
     }
 

@@ -8,7 +8,7 @@ use super::wire::{self, Context, Message};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,7 +56,7 @@ struct Session {
     stream: Option<TcpStream>,
     buf: Vec<u8>,
     ctx: Context,
-    events: Sender<SessionEvent>,
+    events: SyncSender<SessionEvent>,
     /// The peer's graceful-restart capability on the current session.
     restart: Option<(u16, Vec<(super::wire::nlri::Afi, super::wire::nlri::Safi)>)>,
 }
@@ -155,7 +155,7 @@ impl Session {
 pub fn run(
     peer: IpAddr,
     cfg: PeerConfig,
-    events: Sender<SessionEvent>,
+    events: SyncSender<SessionEvent>,
     outbox: Receiver<Message>,
     incoming: Receiver<TcpStream>,
     passive: bool,

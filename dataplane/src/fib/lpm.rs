@@ -537,7 +537,10 @@ impl Drop for LpmShared {
 
 #[derive(Default)]
 struct ChunkW {
-    routes: BTreeMap<(u16, u8), u32>,
+    /// The chunk's own routes, sorted by (start, length): a sorted vector
+    /// costs a few bytes per route where a B-tree costs a node per chunk,
+    /// and most chunks hold one or a handful.
+    routes: Vec<((u16, u8), u32)>,
     kids: BTreeMap<u16, ChunkW>,
     published: usize,
     rank: u32,
@@ -1045,8 +1048,17 @@ impl Lpm {
             let lw = len - start;
             let key = ((k & top_mask(lw, w)) as u16, lw as u8);
             old = match v {
-                Some(nh) => cw.routes.insert(key, nh),
-                None => cw.routes.remove(&key),
+                Some(nh) => match cw.routes.binary_search_by_key(&key, |r| r.0) {
+                    Ok(i) => Some(std::mem::replace(&mut cw.routes[i].1, nh)),
+                    Err(i) => {
+                        cw.routes.insert(i, (key, nh));
+                        None
+                    }
+                },
+                None => match cw.routes.binary_search_by_key(&key, |r| r.0) {
+                    Ok(i) => Some(cw.routes.remove(i).1),
+                    Err(_) => None,
+                },
             };
             if old == v {
                 return (old, Change::Unchanged);
@@ -1089,7 +1101,7 @@ impl Lpm {
         }
         self.scratch.clear();
         self.scratch
-            .extend(cw.routes.iter().map(|(&(start, len), &value)| ChunkRoute {
+            .extend(cw.routes.iter().map(|&((start, len), value)| ChunkRoute {
                 start,
                 len,
                 value,
