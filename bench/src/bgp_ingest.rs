@@ -250,7 +250,7 @@ pub fn run(opts: &Opts) -> Result<(), String> {
         .0
         .get("target")
         .cloned()
-        .unwrap_or_else(|| "vpnfwd,gobgpd,bird".into());
+        .unwrap_or_else(|| "vpnfwd,gobgpd,bird,frr".into());
     let routes = gen::table(n, false, 1, opts.num("seed", 1)?);
     let bytes = feed(&routes);
     println!(
@@ -373,7 +373,72 @@ pub fn run(opts: &Opts) -> Result<(), String> {
                 lab.stop(pid, Duration::from_secs(10));
                 o?
             }
-            other => return Err(format!("unknown target {other:?} (vpnfwd, gobgpd, bird)")),
+            "frr" => {
+                // FRR's bgpd alone (no zebra), as the interop test runs it.
+                let fd = dir.join("frr");
+                std::fs::create_dir_all(&fd).map_err(|e| e.to_string())?;
+                let d = fd.to_str().unwrap_or("").to_string();
+                let conf = fd.join("bgpd.conf");
+                std::fs::write(
+                    &conf,
+                    format!("hostname ingest\nrouter bgp 65001\n bgp router-id {RECEIVER}\n no bgp default ipv4-unicast\n no bgp ebgp-requires-policy\n neighbor {FEEDER} remote-as 65001\n neighbor {FEEDER} passive\n address-family ipv4 vpn\n  neighbor {FEEDER} activate\n exit-address-family\n"),
+                )
+                .map_err(|e| e.to_string())?;
+                let pidf = format!("{d}/bgpd.pid");
+                let zs = format!("{d}/zserv");
+                let pid = lab
+                    .spawn(
+                        &r,
+                        &[
+                            "/usr/lib/frr/bgpd",
+                            "-Z",
+                            "-S",
+                            "-n",
+                            "-f",
+                            conf.to_str().unwrap_or(""),
+                            "-i",
+                            &pidf,
+                            "-z",
+                            &zs,
+                            "--vty_socket",
+                            &d,
+                            "-A",
+                            "127.0.0.1",
+                            "-P",
+                            "0",
+                        ],
+                        &fd.join("bgpd.log"),
+                    )
+                    .map_err(|e| e.0)?;
+                let rr = r.clone();
+                let o = drive(&lab, &f, bytes.clone(), n, pid, || {
+                    let out = lab
+                        .exec(
+                            &rr,
+                            &[
+                                "vtysh",
+                                "--vty_socket",
+                                &d,
+                                "-c",
+                                "show bgp ipv4 vpn summary json",
+                            ],
+                        )
+                        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+                        .unwrap_or_default();
+                    // One family asked: the peers are at the top level.
+                    serde_json::from_str::<serde_json::Value>(&out)
+                        .ok()
+                        .and_then(|v| v["peers"][FEEDER]["pfxRcd"].as_u64())
+                        .unwrap_or(0) as usize
+                });
+                lab.stop(pid, Duration::from_secs(10));
+                o?
+            }
+            other => {
+                return Err(format!(
+                    "unknown target {other:?} (vpnfwd, gobgpd, bird, frr)"
+                ))
+            }
         };
         println!(
             "  {target:<8} {:>8.2} s  {:>10.0} routes/s  peak RSS {:>7.1} MiB  CPU {:>6.2} s",
