@@ -413,7 +413,7 @@ pub struct Device {
     pool: std::sync::Arc<Mempool>,
 }
 
-const RX_DESC: u16 = 1024;
+const RX_DESC: u16 = 4096;
 const TX_DESC: u16 = 1024;
 
 impl Device {
