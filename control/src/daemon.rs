@@ -796,6 +796,15 @@ impl PortSetup {
         }
     }
 
+    /// Log each DPDK device's link and hardware counters.
+    fn log_ports(&self) {
+        match self {
+            PortSetup::AfPacket { .. } => {}
+            #[cfg(feature = "dpdk")]
+            PortSetup::Dpdk(d) => d.log_ports(),
+        }
+    }
+
     /// Close devices after the workers stopped.
     fn close(self) {
         match self {
@@ -928,6 +937,25 @@ mod dpdk_setup {
                 kernel.push((*id, Box::new(dev.queue(w as u16).map_err(dpdk_err)?)));
             }
             Ok((io, kernel))
+        }
+
+        pub(super) fn log_ports(&self) {
+            for d in self.devices.iter().chain(self.twin.iter()).map(|(_, d)| d) {
+                let l = d.link();
+                let st = d.stats();
+                info!(
+                    device = d.name(),
+                    link_up = l.up,
+                    speed_mbps = l.speed_mbps,
+                    ipackets = st.ipackets,
+                    opackets = st.opackets,
+                    imissed = st.imissed,
+                    ierrors = st.ierrors,
+                    oerrors = st.oerrors,
+                    rx_nombuf = st.rx_nombuf,
+                    "DPDK port"
+                );
+            }
         }
 
         pub(super) fn close(self) {
@@ -1321,6 +1349,7 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
         if last_stats.elapsed() > Duration::from_secs(60) {
             last_stats = Instant::now();
             log_counters(&all_counters);
+            io_setup.log_ports();
         }
     }
     bgp_stop.store(true, Ordering::SeqCst);
@@ -1331,6 +1360,7 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
     for w in workers {
         let _ = w.join();
     }
+    io_setup.log_ports();
     io_setup.close();
     log_counters(&all_counters);
     info!("stopped");

@@ -414,12 +414,46 @@ fn dpdk_af_packet_pe_pushes_mpls_over_udp_with_arp_resolution() {
 
 #[cfg(feature = "dpdk")]
 #[test]
+fn dpdk_af_xdp_pe_pushes_mpls_over_gre_and_udp() {
+    two_pes_with(
+        "gre",
+        "dpdk-xdp-gre",
+        Backend::Dpdk("af_xdp"),
+        Backend::AfPacket,
+    );
+    two_pes_with(
+        "udp",
+        "dpdk-xdp-udp",
+        Backend::Dpdk("af_xdp"),
+        Backend::AfPacket,
+    );
+}
+
+#[cfg(feature = "dpdk")]
+#[test]
+fn dpdk_af_packet_pe_pushes_mpls_over_ethernet_and_gre() {
+    two_pes_with(
+        "mpls",
+        "dpdk-pkt-mpls",
+        Backend::Dpdk("af_packet"),
+        Backend::AfPacket,
+    );
+    two_pes_with(
+        "gre",
+        "dpdk-pkt-gre",
+        Backend::Dpdk("af_packet"),
+        Backend::AfPacket,
+    );
+}
+
+#[cfg(feature = "dpdk")]
+#[test]
 fn two_dpdk_pes_talk_over_mpls_over_gre() {
     if !vpnfwd_tests::can_run() {
         eprintln!("skipped: needs root for network namespaces");
         return;
     }
-    let t = setup_with(
+    let mut t = setup_with(
         "gre",
         "dpdk-both",
         Backend::Dpdk("af_packet"),
@@ -438,6 +472,18 @@ fn two_dpdk_pes_talk_over_mpls_over_gre() {
         );
     }
     assert!(t.log().contains("DPDK port started"), "{}", t.log());
+    // On a clean stop each device's counters are logged.
+    let (p1, lab) = (t.pe1_pid, &mut t.lab);
+    lab.stop(p1, Duration::from_secs(10));
+    let log = t.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("DPDK port device=\"net_af_packet0\""))
+        .unwrap_or_else(|| panic!("no port counters:\n{log}"));
+    assert!(
+        line.contains("link_up=true") && line.contains("opackets="),
+        "{line}"
+    );
 }
 
 #[test]
