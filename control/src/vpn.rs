@@ -96,6 +96,27 @@ pub struct Vpn {
     multipath: bool,
 }
 
+/// The PE address of a VPN route's next hop: a zero RD then an IPv4
+/// address (RFC 4364 §4.3.2), or for 6VPE an IPv4-mapped IPv6 address
+/// (RFC 4659 §3.2.1.2), possibly followed by a link-local one. The
+/// tunnels run over IPv4, so a native IPv6 next hop is refused (None).
+fn vpn_nexthop(nh: &[u8]) -> Option<Ipv4Addr> {
+    let a = match nh.len() {
+        12 => &nh[8..12],
+        4 => &nh[0..4],
+        24 | 48 => {
+            let v6 = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&nh[8..24]).ok()?);
+            return v6.to_ipv4_mapped();
+        }
+        16 | 32 => {
+            let v6 = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&nh[0..16]).ok()?);
+            return v6.to_ipv4_mapped();
+        }
+        _ => return None,
+    };
+    Some(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+}
+
 /// Decision process (RFC 4271 §9.1.2.2) over `cands` (route, peer): the
 /// indices of the routes that tie through eBGP-over-iBGP (the multipath
 /// set), or with `multipath` off the single winner of the tie-breakers.
@@ -557,19 +578,7 @@ impl Vpn {
                     nlri,
                     ..
                 } => {
-                    // VPN next hops carry a zero RD before the address (RFC 4364 §4.3.2).
-                    let pe = match nexthop.len() {
-                        12 => Some(Ipv4Addr::new(
-                            nexthop[8],
-                            nexthop[9],
-                            nexthop[10],
-                            nexthop[11],
-                        )),
-                        4 => Some(Ipv4Addr::new(
-                            nexthop[0], nexthop[1], nexthop[2], nexthop[3],
-                        )),
-                        _ => None,
-                    };
+                    let pe = vpn_nexthop(nexthop);
                     for n in nlri {
                         if let Nlri::Vpn(v) = n {
                             touched.insert(v.prefix);
@@ -1091,6 +1100,35 @@ asn = 65001
         let (kept, gone) = vpn.peer_restarting(P8, &[], &mut routes, &mut fib);
         assert_eq!((kept, gone), (0, 1));
         assert!(installed(&mut routes, &mut fib).is_empty());
+    }
+
+    #[test]
+    fn vpn_next_hops_of_both_families_give_the_pe() {
+        let pe = Some(Ipv4Addr::new(192, 0, 2, 9));
+        let mut v4 = vec![0u8; 8];
+        v4.extend_from_slice(&[192, 0, 2, 9]);
+        assert_eq!(vpn_nexthop(&v4), pe);
+        let mut v6 = vec![0u8; 8];
+        v6.extend_from_slice(&Ipv4Addr::new(192, 0, 2, 9).to_ipv6_mapped().octets());
+        assert_eq!(vpn_nexthop(&v6), pe, "6VPE");
+        let mut ll = v6.clone();
+        ll.extend_from_slice(&[0u8; 8]);
+        ll.extend_from_slice(
+            &"fe80::1"
+                .parse::<std::net::Ipv6Addr>()
+                .expect("ip")
+                .octets(),
+        );
+        assert_eq!(vpn_nexthop(&ll), pe, "with a link-local next hop");
+        let mut native = vec![0u8; 8];
+        native.extend_from_slice(
+            &"2001:db8::9"
+                .parse::<std::net::Ipv6Addr>()
+                .expect("ip")
+                .octets(),
+        );
+        assert_eq!(vpn_nexthop(&native), None, "native IPv6 PE: no IPv4 tunnel");
+        assert_eq!(vpn_nexthop(&[1, 2, 3]), None);
     }
 
     #[test]

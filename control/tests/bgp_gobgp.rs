@@ -1,4 +1,4 @@
-//! vpnfwd peering with GoBGP (Debian's gobgpd): VPNv4 routes GoBGP
+//! vpnfwd peering with GoBGP (Debian's gobgpd): VPNv4 (and, in one test, VPNv6) routes GoBGP
 //! announces are imported by route target and forwarded with their label,
 //! withdrawals remove them, and vpnfwd's own routes reach GoBGP with their
 //! RD, label and route target.
@@ -278,6 +278,199 @@ fn with_gobgp(passive: bool) {
     assert!(
         !frames.iter().any(|f| f.get(12..14) == Some(&[0x88, 0x47])),
         "MPLS frames after the withdrawal or for a foreign target\n{}",
+        logtext()
+    );
+}
+
+/// VPNv6 (6VPE, RFC 4659) both ways: our IPv6 host route reaches GoBGP with
+/// RD, label, route target and an IPv4-mapped next hop; GoBGP's VPNv6 route
+/// is imported and IPv6 traffic leaves with its label.
+#[test]
+fn vpnv6_routes_flow_both_ways_with_gobgp() {
+    if !vpnfwd_tests::can_run() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    let common::PeLab {
+        mut lab,
+        pe,
+        peer: rr,
+        h1,
+    } = common::pe_and_peer("rr6", true);
+    let h1 = h1.expect("host");
+    for cmd in [
+        vec![
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:1::1/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+        vec![
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8:1::fe",
+        ],
+    ] {
+        lab.exec(&h1, &cmd).expect("host v6");
+    }
+    let conf = tmp("gobgpd-v6.toml");
+    std::fs::write(
+        &conf,
+        r#"
+[global.config]
+  as = 65001
+  router-id = "192.0.2.9"
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "192.0.2.1"
+    peer-as = 65001
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "l3vpn-ipv4-unicast"
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "l3vpn-ipv6-unicast"
+"#,
+    )
+    .expect("gobgp config");
+    let glog = tmp("gobgpd-v6.log");
+    lab.spawn(
+        &rr,
+        &["gobgpd", "-t", "toml", "-f", conf.to_str().expect("utf-8")],
+        &glog,
+    )
+    .expect("gobgpd");
+    let cfg = common::pe_config(false)
+        .replace(
+            "addresses = [\"10.1.1.1/32\"]",
+            "addresses = [\"10.1.1.1/32\", \"2001:db8:1::1/128\"]",
+        )
+        .replace(
+            "gateway = \"10.1.1.254\"",
+            "gateway = \"10.1.1.254\"\ngateway6 = \"2001:db8:1::fe\"",
+        );
+    let path = tmp("bgp-pe-v6.toml");
+    std::fs::write(&path, cfg).expect("config");
+    let log = tmp("bgp-pe-v6.log");
+    lab.spawn(
+        &pe,
+        &[
+            "env",
+            "VPNFWD_LOG=debug",
+            VPNFWD,
+            "run",
+            "--config",
+            path.to_str().expect("utf-8"),
+        ],
+        &log,
+    )
+    .expect("vpnfwd");
+    let logtext = || {
+        format!(
+            "vpnfwd:\n{}\ngobgpd:\n{}",
+            common::read(&log),
+            common::read(&glog)
+        )
+    };
+    let rib = || {
+        lab.exec(&rr, &["gobgp", "global", "rib", "-a", "vpnv6"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default()
+    };
+    assert!(
+        Lab::wait_until(Duration::from_secs(30), || rib()
+            .contains("2001:db8:1::1/128")),
+        "GoBGP lacks our VPNv6 route:\n{}\n{}",
+        rib(),
+        logtext()
+    );
+    let r = rib();
+    let line = r
+        .lines()
+        .find(|l| l.contains("2001:db8:1::1/128"))
+        .unwrap_or_default();
+    // GoBGP prints the IPv4-mapped next hop as its IPv4 address.
+    assert!(
+        line.contains("65001:1")
+            && line.contains("[100]")
+            && line.contains("192.0.2.1")
+            && line.contains("65001:100"),
+        "fields of our VPNv6 route: {line}"
+    );
+    lab.exec(
+        &rr,
+        &[
+            "gobgp",
+            "global",
+            "rib",
+            "-a",
+            "vpnv6",
+            "add",
+            "2001:db8:9::/64",
+            "label",
+            "3100",
+            "rd",
+            "65001:9",
+            "rt",
+            "65001:100",
+            "nexthop",
+            "::ffff:192.0.2.9",
+        ],
+    )
+    .expect("inject");
+    let routes = || {
+        lab.exec(&pe, &[VPNFWD, "route", "list", "--family", "vpnv6"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default()
+    };
+    assert!(
+        Lab::wait_until(Duration::from_secs(10), || routes()
+            .contains("2001:db8:9::/64")),
+        "we lack GoBGP's VPNv6 route:\n{}\n{}",
+        routes(),
+        logtext()
+    );
+    let line = routes()
+        .lines()
+        .find(|l| l.contains("2001:db8:9::/64"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.contains("65001:9") && line.contains("3100") && line.contains("192.0.2.9"),
+        "{line}"
+    );
+    let cap = lab
+        .capture(&rr, "core", Duration::from_secs(4), 200)
+        .expect("capture");
+    std::thread::sleep(Duration::from_millis(300));
+    // The first ping also resolves the gateway (we answer its neighbour
+    // solicitation); nothing answers the pings themselves.
+    for _ in 0..3 {
+        let _ = lab.succeeds(&h1, &["ping", "-6", "-c", "1", "-W", "1", "2001:db8:9::5"]);
+    }
+    let frames = cap.join().expect("capture");
+    let labelled: Vec<(u32, u8)> = frames
+        .iter()
+        .filter(|f| f.get(12..14) == Some(&[0x88, 0x47]))
+        .filter_map(|f| {
+            let w = f.get(14..18)?;
+            Some((
+                u32::from_be_bytes([w[0], w[1], w[2], w[3]]) >> 12,
+                f.get(18)? >> 4,
+            ))
+        })
+        .collect();
+    assert!(
+        labelled.contains(&(3100, 6)),
+        "no IPv6 packet under label 3100 towards GoBGP's PE: {labelled:?}\n{}",
         logtext()
     );
 }
