@@ -251,6 +251,12 @@ pub struct BgpPeerConfig {
     /// with a Cease NOTIFICATION (RFC 4486 subcode 1) and it stays down for
     /// a minute before reconnecting. Absent: no limit.
     pub max_prefixes: Option<u32>,
+    /// TCP-MD5 password (RFC 2385), 1 to 80 bytes.
+    pub password: Option<String>,
+    /// GTSM (RFC 5082): send with TTL 255 and accept only packets that
+    /// arrive with 255, i.e. from a directly connected peer.
+    #[serde(default)]
+    pub ttl_security: bool,
 }
 
 /// Parse a route target `asn:n`, `asn4:n` or `a.b.c.d:n` into its extended
@@ -669,6 +675,22 @@ impl Config {
             }
         }
         if let Some(b) = &self.bgp {
+            for (i, p) in b.peers.iter().enumerate() {
+                if let Some(pw) = &p.password {
+                    if pw.is_empty() || pw.len() > 80 {
+                        return Err(invalid(
+                            format!("bgp.peer[{i}].password"),
+                            "1 to 80 bytes (TCP-MD5 key)",
+                        ));
+                    }
+                }
+                if p.max_prefixes == Some(0) {
+                    return Err(invalid(
+                        format!("bgp.peer[{i}].max_prefixes"),
+                        "at least 1 (leave it out for no limit)",
+                    ));
+                }
+            }
             if b.graceful_restart_time > 4095 {
                 return Err(invalid(
                     "bgp.graceful_restart_time",

@@ -1065,10 +1065,14 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
             };
             let (events, stop, peer, passive) =
                 (bgp_tx.clone(), bgp_stop.clone(), p.address, p.passive);
+            let prot = crate::bgp::sockopt::Protection {
+                md5_key: p.password.as_ref().map(|k| k.as_bytes().to_vec()),
+                ttl_security: p.ttl_security,
+            };
             sessions.push(
                 std::thread::Builder::new()
                     .name(format!("bgp-{peer}"))
-                    .spawn(move || session::run(peer, pc, events, rx, in_rx, passive, stop))
+                    .spawn(move || session::run(peer, pc, prot, events, rx, in_rx, passive, stop))
                     .map_err(|e| StartError::Other(format!("starting a BGP session: {e}")))?,
             );
             outboxes.insert(p.address, (tx, p.asn));
@@ -1089,7 +1093,17 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                     std::net::SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 179)
                 }
             };
-            match session::listen(addr, std::mem::take(&mut incoming_tx), bgp_stop.clone()) {
+            let keys: Vec<(IpAddr, Vec<u8>)> = b
+                .peers
+                .iter()
+                .filter_map(|p| Some((p.address, p.password.as_ref()?.as_bytes().to_vec())))
+                .collect();
+            match session::listen(
+                addr,
+                std::mem::take(&mut incoming_tx),
+                keys,
+                bgp_stop.clone(),
+            ) {
                 Ok(h) => sessions.push(h),
                 Err(e) => warn!(%addr, error = %e, "not accepting BGP connections"),
             }

@@ -45,7 +45,8 @@ CONFIGURATION (TOML)
     [bgp]        asn, router_id, hold_time, encap, listen, listen_address,
                  multipath (default true: ECMP over equal best paths),
                  graceful_restart_time (default 120, 0: off);
-                 [[bgp.peer]] address, asn, passive, max_prefixes
+                 [[bgp.peer]] address, asn, passive, max_prefixes,
+                 password (TCP-MD5), ttl_security (GTSM: TTL 255 only)
     [api]        listen (default 127.0.0.1:8082)
 
 peer list, route list

@@ -6,4 +6,5 @@
 
 pub mod fsm;
 pub mod session;
+pub mod sockopt;
 pub mod wire;

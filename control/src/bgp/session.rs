@@ -59,6 +59,8 @@ struct Session {
     events: SyncSender<SessionEvent>,
     /// The peer's graceful-restart capability on the current session.
     restart: Option<(u16, Vec<(super::wire::nlri::Afi, super::wire::nlri::Safi)>)>,
+    /// TCP-MD5 and GTSM for this peer.
+    prot: super::sockopt::Protection,
 }
 
 fn slot(t: Timer) -> usize {
@@ -91,7 +93,7 @@ impl Session {
                 match a {
                     Action::Connect => {
                         let addr = SocketAddr::new(self.peer, 179);
-                        match TcpStream::connect_timeout(&addr, Duration::from_secs(3)) {
+                        match super::sockopt::connect(addr, &self.prot, Duration::from_secs(3)) {
                             Ok(s) => {
                                 let _ = s.set_read_timeout(Some(Duration::from_millis(50)));
                                 let _ = s.set_nodelay(true);
@@ -152,9 +154,11 @@ impl Session {
 /// [`listen`]); one is taken when the session has no connection past
 /// Active (a simplified collision rule: a session that is already opening
 /// or Established keeps its connection, RFC 4271 §6.8).
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     peer: IpAddr,
     cfg: PeerConfig,
+    prot: super::sockopt::Protection,
     events: SyncSender<SessionEvent>,
     outbox: Receiver<Message>,
     incoming: Receiver<TcpStream>,
@@ -170,6 +174,7 @@ pub fn run(
         ctx: Context::default(),
         events,
         restart: None,
+        prot,
     };
     s.feed(if passive {
         Event::StartPassive
@@ -180,6 +185,14 @@ pub fn run(
     while !stop.load(Ordering::Relaxed) {
         while let Ok(st) = incoming.try_recv() {
             if matches!(s.fsm.state(), State::Idle | State::Connect | State::Active) {
+                if s.prot.ttl_security {
+                    use std::os::fd::AsRawFd;
+                    let v6 = st.peer_addr().is_ok_and(|a| a.is_ipv6());
+                    if let Err(e) = super::sockopt::set_gtsm(st.as_raw_fd(), v6) {
+                        tracing::warn!(%peer, error = %e, "GTSM not set; connection refused");
+                        continue;
+                    }
+                }
                 let _ = st.set_read_timeout(Some(Duration::from_millis(50)));
                 let _ = st.set_nodelay(true);
                 s.stream = Some(st);
@@ -267,9 +280,11 @@ pub fn run(
 pub fn listen(
     addr: SocketAddr,
     peers: std::collections::HashMap<IpAddr, Sender<TcpStream>>,
+    md5_keys: Vec<(IpAddr, Vec<u8>)>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let l = std::net::TcpListener::bind(addr)?;
+    super::sockopt::protect_listener(&l, md5_keys.iter().map(|(a, k)| (*a, k.as_slice())))?;
     l.set_nonblocking(true)?;
     Ok(std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
