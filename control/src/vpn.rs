@@ -93,6 +93,8 @@ pub struct Vpn {
     encap: EncapKind,
     me: Option<Ipv4Addr>,
     local_as: u32,
+    /// Our BGP identifier (loop detection on reflected routes).
+    router_id: Option<Ipv4Addr>,
     multipath: bool,
 }
 
@@ -233,6 +235,7 @@ impl Vpn {
             encap: cfg.bgp.as_ref().map_or(EncapKind::Mpls, |b| b.encap),
             me: cfg.uplink.as_ref().and_then(|u| u.address),
             local_as: cfg.bgp.as_ref().map_or(0, |b| b.asn),
+            router_id: cfg.bgp.as_ref().map(|b| b.router_id),
             multipath: cfg.bgp.as_ref().is_none_or(|b| b.multipath),
         }
     }
@@ -353,6 +356,25 @@ impl Vpn {
             }
         }
         (v4, v6)
+    }
+
+    /// True if `u` is one of our own routes come back: its ORIGINATOR_ID is
+    /// our identifier, or its AS_PATH holds our AS on an eBGP session.
+    fn loops(&self, u: &Update) -> bool {
+        if let (Some(Attr::OriginatorId(o)), Some(me)) =
+            (u.attr(code::ORIGINATOR_ID), self.router_id)
+        {
+            if *o == me {
+                return true;
+            }
+        }
+        match u.attr(code::AS_PATH) {
+            Some(Attr::AsPath(segs)) => segs.iter().any(|s| match s {
+                AsPathSegment::Sequence(v) | AsPathSegment::Set(v) => v.contains(&self.local_as),
+                AsPathSegment::Confed(..) => false,
+            }),
+            _ => false,
+        }
     }
 
     /// Routes from `peer` per family (vpnv4, vpnv6) that carry a route
@@ -554,6 +576,10 @@ impl Vpn {
         fib: &mut Fib,
     ) -> (usize, usize) {
         let path = Arc::new(self.path_of(peer, u));
+        // Loops: a route reflected back to its originator (RFC 4456 §8) or
+        // carrying our AS from outside (RFC 4271 §9.1.2) is not used; it
+        // replaces (withdraws) what the peer sent before for its prefixes.
+        let looped = self.loops(u);
         let mut touched: HashSet<Prefix> = HashSet::new();
         let (mut ann, mut wd) = (0, 0);
         for pa in &u.attrs {
@@ -582,7 +608,7 @@ impl Vpn {
                     for n in nlri {
                         if let Nlri::Vpn(v) = n {
                             touched.insert(v.prefix);
-                            match (pe, u.treat_as_withdraw) {
+                            match (pe, u.treat_as_withdraw || looped) {
                                 (Some(pe), false) => {
                                     self.insert(
                                         (v.prefix, peer, v.rd),
@@ -1129,6 +1155,40 @@ asn = 65001
         );
         assert_eq!(vpn_nexthop(&native), None, "native IPv6 PE: no IPv4 tunnel");
         assert_eq!(vpn_nexthop(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn our_own_routes_reflected_back_or_with_our_as_are_not_used() {
+        let (mut vpn, mut routes, mut fib) = setup("");
+        // Reflected to us with our own identifier as ORIGINATOR_ID.
+        let mine = update_with(
+            8,
+            3008,
+            [192, 0, 2, 8],
+            vec![Attr::OriginatorId(Ipv4Addr::new(192, 0, 2, 1))],
+        );
+        assert_eq!(vpn.on_update(P8, &mine, &mut routes, &mut fib), (0, 0));
+        assert!(installed(&mut routes, &mut fib).is_empty());
+        // Another originator is fine; then the same prefix with our AS in
+        // its path (from outside) withdraws it.
+        let other = update_with(
+            8,
+            3008,
+            [192, 0, 2, 8],
+            vec![Attr::OriginatorId(Ipv4Addr::new(192, 0, 2, 8))],
+        );
+        vpn.on_update(P8, &other, &mut routes, &mut fib);
+        assert_eq!(installed(&mut routes, &mut fib), vec![3008]);
+        let looped = update_with(
+            8,
+            3008,
+            [192, 0, 2, 8],
+            vec![Attr::AsPath(vec![AsPathSegment::Sequence(vec![
+                65007, 65001,
+            ])])],
+        );
+        assert_eq!(vpn.on_update(P8, &looped, &mut routes, &mut fib), (0, 1));
+        assert!(installed(&mut routes, &mut fib).is_empty());
     }
 
     #[test]
