@@ -202,6 +202,16 @@ impl Eal {
             .iter()
             .map(|c| c.as_ptr() as *mut libc::c_char)
             .collect();
+        // EAL pins the calling thread to its main lcore, and every thread
+        // started from it afterwards would inherit that one core (workers
+        // pin themselves; the control and BGP threads must float): keep the
+        // affinity we had and put it back.
+        // SAFETY: all-zero is a valid (empty) cpu_set_t.
+        let mut cpus: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid cpu_set_t of the size passed, for this thread.
+        let have_mask = unsafe {
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut cpus)
+        } == 0;
         let log = LogCapture::start();
         // SAFETY: argv points at NUL-terminated strings that outlive the
         // call (EAL keeps pointers into them; `cargs` is leaked below on
@@ -228,6 +238,12 @@ impl Eal {
                 },
                 strerror(errno)
             )));
+        }
+        if have_mask {
+            // SAFETY: the mask read above, for this thread.
+            unsafe {
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &cpus);
+            }
         }
         std::mem::forget(cargs);
         std::mem::forget(argv);
