@@ -222,6 +222,11 @@ pub struct BgpConfig {
     /// routes are withdrawn as soon as a session drops).
     #[serde(default = "default_restart_time")]
     pub graceful_restart_time: u16,
+    /// Offer route-target constraint (RFC 4684) and advertise the route
+    /// targets our VRFs import, so that route reflectors send only the VPN
+    /// routes we can use (default true).
+    #[serde(default = "yes")]
+    pub rt_constraint: bool,
 }
 
 fn default_restart_time() -> u16 {

@@ -1058,7 +1058,15 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                 router_id: b.router_id,
                 hold_time: b.hold_time,
                 connect_retry: 5,
-                families: vec![(Afi::IPV4, Safi::MPLS_VPN), (Afi::IPV6, Safi::MPLS_VPN)],
+                families: if b.rt_constraint {
+                    vec![
+                        (Afi::IPV4, Safi::MPLS_VPN),
+                        (Afi::IPV6, Safi::MPLS_VPN),
+                        (Afi::IPV4, Safi::RT_CONSTRAINT),
+                    ]
+                } else {
+                    vec![(Afi::IPV4, Safi::MPLS_VPN), (Afi::IPV6, Safi::MPLS_VPN)]
+                },
                 add_path_receive: vec![],
                 passive: p.passive,
                 graceful_restart_time: b.graceful_restart_time,
@@ -1247,6 +1255,11 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                         }
                     }
                     if let Some((tx, asn)) = outboxes.get(&peer) {
+                        // RT membership first (RFC 4684 §6: a reflector
+                        // sends VPN routes once it has it), then the routes.
+                        for m in vpn.rt_membership(*asn, &negotiated.families) {
+                            let _ = tx.send(m);
+                        }
                         for m in vpn.exports(*asn, &negotiated.families) {
                             let _ = tx.send(m);
                         }
@@ -1257,7 +1270,11 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                 }
                 SessionEvent::Update { peer, update } => {
                     if let Some((afi, safi)) = crate::vpn::Vpn::end_of_rib(&update) {
-                        let n = vpn.sweep_stale(peer, Some(afi), &mut routes, &mut fib);
+                        let n = if safi == Safi::MPLS_VPN {
+                            vpn.sweep_stale(peer, Some(afi), &mut routes, &mut fib)
+                        } else {
+                            0
+                        };
                         info!(%peer, family = crate::bgp::fsm::family_name(afi, safi), stale_removed = n, "End-of-RIB");
                         if let Some(p) = peer_state.get_mut(&peer) {
                             if vpn.stale_from(peer) == 0 {

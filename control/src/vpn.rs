@@ -658,20 +658,67 @@ impl Vpn {
         gone.len()
     }
 
-    /// The End-of-RIB marker of each VPN family in `families` (RFC 4724
-    /// §2): an UPDATE with an empty MP_UNREACH_NLRI.
+    /// The End-of-RIB marker of each family in `families` we send routes
+    /// of (RFC 4724 §2): an UPDATE with an empty MP_UNREACH_NLRI.
     pub fn end_of_rib_markers(families: &[(Afi, Safi)]) -> Vec<Message> {
-        [Afi::IPV4, Afi::IPV6]
+        [
+            (Afi::IPV4, Safi::MPLS_VPN),
+            (Afi::IPV6, Safi::MPLS_VPN),
+            (Afi::IPV4, Safi::RT_CONSTRAINT),
+        ]
+        .into_iter()
+        .filter(|f| families.contains(f))
+        .map(|(afi, safi)| {
+            Message::Update(Update::with_attrs(vec![Attr::MpUnreach {
+                afi,
+                safi,
+                nlri: vec![],
+            }]))
+        })
+        .collect()
+    }
+
+    /// Our route-target membership (RFC 4684) for a peer that negotiated
+    /// it: one route per target some VRF imports, originated by our AS,
+    /// with our address as next hop, then its End-of-RIB. Empty when the
+    /// family was not negotiated.
+    pub fn rt_membership(&self, peer_as: u32, families: &[(Afi, Safi)]) -> Vec<Message> {
+        if !families.contains(&(Afi::IPV4, Safi::RT_CONSTRAINT)) {
+            return vec![];
+        }
+        let Some(me) = self.me else { return vec![] };
+        let mut rts: Vec<[u8; 8]> = self.by_rt.keys().copied().collect();
+        rts.sort_unstable();
+        if rts.is_empty() {
+            return vec![];
+        }
+        let nlri = rts
             .into_iter()
-            .filter(|afi| families.contains(&(*afi, Safi::MPLS_VPN)))
-            .map(|afi| {
-                Message::Update(Update::with_attrs(vec![Attr::MpUnreach {
-                    afi,
-                    safi: Safi::MPLS_VPN,
-                    nlri: vec![],
-                }]))
+            .map(|rt| Nlri::RtConstraint {
+                len: 96,
+                origin_as: self.local_as,
+                rt,
             })
-            .collect()
+            .collect();
+        let ibgp = peer_as == self.local_as;
+        let mut attrs = vec![
+            Attr::MpReach {
+                afi: Afi::IPV4,
+                safi: Safi::RT_CONSTRAINT,
+                nexthop: me.octets().to_vec(),
+                nlri,
+            },
+            Attr::Origin(Origin::Igp),
+            Attr::AsPath(if ibgp {
+                vec![]
+            } else {
+                vec![AsPathSegment::Sequence(vec![self.local_as])]
+            }),
+        ];
+        if ibgp {
+            attrs.push(Attr::LocalPref(100));
+        }
+        vec![Message::Update(Update::with_attrs(attrs))]
     }
 
     /// The family whose End-of-RIB `u` is, if it is one.

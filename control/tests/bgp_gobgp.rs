@@ -474,3 +474,153 @@ fn vpnv6_routes_flow_both_ways_with_gobgp() {
         logtext()
     );
 }
+
+/// Route-target constraint (RFC 4684) with GoBGP as route reflector: we
+/// advertise the targets our VRF imports, and the reflector then sends us
+/// only the VPN routes that carry one of them.
+#[test]
+fn rt_constraint_makes_the_reflector_send_only_routes_we_import() {
+    rt_constraint(true);
+}
+
+/// The control: without RT constraint the reflector sends both routes.
+#[test]
+fn without_rt_constraint_the_reflector_sends_every_route() {
+    rt_constraint(false);
+}
+
+fn rt_constraint(on: bool) {
+    if !vpnfwd_tests::can_run() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    let common::PeLab {
+        mut lab,
+        pe,
+        peer: rr,
+        ..
+    } = common::pe_and_peer(if on { "rtc" } else { "nortc" }, false);
+    let conf = tmp(if on {
+        "gobgpd-rtc.toml"
+    } else {
+        "gobgpd-nortc.toml"
+    });
+    let gconf = r#"
+[global.config]
+  as = 65001
+  router-id = "192.0.2.9"
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "192.0.2.1"
+    peer-as = 65001
+  [neighbors.route-reflector.config]
+    route-reflector-client = true
+    route-reflector-cluster-id = "192.0.2.9"
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "l3vpn-ipv4-unicast"
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "rtc"
+"#;
+    // The control run leaves RT constraint out on both sides.
+    let gconf = if on {
+        gconf.to_string()
+    } else {
+        gconf.replace(
+            "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"rtc\"\n",
+            "",
+        )
+    };
+    std::fs::write(&conf, gconf).expect("gobgp config");
+    let glog = tmp(if on {
+        "gobgpd-rtc.log"
+    } else {
+        "gobgpd-nortc.log"
+    });
+    lab.spawn(
+        &rr,
+        &["gobgpd", "-t", "toml", "-f", conf.to_str().expect("utf-8")],
+        &glog,
+    )
+    .expect("gobgpd");
+    for (prefix, label, rt) in [
+        ("10.9.0.0/24", "3000", "65001:100"),
+        ("10.8.0.0/24", "3001", "65001:999"),
+    ] {
+        let a = [
+            "gobgp",
+            "global",
+            "rib",
+            "-a",
+            "vpnv4",
+            "add",
+            prefix,
+            "label",
+            label,
+            "rd",
+            "65001:9",
+            "rt",
+            rt,
+            "nexthop",
+            "192.0.2.9",
+        ];
+        assert!(
+            Lab::wait_until(Duration::from_secs(5), || lab.succeeds(&rr, &a)),
+            "inject {prefix}"
+        );
+    }
+    let log = common::start_pe(&mut lab, &pe, "rtc-pe", false);
+    let logtext = || {
+        format!(
+            "vpnfwd:\n{}\ngobgpd:\n{}",
+            common::read(&log),
+            common::read(&glog)
+        )
+    };
+    let rtc = || {
+        lab.exec(&rr, &["gobgp", "global", "rib", "-a", "rtc"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default()
+    };
+    if on {
+        assert!(
+            Lab::wait_until(Duration::from_secs(30), || rtc().contains("65001:100")),
+            "GoBGP lacks our route-target membership:\n{}\n{}",
+            rtc(),
+            logtext()
+        );
+    }
+    let routes = || {
+        lab.exec(&pe, &[VPNFWD, "route", "list", "--json"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default()
+    };
+    assert!(
+        Lab::wait_until(Duration::from_secs(15), || routes().contains("10.9.0.0/24")),
+        "the imported target's route: {}\n{}",
+        routes(),
+        logtext()
+    );
+    if !on {
+        assert!(
+            Lab::wait_until(Duration::from_secs(5), || routes().contains("10.8.0.0/24")),
+            "without RT constraint both routes arrive: {}\n{}",
+            routes(),
+            logtext()
+        );
+        return;
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !routes().contains("10.8.0.0/24"),
+        "a route with a target we do not import was sent: {}",
+        routes()
+    );
+    assert!(
+        Lab::wait_until(Duration::from_secs(10), || common::read(&log)
+            .contains("mp(rtc)")),
+        "GoBGP offered RT constraint\n{}",
+        logtext()
+    );
+}
