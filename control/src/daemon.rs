@@ -100,6 +100,13 @@ type RemoteKey = (
     Option<String>,
 );
 
+/// A BGP route's nexthop: label, remote PE, encapsulation.
+type DynKey = (u32, std::net::Ipv4Addr, EncapKind);
+
+fn remote_key(d: DynKey) -> RemoteKey {
+    (d.0, d.1, d.2, None, None)
+}
+
 /// A remote nexthop as installed, with what is needed to rebuild its
 /// rewrite when its first hop's MAC changes.
 #[derive(Debug, Clone)]
@@ -121,7 +128,10 @@ pub struct RouteSet {
     next_nh: u32,
     nexthops: FxMap<RemoteKey, RemoteNh>,
     installed: FxMap<(VrfId, IpAddr, u8), RemoteKey>,
-    dynamic: FxMap<(VrfId, IpAddr, u8), RemoteKey>,
+    /// BGP routes over one remote PE: (label, PE, encapsulation), the key
+    /// of their nexthop without the static routes' extras (12 bytes where
+    /// a full key takes 48).
+    dynamic: FxMap<(VrfId, IpAddr, u8), DynKey>,
     /// BGP routes over several remote PEs (ECMP), by their sorted members.
     dynamic_groups: FxMap<(VrfId, IpAddr, u8), Vec<RemoteKey>>,
     /// ECMP group nexthops and how many routes use each.
@@ -238,8 +248,11 @@ impl RouteSet {
     /// (after a reload; BGP changes keep the counts incrementally).
     fn gc_nexthops(&mut self, fib: &mut Fib) {
         let mut refs: FxMap<RemoteKey, usize> = FxMap::default();
-        for k in self.installed.values().chain(self.dynamic.values()) {
+        for k in self.installed.values() {
             *refs.entry(k.clone()).or_default() += 1;
+        }
+        for d in self.dynamic.values() {
+            *refs.entry(remote_key(*d)).or_default() += 1;
         }
         // Each ECMP group holds one reference on each of its members.
         for members in self.groups.keys() {
@@ -296,10 +309,11 @@ impl RouteSet {
         let k = (vrf, prefix.0, prefix.1);
         match route {
             Some((label, pe, encap)) => {
-                let key: RemoteKey = (label, pe, encap, None, None);
-                if self.dynamic.get(&k) == Some(&key) {
+                let dkey: DynKey = (label, pe, encap);
+                if self.dynamic.get(&k) == Some(&dkey) {
                     return Ok(());
                 }
+                let key = remote_key(dkey);
                 let at = || format!("BGP route {}/{}", prefix.0, prefix.1);
                 let nh = match self.nexthops.get(&key) {
                     Some(n) => n.id,
@@ -310,9 +324,9 @@ impl RouteSet {
                     IpAddr::V6(a) => fib.insert_v6(vrf, a, prefix.1, nh),
                 }
                 .map_err(fib_err_with(at))?;
-                *self.refs.entry(key.clone()).or_default() += 1;
-                if let Some(old) = self.dynamic.insert(k, key) {
-                    self.unref(fib, &old);
+                *self.refs.entry(key).or_default() += 1;
+                if let Some(old) = self.dynamic.insert(k, dkey) {
+                    self.unref(fib, &remote_key(old));
                 }
             }
             None => {
@@ -321,7 +335,7 @@ impl RouteSet {
                         IpAddr::V4(a) => fib.remove_v4(vrf, a, prefix.1),
                         IpAddr::V6(a) => fib.remove_v6(vrf, a, prefix.1),
                     };
-                    self.unref(fib, &old);
+                    self.unref(fib, &remote_key(old));
                 }
             }
         }
@@ -387,7 +401,7 @@ impl RouteSet {
         }
         .map_err(fib_err_with(at))?;
         if let Some(old) = self.dynamic.remove(&k) {
-            self.unref(fib, &old);
+            self.unref(fib, &remote_key(old));
         }
         if let Some(old) = self.dynamic_groups.insert(k, keys) {
             self.group_unref(fib, &old);

@@ -71,6 +71,30 @@ struct Learned {
     stale: bool,
 }
 
+/// The VRFs a prefix is installed in: almost always one, kept inline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum VrfSet {
+    One(u32),
+    Many(Box<[u32]>),
+}
+
+impl VrfSet {
+    fn from_indices(v: &[usize]) -> Option<VrfSet> {
+        match v {
+            [] => None,
+            [one] => Some(VrfSet::One(*one as u32)),
+            many => Some(VrfSet::Many(many.iter().map(|i| *i as u32).collect())),
+        }
+    }
+
+    fn indices(&self) -> Vec<usize> {
+        match self {
+            VrfSet::One(i) => vec![*i as usize],
+            VrfSet::Many(v) => v.iter().map(|i| *i as usize).collect(),
+        }
+    }
+}
+
 /// What the VPN layer knows of an Established peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct PeerInfo {
@@ -85,7 +109,7 @@ pub struct Vpn {
     /// VRF indices importing each route target.
     by_rt: std::collections::HashMap<[u8; 8], Vec<usize>>,
     /// VRF indices each prefix is installed in.
-    installed_in: crate::fxmap::FxMap<Prefix, Vec<usize>>,
+    installed_in: crate::fxmap::FxMap<Prefix, VrfSet>,
     learned: BTreeMap<(Prefix, IpAddr, RouteDistinguisher), Learned>,
     /// Routes held per peer (for limits and the API).
     counts: crate::fxmap::FxMap<IpAddr, usize>,
@@ -480,7 +504,7 @@ impl Vpn {
                 let vrfs: Vec<u32> = self
                     .installed_in
                     .get(prefix)
-                    .map(|v| v.iter().map(|i| self.vrfs[*i].id.0).collect())
+                    .map(|v| v.indices().iter().map(|i| self.vrfs[*i].id.0).collect())
                     .unwrap_or_default();
                 serde_json::json!({
                     "prefix": prefix.to_string(),
@@ -524,7 +548,10 @@ impl Vpn {
             .take_while(|((p, ..), _)| *p == prefix)
             .map(|((_, peer, _), l)| (l, *peer))
             .collect();
-        let mut in_vrfs: Vec<usize> = installed_in.remove(&prefix).unwrap_or_default();
+        let mut in_vrfs: Vec<usize> = installed_in
+            .remove(&prefix)
+            .map(|s| s.indices())
+            .unwrap_or_default();
         for (l, _) in &entries {
             for rt in &l.path.rts {
                 if let Some(v) = by_rt.get(rt) {
@@ -562,8 +589,8 @@ impl Vpn {
                 tracing::warn!(%prefix, error = %e, "VPN route not installed");
             }
         }
-        if !now_in.is_empty() {
-            installed_in.insert(prefix, now_in);
+        if let Some(set) = VrfSet::from_indices(&now_in) {
+            installed_in.insert(prefix, set);
         }
     }
 

@@ -541,9 +541,39 @@ struct ChunkW {
     /// costs a few bytes per route where a B-tree costs a node per chunk,
     /// and most chunks hold one or a handful.
     routes: Vec<((u16, u8), u32)>,
-    kids: BTreeMap<u16, ChunkW>,
+    kids: Kids,
     published: usize,
     rank: u32,
+}
+
+/// A chunk's children (IPv6 only): boxed, so an IPv4 chunk's shadow pays
+/// one word for them instead of an empty map's three (there is one shadow
+/// per chunk, a million of them in a full table).
+#[derive(Default)]
+#[allow(clippy::box_collection)]
+struct Kids(Option<Box<BTreeMap<u16, ChunkW>>>);
+
+impl Kids {
+    fn remove(&mut self, k: &u16) -> Option<ChunkW> {
+        let m = self.0.as_mut()?;
+        let v = m.remove(k);
+        if m.is_empty() {
+            self.0 = None;
+        }
+        v
+    }
+    fn insert(&mut self, k: u16, v: ChunkW) {
+        self.0.get_or_insert_with(Default::default).insert(k, v);
+    }
+    fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+    fn values(&self) -> impl Iterator<Item = &ChunkW> {
+        self.0.iter().flat_map(|m| m.values())
+    }
+    fn iter_mut(&mut self) -> impl Iterator<Item = (&u16, &mut ChunkW)> {
+        self.0.iter_mut().flat_map(|m| m.iter_mut())
+    }
 }
 
 enum Change {
@@ -561,9 +591,8 @@ pub struct Lpm {
     seg_users: Box<[u32; 256]>,
     /// Routes of length 9–18 per /8: (18-bit block, length).
     mids: IntMap<u32, std::collections::BTreeSet<(u32, u8)>>,
-    /// The chunks of each sparse /8: block → chunk.
-    sparse: IntMap<u32, BTreeMap<u16, usize>>,
-    /// The runs each sparse /8 publishes.
+    /// The runs each sparse /8 publishes (its chunks are the runs whose
+    /// word is a pointer).
     sparse_runs_cache: IntMap<u32, Vec<(u16, usize)>>,
     routes: usize,
     retire: Vec<usize>,
@@ -613,7 +642,6 @@ impl Lpm {
             blocks: IntMap::default(),
             seg_users: Box::new([0; 256]),
             mids: IntMap::default(),
-            sparse: IntMap::default(),
             sparse_runs_cache: IntMap::default(),
             routes: 0,
             retire: Vec::new(),
@@ -755,11 +783,18 @@ impl Lpm {
         (r & (1 | SPARSE_TAG) == 0).then(|| unsafe { &*(r as *const Segment) })
     }
 
+    /// The chunks of sparse /8 `a`: (block, chunk).
+    fn sparse_chunks(&self, a: usize) -> Vec<(u16, usize)> {
+        self.sparse_runs_cache
+            .get(&(a as u32))
+            .map(|r| r.iter().copied().filter(|(_, w)| w & 1 == 0).collect())
+            .unwrap_or_default()
+    }
+
     /// The runs of /8 `a` in sparse form: where the word changes (route
     /// ranges of length 9–18, chunk blocks) and the word from there on.
     fn sparse_runs(&self, a: usize) -> Vec<(u16, usize)> {
-        let empty = BTreeMap::new();
-        let chunks = self.sparse.get(&(a as u32)).unwrap_or(&empty);
+        let chunks: BTreeMap<u16, usize> = self.sparse_chunks(a).into_iter().collect();
         let mut points = std::collections::BTreeSet::from([0u16]);
         if let Some(m) = self.mids.get(&(a as u32)) {
             for (key, len) in m {
@@ -794,7 +829,7 @@ impl Lpm {
     /// Publish /8 `a`'s sparse segment afresh, its runs recomputed from the
     /// writer's state (after a change of a route of length ≤ 18).
     fn publish_sparse(&mut self, a: usize) {
-        if !self.sparse.contains_key(&(a as u32)) {
+        if !self.sparse_runs_cache.contains_key(&(a as u32)) {
             return;
         }
         let runs = self.sparse_runs(a);
@@ -832,7 +867,7 @@ impl Lpm {
         if r & 1 == 0 {
             return;
         }
-        self.sparse.insert(a as u32, BTreeMap::new());
+        self.sparse_runs_cache.insert(a as u32, Vec::new());
         self.publish_sparse(a);
     }
 
@@ -846,19 +881,10 @@ impl Lpm {
             seg.slots[b].store(w, Ordering::Release);
             return;
         }
-        let Some(list) = self.sparse.get_mut(&(a as u32)) else {
+        if !self.sparse_runs_cache.contains_key(&(a as u32)) {
             return;
-        };
-        let w = match word {
-            Some(w) => {
-                list.insert(b as u16, w);
-                w
-            }
-            None => {
-                list.remove(&(b as u16));
-                leaf(self.best_le(blk, TOP_BITS))
-            }
-        };
+        }
+        let w = word.unwrap_or_else(|| leaf(self.best_le(blk, TOP_BITS)));
         // One block changes: split its run, merge equal neighbours.
         if let Some(runs) = self.sparse_runs_cache.get_mut(&(a as u32)) {
             set_run(runs, b as u16, w);
@@ -890,12 +916,10 @@ impl Lpm {
             let d = self.best_le(((a << SEG_BITS) | b) as u32, TOP_BITS);
             seg.slots[b].store(leaf(d), Ordering::Relaxed);
         }
-        self.sparse_runs_cache.remove(&(a as u32));
-        if let Some(list) = self.sparse.remove(&(a as u32)) {
-            for (b, w) in list {
-                seg.slots[usize::from(b)].store(w, Ordering::Relaxed);
-            }
+        for (b, w) in self.sparse_chunks(a) {
+            seg.slots[usize::from(b)].store(w, Ordering::Relaxed);
         }
+        self.sparse_runs_cache.remove(&(a as u32));
         let old = self.shared.root[a].swap(Box::into_raw(seg) as usize, Ordering::AcqRel);
         if old & 1 == 0 && old & SPARSE_TAG != 0 {
             // SAFETY: just unlinked; its chunks now hang off the dense one.
@@ -913,7 +937,6 @@ impl Lpm {
         }
         let d = self.best_le((a << SEG_BITS) as u32, 8);
         let old = self.shared.root[a].swap(leaf(d), Ordering::AcqRel);
-        self.sparse.remove(&(a as u32));
         self.sparse_runs_cache.remove(&(a as u32));
         self.mids.remove(&(a as u32));
         if old & 1 == 0 {
@@ -947,12 +970,12 @@ impl Lpm {
                     for b in 0..SEG_LEN {
                         self.refresh_slot(seg, ((a << SEG_BITS) | b) as u32);
                     }
-                } else if let Some(list) = self.sparse.get(&(a as u32)) {
+                } else if self.sparse_runs_cache.contains_key(&(a as u32)) {
                     // The listed chunks' covering value, then the default.
-                    for (b, w) in list {
-                        let blk = ((a << SEG_BITS) | usize::from(*b)) as u32;
+                    for (b, w) in self.sparse_chunks(a) {
+                        let blk = ((a << SEG_BITS) | usize::from(b)) as u32;
                         // SAFETY: the writer owns the published chunk.
-                        poptrie::set_default(unsafe { chunk(*w) }, self.best_le(blk, TOP_BITS));
+                        poptrie::set_default(unsafe { chunk(w) }, self.best_le(blk, TOP_BITS));
                     }
                     self.publish_sparse(a);
                 } else {
@@ -978,17 +1001,16 @@ impl Lpm {
                 for blk in key..key + span {
                     self.refresh_slot(seg, blk);
                 }
-            } else if let Some(list) = self.sparse.get(&(a as u32)) {
+            } else if self.sparse_runs_cache.contains_key(&(a as u32)) {
                 // The covered chunks' covering value, then the runs.
-                let lo = (key as usize & (SEG_LEN - 1)) as u16;
-                let hi = lo as usize + span as usize;
-                for (b, w) in list.range(lo..) {
-                    if usize::from(*b) >= hi {
-                        break;
+                let lo = key as usize & (SEG_LEN - 1);
+                let hi = lo + span as usize;
+                for (b, w) in self.sparse_chunks(a) {
+                    if (lo..hi).contains(&usize::from(b)) {
+                        let blk = ((a << SEG_BITS) | usize::from(b)) as u32;
+                        // SAFETY: the writer owns the published chunk.
+                        poptrie::set_default(unsafe { chunk(w) }, self.best_le(blk, TOP_BITS));
                     }
-                    let blk = ((a << SEG_BITS) | usize::from(*b)) as u32;
-                    // SAFETY: the writer owns the published chunk.
-                    poptrie::set_default(unsafe { chunk(*w) }, self.best_le(blk, TOP_BITS));
                 }
                 self.publish_sparse(a);
             }
@@ -1149,7 +1171,7 @@ impl Lpm {
         }
         let mut st = LpmStats {
             segments: (0..256).filter(|a| self.segment(*a).is_some()).count(),
-            sparse_segments: self.sparse.len(),
+            sparse_segments: self.sparse_runs_cache.len(),
             ..LpmStats::default()
         };
         for cw in self.blocks.values() {
@@ -1170,9 +1192,9 @@ impl Lpm {
         256 * 8
             + segs * core::mem::size_of::<Segment>()
             + self
-                .sparse
+                .sparse_runs_cache
                 .values()
-                .map(|l| sparse_words(l.len()) * 8)
+                .map(|r| sparse_words(r.len()) * 8)
                 .sum::<usize>()
             + self.blocks.values().map(walk).sum::<usize>()
     }
