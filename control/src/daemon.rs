@@ -895,10 +895,12 @@ mod dpdk_setup {
                 ..EalOptions::default()
             })
             .map_err(dpdk_err)?;
-            let socket = eal.socket_id();
-            // One pool per device: net_af_xdp registers its pool as the
-            // socket's UMEM, which two devices cannot share by default.
-            let pool = |i: usize| -> Result<Arc<Mempool>, StartError> {
+            let main_socket = eal.socket_id();
+            // One pool per device, on the device's NUMA socket: net_af_xdp
+            // registers its pool as the socket's UMEM, which two devices
+            // cannot share by default.
+            let pool = |i: usize, name: &str| -> Result<Arc<Mempool>, StartError> {
+                let socket = Device::socket_of(&eal, name, main_socket);
                 Ok(Arc::new(
                     Mempool::new(&eal, &format!("vpnfwd_pool{i}"), d.mbufs, socket)
                         .map_err(dpdk_err)?,
@@ -907,7 +909,7 @@ mod dpdk_setup {
             let queues = cores.len().max(1) as u16;
             let mut devices = Vec::new();
             for (i, (id, name)) in names.into_iter().enumerate() {
-                let dev = Device::start(&eal, &name, queues, pool(i)?).map_err(dpdk_err)?;
+                let dev = Device::start(&eal, &name, queues, pool(i, &name)?).map_err(dpdk_err)?;
                 info!(
                     device = name,
                     port = dev.port_id(),
@@ -919,7 +921,7 @@ mod dpdk_setup {
             let mut twin = None;
             if let (Some(n), Some((up, _)), Some(k)) = (twin_name, uplink, &kernel_if) {
                 let dev =
-                    Device::start(&eal, &n, queues, pool(devices.len())?).map_err(dpdk_err)?;
+                    Device::start(&eal, &n, queues, pool(devices.len(), &n)?).map_err(dpdk_err)?;
                 let run = |args: &[&str]| -> Result<(), StartError> {
                     let st = std::process::Command::new("ip")
                         .args(args)

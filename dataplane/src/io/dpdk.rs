@@ -531,6 +531,26 @@ impl Device {
         })
     }
 
+    /// The NUMA socket of the device called `name` (for its pool), or
+    /// `fallback` when DPDK does not know it (virtual devices).
+    pub fn socket_of(_eal: &Eal, name: &str, fallback: i32) -> i32 {
+        let Ok(cname) = CString::new(name) else {
+            return fallback;
+        };
+        let mut port = 0u16;
+        // SAFETY: EAL is running; `port` is a valid out-pointer.
+        if unsafe { sys::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut port) } != 0 {
+            return fallback;
+        }
+        // SAFETY: a valid port id.
+        let s = unsafe { sys::rte_eth_dev_socket_id(port) };
+        if s < 0 {
+            fallback
+        } else {
+            s
+        }
+    }
+
     /// The DPDK port id.
     pub fn port_id(&self) -> u16 {
         self.port
