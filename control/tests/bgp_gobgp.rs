@@ -624,3 +624,96 @@ fn rt_constraint(on: bool) {
         logtext()
     );
 }
+
+/// The session over IPv6 transport (VPNv4 routes, IPv4 PE next hops).
+#[test]
+fn a_session_over_ipv6_transport_carries_vpnv4_routes() {
+    if !vpnfwd_tests::can_run() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    let common::PeLab {
+        mut lab,
+        pe,
+        peer: rr,
+        ..
+    } = common::pe_and_peer("rr-v6t", false);
+    for (ns, addr) in [(&pe, "2001:db8:ff::1/64"), (&rr, "2001:db8:ff::9/64")] {
+        for cmd in [
+            vec!["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0"],
+            vec!["sysctl", "-qw", "net.ipv6.conf.core.disable_ipv6=0"],
+            vec!["ip", "-6", "addr", "add", addr, "dev", "core", "nodad"],
+        ] {
+            lab.exec(ns, &cmd).expect("ipv6 transport");
+        }
+    }
+    let conf = tmp("gobgpd-v6t.toml");
+    std::fs::write(
+        &conf,
+        r#"
+[global.config]
+  as = 65001
+  router-id = "192.0.2.9"
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "2001:db8:ff::1"
+    peer-as = 65001
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "l3vpn-ipv4-unicast"
+"#,
+    )
+    .expect("gobgp config");
+    let glog = tmp("gobgpd-v6t.log");
+    lab.spawn(
+        &rr,
+        &["gobgpd", "-t", "toml", "-f", conf.to_str().expect("utf-8")],
+        &glog,
+    )
+    .expect("gobgpd");
+    let cfg = tmp("v6t-pe.toml");
+    std::fs::write(
+        &cfg,
+        common::pe_config(false).replace(
+            "address = \"192.0.2.9\"\nasn = 65001",
+            "address = \"2001:db8:ff::9\"\nasn = 65001",
+        ),
+    )
+    .expect("config");
+    let log = tmp("v6t-pe.log");
+    lab.spawn(
+        &pe,
+        &[VPNFWD, "run", "--config", cfg.to_str().expect("utf-8")],
+        &log,
+    )
+    .expect("vpnfwd");
+    let logtext = || {
+        format!(
+            "vpnfwd:\n{}\ngobgpd:\n{}",
+            common::read(&log),
+            common::read(&glog)
+        )
+    };
+    let rib = || {
+        lab.exec(&rr, &["gobgp", "global", "rib", "-a", "vpnv4"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default()
+    };
+    assert!(
+        Lab::wait_until(Duration::from_secs(30), || rib().contains("10.1.1.1/32")),
+        "our route over the IPv6 session:\n{}\n{}",
+        rib(),
+        logtext()
+    );
+    assert!(
+        common::read(&log).contains("BGP session established peer=2001:db8:ff::9"),
+        "{}",
+        logtext()
+    );
+    let line = rib()
+        .lines()
+        .find(|l| l.contains("10.1.1.1/32"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.contains("192.0.2.1"), "IPv4 PE next hop: {line}");
+}
