@@ -152,3 +152,156 @@ neighbor 192.0.2.1 {{
         text()
     );
 }
+
+/// VPNv6 (6VPE) with ExaBGP: its JSON decoding of our IPv6 route (RD,
+/// label, IPv4-mapped next hop, route target), and its VPNv6 route
+/// imported by us with its RD, label and PE.
+#[test]
+fn exabgp_decodes_our_vpnv6_route_and_we_import_its_own() {
+    if !vpnfwd_tests::can_run() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    let common::PeLab {
+        mut lab,
+        pe,
+        peer: ex,
+        ..
+    } = common::pe_and_peer("ex6", false);
+    let json = tmp("exabgp6.json");
+    let dump = tmp("exabgp6-dump.py");
+    std::fs::write(&dump, "import sys\nwith open(sys.argv[1], 'a') as f:\n    for line in sys.stdin:\n        f.write(line)\n        f.flush()\n").expect("dump script");
+    let conf = tmp("exabgp6.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"
+process dump {{
+    run /usr/bin/python3 {dump} {json};
+    encoder json;
+}}
+neighbor 192.0.2.1 {{
+    router-id 192.0.2.9;
+    local-address 192.0.2.9;
+    local-as 65001;
+    peer-as 65001;
+    family {{
+        ipv6 mpls-vpn;
+    }}
+    api {{
+        processes [ dump ];
+        receive {{
+            parsed;
+            update;
+        }}
+    }}
+    static {{
+        route 2001:db8:9::/64 rd 65001:9 label 3100 next-hop ::ffff:192.0.2.9 extended-community [ target:65001:100 ];
+    }}
+}}
+"#,
+            dump = dump.display(),
+            json = json.display()
+        ),
+    )
+    .expect("exabgp config");
+    let ex_log = tmp("exabgp6.log");
+    lab.spawn(
+        &ex,
+        &[
+            "env",
+            "exabgp.daemon.user=root",
+            "exabgp.log.destination=stdout",
+            "exabgp",
+            conf.to_str().expect("utf-8"),
+        ],
+        &ex_log,
+    )
+    .expect("exabgp");
+    let cfg = tmp("exa6-pe.toml");
+    std::fs::write(
+        &cfg,
+        common::pe_config(false).replace(
+            "addresses = [\"10.1.1.1/32\"]",
+            "addresses = [\"10.1.1.1/32\", \"2001:db8:1::1/128\"]",
+        ),
+    )
+    .expect("config");
+    let log = tmp("exa6-pe.log");
+    lab.spawn(
+        &pe,
+        &[
+            "env",
+            "VPNFWD_LOG=debug",
+            common::VPNFWD,
+            "run",
+            "--config",
+            cfg.to_str().expect("utf-8"),
+        ],
+        &log,
+    )
+    .expect("vpnfwd");
+    let text = || {
+        format!(
+            "vpnfwd:\n{}\nexabgp:\n{}\njson:\n{}",
+            common::read(&log),
+            common::read(&ex_log),
+            common::read(&json)
+        )
+    };
+    assert!(
+        Lab::wait_until(Duration::from_secs(40), || common::read(&json)
+            .contains("2001:db8:1::1/128")),
+        "ExaBGP did not decode our VPNv6 route\n{}",
+        text()
+    );
+    let j = common::read(&json);
+    let line = j
+        .lines()
+        .find(|l| l.contains("2001:db8:1::1/128"))
+        .unwrap_or_default();
+    for want in [
+        "\"ipv6 mpls-vpn\"",
+        "\"rd\": \"65001:1\"",
+        "\"label\": [ [100] ]",
+        "::ffff:192.0.2.1",
+        "target:65001:100",
+    ] {
+        assert!(
+            line.contains(want),
+            "ExaBGP's decoding lacks {want}: {line}"
+        );
+    }
+    let routes = || {
+        lab.exec(
+            &pe,
+            &[
+                common::VPNFWD,
+                "route",
+                "list",
+                "--family",
+                "vpnv6",
+                "--json",
+            ],
+        )
+        .ok()
+        .and_then(|o| serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout).ok())
+        .unwrap_or_default()
+    };
+    assert!(
+        Lab::wait_until(Duration::from_secs(20), || routes()
+            .iter()
+            .any(|r| r["prefix"] == "2001:db8:9::/64")),
+        "we did not import ExaBGP's VPNv6 route: {:?}\n{}",
+        routes(),
+        text()
+    );
+    let r = routes()
+        .into_iter()
+        .find(|r| r["prefix"] == "2001:db8:9::/64")
+        .expect("route");
+    assert_eq!(r["rd"], "65001:9", "{r}");
+    assert_eq!(r["label"], 3100, "{r}");
+    assert_eq!(r["nexthop"], "192.0.2.9", "{r}");
+    assert_eq!(r["vrfs"], serde_json::json!([1]), "{r}");
+}
