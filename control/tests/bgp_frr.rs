@@ -89,3 +89,107 @@ fn frr_decodes_our_vpnv4_route() {
         assert!(s.contains(want), "FRR's view lacks {want:?}:\n{s}");
     }
 }
+
+const FRR_CONF_V6: &str = "
+hostname frr
+router bgp 65001
+ bgp router-id 192.0.2.9
+ no bgp default ipv4-unicast
+ neighbor 192.0.2.1 remote-as 65001
+ address-family ipv6 vpn
+  neighbor 192.0.2.1 activate
+ exit-address-family
+!
+";
+
+/// VPNv6 (6VPE): FRR decodes our IPv6 route with its RD, label, route
+/// target and IPv4-mapped next hop.
+#[test]
+fn frr_decodes_our_vpnv6_route() {
+    if !vpnfwd_tests::can_run() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    let common::PeLab {
+        mut lab,
+        pe,
+        peer: frr,
+        ..
+    } = common::pe_and_peer("frr6", false);
+    let dir = tmp("frr6");
+    std::fs::create_dir_all(&dir).expect("frr dir");
+    let conf = dir.join("bgpd.conf");
+    std::fs::write(&conf, FRR_CONF_V6).expect("frr config");
+    let d = dir.to_str().expect("utf-8").to_string();
+    let args = [
+        "/usr/lib/frr/bgpd",
+        "-Z",
+        "-S",
+        "-n",
+        "-f",
+        conf.to_str().expect("utf-8"),
+        "-i",
+        &format!("{d}/bgpd.pid"),
+        "-z",
+        &format!("{d}/zserv"),
+        "--vty_socket",
+        &d,
+        "-A",
+        "127.0.0.1",
+        "-P",
+        "0",
+    ];
+    lab.spawn(&frr, &args, &dir.join("bgpd.log")).expect("bgpd");
+    let cfg = tmp("frr6-pe.toml");
+    std::fs::write(
+        &cfg,
+        common::pe_config(false).replace(
+            "addresses = [\"10.1.1.1/32\"]",
+            "addresses = [\"10.1.1.1/32\", \"2001:db8:1::1/128\"]",
+        ),
+    )
+    .expect("config");
+    let log = tmp("frr6-pe.log");
+    lab.spawn(
+        &pe,
+        &[
+            common::VPNFWD,
+            "run",
+            "--config",
+            cfg.to_str().expect("utf-8"),
+        ],
+        &log,
+    )
+    .expect("vpnfwd");
+    let show = || {
+        lab.exec(
+            &frr,
+            &[
+                "vtysh",
+                "--vty_socket",
+                &d,
+                "-c",
+                "show bgp ipv6 vpn 2001:db8:1::1/128",
+            ],
+        )
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default()
+    };
+    assert!(
+        Lab::wait_until(Duration::from_secs(30), || show()
+            .contains("entry for 65001:1:2001:db8:1::1/128")),
+        "FRR lacks our VPNv6 route:\n{}\nvpnfwd:\n{}",
+        show(),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let s = show();
+    // FRR prints the IPv4-mapped next hop in hex: ::ffff:c000:201.
+    for want in [
+        "::ffff:c000:201 from 192.0.2.1",
+        "Extended Community: RT:65001:100",
+        "Remote label: 100",
+        "valid, internal",
+    ] {
+        assert!(s.contains(want), "FRR's view lacks {want:?}:\n{s}");
+    }
+}
