@@ -143,3 +143,140 @@ fn vpnv4_routes_flow_both_ways_with_bird() {
         text()
     );
 }
+
+const BIRD_CONF_V6: &str = "
+router id 192.0.2.9;
+vpn6 table vpntab6;
+ipv6 table igp6;
+protocol device { }
+protocol static st6 {
+  vpn6 { table vpntab6; };
+  route 65001:9 2001:db8:9::/64 via ::ffff:192.0.2.9 mpls 3100;
+}
+protocol bgp tovpnfwd {
+  local 192.0.2.9 as 65001;
+  neighbor 192.0.2.1 as 65001;
+  vpn6 mpls {
+    table vpntab6;
+    igp table igp6;
+    import all;
+    export filter { bgp_ext_community.add((rt, 65001, 100)); accept; };
+    next hop keep;
+    extended next hop on;
+  };
+}
+";
+
+/// VPNv6 (6VPE) both ways with BIRD (`extended next hop on`, which BIRD
+/// needs for IPv4 next hops of IPv6 routes): BIRD holds our IPv6 route
+/// with its RD, label, target and next hop, and we import BIRD's.
+#[test]
+fn vpnv6_routes_flow_both_ways_with_bird() {
+    if !vpnfwd_tests::can_run() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    let common::PeLab {
+        mut lab,
+        pe,
+        peer: bird,
+        ..
+    } = common::pe_and_peer("bird6", false);
+    let bconf = tmp("bird6.conf");
+    std::fs::write(&bconf, BIRD_CONF_V6).expect("bird config");
+    let ctl = tmp("bird6.ctl");
+    let ctl_s = ctl.to_str().expect("utf-8").to_string();
+    let blog = tmp("bird6.log");
+    lab.spawn(
+        &bird,
+        &[
+            "bird",
+            "-f",
+            "-c",
+            bconf.to_str().expect("utf-8"),
+            "-s",
+            &ctl_s,
+        ],
+        &blog,
+    )
+    .expect("bird");
+    let cfg = tmp("bird6-pe.toml");
+    std::fs::write(
+        &cfg,
+        common::pe_config(false).replace(
+            "addresses = [\"10.1.1.1/32\"]",
+            "addresses = [\"10.1.1.1/32\", \"2001:db8:1::1/128\"]",
+        ),
+    )
+    .expect("config");
+    let log = tmp("bird6-pe.log");
+    lab.spawn(
+        &pe,
+        &[
+            common::VPNFWD,
+            "run",
+            "--config",
+            cfg.to_str().expect("utf-8"),
+        ],
+        &log,
+    )
+    .expect("vpnfwd");
+    let table = || {
+        lab.exec(
+            &bird,
+            &[
+                "birdc", "-s", &ctl_s, "show", "route", "table", "vpntab6", "all",
+            ],
+        )
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default()
+    };
+    assert!(
+        Lab::wait_until(Duration::from_secs(30), || table()
+            .contains("65001:1 2001:db8:1::1/128")),
+        "BIRD lacks our VPNv6 route:\n{}\nvpnfwd:\n{}\nbird:\n{}",
+        table(),
+        std::fs::read_to_string(&log).unwrap_or_default(),
+        std::fs::read_to_string(&blog).unwrap_or_default()
+    );
+    let t = table();
+    let ours = &t[t.find("65001:1 2001:db8:1::1/128").unwrap_or(0)..];
+    for want in [
+        "BGP.next_hop: 192.0.2.1",
+        "(rt, 65001, 100)",
+        "BGP.mpls_label_stack: 100",
+    ] {
+        assert!(ours.contains(want), "BIRD's view lacks {want:?}:\n{t}");
+    }
+    let routes = || {
+        lab.exec(
+            &pe,
+            &[
+                common::VPNFWD,
+                "route",
+                "list",
+                "--family",
+                "vpnv6",
+                "--json",
+            ],
+        )
+        .ok()
+        .and_then(|o| serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout).ok())
+        .unwrap_or_default()
+    };
+    assert!(
+        Lab::wait_until(Duration::from_secs(20), || routes()
+            .iter()
+            .any(|r| r["prefix"] == "2001:db8:9::/64")),
+        "we lack BIRD's VPNv6 route: {:?}",
+        routes()
+    );
+    let r = routes()
+        .into_iter()
+        .find(|r| r["prefix"] == "2001:db8:9::/64")
+        .expect("route");
+    assert_eq!(r["rd"], "65001:9", "{r}");
+    assert_eq!(r["label"], 3100, "{r}");
+    assert_eq!(r["nexthop"], "192.0.2.9", "{r}");
+    assert_eq!(r["vrfs"], serde_json::json!([1]), "{r}");
+}
