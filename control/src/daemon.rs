@@ -1260,9 +1260,22 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                         p.families = negotiated.families.clone();
                         if p.restart_deadline.is_some() {
                             if negotiated.graceful_restart.is_some() {
-                                // Back from a graceful restart: its stale
-                                // routes wait for its End-of-RIB.
+                                // Back from a graceful restart: stale routes
+                                // of families whose forwarding state it kept
+                                // wait for its End-of-RIB; the others go now.
                                 p.restart_deadline = Some(now + STALE_PATH_TIME);
+                                for afi in [Afi::IPV4, Afi::IPV6] {
+                                    if !negotiated
+                                        .forwarding_preserved
+                                        .contains(&(afi, Safi::MPLS_VPN))
+                                    {
+                                        let n =
+                                            vpn.sweep_stale(peer, Some(afi), &mut routes, &mut fib);
+                                        if n > 0 {
+                                            info!(%peer, family = crate::bgp::fsm::family_name(afi, Safi::MPLS_VPN), removed = n, "peer did not keep its forwarding state; stale routes removed");
+                                        }
+                                    }
+                                }
                             } else {
                                 p.restart_deadline = None;
                                 let n = vpn.sweep_stale(peer, None, &mut routes, &mut fib);

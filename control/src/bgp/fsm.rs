@@ -142,6 +142,10 @@ pub struct Negotiated {
     /// announced ours: its restart time and the families whose routes a
     /// helper keeps while it restarts.
     pub graceful_restart: Option<(u16, Vec<(Afi, Safi)>)>,
+    /// The families whose forwarding state the peer says it kept through
+    /// its restart (F bit set, RFC 4724 §3); a helper removes the stale
+    /// routes of the others as soon as the session is back.
+    pub forwarding_preserved: Vec<(Afi, Safi)>,
     /// The peer's capabilities, by name, for operators.
     pub capabilities: Vec<String>,
     /// Codec context for this session.
@@ -314,6 +318,16 @@ impl Fsm {
                 _ => None,
             })
             .filter(|_| self.config.graceful_restart_time > 0);
+        let forwarding_preserved = o
+            .capabilities()
+            .filter_map(|c| match c {
+                Capability::GracefulRestart { families, .. } => Some(families.clone()),
+                _ => None,
+            })
+            .flatten()
+            .filter(|(_, _, flags)| flags & 0x80 != 0)
+            .map(|(a, s, _)| (a, s))
+            .collect();
         let capabilities = o.capabilities().map(capability_name).collect();
         // We receive path ids where we asked to and the peer offers to send.
         let add_path: Vec<(Afi, Safi)> = o
@@ -336,6 +350,7 @@ impl Fsm {
             families,
             route_refresh,
             graceful_restart,
+            forwarding_preserved,
             capabilities,
             context: Context {
                 four_octet_as,
