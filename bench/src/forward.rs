@@ -5,16 +5,18 @@
 //!  generator ns ── g0 ═ d0 ── DUT ns ── d1 ═ s0 ── sink ns
 //! ```
 //!
-//! The generator sends 64-byte frames with random destinations over the
-//! installed routes (AF_PACKET `sendmmsg`, pre-built frames, rate-paced in
-//! bursts of 32); each carries a sequence number and a send timestamp in its
+//! The generator sends frames (`--size`, 64 bytes by default) to random
+//! destinations over the installed routes (`--destinations`, 1024 by
+//! default; `--flows` UDP source ports each) through AF_PACKET `sendmmsg`
+//! with pre-built frames, rate-paced in bursts of 32; each carries a sequence number and a send timestamp in its
 //! last 16 bytes. The sink counts what arrives and records latencies in an
 //! HDR histogram. For each system: the no-drop rate (binary search on the
 //! offered rate, RFC 2544 style, loss ≤ 0.01 % over one-second trials), the
 //! receive rate at the generator's maximum, latency percentiles at the
 //! no-drop rate, and the DUT's CPU cycles per packet (its CPU time × the
 //! nominal clock ÷ packets; vpnfwd only, the kernel's work is spread over
-//! softirqs). Needs root, and `vpnfwd` built next to this binary
+//! softirqs). `--rate PPS` replaces the no-drop search with one trial at
+//! that offered rate. Needs root, and `vpnfwd` built next to this binary
 //! (`cargo build --release -p control`).
 //!
 //! Systems: `vpnfwd` (VRF LPM + MPLS push), `vpnfwd-pop` (label pop + VRF
@@ -40,7 +42,26 @@ use std::time::{Duration, Instant};
 use vpnfwd_tests::Lab;
 
 const MAGIC: u32 = 0x7670_6e66;
-const FRAME: usize = 64;
+/// Generator settings from the command line.
+#[derive(Debug, Clone, Copy)]
+struct GenOpts {
+    /// Frame length in bytes (without the MPLS entry of pop frames).
+    size: usize,
+    /// UDP source ports per destination (flows).
+    flows: usize,
+    /// A fixed offered rate (packets/s) instead of the no-drop search.
+    rate: Option<f64>,
+}
+
+static GEN: std::sync::OnceLock<GenOpts> = std::sync::OnceLock::new();
+
+fn gen_opts() -> GenOpts {
+    *GEN.get().unwrap_or(&GenOpts {
+        size: 64,
+        flows: 1,
+        rate: None,
+    })
+}
 const POP_LABEL: u32 = 100;
 
 struct Net {
@@ -105,10 +126,12 @@ fn network() -> Result<Net, String> {
 /// Frames for a system: IPv4/UDP to random routed destinations, optionally
 /// under one MPLS label.
 fn frames(n: &Net, dests: &[u32], mpls: bool, src: [u8; 4]) -> Vec<Vec<u8>> {
+    let g = gen_opts();
     dests
         .iter()
-        .map(|d| {
-            let mut f = vec![0u8; FRAME + if mpls { 4 } else { 0 }];
+        .flat_map(|d| (0..g.flows).map(move |flow| (d, flow as u16)))
+        .map(|(d, flow)| {
+            let mut f = vec![0u8; g.size + if mpls { 4 } else { 0 }];
             f[0..6].copy_from_slice(&n.d0);
             f[6..12].copy_from_slice(&n.g0);
             let mut at = 12;
@@ -148,9 +171,10 @@ fn frames(n: &Net, dests: &[u32], mpls: bool, src: [u8; 4]) -> Vec<Vec<u8>> {
             f[ip + 10..ip + 12].copy_from_slice(&c.to_be_bytes());
             let udp = ip + 20;
             let ulen = (f.len() - udp) as u16;
+            let sport = 12345u16.wrapping_add(flow);
             f[udp..udp + 8].copy_from_slice(&[
-                0x30,
-                0x39,
+                (sport >> 8) as u8,
+                sport as u8,
                 0x30,
                 0x3a,
                 (ulen >> 8) as u8,
@@ -290,6 +314,38 @@ struct Result_ {
 }
 
 fn measure(n: &Net, frames: &[Vec<u8>], pid: Option<u32>, secs: f64) -> Result<Result_, String> {
+    if let Some(rate) = gen_opts().rate {
+        // One trial at the asked rate: "ndr" is that rate if nothing was
+        // lost, else 0; latency from that trial.
+        let _ = trial(n, frames, Some(10_000.0), 0.3)?;
+        let c0 = pid.and_then(crate::cpu_seconds);
+        let t = trial(n, frames, Some(rate), secs)?;
+        let c1 = pid.and_then(crate::cpu_seconds);
+        let cycles = match (c0, c1) {
+            (Some(a), Some(b)) if t.rx_pps > 0.0 => {
+                Some((b - a) * cpu_mhz() * 1e6 / (t.rx_pps * secs))
+            }
+            _ => None,
+        };
+        let h = &t.hist;
+        println!(
+            "  at {:.3} Mpps offered: received {:.3} Mpps, loss {:.4} %",
+            t.offered_pps / 1e6,
+            t.rx_pps / 1e6,
+            t.loss * 100.0
+        );
+        return Ok(Result_ {
+            ndr: if t.loss <= 1e-4 { t.offered_pps } else { 0.0 },
+            max_offered: t.offered_pps,
+            rx_at_max: t.rx_pps,
+            cycles,
+            lat: Some((
+                h.value_at_quantile(0.5) as f64 / 1e3,
+                h.value_at_quantile(0.99) as f64 / 1e3,
+                h.value_at_quantile(0.999) as f64 / 1e3,
+            )),
+        });
+    }
     // Warm up (ARP, caches), then the generator's maximum.
     let _ = trial(n, frames, Some(10_000.0), 0.3)?;
     let c0 = pid.and_then(crate::cpu_seconds);
@@ -642,8 +698,27 @@ pub fn run(opts: &Opts) -> Result<(), String> {
         }
         b => return Err(format!("--backend: afpacket or dpdk, not {b:?}")),
     };
+    let size: usize = opts.num("size", 64)?;
+    if !(64..=1500).contains(&size) {
+        return Err("--size: 64 to 1500 bytes".into());
+    }
+    let flows: usize = opts.num("flows", 1)?;
+    let ndest: usize = opts.num("destinations", 1024)?;
+    if flows == 0 || ndest == 0 || flows * ndest > 1 << 20 {
+        return Err("--flows and --destinations: positive, their product at most 2^20".into());
+    }
+    let rate: Option<f64> = match opts.0.get("rate") {
+        None => None,
+        Some(v) => Some(
+            v.parse::<f64>()
+                .ok()
+                .filter(|r| *r > 0.0)
+                .ok_or_else(|| format!("--rate: packets per second, not {v:?}"))?,
+        ),
+    };
+    let _ = GEN.set(GenOpts { size, flows, rate });
     let routes = gen::table(nroutes, false, 1, seed);
-    let dests: Vec<u32> = gen::keys(&routes, 4096, false, seed ^ 3)
+    let dests: Vec<u32> = gen::keys(&routes, (4 * ndest).max(4096), false, seed ^ 3)
         .into_iter()
         .map(|k| (k >> 96) as u32)
         .collect();
@@ -656,7 +731,7 @@ pub fn run(opts: &Opts) -> Result<(), String> {
     let dests: Vec<u32> = dests
         .into_iter()
         .filter(|d| covered(*d))
-        .take(1024)
+        .take(ndest)
         .collect();
     let dir = std::env::temp_dir().join(format!("vpnfwd-forward-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -668,8 +743,9 @@ pub fn run(opts: &Opts) -> Result<(), String> {
     }
     std::fs::write(&route_file, &text).map_err(|e| e.to_string())?;
     println!(
-        "forward: {nroutes} routes, {} destinations, 64-byte frames, {secs} s trials, vpnfwd on {backend}",
-        dests.len()
+        "forward: {nroutes} routes, {} destinations × {flows} flows, {size}-byte frames, {secs} s trials{}, vpnfwd on {backend}",
+        dests.len(),
+        rate.map_or(String::new(), |r| format!(" at {:.3} Mpps", r / 1e6))
     );
     let mut results = serde_json::Map::new();
     let mut table = Vec::new();
@@ -782,7 +858,9 @@ pub fn run(opts: &Opts) -> Result<(), String> {
             r.max_offered / 1e6,
             r.rx_at_max / 1e6,
             r.cycles.map_or("-".into(), |c| format!("{c:.0}")),
-            if r.ndr >= 0.98 * r.max_offered {
+            if gen_opts().rate.is_some() {
+                "  (fixed rate)"
+            } else if r.ndr >= 0.98 * r.max_offered {
                 "  (generator-bound)"
             } else {
                 ""
@@ -795,7 +873,7 @@ pub fn run(opts: &Opts) -> Result<(), String> {
                 "max_offered_mpps": (r.max_offered / 1e3).round() / 1e3,
                 "rx_at_max_mpps": (r.rx_at_max / 1e3).round() / 1e3,
                 "cycles_per_packet": r.cycles.map(|c| c.round()),
-                "generator_bound": r.ndr >= 0.98 * r.max_offered,
+                "generator_bound": gen_opts().rate.is_none() && r.ndr >= 0.98 * r.max_offered,
                 "latency_us": r.lat.map(|(a, b, c)| json!({"p50": a, "p99": b, "p999": c})),
             }),
         );

@@ -1,10 +1,12 @@
 //! vpnfwd benchmark harness.
 //!
 //! ```text
-//! bench lpm      --routes N [--seed S] [--nexthops K] [--v6-routes M]
+//! bench lpm      --routes N [--seed S] [--nexthops K] [--v6-routes M] [--baseline prefix-trie|rte_lpm]
 //! bench pipeline --routes N [--seed S] [--seconds T]
-//! bench forward  --routes N [--compare kernel] [--seconds T]   (root)
-//! bench bgp-ingest --routes N [--target vpnfwd,gobgpd,bird]   (root)
+//! bench forward  --routes N [--compare kernel,testpmd-afpacket,testpmd-afxdp,ovs,ovs-pop]
+//!                [--backend afpacket|dpdk] [--vdev net_af_xdp|net_af_packet]
+//!                [--size B] [--destinations N] [--flows N] [--rate PPS] [--seconds T]   (root)
+//! bench bgp-ingest --routes N [--target vpnfwd,gobgpd,bird,frr]   (root)
 //! ```
 //! Each prints a human summary and, as its last line, one JSON object.
 
