@@ -1,5 +1,7 @@
-//! The read-only REST API (127.0.0.1:8082 by default): `GET /ping`,
-//! `GET /peers`, `GET /routes?family=vpnv4[&rd=…][&rt=…]`, all JSON. A small
+//! The REST API (127.0.0.1:8082 by default): `GET /ping`, `GET /peers`,
+//! `GET /routes?family=vpnv4[&rd=…][&rt=…]`, and
+//! `POST /peers/<address>/refresh` (ask the peer to send its routes again,
+//! RFC 2918), all JSON. A small
 //! HTTP/1.1 server on its own thread; each request is passed to the control
 //! thread, which answers from its tables between two of its own tasks, so
 //! the API costs nothing while nobody asks (a snapshot pushed after every
@@ -17,6 +19,9 @@ use std::time::Duration;
 pub enum Request {
     /// The peers and their state.
     Peers,
+    /// Send ROUTE-REFRESH to the peer at this address for each VPN family
+    /// negotiated with it.
+    Refresh(std::net::IpAddr),
     /// Learned VPN routes of one family, optionally of one RD or carrying
     /// one route target (as text, e.g. `65001:100`).
     Routes {
@@ -91,11 +96,30 @@ fn handle(mut s: TcpStream, requests: &Requests) {
         );
         return;
     };
-    if method != "GET" {
-        respond(&mut s, "405 Method Not Allowed", r#"{"error":"only GET"}"#);
+    let (path, q) = target.split_once('?').unwrap_or((target, ""));
+    if method == "POST" {
+        let peer = path
+            .strip_prefix("/peers/")
+            .and_then(|r| r.strip_suffix("/refresh"));
+        match peer.map(str::parse::<std::net::IpAddr>) {
+            Some(Ok(a)) => ask(&mut s, requests, Request::Refresh(a)),
+            Some(Err(_)) => respond(
+                &mut s,
+                "400 Bad Request",
+                r#"{"error":"not an IP address"}"#,
+            ),
+            None => respond(&mut s, "404 Not Found", r#"{"error":"no such resource"}"#),
+        }
         return;
     }
-    let (path, q) = target.split_once('?').unwrap_or((target, ""));
+    if method != "GET" {
+        respond(
+            &mut s,
+            "405 Method Not Allowed",
+            r#"{"error":"GET, or POST /peers/<address>/refresh"}"#,
+        );
+        return;
+    }
     match path {
         "/ping" => respond(&mut s, "200 OK", r#"{"status":"ok"}"#),
         "/peers" => ask(&mut s, requests, Request::Peers),
@@ -148,12 +172,24 @@ pub fn serve(
 /// # Errors
 /// A message when the API cannot be reached or answers with an error.
 pub fn get(addr: SocketAddr, path: &str) -> Result<String, String> {
+    call(addr, "GET", path)
+}
+
+/// `POST path` (no body) to the API at `addr`; the body on success.
+///
+/// # Errors
+/// A message when the API cannot be reached or answers with an error.
+pub fn post(addr: SocketAddr, path: &str) -> Result<String, String> {
+    call(addr, "POST", path)
+}
+
+fn call(addr: SocketAddr, method: &str, path: &str) -> Result<String, String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| {
         format!("cannot reach the vpnfwd API at {addr}: {e} (is `vpnfwd run` running?)")
     })?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .map_err(|e| e.to_string())?;
     let mut text = String::new();

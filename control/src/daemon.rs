@@ -1195,6 +1195,8 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                 serde_json::Value::Array(vpn.routes_json(v6, rd.as_deref(), rt.as_deref()))
                     .to_string()
             }
+            // Answered in the loop, which holds the outboxes.
+            crate::api::Request::Refresh(_) => String::new(),
         }
     };
     install_signal_handlers();
@@ -1390,6 +1392,32 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
         // Questions from the API, answered from the tables as they are now.
         while let Ok((req, reply)) = api_rx.try_recv() {
             did = true;
+            if let crate::api::Request::Refresh(peer) = req {
+                // ROUTE-REFRESH (RFC 2918) for each VPN family negotiated.
+                let body = match (peer_state.get(&peer), outboxes.get(&peer)) {
+                    (Some(p), Some((tx, _))) if p.state == "Established" => {
+                        let fams: Vec<(Afi, Safi)> = p
+                            .families
+                            .iter()
+                            .copied()
+                            .filter(|(_, s)| *s == Safi::MPLS_VPN)
+                            .collect();
+                        for (afi, safi) in &fams {
+                            let _ = tx.send(Message::RouteRefresh {
+                                afi: *afi,
+                                safi: *safi,
+                                subtype: 0,
+                            });
+                        }
+                        info!(%peer, families = fams.len(), "route refresh sent");
+                        serde_json::json!({"peer": peer.to_string(), "refreshed": fams.iter().map(|(a, s)| crate::bgp::fsm::family_name(*a, *s)).collect::<Vec<_>>()}).to_string()
+                    }
+                    (Some(_), Some(_)) => serde_json::json!({"error": format!("session with {peer} is not established")}).to_string(),
+                    _ => serde_json::json!({"error": format!("{peer} is not a configured peer")}).to_string(),
+                };
+                let _ = reply.send(body);
+                continue;
+            }
             let _ = reply.send(answer(req, &vpn, &peer_state));
         }
         // One summary line per absorbed batch of BGP updates (the queue was

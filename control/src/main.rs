@@ -10,6 +10,7 @@ USAGE:
     vpnfwd run --config FILE      Start the router with the configuration in FILE
     vpnfwd check --config FILE    Validate FILE and print what it describes
     vpnfwd peer list [--api ADDR] [--json]  BGP peers of the running router
+    vpnfwd peer refresh ADDRESS [--api ADDR] ask a peer for its routes again (RFC 2918)
     vpnfwd route list [--family vpnv4|vpnv6] [--rd RD] [--rt RT] [--api ADDR] [--json]
                                   VPN routes it learned, with the VRFs holding them
     vpnfwd --help                 Show this text
@@ -149,10 +150,35 @@ fn main() -> ExitCode {
     }
 }
 
-/// `vpnfwd peer list` and `vpnfwd route list`.
+/// `vpnfwd peer list`, `vpnfwd peer refresh ADDR` and `vpnfwd route list`.
 fn cli(args: &[String]) -> Result<(), String> {
     let mut api = control::config::default_api();
     let mut query = Vec::new();
+    if args[0] == "peer" && args.get(1).map(String::as_str) == Some("refresh") {
+        let peer: std::net::IpAddr = args
+            .get(2)
+            .ok_or("usage: vpnfwd peer refresh ADDRESS [--api ADDR]")?
+            .parse()
+            .map_err(|_| "peer refresh: not an IP address".to_string())?;
+        if let [flag, v] = &args[3..] {
+            if flag != "--api" {
+                return Err(format!("unknown option {flag}"));
+            }
+            api = v
+                .parse()
+                .map_err(|_| format!("--api: {v:?} is not address:port"))?;
+        } else if args.len() > 3 {
+            return Err("usage: vpnfwd peer refresh ADDRESS [--api ADDR]".into());
+        }
+        let body = control::api::post(api, &format!("/peers/{peer}/refresh"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| format!("bad answer from the API: {e}"))?;
+        if let Some(e) = v["error"].as_str() {
+            return Err(e.to_string());
+        }
+        println!("{body}");
+        return Ok(());
+    }
     if args.get(1).map(String::as_str) != Some("list") {
         return Err(format!("usage: vpnfwd {} list [options]", args[0]));
     }

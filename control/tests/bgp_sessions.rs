@@ -1,8 +1,9 @@
 //! Session life cycle against GoBGP (Debian's gobgpd): a peer's graceful
 //! restart (RFC 4724) with forwarding kept, hold-timer expiry, a session
 //! flap, the maximum-prefix Cease (RFC 4486), and TCP-MD5 (RFC 2385) with
-//! GTSM (RFC 5082). Route refresh is tested with ExaBGP (`bgp_exabgp.rs`),
-//! which can send one on demand.
+//! GTSM (RFC 5082), and a ROUTE-REFRESH we send (`vpnfwd peer refresh`).
+//! One the peer sends is tested with ExaBGP (`bgp_exabgp.rs`), which can
+//! send one on demand.
 //!
 //! ```text
 //!  h1 (10.1.1.1) ── p [vpnfwd PE 192.0.2.1] core ══ core [gobgpd 192.0.2.9]
@@ -516,4 +517,41 @@ fn no_session_as(name: &str, gobgp: &str, peer_extra: &str, peer_as: u32) -> boo
     !Lab::wait_until(Duration::from_secs(12), || {
         read(&log).contains("BGP session established")
     })
+}
+
+#[test]
+fn we_ask_the_peer_for_its_routes_again_with_route_refresh() {
+    if !ready() {
+        return;
+    }
+    let b = Bed::new("outrefresh", GOBGP, "", "");
+    b.announce("10.9.0.0/24", 3000);
+    assert!(
+        b.wait(10, || b.has("10.9.0.0/24").is_some()),
+        "{}",
+        b.logs()
+    );
+    let updates = || read(&b.log).matches("announced=1").count();
+    let before = updates();
+    let out = b
+        .lab
+        .exec(&b.pe, &[VPNFWD, "peer", "refresh", "192.0.2.9"])
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_else(|e| e.0);
+    assert!(out.contains("vpnv4"), "refresh answer: {out}");
+    assert!(
+        b.wait(10, || updates() > before),
+        "GoBGP did not send its routes again ({before} announcements before)\n{}",
+        b.logs()
+    );
+    assert_eq!(b.established(), 1, "the session stayed up");
+    // An address that is not a peer is refused with a message.
+    let bad = b
+        .lab
+        .exec(&b.pe, &[VPNFWD, "peer", "refresh", "192.0.2.77"]);
+    assert!(
+        bad.as_ref()
+            .is_err_and(|e| e.0.contains("not a configured peer")),
+        "{bad:?}"
+    );
 }
