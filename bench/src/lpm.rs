@@ -1,7 +1,7 @@
 //! `bench lpm`: vpnfwd's LPM beside a baseline on the same routes and keys.
 //!
 //! Figures per family: lookups/s on one core (batches of 32 keys through a
-//! read-side guard, as the pipeline does), bytes per route (the readers'
+//! read-side guard, as the pipeline does, for IPv4 and IPv6), bytes per route (the readers'
 //! structure; also the process RSS growth, measured the same way for the
 //! baseline), and updates/s (withdraw and re-announce of random routes of the
 //! full table, one at a time, published to readers). Lookup rates are the
@@ -72,8 +72,8 @@ fn ours(routes: &[Route], keys: &[u128], v6: bool, updates: &[usize]) -> Figures
         {
             let g = reader.guard();
             if v6 {
-                for (k, o) in keys.iter().zip(out.iter_mut()) {
-                    *o = shared.lookup_v6(&g, *k);
+                for (ks, os) in keys.chunks(32).zip(out.chunks_mut(32)) {
+                    shared.lookup_v6_batch(&g, ks, os);
                 }
             } else {
                 for (ks, os) in keys4.chunks(32).zip(out.chunks_mut(32)) {

@@ -120,6 +120,18 @@ fn run(bits: u32, ops: Vec<Op>, probes: Vec<u128>) {
             };
             keys.extend([*p, p.wrapping_sub(1), p | span, (p | span).wrapping_add(1)]);
         }
+        if bits == 128 {
+            // The software-pipelined IPv6 batch lookup agrees too.
+            let mut out = vec![0u32; keys.len()];
+            let mut reader = d.register();
+            {
+                let g = reader.guard();
+                t.shared().lookup_v6_batch(&g, &keys, &mut out);
+            }
+            for (k, o) in keys.iter().zip(&out) {
+                assert_eq!(*o, model_lookup(&model, *k, bits), "v6 batch key {k:#x}");
+            }
+        }
         if bits == 32 {
             // The software-pipelined batch lookup agrees with the model too.
             let ks: Vec<u32> = keys.iter().map(|k| *k as u32).collect();

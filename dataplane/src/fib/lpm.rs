@@ -438,6 +438,12 @@ impl LpmShared {
         }
         // SAFETY: see `lookup_v4_trusted`.
         let s = unsafe { slot_of(r, ((ip >> 110) as usize) & (SEG_LEN - 1)) };
+        self.walk_v6(ip, s)
+    }
+
+    /// The rest of an IPv6 lookup from the slot word `s` of its block.
+    #[inline(always)]
+    fn walk_v6(&self, ip: u128, s: usize) -> u32 {
         if s & 1 == 1 {
             return (s >> 1) as u32;
         }
@@ -469,6 +475,75 @@ impl LpmShared {
             if p == 0 || start >= 128 {
                 return best;
             }
+        }
+    }
+
+    /// Look up a batch of IPv6 addresses, software-pipelined like
+    /// [`LpmShared::lookup_v4_batch`]: the root word and segment slot of a
+    /// key are fetched a few keys ahead of its walk, and its first chunk's
+    /// lines prefetched, so the misses of different keys overlap.
+    ///
+    /// # Panics
+    /// Panics if `g` belongs to another domain or `out` is shorter than `ips`.
+    pub fn lookup_v6_batch(&self, g: &Guard<'_>, ips: &[u128], out: &mut [u32]) {
+        const AHEAD: usize = 8;
+        const RING: usize = 4 * AHEAD;
+        assert!(self.domain.owns(g), "guard from another domain");
+        let n = ips.len();
+        let out = &mut out[..n];
+        let mut slot_at = [0usize; RING];
+        let mut word = [0usize; RING];
+        let stage_a = |i: usize, slot_at: &mut [usize; RING], word: &mut [usize; RING]| {
+            let ip = ips[i];
+            let r = self.root[(ip >> 120) as usize].load(Ordering::Acquire);
+            let b = ((ip >> 110) as usize) & (SEG_LEN - 1);
+            if r & 1 == 1 {
+                word[i % RING] = r;
+                slot_at[i % RING] = 0;
+            } else if r & SPARSE_TAG != 0 {
+                // SAFETY: see `lookup_v4_trusted`.
+                let s = unsafe { sparse_slot(r & !SPARSE_TAG, b) };
+                if s & 1 == 0 {
+                    prefetch(s as *const u8);
+                    prefetch((s + 64) as *const u8);
+                }
+                word[i % RING] = s;
+                slot_at[i % RING] = 0;
+            } else {
+                // SAFETY: see `lookup_v4_trusted`.
+                let seg = unsafe { &*(r as *const Segment) };
+                let at = core::ptr::from_ref(&seg.slots[b]);
+                prefetch(at.cast());
+                slot_at[i % RING] = at as usize;
+            }
+        };
+        let stage_b = |i: usize, slot_at: &[usize; RING], word: &mut [usize; RING]| {
+            let at = slot_at[i % RING];
+            if at != 0 {
+                // SAFETY: `at` is a slot of a live segment (stage A).
+                let s = unsafe { &*(at as *const AtomicUsize) }.load(Ordering::Acquire);
+                if s & 1 == 0 {
+                    prefetch(s as *const u8);
+                    prefetch((s + 64) as *const u8);
+                    prefetch((s + 128) as *const u8);
+                }
+                word[i % RING] = s;
+            }
+        };
+        for i in 0..n.min(2 * AHEAD) {
+            stage_a(i, &mut slot_at, &mut word);
+        }
+        for i in 0..n.min(AHEAD) {
+            stage_b(i, &slot_at, &mut word);
+        }
+        for (i, o) in out.iter_mut().enumerate() {
+            if i + 2 * AHEAD < n {
+                stage_a(i + 2 * AHEAD, &mut slot_at, &mut word);
+            }
+            if i + AHEAD < n {
+                stage_b(i + AHEAD, &slot_at, &mut word);
+            }
+            *o = self.walk_v6(ips[i], word[i % RING]);
         }
     }
 }
