@@ -686,15 +686,25 @@ pub fn run(opts: &Opts) -> Result<(), String> {
         .get("backend")
         .cloned()
         .unwrap_or_else(|| "afpacket".into());
+    // `--dut-core N`: pin vpnfwd's worker to core N.
+    let cores = match opts.0.get("dut-core") {
+        None => String::new(),
+        Some(c) => {
+            let c: usize = c
+                .parse()
+                .map_err(|_| format!("--dut-core: a core number, not {c:?}"))?;
+            format!("cores = [{c}]\n")
+        }
+    };
     let dataplane = match backend.as_str() {
-        "afpacket" => "[dataplane]\nidle = \"busy\"\n".to_string(),
+        "afpacket" => format!("[dataplane]\nidle = \"busy\"\n{cores}"),
         "dpdk" => {
             let driver = match opts.0.get("vdev").map(String::as_str) {
                 None | Some("net_af_xdp") => "af_xdp",
                 Some("net_af_packet") => "af_packet",
                 Some(v) => return Err(format!("--vdev: net_af_xdp or net_af_packet, not {v:?}")),
             };
-            format!("[dataplane]\nidle = \"busy\"\nbackend = \"dpdk\"\n\n[dataplane.dpdk]\ndriver = \"{driver}\"\n")
+            format!("[dataplane]\nidle = \"busy\"\nbackend = \"dpdk\"\n{cores}\n[dataplane.dpdk]\ndriver = \"{driver}\"\n")
         }
         b => return Err(format!("--backend: afpacket or dpdk, not {b:?}")),
     };
