@@ -832,6 +832,57 @@ nexthop_mac = "02:00:00:00:02:fe"
     }
 
     #[test]
+    fn bgp_and_dpdk_settings_are_checked_by_field() {
+        let bgp = format!(
+            "{GOOD}\n[bgp]\nasn = 65001\nrouter_id = \"192.0.2.1\"\n\n[[bgp.peer]]\naddress = \"192.0.2.9\"\nasn = 65001\n"
+        );
+        assert!(Config::parse(&bgp).is_ok());
+        let c = Config::parse(&bgp).expect("bgp");
+        let b = c.bgp.as_ref().expect("bgp");
+        assert!(b.multipath && b.rt_constraint);
+        assert_eq!(b.graceful_restart_time, 120);
+        let long = "x".repeat(81);
+        assert!(err(&format!("{bgp}password = \"{long}\"\n")).contains("bgp.peer[0].password"));
+        assert!(err(&format!("{bgp}password = \"\"\n")).contains("bgp.peer[0].password"));
+        assert!(Config::parse(&format!("{bgp}password = \"k\"\nttl_security = true\n")).is_ok());
+        assert!(err(&format!("{bgp}max_prefixes = 0\n")).contains("bgp.peer[0].max_prefixes"));
+        assert!(err(&bgp.replace(
+            "router_id = \"192.0.2.1\"\n",
+            "router_id = \"192.0.2.1\"\ngraceful_restart_time = 5000\n"
+        ))
+        .contains("bgp.graceful_restart_time"));
+        // DPDK settings only with the DPDK back-end.
+        let dp = GOOD.replace(
+            "[dataplane]\nidle = \"sleep\"\n",
+            "[dataplane]\nidle = \"sleep\"\n\n[dataplane.dpdk]\nmbufs = 4095\n",
+        );
+        assert!(err(&dp).contains("dataplane.dpdk"));
+        let dpdk = dp.replace(
+            "idle = \"sleep\"\n",
+            "idle = \"sleep\"\nbackend = \"dpdk\"\n",
+        );
+        if cfg!(feature = "dpdk") {
+            assert!(Config::parse(&dpdk).is_ok());
+            assert!(
+                err(&dpdk.replace("mbufs = 4095", "mbufs = 10")).contains("dataplane.dpdk.mbufs")
+            );
+            assert!(err(&dpdk.replace("mbufs = 4095", "memory_mb = 8"))
+                .contains("dataplane.dpdk.memory_mb"));
+            assert!(
+                err(&dpdk.replace("mbufs = 4095", "kernel_address = \"192.0.2.1\""))
+                    .contains("dataplane.dpdk.kernel_address")
+            );
+            assert!(
+                err(&dpdk.replace("mbufs = 4095", "kernel_interface = \"a/b\""))
+                    .contains("dataplane.dpdk.kernel_interface")
+            );
+            assert!(err(&dpdk.replace("mbufs = 4095", "driver = \"pcap\"")).contains("pcap"));
+        } else {
+            assert!(err(&dpdk).contains("built without DPDK"));
+        }
+    }
+
+    #[test]
     fn route_files_name_one_target() {
         let local =
             format!("{GOOD}\n[[route_file]]\nvrf = \"blue\"\npath = \"r.txt\"\nport = \"h1\"\n");
