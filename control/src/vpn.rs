@@ -30,7 +30,7 @@ use crate::config::{parse_prefix, parse_rd, parse_route_target, Config, EncapKin
 use crate::daemon::RouteSet;
 use dataplane::fib::{Fib, VrfId};
 use dataplane::wire::mpls::Label;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -69,6 +69,122 @@ struct Learned {
     path: Arc<PathInfo>,
     /// Kept through the peer's graceful restart, not yet re-announced.
     stale: bool,
+}
+
+/// Learned routes by prefix, then (peer, RD): a hash map (one probe per
+/// route where an ordered map walks a tree of 48-byte keys); a prefix's
+/// single path (the usual case) is kept inline, several in a vector.
+#[derive(Debug, Default)]
+struct Rib {
+    by_prefix: crate::fxmap::FxMap<Prefix, Paths>,
+    len: usize,
+}
+
+type RibKey = (Prefix, IpAddr, RouteDistinguisher);
+type Path = (IpAddr, RouteDistinguisher, Learned);
+
+/// One prefix's paths.
+#[derive(Debug)]
+enum Paths {
+    One(Path),
+    Many(Vec<Path>),
+}
+
+impl Paths {
+    fn as_slice(&self) -> &[Path] {
+        match self {
+            Paths::One(p) => std::slice::from_ref(p),
+            Paths::Many(v) => v,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [Path] {
+        match self {
+            Paths::One(p) => std::slice::from_mut(p),
+            Paths::Many(v) => v,
+        }
+    }
+}
+
+impl Rib {
+    fn insert(&mut self, (prefix, peer, rd): RibKey, l: Learned) -> Option<Learned> {
+        match self.by_prefix.entry(prefix) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Paths::One((peer, rd, l)));
+            }
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let paths = e.get_mut();
+                if let Some(x) = paths
+                    .as_mut_slice()
+                    .iter_mut()
+                    .find(|(p, d, _)| *p == peer && *d == rd)
+                {
+                    return Some(std::mem::replace(&mut x.2, l));
+                }
+                let mut v = match std::mem::replace(paths, Paths::Many(Vec::new())) {
+                    Paths::One(one) => vec![one],
+                    Paths::Many(v) => v,
+                };
+                v.push((peer, rd, l));
+                *paths = Paths::Many(v);
+            }
+        }
+        self.len += 1;
+        None
+    }
+
+    fn remove(&mut self, (prefix, peer, rd): &RibKey) -> Option<Learned> {
+        let paths = self.by_prefix.get_mut(prefix)?;
+        let i = paths
+            .as_slice()
+            .iter()
+            .position(|(p, d, _)| p == peer && d == rd)?;
+        let l = match paths {
+            Paths::One(_) => match self.by_prefix.remove(prefix) {
+                Some(Paths::One((_, _, l))) => l,
+                _ => return None,
+            },
+            Paths::Many(v) => {
+                let (_, _, l) = v.swap_remove(i);
+                if v.len() == 1 {
+                    if let Some(last) = v.pop() {
+                        *paths = Paths::One(last);
+                    }
+                }
+                l
+            }
+        };
+        self.len -= 1;
+        Some(l)
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Every route: ((prefix, peer, RD), route).
+    fn iter(&self) -> impl Iterator<Item = ((&Prefix, &IpAddr, &RouteDistinguisher), &Learned)> {
+        self.by_prefix.iter().flat_map(|(prefix, v)| {
+            v.as_slice()
+                .iter()
+                .map(move |(p, d, l)| ((prefix, p, d), l))
+        })
+    }
+
+    fn iter_mut(
+        &mut self,
+    ) -> impl Iterator<Item = ((&Prefix, &IpAddr, &RouteDistinguisher), &mut Learned)> {
+        self.by_prefix.iter_mut().flat_map(|(prefix, v)| {
+            v.as_mut_slice()
+                .iter_mut()
+                .map(move |(p, d, l)| ((&*prefix, &*p, &*d), l))
+        })
+    }
+
+    /// The paths for one prefix: (peer, RD, route).
+    fn paths(&self, prefix: &Prefix) -> &[Path] {
+        self.by_prefix.get(prefix).map_or(&[], Paths::as_slice)
+    }
 }
 
 /// The VRFs a prefix is installed in: almost always one, kept inline.
@@ -110,7 +226,7 @@ pub struct Vpn {
     by_rt: std::collections::HashMap<[u8; 8], Vec<usize>>,
     /// VRF indices each prefix is installed in.
     installed_in: crate::fxmap::FxMap<Prefix, VrfSet>,
-    learned: BTreeMap<(Prefix, IpAddr, RouteDistinguisher), Learned>,
+    learned: Rib,
     /// Routes held per peer (for limits and the API).
     counts: crate::fxmap::FxMap<IpAddr, usize>,
     peers: HashMap<IpAddr, PeerInfo>,
@@ -253,7 +369,7 @@ impl Vpn {
             vrfs,
             by_rt,
             installed_in: Default::default(),
-            learned: BTreeMap::new(),
+            learned: Rib::default(),
             counts: Default::default(),
             peers: HashMap::new(),
             encap: cfg.bgp.as_ref().map_or(EncapKind::Mpls, |b| b.encap),
@@ -293,7 +409,7 @@ impl Vpn {
     pub fn stale_from(&self, peer: IpAddr) -> usize {
         self.learned
             .iter()
-            .filter(|((_, p, _), l)| *p == peer && l.stale)
+            .filter(|((_, p, _), l)| **p == peer && l.stale)
             .count()
     }
 
@@ -350,11 +466,11 @@ impl Vpn {
             .learned
             .iter()
             .filter(|((prefix, p, _), l)| {
-                *p == peer
+                **p == peer
                     && l.stale
                     && family.is_none_or(|f| (f == Afi::IPV4) == prefix.addr.is_ipv4())
             })
-            .map(|(k, _)| *k)
+            .map(|((a, b, c), _)| (*a, *b, *c))
             .collect();
         let prefixes: HashSet<Prefix> = gone.iter().map(|k| k.0).collect();
         for k in &gone {
@@ -370,7 +486,7 @@ impl Vpn {
     pub fn learned_by_family(&self, peer: IpAddr) -> (usize, usize) {
         let mut v4 = 0;
         let mut v6 = 0;
-        for (prefix, p, _) in self.learned.keys() {
+        for ((prefix, p, _), _) in self.learned.iter() {
             if *p == peer {
                 if prefix.addr.is_ipv4() {
                     v4 += 1;
@@ -406,7 +522,7 @@ impl Vpn {
     pub fn accepted_by_family(&self, peer: IpAddr) -> (usize, usize) {
         let mut v4 = 0;
         let mut v6 = 0;
-        for ((prefix, p, _), l) in &self.learned {
+        for ((prefix, p, _), l) in self.learned.iter() {
             if *p == peer && l.path.rts.iter().any(|rt| self.by_rt.contains_key(rt)) {
                 if prefix.addr.is_ipv4() {
                     v4 += 1;
@@ -492,13 +608,18 @@ impl Vpn {
         rd: Option<&str>,
         rt: Option<&str>,
     ) -> Vec<serde_json::Value> {
-        self.learned
+        let mut rows: Vec<_> = self
+            .learned
             .iter()
             .filter(|((prefix, _, d), l)| {
                 prefix.addr.is_ipv6() == v6
                     && rd.is_none_or(|r| d.to_string() == r)
                     && rt.is_none_or(|t| l.path.rts.iter().any(|x| rt_text(x) == t))
             })
+            .collect();
+        // In prefix, then peer and RD order.
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        rows.into_iter()
             .map(|((prefix, peer, rd), l)| {
                 let rts: Vec<String> = l.path.rts.iter().map(rt_text).collect();
                 let vrfs: Vec<u32> = self
@@ -538,15 +659,9 @@ impl Vpn {
             ..
         } = self;
         let entries: Vec<(&Learned, IpAddr)> = learned
-            .range(
-                (
-                    prefix,
-                    IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                    RouteDistinguisher([0; 8]),
-                )..,
-            )
-            .take_while(|((p, ..), _)| *p == prefix)
-            .map(|((_, peer, _), l)| (l, *peer))
+            .paths(&prefix)
+            .iter()
+            .map(|(peer, _, l)| (l, *peer))
             .collect();
         let mut in_vrfs: Vec<usize> = installed_in
             .remove(&prefix)
@@ -670,9 +785,9 @@ impl Vpn {
     pub fn peer_down(&mut self, peer: IpAddr, routes: &mut RouteSet, fib: &mut Fib) -> usize {
         let gone: Vec<(Prefix, IpAddr, RouteDistinguisher)> = self
             .learned
-            .keys()
-            .filter(|(_, p, _)| *p == peer)
-            .copied()
+            .iter()
+            .filter(|((_, p, _), _)| **p == peer)
+            .map(|((a, b, c), _)| (*a, *b, *c))
             .collect();
         let prefixes: HashSet<Prefix> = gone.iter().map(|k| k.0).collect();
         for k in &gone {
@@ -1263,6 +1378,50 @@ asn = 65001
         );
         assert_eq!(vpn.on_update(P8, &looped, &mut routes, &mut fib), (0, 1));
         assert!(installed(&mut routes, &mut fib).is_empty());
+    }
+
+    #[test]
+    fn the_rib_keeps_paths_per_prefix_through_every_change() {
+        let mut rib = Rib::default();
+        let path = Arc::new(PathInfo {
+            rts: vec![],
+            local_pref: 100,
+            as_path_len: 0,
+            origin: 0,
+            med: 0,
+            neighbor_as: 0,
+            ebgp: false,
+            router_id: 0,
+            cluster_len: 0,
+        });
+        let l = |label: u32| Learned {
+            label,
+            pe: Ipv4Addr::new(192, 0, 2, 9),
+            path: path.clone(),
+            stale: false,
+        };
+        let p = Prefix::new("10.9.0.0".parse().expect("ip"), 24).expect("prefix");
+        let rd = |n| RouteDistinguisher::as2(65001, n);
+        assert!(rib.insert((p, P8, rd(1)), l(1)).is_none());
+        assert_eq!(rib.insert((p, P8, rd(1)), l(2)).map(|x| x.label), Some(1));
+        assert!(rib.insert((p, P9, rd(1)), l(3)).is_none());
+        assert!(rib.insert((p, P8, rd(2)), l(4)).is_none());
+        assert_eq!(rib.len(), 3);
+        let mut labels: Vec<u32> = rib.paths(&p).iter().map(|x| x.2.label).collect();
+        labels.sort_unstable();
+        assert_eq!(labels, vec![2, 3, 4]);
+        assert_eq!(rib.remove(&(p, P9, rd(1))).map(|x| x.label), Some(3));
+        assert!(rib.remove(&(p, P9, rd(1))).is_none());
+        assert_eq!(rib.remove(&(p, P8, rd(2))).map(|x| x.label), Some(4));
+        assert_eq!(rib.paths(&p).len(), 1);
+        for (_, l) in rib.iter_mut() {
+            l.stale = true;
+        }
+        assert!(rib.iter().all(|(_, l)| l.stale));
+        assert_eq!(rib.remove(&(p, P8, rd(1))).map(|x| x.label), Some(2));
+        assert_eq!(rib.len(), 0);
+        assert!(rib.paths(&p).is_empty());
+        assert_eq!(rib.iter().count(), 0);
     }
 
     #[test]
