@@ -864,9 +864,9 @@ mod dpdk_setup {
                         "interface {iface:?} does not exist (check `ip link` and the configuration)"
                     )));
                 }
-                let (drv, _) = match d.driver {
-                    DpdkDriver::AfXdp => ("net_af_xdp", ()),
-                    DpdkDriver::AfPacket => ("net_af_packet", ()),
+                let drv = match d.driver {
+                    DpdkDriver::AfXdp => "net_af_xdp",
+                    DpdkDriver::AfPacket => "net_af_packet",
                 };
                 let v = d
                     .devargs

@@ -200,27 +200,7 @@ fn vpnv6_routes_flow_both_ways_with_bird() {
         &blog,
     )
     .expect("bird");
-    let cfg = tmp("bird6-pe.toml");
-    std::fs::write(
-        &cfg,
-        common::pe_config(false).replace(
-            "addresses = [\"10.1.1.1/32\"]",
-            "addresses = [\"10.1.1.1/32\", \"2001:db8:1::1/128\"]",
-        ),
-    )
-    .expect("config");
-    let log = tmp("bird6-pe.log");
-    lab.spawn(
-        &pe,
-        &[
-            common::VPNFWD,
-            "run",
-            "--config",
-            cfg.to_str().expect("utf-8"),
-        ],
-        &log,
-    )
-    .expect("vpnfwd");
+    let log = common::start_pe_with(&mut lab, &pe, "bird6-pe", &common::pe_config_v6(false));
     let table = || {
         lab.exec(
             &bird,

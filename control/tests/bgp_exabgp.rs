@@ -218,29 +218,7 @@ neighbor 192.0.2.1 {{
         &ex_log,
     )
     .expect("exabgp");
-    let cfg = tmp("exa6-pe.toml");
-    std::fs::write(
-        &cfg,
-        common::pe_config(false).replace(
-            "addresses = [\"10.1.1.1/32\"]",
-            "addresses = [\"10.1.1.1/32\", \"2001:db8:1::1/128\"]",
-        ),
-    )
-    .expect("config");
-    let log = tmp("exa6-pe.log");
-    lab.spawn(
-        &pe,
-        &[
-            "env",
-            "VPNFWD_LOG=debug",
-            common::VPNFWD,
-            "run",
-            "--config",
-            cfg.to_str().expect("utf-8"),
-        ],
-        &log,
-    )
-    .expect("vpnfwd");
+    let log = common::start_pe_with(&mut lab, &pe, "exa6-pe", &common::pe_config_v6(false));
     let text = || {
         format!(
             "vpnfwd:\n{}\nexabgp:\n{}\njson:\n{}",

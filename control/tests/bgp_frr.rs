@@ -7,8 +7,6 @@ use vpnfwd_tests::Lab;
 
 mod common;
 
-use common::tmp;
-
 const FRR_CONF: &str = "
 hostname frr
 router bgp 65001
@@ -33,30 +31,7 @@ fn frr_decodes_our_vpnv4_route() {
         peer: frr,
         ..
     } = common::pe_and_peer("frr", false);
-    let dir = tmp("frr");
-    std::fs::create_dir_all(&dir).expect("frr dir");
-    let conf = dir.join("bgpd.conf");
-    std::fs::write(&conf, FRR_CONF).expect("frr config");
-    let d = dir.to_str().expect("utf-8").to_string();
-    let args = [
-        "/usr/lib/frr/bgpd",
-        "-Z",
-        "-S",
-        "-n",
-        "-f",
-        conf.to_str().expect("utf-8"),
-        "-i",
-        &format!("{d}/bgpd.pid"),
-        "-z",
-        &format!("{d}/zserv"),
-        "--vty_socket",
-        &d,
-        "-A",
-        "127.0.0.1",
-        "-P",
-        "0",
-    ];
-    lab.spawn(&frr, &args, &dir.join("bgpd.log")).expect("bgpd");
+    let d = common::spawn_frr_bgpd(&mut lab, &frr, "frr", FRR_CONF);
     let log = common::start_pe(&mut lab, &pe, "frr-pe", false);
     let show = || {
         lab.exec(
@@ -116,51 +91,8 @@ fn frr_decodes_our_vpnv6_route() {
         peer: frr,
         ..
     } = common::pe_and_peer("frr6", false);
-    let dir = tmp("frr6");
-    std::fs::create_dir_all(&dir).expect("frr dir");
-    let conf = dir.join("bgpd.conf");
-    std::fs::write(&conf, FRR_CONF_V6).expect("frr config");
-    let d = dir.to_str().expect("utf-8").to_string();
-    let args = [
-        "/usr/lib/frr/bgpd",
-        "-Z",
-        "-S",
-        "-n",
-        "-f",
-        conf.to_str().expect("utf-8"),
-        "-i",
-        &format!("{d}/bgpd.pid"),
-        "-z",
-        &format!("{d}/zserv"),
-        "--vty_socket",
-        &d,
-        "-A",
-        "127.0.0.1",
-        "-P",
-        "0",
-    ];
-    lab.spawn(&frr, &args, &dir.join("bgpd.log")).expect("bgpd");
-    let cfg = tmp("frr6-pe.toml");
-    std::fs::write(
-        &cfg,
-        common::pe_config(false).replace(
-            "addresses = [\"10.1.1.1/32\"]",
-            "addresses = [\"10.1.1.1/32\", \"2001:db8:1::1/128\"]",
-        ),
-    )
-    .expect("config");
-    let log = tmp("frr6-pe.log");
-    lab.spawn(
-        &pe,
-        &[
-            common::VPNFWD,
-            "run",
-            "--config",
-            cfg.to_str().expect("utf-8"),
-        ],
-        &log,
-    )
-    .expect("vpnfwd");
+    let d = common::spawn_frr_bgpd(&mut lab, &frr, "frr6", FRR_CONF_V6);
+    let log = common::start_pe_with(&mut lab, &pe, "frr6-pe", &common::pe_config_v6(false));
     let show = || {
         lab.exec(
             &frr,

@@ -321,58 +321,12 @@ fn vpnv6_routes_flow_both_ways_with_gobgp() {
     ] {
         lab.exec(&h1, &cmd).expect("host v6");
     }
-    let conf = tmp("gobgpd-v6.toml");
-    std::fs::write(
-        &conf,
-        r#"
-[global.config]
-  as = 65001
-  router-id = "192.0.2.9"
-[[neighbors]]
-  [neighbors.config]
-    neighbor-address = "192.0.2.1"
-    peer-as = 65001
-  [[neighbors.afi-safis]]
-    [neighbors.afi-safis.config]
-      afi-safi-name = "l3vpn-ipv4-unicast"
-  [[neighbors.afi-safis]]
-    [neighbors.afi-safis.config]
-      afi-safi-name = "l3vpn-ipv6-unicast"
-"#,
-    )
-    .expect("gobgp config");
-    let glog = tmp("gobgpd-v6.log");
-    lab.spawn(
-        &rr,
-        &["gobgpd", "-t", "toml", "-f", conf.to_str().expect("utf-8")],
-        &glog,
-    )
-    .expect("gobgpd");
-    let cfg = common::pe_config(false)
-        .replace(
-            "addresses = [\"10.1.1.1/32\"]",
-            "addresses = [\"10.1.1.1/32\", \"2001:db8:1::1/128\"]",
-        )
-        .replace(
-            "gateway = \"10.1.1.254\"",
-            "gateway = \"10.1.1.254\"\ngateway6 = \"2001:db8:1::fe\"",
-        );
-    let path = tmp("bgp-pe-v6.toml");
-    std::fs::write(&path, cfg).expect("config");
-    let log = tmp("bgp-pe-v6.log");
-    lab.spawn(
-        &pe,
-        &[
-            "env",
-            "VPNFWD_LOG=debug",
-            VPNFWD,
-            "run",
-            "--config",
-            path.to_str().expect("utf-8"),
-        ],
-        &log,
-    )
-    .expect("vpnfwd");
+    let (_, glog) = common::spawn_gobgpd(&mut lab, &rr, "gobgpd-v6", common::GOBGP_V4_V6);
+    let cfg = common::pe_config_v6(false).replace(
+        "gateway = \"10.1.1.254\"",
+        "gateway = \"10.1.1.254\"\ngateway6 = \"2001:db8:1::fe\"",
+    );
+    let log = common::start_pe_with(&mut lab, &pe, "bgp-pe-v6", &cfg);
     let logtext = || {
         format!(
             "vpnfwd:\n{}\ngobgpd:\n{}",
@@ -500,11 +454,6 @@ fn rt_constraint(on: bool) {
         peer: rr,
         ..
     } = common::pe_and_peer(if on { "rtc" } else { "nortc" }, false);
-    let conf = tmp(if on {
-        "gobgpd-rtc.toml"
-    } else {
-        "gobgpd-nortc.toml"
-    });
     let gconf = r#"
 [global.config]
   as = 65001
@@ -532,18 +481,12 @@ fn rt_constraint(on: bool) {
             "",
         )
     };
-    std::fs::write(&conf, gconf).expect("gobgp config");
-    let glog = tmp(if on {
-        "gobgpd-rtc.log"
-    } else {
-        "gobgpd-nortc.log"
-    });
-    lab.spawn(
+    let (_, glog) = common::spawn_gobgpd(
+        &mut lab,
         &rr,
-        &["gobgpd", "-t", "toml", "-f", conf.to_str().expect("utf-8")],
-        &glog,
-    )
-    .expect("gobgpd");
+        if on { "gobgpd-rtc" } else { "gobgpd-nortc" },
+        &gconf,
+    );
     for (prefix, label, rt) in [
         ("10.9.0.0/24", "3000", "65001:100"),
         ("10.8.0.0/24", "3001", "65001:999"),
@@ -570,7 +513,8 @@ fn rt_constraint(on: bool) {
             "inject {prefix}"
         );
     }
-    let log = common::start_pe(&mut lab, &pe, "rtc-pe", false);
+    // Each variant its own files: the two run in parallel.
+    let log = common::start_pe(&mut lab, &pe, if on { "rtc-pe" } else { "nortc-pe" }, false);
     let logtext = || {
         format!(
             "vpnfwd:\n{}\ngobgpd:\n{}",
@@ -647,9 +591,10 @@ fn a_session_over_ipv6_transport_carries_vpnv4_routes() {
             lab.exec(ns, &cmd).expect("ipv6 transport");
         }
     }
-    let conf = tmp("gobgpd-v6t.toml");
-    std::fs::write(
-        &conf,
+    let (_, glog) = common::spawn_gobgpd(
+        &mut lab,
+        &rr,
+        "gobgpd-v6t",
         r#"
 [global.config]
   as = 65001
@@ -662,31 +607,16 @@ fn a_session_over_ipv6_transport_carries_vpnv4_routes() {
     [neighbors.afi-safis.config]
       afi-safi-name = "l3vpn-ipv4-unicast"
 "#,
-    )
-    .expect("gobgp config");
-    let glog = tmp("gobgpd-v6t.log");
-    lab.spawn(
-        &rr,
-        &["gobgpd", "-t", "toml", "-f", conf.to_str().expect("utf-8")],
-        &glog,
-    )
-    .expect("gobgpd");
-    let cfg = tmp("v6t-pe.toml");
-    std::fs::write(
-        &cfg,
-        common::pe_config(false).replace(
+    );
+    let log = common::start_pe_with(
+        &mut lab,
+        &pe,
+        "v6t-pe",
+        &common::pe_config(false).replace(
             "address = \"192.0.2.9\"\nasn = 65001",
             "address = \"2001:db8:ff::9\"\nasn = 65001",
         ),
-    )
-    .expect("config");
-    let log = tmp("v6t-pe.log");
-    lab.spawn(
-        &pe,
-        &[VPNFWD, "run", "--config", cfg.to_str().expect("utf-8")],
-        &log,
-    )
-    .expect("vpnfwd");
+    );
     let logtext = || {
         format!(
             "vpnfwd:\n{}\ngobgpd:\n{}",

@@ -156,32 +156,7 @@ fn gobgp_messages_reencode_byte_identically() {
         mut lab, pe, peer, ..
     } = common::pe_and_peer("gold-gobgp", false);
     let rec = recorder(&lab, &pe, 6);
-    let conf = tmp("gold-gobgpd.toml");
-    std::fs::write(
-        &conf,
-        r#"
-[global.config]
-  as = 65001
-  router-id = "192.0.2.9"
-[[neighbors]]
-  [neighbors.config]
-    neighbor-address = "192.0.2.1"
-    peer-as = 65001
-  [[neighbors.afi-safis]]
-    [neighbors.afi-safis.config]
-      afi-safi-name = "l3vpn-ipv4-unicast"
-  [[neighbors.afi-safis]]
-    [neighbors.afi-safis.config]
-      afi-safi-name = "l3vpn-ipv6-unicast"
-"#,
-    )
-    .expect("config");
-    lab.spawn(
-        &peer,
-        &["gobgpd", "-t", "toml", "-f", conf.to_str().expect("utf-8")],
-        &tmp("gold-gobgpd.log"),
-    )
-    .expect("gobgpd");
+    common::spawn_gobgpd(&mut lab, &peer, "gold-gobgpd", common::GOBGP_V4_V6);
     // Routes with a spread of attributes, in before the session comes up.
     for args in [
         &[
@@ -336,11 +311,10 @@ fn frr_messages_reencode_byte_identically() {
         mut lab, pe, peer, ..
     } = common::pe_and_peer("gold-frr", false);
     let rec = recorder(&lab, &pe, 5);
-    let dir = tmp("gold-frr");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let conf = dir.join("bgpd.conf");
-    std::fs::write(
-        &conf,
+    common::spawn_frr_bgpd(
+        &mut lab,
+        &peer,
+        "gold-frr",
         "
 hostname frr
 router bgp 65001
@@ -355,32 +329,7 @@ router bgp 65001
  exit-address-family
 !
 ",
-    )
-    .expect("config");
-    let d = dir.to_str().expect("utf-8").to_string();
-    lab.spawn(
-        &peer,
-        &[
-            "/usr/lib/frr/bgpd",
-            "-Z",
-            "-S",
-            "-n",
-            "-f",
-            conf.to_str().expect("utf-8"),
-            "-i",
-            &format!("{d}/bgpd.pid"),
-            "-z",
-            &format!("{d}/zserv"),
-            "--vty_socket",
-            &d,
-            "-A",
-            "127.0.0.1",
-            "-P",
-            "0",
-        ],
-        &dir.join("bgpd.log"),
-    )
-    .expect("bgpd");
+    );
     let msgs = rec.join().expect("recorder").expect("recording");
     // FRR without zebra originates no VPN route: its OPEN (with its many
     // capabilities: FQDN, extended next hop, graceful restart...) and

@@ -116,11 +116,17 @@ passive = {passive}
 
 /// Start vpnfwd with debug logs in the PE's namespace; returns its log.
 pub fn start_pe(lab: &mut Lab, pe: &str, name: &str, passive: bool) -> PathBuf {
+    start_pe_with(lab, pe, name, &pe_config(passive))
+}
+
+/// Start vpnfwd with `config` and debug logs in namespace `ns`; returns its
+/// log.
+pub fn start_pe_with(lab: &mut Lab, ns: &str, name: &str, config: &str) -> PathBuf {
     let cfg = tmp(&format!("{name}.toml"));
-    std::fs::write(&cfg, pe_config(passive)).expect("config");
+    std::fs::write(&cfg, config).expect("config");
     let log = tmp(&format!("{name}.log"));
     lab.spawn(
-        pe,
+        ns,
         &[
             "env",
             "VPNFWD_LOG=debug",
@@ -133,4 +139,76 @@ pub fn start_pe(lab: &mut Lab, pe: &str, name: &str, passive: bool) -> PathBuf {
     )
     .expect("vpnfwd");
     log
+}
+
+/// The PE's configuration with an IPv6 host route on port p too.
+pub fn pe_config_v6(passive: bool) -> String {
+    pe_config(passive).replace(
+        "addresses = [\"10.1.1.1/32\"]",
+        "addresses = [\"10.1.1.1/32\", \"2001:db8:1::1/128\"]",
+    )
+}
+
+/// GoBGP peering with the PE (192.0.2.1) in AS 65001 for VPNv4 and VPNv6.
+pub const GOBGP_V4_V6: &str = r#"
+[global.config]
+  as = 65001
+  router-id = "192.0.2.9"
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "192.0.2.1"
+    peer-as = 65001
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "l3vpn-ipv4-unicast"
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "l3vpn-ipv6-unicast"
+"#;
+
+/// Start gobgpd with the TOML configuration `conf` in namespace `ns`;
+/// returns (its pid, its log).
+pub fn spawn_gobgpd(lab: &mut Lab, ns: &str, name: &str, conf: &str) -> (u32, PathBuf) {
+    let path = tmp(&format!("{name}.toml"));
+    std::fs::write(&path, conf).expect("gobgp config");
+    let log = tmp(&format!("{name}.log"));
+    let pid = lab
+        .spawn(
+            ns,
+            &["gobgpd", "-t", "toml", "-f", path.to_str().expect("utf-8")],
+            &log,
+        )
+        .expect("gobgpd");
+    (pid, log)
+}
+
+/// Start FRR's bgpd alone (`-Z`: no zebra) with `conf` in namespace `ns`,
+/// its files in a directory of its own; returns that directory, which is
+/// also its vty socket directory (`vtysh --vty_socket DIR`).
+pub fn spawn_frr_bgpd(lab: &mut Lab, ns: &str, name: &str, conf: &str) -> String {
+    let dir = tmp(name);
+    std::fs::create_dir_all(&dir).expect("frr dir");
+    let path = dir.join("bgpd.conf");
+    std::fs::write(&path, conf).expect("frr config");
+    let d = dir.to_str().expect("utf-8").to_string();
+    let args = [
+        "/usr/lib/frr/bgpd",
+        "-Z",
+        "-S",
+        "-n",
+        "-f",
+        path.to_str().expect("utf-8"),
+        "-i",
+        &format!("{d}/bgpd.pid"),
+        "-z",
+        &format!("{d}/zserv"),
+        "--vty_socket",
+        &d,
+        "-A",
+        "127.0.0.1",
+        "-P",
+        "0",
+    ];
+    lab.spawn(ns, &args, &dir.join("bgpd.log")).expect("bgpd");
+    d
 }

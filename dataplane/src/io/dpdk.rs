@@ -691,8 +691,11 @@ impl DpdkQueue {
                 // SAFETY: a freshly allocated single-segment mbuf; the data
                 // room is checked by set_len before copying.
                 unsafe {
-                    let dst = sys::vpnfwd_pktmbuf_set_len(m, f.len() as u16);
-                    if dst.is_null() || f.len() > usize::from(u16::MAX) {
+                    let dst = match u16::try_from(f.len()) {
+                        Ok(len) => sys::vpnfwd_pktmbuf_set_len(m, len),
+                        Err(_) => std::ptr::null_mut(),
+                    };
+                    if dst.is_null() {
                         sys::vpnfwd_pktmbuf_free(m);
                         continue;
                     }
