@@ -51,6 +51,10 @@ impl Opts {
 const USAGE: &str = "usage: bench <lpm|pipeline|forward|bgp-ingest> [--routes N] [--seed S] [...]";
 
 fn main() -> ExitCode {
+    if let Err(e) = dataplane::check_cpu() {
+        eprintln!("bench: {e}");
+        return ExitCode::from(1);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = args.first() else {
         eprintln!("{USAGE}");

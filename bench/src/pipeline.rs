@@ -25,7 +25,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Instant;
 
-const BURST: usize = 32;
+const BURST: usize = 64;
 const ACCESS: PortId = PortId(0);
 const UPLINK: PortId = PortId(1);
 const RMAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xfe]);

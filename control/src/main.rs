@@ -95,6 +95,10 @@ fn init_logging() {
 }
 
 fn main() -> ExitCode {
+    if let Err(e) = dataplane::check_cpu() {
+        eprintln!("vpnfwd: {e}");
+        return ExitCode::from(1);
+    }
     init_logging();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = |msg: &str| {

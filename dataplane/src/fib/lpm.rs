@@ -368,8 +368,8 @@ impl LpmShared {
                 // SAFETY: `w` is a chunk published in a live segment's slot.
                 let v = unsafe { poptrie::lookup_raw(w as *const AtomicU64, (ip & 0x3fff) << 4) };
                 if v == NO_ROUTE {
-                    // The slot's default: everything on that path is cached now.
-                    self.lookup_v4_trusted(ip)
+                    // SAFETY: as above.
+                    unsafe { poptrie::default_raw(w as *const AtomicU64) }
                 } else {
                     v
                 }
@@ -420,11 +420,12 @@ impl LpmShared {
         if s & 1 == 1 {
             return (s >> 1) as u32;
         }
+        let first = s as *const AtomicU64;
         // SAFETY: as above, for a chunk published in a segment slot.
-        let d = unsafe { chunk(s) };
-        let v = poptrie::lookup(d, (ip & 0x3fff) << 4);
+        let v = unsafe { poptrie::lookup_raw(first, (ip & 0x3fff) << 4) };
         if v == NO_ROUTE {
-            poptrie::default_of(d)
+            // SAFETY: as above.
+            unsafe { poptrie::default_raw(first) }
         } else {
             v
         }

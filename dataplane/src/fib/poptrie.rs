@@ -112,6 +112,16 @@ pub(crate) unsafe fn lookup_raw(first: *const AtomicU64, key18: u32) -> u32 {
     }
 }
 
+/// As [`default_of`] on a chunk known only by its first word.
+///
+/// # Safety
+/// `first` must point to the first word of a live chunk made by [`build`].
+#[inline(always)]
+pub(crate) unsafe fn default_raw(first: *const AtomicU64) -> u32 {
+    // SAFETY: every chunk has its HDR words; word 2 is the default.
+    unsafe { (*first.add(2)).load(Ordering::Acquire) as u32 }
+}
+
 /// Number of words (read from the header).
 #[inline(always)]
 pub(crate) fn len_words(first: &AtomicU64) -> usize {
