@@ -1,6 +1,6 @@
 //! `bench lpm`: vpnfwd's LPM beside a baseline on the same routes and keys.
 //!
-//! Figures per family: lookups/s on one core (batches of 32 keys through a
+//! Figures per family: lookups/s on one core (batches of 64 keys, the worker's burst, through a
 //! read-side guard, as the pipeline does, for IPv4 and IPv6), bytes per route (the readers'
 //! structure; also the process RSS growth, measured the same way for the
 //! baseline), and updates/s (withdraw and re-announce of random routes of the
@@ -72,11 +72,11 @@ fn ours(routes: &[Route], keys: &[u128], v6: bool, updates: &[usize]) -> Figures
         {
             let g = reader.guard();
             if v6 {
-                for (ks, os) in keys.chunks(32).zip(out.chunks_mut(32)) {
+                for (ks, os) in keys.chunks(64).zip(out.chunks_mut(64)) {
                     shared.lookup_v6_batch(&g, ks, os);
                 }
             } else {
-                for (ks, os) in keys4.chunks(32).zip(out.chunks_mut(32)) {
+                for (ks, os) in keys4.chunks(64).zip(out.chunks_mut(64)) {
                     shared.lookup_v4_batch(&g, ks, os);
                 }
             }
@@ -174,9 +174,9 @@ fn baseline(routes: &[Route], keys: &[u128], v6: bool, updates: &[usize]) -> Fig
 }
 
 /// DPDK's rte_lpm / rte_lpm6 on the same routes and keys. Lookups: the
-/// better of `rte_lpm_lookup_bulk` over batches of 32 and
+/// better of `rte_lpm_lookup_bulk` over batches of 64 and
 /// `rte_lpm_lookupx4` (IPv4), `rte_lpm6_lookup_bulk_func` over batches of
-/// 32 (IPv6). Memory: bytes DPDK's heap grew by for the table.
+/// 64 (IPv6). Memory: bytes DPDK's heap grew by for the table.
 #[cfg(feature = "dpdk")]
 #[inline(never)]
 fn rte(
@@ -216,7 +216,7 @@ fn rte(
         let k16: Vec<[u8; 16]> = keys.iter().map(|k| k.to_be_bytes()).collect();
         let mut o = vec![0i32; keys.len()];
         lookups_per_sec = time_loop(7, 0.3, || {
-            for (ks, os) in k16.chunks(32).zip(o.chunks_mut(32)) {
+            for (ks, os) in k16.chunks(64).zip(o.chunks_mut(64)) {
                 t.lookup_bulk(ks, os, NO_ROUTE);
             }
             black_box(&o);
@@ -250,7 +250,7 @@ fn rte(
         rss = rss_bytes().saturating_sub(rss0);
         let keys4: Vec<u32> = keys.iter().map(|k| (k >> 96) as u32).collect();
         let bulk = time_loop(7, 0.3, || {
-            for (ks, os) in keys4.chunks(32).zip(out.chunks_mut(32)) {
+            for (ks, os) in keys4.chunks(64).zip(out.chunks_mut(64)) {
                 t.lookup_bulk(ks, os, NO_ROUTE);
             }
             black_box(&out);

@@ -294,7 +294,7 @@ impl Pipeline {
         // Stage 2: the LPMs, software-pipelined over the burst: the segment
         // slot of packet i + 2·D and the chunk of packet i + D are fetched
         // while packet i is resolved, so the cache misses overlap.
-        const D: usize = 12;
+        const D: usize = 16;
         let slot = |st: &Step<'_>| {
             if let Step::Lookup {
                 vrf,

@@ -301,8 +301,8 @@ impl LpmShared {
     /// # Panics
     /// Panics if `g` belongs to another domain or `out` is shorter than `ips`.
     pub fn lookup_v4_batch(&self, g: &Guard<'_>, ips: &[u32], out: &mut [u32]) {
-        const AHEAD: usize = 16;
-        const RING: usize = 4 * AHEAD;
+        const AHEAD: usize = 24;
+        const RING: usize = 128;
         assert!(self.domain.owns(g), "guard from another domain");
         let n = ips.len();
         let out = &mut out[..n];
