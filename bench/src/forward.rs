@@ -7,9 +7,11 @@
 //!
 //! The generator sends frames (`--size`, 64 bytes by default) to random
 //! destinations over the installed routes (`--destinations`, 1024 by
-//! default; `--flows` UDP source ports each) through AF_PACKET `sendmmsg`
-//! with pre-built frames, rate-paced in bursts of 32; each carries a sequence number and a send timestamp in its
-//! last 16 bytes. The sink counts what arrives and records latencies in an
+//! default; `--flows` UDP source ports each) from pre-built frames,
+//! rate-paced in bursts of 32, through an AF_XDP socket (`--generator
+//! afxdp`, the default: descriptors on a ring and one kick per burst) or
+//! AF_PACKET `sendmmsg` (`--generator afpacket`); each frame carries a
+//! sequence number and a send timestamp in its last 16 bytes. The sink counts what arrives and records latencies in an
 //! HDR histogram. For each system: the no-drop rate (binary search on the
 //! offered rate, RFC 2544 style, loss ≤ 0.01 % over one-second trials), the
 //! receive rate at the generator's maximum, latency percentiles at the
@@ -32,6 +34,7 @@
 use crate::gen;
 use crate::Opts;
 use dataplane::io::afpacket::{AfPacketOptions, AfPacketPort};
+use dataplane::io::afxdp::AfXdpTx;
 use dataplane::io::PacketBuf;
 use hdrhistogram::Histogram;
 use serde_json::json;
@@ -42,9 +45,25 @@ use std::time::{Duration, Instant};
 use vpnfwd_tests::Lab;
 
 const MAGIC: u32 = 0x7670_6e66;
+/// The generator's socket type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Generator {
+    /// AF_XDP (copy mode): descriptors on a ring, one kick per burst.
+    AfXdp,
+    /// AF_PACKET `sendmmsg`.
+    AfPacket,
+}
+
+enum GenPort {
+    AfXdp(AfXdpTx),
+    AfPacket(AfPacketPort),
+}
+
 /// Generator settings from the command line.
 #[derive(Debug, Clone, Copy)]
 struct GenOpts {
+    /// The generator's socket.
+    generator: Generator,
     /// Frame length in bytes (without the MPLS entry of pop frames).
     size: usize,
     /// UDP source ports per destination (flows).
@@ -57,6 +76,7 @@ static GEN: std::sync::OnceLock<GenOpts> = std::sync::OnceLock::new();
 
 fn gen_opts() -> GenOpts {
     *GEN.get().unwrap_or(&GenOpts {
+        generator: Generator::AfXdp,
         size: 64,
         flows: 1,
         rate: None,
@@ -72,7 +92,22 @@ struct Net {
     g0: [u8; 6],
     d0: [u8; 6],
     s0: [u8; 6],
+    /// Where the generator's frames go: the DUT's interface MAC, or a MAC
+    /// of the forwarder's own that the DUT's kernel ignores.
+    dst: [u8; 6],
 }
+
+/// The gateway MAC the forwarders answer to on their access port, not the
+/// interface's own: the DUT's kernel, which also sees every frame an
+/// AF_PACKET (or Open vSwitch netdev) port receives, then drops transit
+/// frames at once (another host's MAC) instead of routing each one to an
+/// error. The kernel comparison gets frames to the interface's MAC.
+const GATEWAY_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xfe];
+/// The MAC every system sends forwarded frames to. Not the sink's own:
+/// veth does the receiver's kernel work on the sender's core, so frames to
+/// s0's MAC would make the DUT pay for the sink's IP stack. The sink reads
+/// in promiscuous mode.
+const SINK_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x5e];
 
 fn mac_of(lab: &Lab, ns: &str, ifname: &str) -> Result<[u8; 6], String> {
     let out = lab
@@ -111,7 +146,6 @@ fn network() -> Result<Net, String> {
     lab.veth(&d, "d1", &s, "s0").map_err(|e| e.0)?;
     let g0 = mac_of(&lab, &g, "g0")?;
     let d0 = mac_of(&lab, &d, "d0")?;
-    let s0 = mac_of(&lab, &s, "s0")?;
     Ok(Net {
         lab,
         g,
@@ -119,7 +153,8 @@ fn network() -> Result<Net, String> {
         s,
         g0,
         d0,
-        s0,
+        s0: SINK_MAC,
+        dst: GATEWAY_MAC,
     })
 }
 
@@ -132,7 +167,7 @@ fn frames(n: &Net, dests: &[u32], mpls: bool, src: [u8; 4]) -> Vec<Vec<u8>> {
         .flat_map(|d| (0..g.flows).map(move |flow| (d, flow as u16)))
         .map(|(d, flow)| {
             let mut f = vec![0u8; g.size + if mpls { 4 } else { 0 }];
-            f[0..6].copy_from_slice(&n.d0);
+            f[0..6].copy_from_slice(&n.dst);
             f[6..12].copy_from_slice(&n.g0);
             let mut at = 12;
             if mpls {
@@ -212,7 +247,9 @@ fn trial(n: &Net, frames: &[Vec<u8>], rate: Option<f64>, secs: f64) -> Result<Tr
                 while !stop.load(Ordering::Relaxed) {
                     let k = port.rx_burst(&mut bufs);
                     if k == 0 {
-                        std::thread::yield_now();
+                        // Give the core back: on a small machine the sink
+                        // shares it with the generator and the DUT.
+                        std::thread::sleep(Duration::from_micros(50));
                         continue;
                     }
                     let now = start.elapsed().as_nanos() as u64;
@@ -240,7 +277,14 @@ fn trial(n: &Net, frames: &[Vec<u8>], rate: Option<f64>, secs: f64) -> Result<Tr
     let gen = n
         .lab
         .in_ns(&n.g, move || {
-            let mut port = AfPacketPort::open_tx_only("g0").expect("generator socket");
+            let mut port = match gen_opts().generator {
+                Generator::AfXdp => {
+                    GenPort::AfXdp(AfXdpTx::open("g0", 0).expect("AF_XDP generator"))
+                }
+                Generator::AfPacket => {
+                    GenPort::AfPacket(AfPacketPort::open_tx_only("g0").expect("generator socket"))
+                }
+            };
             let t0 = Instant::now();
             let mut sent = 0u64;
             let mut i = 0usize;
@@ -248,7 +292,13 @@ fn trial(n: &Net, frames: &[Vec<u8>], rate: Option<f64>, secs: f64) -> Result<Tr
                 if let Some(r) = rate {
                     let due = (t0.elapsed().as_secs_f64() * r) as u64;
                     if sent >= due {
-                        std::hint::spin_loop();
+                        // Ahead of the schedule: sleep rather than spin when
+                        // the next burst is more than ~100 µs away.
+                        if (sent - due) as f64 > r * 1e-4 {
+                            std::thread::sleep(Duration::from_micros(50));
+                        } else {
+                            std::hint::spin_loop();
+                        }
                         continue;
                     }
                 }
@@ -267,11 +317,19 @@ fn trial(n: &Net, frames: &[Vec<u8>], rate: Option<f64>, secs: f64) -> Result<Tr
                 for k in 0..burst {
                     refs.push(&frames[(i + k) % frames.len()]);
                 }
-                let took = port.tx_burst(&refs);
+                let took = match &mut port {
+                    GenPort::AfXdp(p) => p.tx_burst(&refs),
+                    GenPort::AfPacket(p) => p.tx_burst(&refs),
+                };
                 sent += took as u64;
-                i = (i + burst) % frames.len();
+                i = (i + took) % frames.len();
             }
-            (sent, t0.elapsed().as_secs_f64())
+            let elapsed = t0.elapsed().as_secs_f64();
+            if let GenPort::AfXdp(p) = &mut port {
+                // Frames still on the ring count as sent: push them out.
+                p.flush(100_000);
+            }
+            (sent, elapsed)
         })
         .map_err(|e| e.to_string())?;
     let (sent, elapsed) = gen
@@ -661,6 +719,9 @@ fn run_ovs(
         "  {sys}: {} OpenFlow rules on a netdev bridge",
         flows.lines().count()
     );
+    if pop {
+        n.dst = n.d0;
+    }
     let fr = frames(&n, dests, pop, [10, 0, 0, 1]);
     let r = measure(&n, &fr, Some(swpid), secs);
     n.lab.stop(swpid, Duration::from_secs(5));
@@ -726,7 +787,17 @@ pub fn run(opts: &Opts) -> Result<(), String> {
                 .ok_or_else(|| format!("--rate: packets per second, not {v:?}"))?,
         ),
     };
-    let _ = GEN.set(GenOpts { size, flows, rate });
+    let generator = match opts.0.get("generator").map(String::as_str) {
+        None | Some("afxdp") => Generator::AfXdp,
+        Some("afpacket") => Generator::AfPacket,
+        Some(g) => return Err(format!("--generator: afxdp or afpacket, not {g:?}")),
+    };
+    let _ = GEN.set(GenOpts {
+        generator,
+        size,
+        flows,
+        rate,
+    });
     let routes = gen::table(nroutes, false, 1, seed);
     let dests: Vec<u32> = gen::keys(&routes, (4 * ndest).max(4096), false, seed ^ 3)
         .into_iter()
@@ -777,9 +848,14 @@ pub fn run(opts: &Opts) -> Result<(), String> {
             )
         };
         let _ = peer;
+        if pop {
+            // Labelled frames go to the uplink's own MAC, as from a PE.
+            n.dst = n.d0;
+        }
         let config = format!(
-            "{dataplane}\n[[vrf]]\nname = \"v\"\nlabel = {POP_LABEL}\n\n[uplink]\ninterface = \"{uplink}\"\naddress = \"192.0.2.1\"\n\n[[port]]\ninterface = \"{access}\"\nvrf = \"v\"\nmac = \"{}\"\n\n[[route_file]]\nvrf = \"v\"\npath = \"{}\"\n{target}\n",
+            "{dataplane}\n[[vrf]]\nname = \"v\"\nlabel = {POP_LABEL}\n\n[uplink]\ninterface = \"{uplink}\"\naddress = \"192.0.2.1\"\n\n[[port]]\ninterface = \"{access}\"\nvrf = \"v\"\nmac = \"{}\"\nrouter_mac = \"{}\"\n\n[[route_file]]\nvrf = \"v\"\npath = \"{}\"\n{target}\n",
             mac_text(&host),
+            mac_text(&n.dst),
             route_file.display()
         );
         let pid = start_vpnfwd(&mut n, &dir, name, config)?;
@@ -788,7 +864,9 @@ pub fn run(opts: &Opts) -> Result<(), String> {
         table.push((name.to_string(), r));
     }
     if compare.split(',').any(|c| c == "kernel") {
-        let n = network()?;
+        let mut n = network()?;
+        // The kernel routes only what is addressed to its interface.
+        n.dst = n.d0;
         let d = &n.d;
         for cmd in [
             vec!["sysctl", "-qw", "net.ipv4.ip_forward=1"],

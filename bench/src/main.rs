@@ -6,7 +6,7 @@
 //! bench forward  --routes N [--compare kernel,testpmd-afpacket,testpmd-afxdp,ovs,ovs-pop]
 //!                [--backend afpacket|dpdk] [--vdev net_af_xdp|net_af_packet]
 //!                [--size B] [--destinations N] [--flows N] [--rate PPS] [--dut-core N]
-//!                [--seconds T]   (root)
+//!                [--generator afxdp|afpacket] [--seconds T]   (root)
 //! bench bgp-ingest --routes N [--target vpnfwd,gobgpd,bird,frr]   (root)
 //! ```
 //! Each prints a human summary and, as its last line, one JSON object.

@@ -6,6 +6,7 @@
 //! [`mem::MemPort`] is the in-memory port used by tests and benchmarks.
 
 pub mod afpacket;
+pub mod afxdp;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 pub mod mem;
