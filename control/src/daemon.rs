@@ -901,10 +901,15 @@ mod dpdk_setup {
             // cannot share by default.
             let pool = |i: usize, name: &str| -> Result<Arc<Mempool>, StartError> {
                 let socket = Device::socket_of(&eal, name, main_socket);
-                Ok(Arc::new(
-                    Mempool::new(&eal, &format!("vpnfwd_pool{i}"), d.mbufs, socket)
-                        .map_err(dpdk_err)?,
-                ))
+                let pool_name = format!("vpnfwd_pool{i}");
+                // Software devices do no DMA: their buffers need not be
+                // IOVA-contiguous, and net_af_xdp needs them gap-free.
+                let pool = if name.starts_with("net_") {
+                    Mempool::new_packed(&eal, &pool_name, d.mbufs, socket)
+                } else {
+                    Mempool::new(&eal, &pool_name, d.mbufs, socket)
+                };
+                Ok(Arc::new(pool.map_err(dpdk_err)?))
             };
             let queues = cores.len().max(1) as u16;
             let mut devices = Vec::new();

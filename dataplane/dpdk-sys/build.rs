@@ -36,6 +36,8 @@ fn main() {
 
     let mut build = cc::Build::new();
     build.file("src/shim.c").opt_level(3).warnings(false);
+    // A function used without its header would return a truncated int.
+    build.flag("-Werror=implicit-function-declaration");
     for f in &extra {
         build.flag(f);
     }

@@ -1,4 +1,5 @@
 #include "shim.h"
+#include <rte_mbuf_pool_ops.h>
 
 int vpnfwd_rte_errno(void) { return rte_errno; }
 
@@ -18,6 +19,36 @@ int vpnfwd_pktmbuf_alloc_bulk(struct rte_mempool *pool, struct rte_mbuf **mbufs,
 }
 
 struct rte_mbuf *vpnfwd_pktmbuf_alloc(struct rte_mempool *pool) { return rte_pktmbuf_alloc(pool); }
+
+struct rte_mempool *vpnfwd_pktmbuf_pool_create_packed(const char *name, unsigned n,
+		unsigned cache, uint16_t data_room, int socket)
+{
+	struct rte_pktmbuf_pool_private priv = {
+		.mbuf_data_room_size = data_room,
+		.mbuf_priv_size = 0,
+	};
+	unsigned elt_size = (unsigned)sizeof(struct rte_mbuf) + data_room;
+	struct rte_mempool *mp = rte_mempool_create_empty(name, n, elt_size, cache,
+			sizeof(struct rte_pktmbuf_pool_private), socket,
+			RTE_MEMPOOL_F_NO_IOVA_CONTIG);
+	int err;
+
+	if (mp == NULL)
+		return NULL;
+	err = rte_mempool_set_ops_byname(mp, rte_mbuf_best_mempool_ops(), NULL);
+	if (err != 0)
+		goto fail;
+	rte_pktmbuf_pool_init(mp, &priv);
+	err = rte_mempool_populate_default(mp);
+	if (err < 0)
+		goto fail;
+	rte_mempool_obj_iter(mp, rte_pktmbuf_init, NULL);
+	return mp;
+fail:
+	rte_mempool_free(mp);
+	rte_errno = -err;
+	return NULL;
+}
 
 void vpnfwd_pktmbuf_free(struct rte_mbuf *m) { rte_pktmbuf_free(m); }
 

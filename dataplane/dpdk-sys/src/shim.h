@@ -20,6 +20,14 @@ uint16_t vpnfwd_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, 
 /* Allocate n mbufs (all or none); 0 on success. */
 int vpnfwd_pktmbuf_alloc_bulk(struct rte_mempool *pool, struct rte_mbuf **mbufs, unsigned n);
 struct rte_mbuf *vpnfwd_pktmbuf_alloc(struct rte_mempool *pool);
+/* A packet-buffer pool whose objects lie back to back, with no gaps at
+ * page boundaries (RTE_MEMPOOL_F_NO_IOVA_CONTIG): for devices that do no
+ * DMA. net_af_xdp registers [first object, first + n objects) as its UMEM,
+ * so with the default layout the last objects of a pool spread over several
+ * huge pages fall outside it and frames sent from them are dropped. NULL
+ * with rte_errno set on failure. */
+struct rte_mempool *vpnfwd_pktmbuf_pool_create_packed(const char *name, unsigned n,
+		unsigned cache, uint16_t data_room, int socket);
 void vpnfwd_pktmbuf_free(struct rte_mbuf *m);
 /* Start of the packet data, and its length in the first segment. */
 void *vpnfwd_pktmbuf_mtod(struct rte_mbuf *m);

@@ -379,6 +379,36 @@ impl Mempool {
         Ok(Mempool { ptr })
     }
 
+    /// As [`Mempool::new`], with the buffers back to back and no gaps at
+    /// page boundaries: for software devices that do no DMA. `net_af_xdp`
+    /// needs it: it registers the span of `n` buffers from the first as its
+    /// UMEM, so with the default layout (no buffer across a huge-page
+    /// boundary, hence gaps) the pool's last buffers lie outside it and
+    /// frames sent from them vanish.
+    pub fn new_packed(_eal: &Eal, name: &str, n: u32, socket: i32) -> Result<Mempool, DpdkError> {
+        let cname = CString::new(name).map_err(|_| DpdkError::Memory("bad pool name".into()))?;
+        // SAFETY: EAL is running (witnessed by `_eal`); the name is
+        // NUL-terminated and copied by DPDK.
+        let ptr = unsafe {
+            sys::vpnfwd_pktmbuf_pool_create_packed(
+                cname.as_ptr(),
+                n,
+                256,
+                sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16,
+                socket,
+            )
+        };
+        if ptr.is_null() {
+            // SAFETY: reads this thread's rte_errno.
+            let e = unsafe { sys::vpnfwd_rte_errno() };
+            return Err(DpdkError::Memory(format!(
+                "cannot create a pool of {n} packet buffers: {} (reserve more huge pages or raise memory_mb)",
+                strerror(e)
+            )));
+        }
+        Ok(Mempool { ptr })
+    }
+
     /// Buffers currently free in the pool.
     pub fn available(&self) -> u32 {
         // SAFETY: a live pool.
