@@ -277,13 +277,16 @@ fn trial(n: &Net, frames: &[Vec<u8>], rate: Option<f64>, secs: f64) -> Result<Tr
     let gen = n
         .lab
         .in_ns(&n.g, move || {
+            let afpacket = || AfPacketPort::open_tx_only("g0").expect("generator socket");
             let mut port = match gen_opts().generator {
-                Generator::AfXdp => {
-                    GenPort::AfXdp(AfXdpTx::open("g0", 0).expect("AF_XDP generator"))
-                }
-                Generator::AfPacket => {
-                    GenPort::AfPacket(AfPacketPort::open_tx_only("g0").expect("generator socket"))
-                }
+                Generator::AfXdp => match AfXdpTx::open("g0", 0) {
+                    Ok(p) => GenPort::AfXdp(p),
+                    Err(e) => {
+                        eprintln!("bench: {e}; generating with AF_PACKET instead");
+                        GenPort::AfPacket(afpacket())
+                    }
+                },
+                Generator::AfPacket => GenPort::AfPacket(afpacket()),
             };
             let t0 = Instant::now();
             let mut sent = 0u64;
