@@ -74,8 +74,24 @@ pub struct DataplaneConfig {
     /// `busy` (poll continuously, the default) or `sleep` (yield when idle).
     #[serde(default)]
     pub idle: IdleMode,
+    /// How the AF_PACKET back-end transmits: `af_xdp` (the default: an
+    /// AF_XDP socket per worker on the interface's queue of that number,
+    /// falling back to `sendmmsg` where it cannot be opened) or `sendmmsg`.
+    #[serde(default)]
+    pub tx: TxMode,
     /// DPDK settings (`backend = "dpdk"`).
     pub dpdk: Option<DpdkConfig>,
+}
+
+/// How the AF_PACKET back-end transmits.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TxMode {
+    /// AF_XDP (copy mode), falling back to `sendmmsg`.
+    #[default]
+    AfXdp,
+    /// `sendmmsg` on the AF_PACKET socket.
+    Sendmmsg,
 }
 
 /// Packet I/O back-ends.

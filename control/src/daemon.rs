@@ -17,10 +17,11 @@ use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
 use dataplane::fib::*;
 use dataplane::io::afpacket::{AfPacketOptions, AfPacketPort};
+use dataplane::io::afxdp::AfXdpTx;
 use dataplane::pipeline::{Counters, Exception, Pipeline, RateLimit, Reason};
 use dataplane::wire::mpls::Label;
 use dataplane::wire::MacAddr;
-use dataplane::worker::{self, Idle, PacketIo, WorkerConfig};
+use dataplane::worker::{self, AfPacketXdpTx, Idle, PacketIo, WorkerConfig};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -757,6 +758,7 @@ enum PortSetup {
     AfPacket {
         ports: Vec<(PortId, String)>,
         fanout: Option<u16>,
+        xdp_tx: bool,
     },
     /// DPDK: one device per interface with a queue pair per worker, and
     /// the uplink's kernel twin.
@@ -775,6 +777,7 @@ impl PortSetup {
             crate::config::Backend::Afpacket => Ok(PortSetup::AfPacket {
                 ports: ports.to_vec(),
                 fanout: (cores.len() > 1).then_some((std::process::id() & 0xffff) as u16),
+                xdp_tx: cfg.dataplane.tx == crate::config::TxMode::AfXdp,
             }),
             #[cfg(feature = "dpdk")]
             crate::config::Backend::Dpdk => Ok(PortSetup::Dpdk(dpdk_setup::DpdkPorts::open(
@@ -793,15 +796,40 @@ impl PortSetup {
     /// Worker `w`'s ports and kernel twins.
     fn worker(&mut self, w: usize) -> Result<WorkerPorts, StartError> {
         match self {
-            PortSetup::AfPacket { ports, fanout } => {
-                let _ = w;
+            PortSetup::AfPacket {
+                ports,
+                fanout,
+                xdp_tx,
+            } => {
                 let mut io: Vec<(PortId, Box<dyn PacketIo>)> = Vec::new();
                 for (id, name) in ports.iter() {
                     let opts = AfPacketOptions {
                         fanout_group: *fanout,
                         ..AfPacketOptions::default()
                     };
-                    io.push((*id, Box::new(AfPacketPort::open(name, &opts)?)));
+                    let rx = AfPacketPort::open(name, &opts)?;
+                    // AF_XDP transmit on the queue numbered as the worker;
+                    // where the interface lacks it (or another port of the
+                    // same interface holds it), sendmmsg.
+                    let tx = if *xdp_tx {
+                        match AfXdpTx::open(name, w as u32) {
+                            Ok(tx) => Some(tx),
+                            Err(e) => {
+                                info!(
+                                    interface = name.as_str(),
+                                    worker = w,
+                                    "transmitting with sendmmsg: {e}"
+                                );
+                                None
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    match tx {
+                        Some(tx) => io.push((*id, Box::new(AfPacketXdpTx { rx, tx }))),
+                        None => io.push((*id, Box::new(rx))),
+                    }
                 }
                 Ok((io, Vec::new()))
             }

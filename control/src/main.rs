@@ -31,7 +31,10 @@ check
     if it is valid, 1 with a message naming the bad field otherwise.
 
 CONFIGURATION (TOML)
-    [dataplane]  backend = \"afpacket\" | \"dpdk\", cores = [1], idle = \"busy\" | \"sleep\"
+    [dataplane]  backend = \"afpacket\" | \"dpdk\", cores = [1], idle = \"busy\" | \"sleep\",
+                 tx = \"af_xdp\" | \"sendmmsg\" (how AF_PACKET ports transmit;
+                 af_xdp uses the interface's queue numbered as the worker
+                 and falls back to sendmmsg where that fails)
     [dataplane.dpdk]  driver = \"af_xdp\" | \"af_packet\", kernel_interface,
                  kernel_address (the router's address on the uplink's kernel
                  twin), mbufs, memory_mb, no_huge, eal_args, [devargs] by

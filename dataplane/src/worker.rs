@@ -33,6 +33,25 @@ impl PacketIo for AfPacketPort {
     }
 }
 
+/// An AF_PACKET receive ring with an AF_XDP transmit socket: `sendmmsg`
+/// costs a socket buffer and a full `dev_queue_xmit` per frame, an AF_XDP
+/// ring one kick per burst.
+pub struct AfPacketXdpTx {
+    /// Receives.
+    pub rx: AfPacketPort,
+    /// Transmits.
+    pub tx: crate::io::afxdp::AfXdpTx,
+}
+
+impl PacketIo for AfPacketXdpTx {
+    fn rx_burst(&mut self, bufs: &mut [PacketBuf]) -> usize {
+        self.rx.rx_burst(bufs)
+    }
+    fn tx_burst(&mut self, frames: &[&[u8]]) -> usize {
+        self.tx.tx_burst(frames)
+    }
+}
+
 #[cfg(feature = "dpdk")]
 impl PacketIo for crate::io::dpdk::DpdkQueue {
     fn rx_burst(&mut self, bufs: &mut [PacketBuf]) -> usize {

@@ -364,23 +364,32 @@ impl AfXdpTx {
         n as usize
     }
 
-    /// Tell the kernel there is work on the TX ring.
+    /// Tell the kernel there is work on the TX ring. In copy mode one kick
+    /// sends at most 32 descriptors, so kick again (a few times at most)
+    /// until the kernel has taken everything produced.
     fn kick(&mut self) {
-        // SAFETY: a zero-length send on our own bound socket.
-        let rc = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                core::ptr::null(),
-                0,
-                libc::MSG_DONTWAIT,
-                core::ptr::null(),
-                0,
-            )
-        };
-        if rc < 0 {
-            // EAGAIN/EBUSY/ENOBUFS: the device queue was full; the
-            // descriptors stay on the ring for the next kick.
-            self.busy += 1;
+        let prod = self.tx.producer().load(Ordering::Relaxed);
+        for _ in 0..(RING / 32) {
+            // SAFETY: a zero-length send on our own bound socket.
+            let rc = unsafe {
+                libc::sendto(
+                    self.fd.as_raw_fd(),
+                    core::ptr::null(),
+                    0,
+                    libc::MSG_DONTWAIT,
+                    core::ptr::null(),
+                    0,
+                )
+            };
+            if self.tx.consumer().load(Ordering::Acquire) == prod {
+                return;
+            }
+            if rc < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
+                // EBUSY/ENOBUFS: the device queue is full; the descriptors
+                // stay on the ring for the next kick.
+                self.busy += 1;
+                return;
+            }
         }
     }
 
