@@ -813,7 +813,14 @@ impl PortSetup {
                     // same interface holds it), sendmmsg.
                     let tx = if *xdp_tx {
                         match AfXdpTx::open(name, w as u32) {
-                            Ok(tx) => Some(tx),
+                            Ok(tx) => {
+                                info!(
+                                    interface = name.as_str(),
+                                    worker = w,
+                                    "port transmits with AF_XDP"
+                                );
+                                Some(tx)
+                            }
                             Err(e) => {
                                 info!(
                                     interface = name.as_str(),

@@ -190,6 +190,12 @@ fn hosts_in_one_vrf_reach_each_other_and_other_vrfs_do_not() {
     let sent = client.join().expect("client");
     let got = server.join().expect("server");
     assert_eq!(got, sent, "received bytes and digest equal what was sent");
+    // The transfer went out through the ports' AF_XDP sockets (the default).
+    assert!(
+        logtext().contains("port transmits with AF_XDP"),
+        "{}",
+        logtext()
+    );
 }
 
 #[test]
