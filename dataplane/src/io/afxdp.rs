@@ -390,6 +390,9 @@ impl AfXdpTx {
                 self.busy += 1;
                 return;
             }
+            // EAGAIN: 32 sent and more to go, or the completion ring is
+            // full; make room there before the next kick.
+            self.reap();
         }
     }
 
