@@ -26,9 +26,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// Bytes per UMEM chunk (one frame each).
 const CHUNK: u32 = 2048;
 /// Chunks in the UMEM.
-const FRAMES: u32 = 4096;
+const FRAMES: u32 = 1024;
 /// Descriptors in the transmit and completion rings (powers of two).
-const RING: u32 = 2048;
+const RING: u32 = 512;
 
 /// Why an AF_XDP socket could not be opened.
 #[derive(Debug, thiserror::Error)]
