@@ -83,22 +83,7 @@ impl Bed {
                 "passive = false\n",
                 &format!("passive = false\n{peer_extra}\n"),
             );
-        let path = tmp(&format!("{name}.toml"));
-        std::fs::write(&path, cfg).expect("config");
-        let log = tmp(&format!("{name}.log"));
-        lab.spawn(
-            &pe,
-            &[
-                "env",
-                "VPNFWD_LOG=debug",
-                VPNFWD,
-                "run",
-                "--config",
-                path.to_str().expect("utf-8"),
-            ],
-            &log,
-        )
-        .expect("vpnfwd");
+        let log = common::start_pe_with(&mut lab, &pe, name, &cfg);
         let b = Bed {
             lab,
             pe,
@@ -492,9 +477,7 @@ fn no_session_as(name: &str, gobgp: &str, peer_extra: &str, peer_as: u32) -> boo
         peer: rr,
         ..
     } = common::pe_and_peer("rr", false);
-    let conf = tmp(&format!("gobgpd-{name}.toml"));
-    std::fs::write(&conf, gobgp).expect("gobgp config");
-    spawn_gobgp(&mut lab, &rr, &conf, &tmp(&format!("gobgpd-{name}.log")));
+    common::spawn_gobgpd(&mut lab, &rr, &format!("gobgpd-{name}"), gobgp);
     let cfg = common::pe_config(false)
         .replace(
             "passive = false\n",
@@ -504,15 +487,7 @@ fn no_session_as(name: &str, gobgp: &str, peer_extra: &str, peer_as: u32) -> boo
             "address = \"192.0.2.9\"\nasn = 65001",
             &format!("address = \"192.0.2.9\"\nasn = {peer_as}"),
         );
-    let path = tmp(&format!("{name}.toml"));
-    std::fs::write(&path, cfg).expect("config");
-    let log = tmp(&format!("{name}.log"));
-    lab.spawn(
-        &pe,
-        &[VPNFWD, "run", "--config", path.to_str().expect("utf-8")],
-        &log,
-    )
-    .expect("vpnfwd");
+    let log = common::start_pe_with(&mut lab, &pe, name, &cfg);
     // Both sides retry every few seconds; none may get through.
     !Lab::wait_until(Duration::from_secs(12), || {
         read(&log).contains("BGP session established")

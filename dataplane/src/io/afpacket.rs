@@ -147,7 +147,12 @@ fn sys(step: &'static str, ifname: &str) -> AfPacketError {
     }
 }
 
-fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, val: &T) -> libc::c_int {
+pub(super) fn setsockopt<T>(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    val: &T,
+) -> libc::c_int {
     // SAFETY: `val` is a valid, initialised `T` for the duration of the call and
     // its size is passed alongside.
     unsafe {

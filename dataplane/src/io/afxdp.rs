@@ -18,7 +18,7 @@
 //! All `unsafe` of the AF_XDP back-end is in this module.
 #![allow(unsafe_code)]
 
-use super::afpacket::if_index;
+use super::afpacket::{if_index, setsockopt};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -151,20 +151,6 @@ impl core::fmt::Debug for AfXdpTx {
     }
 }
 
-fn setsockopt<T>(fd: &OwnedFd, name: libc::c_int, val: &T) -> libc::c_int {
-    // SAFETY: `val` is a valid, initialised `T` for the duration of the call
-    // and its size is passed alongside.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_XDP,
-            name,
-            (val as *const T).cast(),
-            core::mem::size_of::<T>() as libc::socklen_t,
-        )
-    }
-}
-
 impl AfXdpTx {
     /// Open an AF_XDP socket on queue `queue` of `ifname` (copy mode).
     ///
@@ -221,7 +207,7 @@ impl AfXdpTx {
             flags: 0,
             tx_metadata_len: 0,
         };
-        if setsockopt(&fd, libc::XDP_UMEM_REG, &reg) < 0 {
+        if setsockopt(&fd, libc::SOL_XDP, libc::XDP_UMEM_REG, &reg) < 0 {
             return Err(sys("UMEM registration"));
         }
         // The kernel wants a fill ring with every UMEM even when nothing is
@@ -231,7 +217,7 @@ impl AfXdpTx {
             (libc::XDP_UMEM_COMPLETION_RING, "completion ring size"),
             (libc::XDP_TX_RING, "TX ring size"),
         ] {
-            if setsockopt(&fd, opt, &RING) < 0 {
+            if setsockopt(&fd, libc::SOL_XDP, opt, &RING) < 0 {
                 return Err(sys(step));
             }
         }

@@ -368,15 +368,7 @@ impl Mempool {
                 socket,
             )
         };
-        if ptr.is_null() {
-            // SAFETY: reads this thread's rte_errno.
-            let e = unsafe { sys::vpnfwd_rte_errno() };
-            return Err(DpdkError::Memory(format!(
-                "cannot create a pool of {n} packet buffers: {} (reserve more huge pages or raise memory_mb)",
-                strerror(e)
-            )));
-        }
-        Ok(Mempool { ptr })
+        Self::created(ptr, n)
     }
 
     /// As [`Mempool::new`], with the buffers back to back and no gaps at
@@ -398,6 +390,11 @@ impl Mempool {
                 socket,
             )
         };
+        Self::created(ptr, n)
+    }
+
+    /// The pool a create call returned, or its failure (rte_errno).
+    fn created(ptr: *mut sys::rte_mempool, n: u32) -> Result<Mempool, DpdkError> {
         if ptr.is_null() {
             // SAFETY: reads this thread's rte_errno.
             let e = unsafe { sys::vpnfwd_rte_errno() };
