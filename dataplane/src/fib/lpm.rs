@@ -613,13 +613,86 @@ impl Drop for LpmShared {
 
 #[derive(Default)]
 struct ChunkW {
-    /// The chunk's own routes, sorted by (start, length): a sorted vector
-    /// costs a few bytes per route where a B-tree costs a node per chunk,
-    /// and most chunks hold one or a handful.
-    routes: Vec<((u16, u8), u32)>,
+    routes: ChunkRoutes,
     kids: Kids,
     published: usize,
     rank: u32,
+}
+
+/// A chunk route: ((start, length) inside the chunk, nexthop).
+type ChunkEntry = ((u16, u8), u32);
+
+/// A chunk's own routes, sorted by (start, length). Most chunks hold one
+/// (a VRF's scattered /24s), kept inline; more go to a sorted vector, a
+/// few bytes per route where a B-tree costs a node per chunk.
+#[derive(Default)]
+#[allow(clippy::box_collection)]
+enum ChunkRoutes {
+    #[default]
+    None,
+    One(ChunkEntry),
+    Many(Box<Vec<ChunkEntry>>),
+}
+
+impl ChunkRoutes {
+    fn as_slice(&self) -> &[ChunkEntry] {
+        match self {
+            ChunkRoutes::None => &[],
+            ChunkRoutes::One(e) => std::slice::from_ref(e),
+            ChunkRoutes::Many(v) => v,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, ChunkRoutes::None)
+    }
+
+    /// Set (Some) or remove (None) the route at `key`; the old nexthop.
+    fn set(&mut self, key: (u16, u8), v: Option<u32>) -> Option<u32> {
+        match (std::mem::take(self), v) {
+            (ChunkRoutes::None, None) => None,
+            (ChunkRoutes::None, Some(nh)) => {
+                *self = ChunkRoutes::One((key, nh));
+                None
+            }
+            (ChunkRoutes::One(e), Some(nh)) if e.0 == key => {
+                *self = ChunkRoutes::One((key, nh));
+                Some(e.1)
+            }
+            (ChunkRoutes::One(e), None) if e.0 == key => Some(e.1),
+            (ChunkRoutes::One(e), None) => {
+                *self = ChunkRoutes::One(e);
+                None
+            }
+            (ChunkRoutes::One(e), Some(nh)) => {
+                let mut v = Vec::with_capacity(2);
+                if e.0 < key {
+                    v.extend([e, (key, nh)]);
+                } else {
+                    v.extend([(key, nh), e]);
+                }
+                *self = ChunkRoutes::Many(Box::new(v));
+                None
+            }
+            (ChunkRoutes::Many(mut list), v) => {
+                let old = match (list.binary_search_by_key(&key, |r| r.0), v) {
+                    (Ok(i), Some(nh)) => Some(std::mem::replace(&mut list[i].1, nh)),
+                    (Err(i), Some(nh)) => {
+                        list.insert(i, (key, nh));
+                        None
+                    }
+                    (Ok(i), None) => Some(list.remove(i).1),
+                    (Err(_), None) => None,
+                };
+                *self = match list.len() {
+                    0 => ChunkRoutes::None,
+                    1 => ChunkRoutes::One(list[0]),
+                    _ => ChunkRoutes::Many(list),
+                };
+                old
+            }
+        }
+    }
 }
 
 /// A chunk's children (IPv6 only): boxed, so an IPv4 chunk's shadow pays
@@ -667,9 +740,6 @@ pub struct Lpm {
     seg_users: Box<[u32; 256]>,
     /// Routes of length 9–18 per /8: (18-bit block, length).
     mids: IntMap<u32, std::collections::BTreeSet<(u32, u8)>>,
-    /// The runs each sparse /8 publishes (its chunks are the runs whose
-    /// word is a pointer).
-    sparse_runs_cache: IntMap<u32, Vec<(u16, usize)>>,
     routes: usize,
     retire: Vec<usize>,
     kid_defaults: Vec<u32>,
@@ -718,7 +788,6 @@ impl Lpm {
             blocks: IntMap::default(),
             seg_users: Box::new([0; 256]),
             mids: IntMap::default(),
-            sparse_runs_cache: IntMap::default(),
             routes: 0,
             retire: Vec::new(),
             kid_defaults: Vec::new(),
@@ -859,12 +928,38 @@ impl Lpm {
         (r & (1 | SPARSE_TAG) == 0).then(|| unsafe { &*(r as *const Segment) })
     }
 
+    /// The published sparse segment of /8 `a`, if it has one (untagged).
+    fn sparse(&self, a: usize) -> Option<usize> {
+        let r = self.shared.root[a].load(Ordering::Acquire);
+        (r & 1 == 0 && r & SPARSE_TAG != 0).then_some(r & !SPARSE_TAG)
+    }
+
+    /// The runs sparse /8 `a` publishes: the writer reads them back from
+    /// the segment readers use rather than keeping a second copy.
+    fn published_runs(&self, a: usize) -> Vec<(u16, usize)> {
+        let Some(p) = self.sparse(a) else {
+            return Vec::new();
+        };
+        let base = p as *const usize;
+        // SAFETY: the writer is the only one that frees segments, and a live
+        // sparse segment holds its run count, the runs' words, then their
+        // first blocks four to a word (see `build_sparse`).
+        unsafe {
+            let n = *base;
+            (0..n)
+                .map(|i| {
+                    let b = (*base.add(1 + n + i / 4) >> (16 * (i % 4))) & 0xffff;
+                    (b as u16, *base.add(1 + i))
+                })
+                .collect()
+        }
+    }
+
     /// The chunks of sparse /8 `a`: (block, chunk).
     fn sparse_chunks(&self, a: usize) -> Vec<(u16, usize)> {
-        self.sparse_runs_cache
-            .get(&(a as u32))
-            .map(|r| r.iter().copied().filter(|(_, w)| w & 1 == 0).collect())
-            .unwrap_or_default()
+        let mut r = self.published_runs(a);
+        r.retain(|(_, w)| w & 1 == 0);
+        r
     }
 
     /// The runs of /8 `a` in sparse form: where the word changes (route
@@ -905,22 +1000,20 @@ impl Lpm {
     /// Publish /8 `a`'s sparse segment afresh, its runs recomputed from the
     /// writer's state (after a change of a route of length ≤ 18).
     fn publish_sparse(&mut self, a: usize) {
-        if !self.sparse_runs_cache.contains_key(&(a as u32)) {
+        if self.sparse(a).is_none() {
             return;
         }
         let runs = self.sparse_runs(a);
-        self.sparse_runs_cache.insert(a as u32, runs);
-        self.publish_runs(a);
+        self.publish_runs(a, &runs);
     }
 
-    /// Publish /8 `a`'s sparse segment from its cached runs, retiring the
-    /// old one; too many runs make the /8 dense instead.
-    fn publish_runs(&mut self, a: usize) {
-        let Some(runs) = self.sparse_runs_cache.get(&(a as u32)) else {
-            return;
-        };
+    /// Publish `runs` as /8 `a`'s sparse segment, retiring the old one; too
+    /// many runs make the /8 dense instead.
+    fn publish_runs(&mut self, a: usize, runs: &[(u16, usize)]) {
         if runs.len() > SPARSE_MAX {
-            self.ensure_segment(a);
+            let chunks: Vec<(u16, usize)> =
+                runs.iter().copied().filter(|(_, w)| w & 1 == 0).collect();
+            self.make_dense(a, &chunks);
             return;
         }
         let new = build_sparse(runs) | SPARSE_TAG;
@@ -943,8 +1036,8 @@ impl Lpm {
         if r & 1 == 0 {
             return;
         }
-        self.sparse_runs_cache.insert(a as u32, Vec::new());
-        self.publish_sparse(a);
+        let runs = self.sparse_runs(a);
+        self.publish_runs(a, &runs);
     }
 
     /// Point block `blk`'s slot at `word` (a chunk, or for a dense segment
@@ -957,15 +1050,14 @@ impl Lpm {
             seg.slots[b].store(w, Ordering::Release);
             return;
         }
-        if !self.sparse_runs_cache.contains_key(&(a as u32)) {
+        if self.sparse(a).is_none() {
             return;
         }
         let w = word.unwrap_or_else(|| leaf(self.best_le(blk, TOP_BITS)));
         // One block changes: split its run, merge equal neighbours.
-        if let Some(runs) = self.sparse_runs_cache.get_mut(&(a as u32)) {
-            set_run(runs, b as u16, w);
-        }
-        self.publish_runs(a);
+        let mut runs = self.published_runs(a);
+        set_run(&mut runs, b as u16, w);
+        self.publish_runs(a, &runs);
     }
 
     fn refresh_slot(&self, seg: &Segment, blk: u32) {
@@ -980,8 +1072,9 @@ impl Lpm {
         }
     }
 
-    /// Give /8 `a` a dense segment, converting its sparse one if it has one.
-    fn ensure_segment(&mut self, a: usize) {
+    /// Give /8 `a` a dense segment holding `chunks` (block, chunk),
+    /// replacing its sparse one.
+    fn make_dense(&mut self, a: usize, chunks: &[(u16, usize)]) {
         if self.segment(a).is_some() {
             return;
         }
@@ -992,10 +1085,9 @@ impl Lpm {
             let d = self.best_le(((a << SEG_BITS) | b) as u32, TOP_BITS);
             seg.slots[b].store(leaf(d), Ordering::Relaxed);
         }
-        for (b, w) in self.sparse_chunks(a) {
-            seg.slots[usize::from(b)].store(w, Ordering::Relaxed);
+        for (b, w) in chunks {
+            seg.slots[usize::from(*b)].store(*w, Ordering::Relaxed);
         }
-        self.sparse_runs_cache.remove(&(a as u32));
         let old = self.shared.root[a].swap(Box::into_raw(seg) as usize, Ordering::AcqRel);
         if old & 1 == 0 && old & SPARSE_TAG != 0 {
             // SAFETY: just unlinked; its chunks now hang off the dense one.
@@ -1013,7 +1105,6 @@ impl Lpm {
         }
         let d = self.best_le((a << SEG_BITS) as u32, 8);
         let old = self.shared.root[a].swap(leaf(d), Ordering::AcqRel);
-        self.sparse_runs_cache.remove(&(a as u32));
         self.mids.remove(&(a as u32));
         if old & 1 == 0 {
             if old & SPARSE_TAG != 0 {
@@ -1046,7 +1137,7 @@ impl Lpm {
                     for b in 0..SEG_LEN {
                         self.refresh_slot(seg, ((a << SEG_BITS) | b) as u32);
                     }
-                } else if self.sparse_runs_cache.contains_key(&(a as u32)) {
+                } else if self.sparse(a).is_some() {
                     // The listed chunks' covering value, then the default.
                     for (b, w) in self.sparse_chunks(a) {
                         let blk = ((a << SEG_BITS) | usize::from(b)) as u32;
@@ -1077,7 +1168,7 @@ impl Lpm {
                 for blk in key..key + span {
                     self.refresh_slot(seg, blk);
                 }
-            } else if self.sparse_runs_cache.contains_key(&(a as u32)) {
+            } else if self.sparse(a).is_some() {
                 // The covered chunks' covering value, then the runs.
                 let lo = key as usize & (SEG_LEN - 1);
                 let hi = lo + span as usize;
@@ -1145,19 +1236,7 @@ impl Lpm {
         if len <= start + w {
             let lw = len - start;
             let key = ((k & top_mask(lw, w)) as u16, lw as u8);
-            old = match v {
-                Some(nh) => match cw.routes.binary_search_by_key(&key, |r| r.0) {
-                    Ok(i) => Some(std::mem::replace(&mut cw.routes[i].1, nh)),
-                    Err(i) => {
-                        cw.routes.insert(i, (key, nh));
-                        None
-                    }
-                },
-                None => match cw.routes.binary_search_by_key(&key, |r| r.0) {
-                    Ok(i) => Some(cw.routes.remove(i).1),
-                    Err(_) => None,
-                },
-            };
+            old = cw.routes.set(key, v);
             if old == v {
                 return (old, Change::Unchanged);
             }
@@ -1198,12 +1277,12 @@ impl Lpm {
             return (old, Change::Removed);
         }
         self.scratch.clear();
-        self.scratch
-            .extend(cw.routes.iter().map(|&((start, len), value)| ChunkRoute {
-                start,
-                len,
-                value,
-            }));
+        self.scratch.extend(
+            cw.routes
+                .as_slice()
+                .iter()
+                .map(|&((start, len), value)| ChunkRoute { start, len, value }),
+        );
         let kids: Vec<(u16, u64)> = cw
             .kids
             .iter_mut()
@@ -1247,7 +1326,7 @@ impl Lpm {
         }
         let mut st = LpmStats {
             segments: (0..256).filter(|a| self.segment(*a).is_some()).count(),
-            sparse_segments: self.sparse_runs_cache.len(),
+            sparse_segments: (0..256).filter(|a| self.sparse(*a).is_some()).count(),
             ..LpmStats::default()
         };
         for cw in self.blocks.values() {
@@ -1267,10 +1346,9 @@ impl Lpm {
         let segs = (0..256).filter(|a| self.segment(*a).is_some()).count();
         256 * 8
             + segs * core::mem::size_of::<Segment>()
-            + self
-                .sparse_runs_cache
-                .values()
-                .map(|r| sparse_words(r.len()) * 8)
+            + (0..256)
+                .filter(|a| self.sparse(*a).is_some())
+                .map(|a| sparse_words(self.published_runs(a).len()) * 8)
                 .sum::<usize>()
             + self.blocks.values().map(walk).sum::<usize>()
     }
