@@ -129,15 +129,17 @@ pub struct RouteSet {
     next_nh: u32,
     nexthops: FxMap<RemoteKey, RemoteNh>,
     installed: FxMap<(VrfId, IpAddr, u8), RemoteKey>,
-    /// BGP routes over one remote PE: (label, PE, encapsulation), the key
-    /// of their nexthop without the static routes' extras (12 bytes where
-    /// a full key takes 48).
-    dynamic: FxMap<(VrfId, IpAddr, u8), DynKey>,
-    /// BGP routes over several remote PEs (ECMP), by their sorted members.
-    dynamic_groups: FxMap<(VrfId, IpAddr, u8), Vec<RemoteKey>>,
+    /// The key of each remote nexthop, by id.
+    by_id: FxMap<u32, RemoteKey>,
+    /// BGP routes over one remote PE using each nexthop. Which nexthop a
+    /// BGP route uses is kept by the VPN layer beside the route (see
+    /// [`RouteSet::set_bgp`]), not in a map of its own here.
+    bgp_refs: FxMap<RemoteKey, usize>,
     /// ECMP group nexthops and how many routes use each.
     groups: FxMap<Vec<RemoteKey>, (NexthopId, usize)>,
-    /// Routes using each nexthop.
+    /// The members of each ECMP group nexthop, by id.
+    group_members: FxMap<u32, Vec<RemoteKey>>,
+    /// Routes (and ECMP groups) using each nexthop.
     refs: FxMap<RemoteKey, usize>,
     /// First hops being resolved.
     pub neighbors: Neighbors,
@@ -242,6 +244,7 @@ impl RouteSet {
         fib.set_nexthop(id, self.nexthop(&rn, mac))
             .map_err(fib_err(at.to_string()))?;
         self.nexthops.insert(key.clone(), rn);
+        self.by_id.insert(id.get(), key.clone());
         Ok(id)
     }
 
@@ -252,8 +255,8 @@ impl RouteSet {
         for k in self.installed.values() {
             *refs.entry(k.clone()).or_default() += 1;
         }
-        for d in self.dynamic.values() {
-            *refs.entry(remote_key(*d)).or_default() += 1;
+        for (k, n) in &self.bgp_refs {
+            *refs.entry(k.clone()).or_default() += n;
         }
         // Each ECMP group holds one reference on each of its members.
         for members in self.groups.keys() {
@@ -276,6 +279,7 @@ impl RouteSet {
     fn drop_nexthop(&mut self, fib: &mut Fib, k: &RemoteKey) {
         if let Some(n) = self.nexthops.remove(k) {
             fib.remove_nexthop(n.id);
+            self.by_id.remove(&n.id.get());
             if let Some(hop) = n.first_hop {
                 if !self.nexthops.values().any(|o| o.first_hop == Some(hop)) {
                     self.neighbors.forget(hop);
@@ -294,120 +298,137 @@ impl RouteSet {
         }
     }
 
-    /// Install (or with `None` withdraw) a route learned from BGP: label and
-    /// remote PE, reached with `encap`, its first hop resolved with ARP.
+    /// Install a route learned from BGP for `prefix` in `vrf` over
+    /// `members` (label, remote PE, encapsulation): one remote PE, or
+    /// several as an ECMP group (the flow hash picks a member per flow);
+    /// none withdraws it. `old` is the nexthop the route had installed (as
+    /// this returned last time); the caller keeps it beside the route, so
+    /// the tables need no map from every BGP route to its nexthop. Returns
+    /// the nexthop now installed.
     ///
     /// # Errors
-    /// [`StartError`] if the tables refuse it.
-    pub fn set_dynamic(
-        &mut self,
-        fib: &mut Fib,
-        vrf: VrfId,
-        prefix: (IpAddr, u8),
-        route: Option<(u32, std::net::Ipv4Addr, EncapKind)>,
-        me: Option<std::net::Ipv4Addr>,
-    ) -> Result<(), StartError> {
-        let k = (vrf, prefix.0, prefix.1);
-        match route {
-            Some((label, pe, encap)) => {
-                let dkey: DynKey = (label, pe, encap);
-                if self.dynamic.get(&k) == Some(&dkey) {
-                    return Ok(());
-                }
-                let key = remote_key(dkey);
-                let at = || format!("BGP route {}/{}", prefix.0, prefix.1);
-                let nh = match self.nexthops.get(&key) {
-                    Some(n) => n.id,
-                    None => self.ensure_nexthop(fib, &key, me, &at())?,
-                };
-                match prefix.0 {
-                    IpAddr::V4(a) => fib.insert_v4(vrf, a, prefix.1, nh),
-                    IpAddr::V6(a) => fib.insert_v6(vrf, a, prefix.1, nh),
-                }
-                .map_err(fib_err_with(at))?;
-                *self.refs.entry(key).or_default() += 1;
-                if let Some(old) = self.dynamic.insert(k, dkey) {
-                    self.unref(fib, &remote_key(old));
-                }
-            }
-            None => {
-                if let Some(old) = self.dynamic.remove(&k) {
-                    let _ = match prefix.0 {
-                        IpAddr::V4(a) => fib.remove_v4(vrf, a, prefix.1),
-                        IpAddr::V6(a) => fib.remove_v6(vrf, a, prefix.1),
-                    };
-                    self.unref(fib, &remote_key(old));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Install a BGP route over one or several remote PEs (an ECMP group
-    /// when several; the flow hash picks a member per flow), or withdraw it
-    /// with an empty list.
-    ///
-    /// # Errors
-    /// [`StartError`] if the tables refuse it.
-    pub fn set_dynamic_multi(
+    /// [`StartError`] if the tables refuse it; the route then keeps `old`.
+    pub fn set_bgp(
         &mut self,
         fib: &mut Fib,
         vrf: VrfId,
         prefix: (IpAddr, u8),
         members: &[(u32, std::net::Ipv4Addr, EncapKind)],
         me: Option<std::net::Ipv4Addr>,
-    ) -> Result<(), StartError> {
-        let k = (vrf, prefix.0, prefix.1);
-        if members.len() <= 1 {
-            self.set_dynamic(fib, vrf, prefix, members.first().copied(), me)?;
-            if let Some(old) = self.dynamic_groups.remove(&k) {
-                self.group_unref(fib, &old);
-            }
-            return Ok(());
-        }
-        let mut keys: Vec<RemoteKey> = members
-            .iter()
-            .map(|(l, pe, e)| (*l, *pe, *e, None, None))
-            .collect();
-        keys.sort();
-        keys.dedup();
-        keys.truncate(dataplane::fib::nexthop::MAX_ECMP);
-        if self.dynamic_groups.get(&k) == Some(&keys) {
-            return Ok(());
-        }
+        old: Option<NexthopId>,
+    ) -> Result<Option<NexthopId>, StartError> {
         let at = || format!("BGP route {}/{}", prefix.0, prefix.1);
-        let gid = match self.groups.get_mut(&keys) {
-            Some((id, n)) => {
-                *n += 1;
-                *id
-            }
-            None => {
-                let mut ids = arrayvec::ArrayVec::new();
-                for m in &keys {
-                    ids.push(self.ensure_nexthop(fib, m, me, &at())?);
-                    *self.refs.entry(m.clone()).or_default() += 1;
+        let want = match members {
+            [] => None,
+            [one] => {
+                let key = remote_key(*one);
+                if let Some(n) = self.nexthops.get(&key) {
+                    if Some(n.id) == old {
+                        return Ok(old);
+                    }
                 }
-                self.next_nh += 1;
-                let id = NexthopId::new(self.next_nh)
-                    .ok_or_else(|| StartError::Other("nexthop ids exhausted".into()))?;
-                fib.set_nexthop(id, Nexthop::Ecmp(ids))
-                    .map_err(fib_err_with(at))?;
-                self.groups.insert(keys.clone(), (id, 1));
-                id
+                let id = self.ensure_nexthop(fib, &key, me, &at())?;
+                *self.refs.entry(key.clone()).or_default() += 1;
+                *self.bgp_refs.entry(key).or_default() += 1;
+                Some(id)
+            }
+            many => {
+                let mut keys: Vec<RemoteKey> = many.iter().map(|m| remote_key(*m)).collect();
+                keys.sort();
+                keys.dedup();
+                keys.truncate(dataplane::fib::nexthop::MAX_ECMP);
+                if let Some((id, _)) = self.groups.get(&keys) {
+                    if Some(*id) == old {
+                        return Ok(old);
+                    }
+                }
+                Some(self.group_ref(fib, keys, me, &at)?)
             }
         };
-        match prefix.0 {
-            IpAddr::V4(a) => fib.insert_v4(vrf, a, prefix.1, gid),
-            IpAddr::V6(a) => fib.insert_v6(vrf, a, prefix.1, gid),
+        let done = match (want, prefix.0) {
+            (Some(id), IpAddr::V4(a)) => fib.insert_v4(vrf, a, prefix.1, id).map(|_| ()),
+            (Some(id), IpAddr::V6(a)) => fib.insert_v6(vrf, a, prefix.1, id).map(|_| ()),
+            (None, _) if old.is_none() => Ok(()),
+            (None, IpAddr::V4(a)) => fib.remove_v4(vrf, a, prefix.1).map(|_| ()),
+            (None, IpAddr::V6(a)) => fib.remove_v6(vrf, a, prefix.1).map(|_| ()),
+        };
+        if let Err(e) = done {
+            if let Some(id) = want {
+                self.release(fib, id);
+            }
+            return Err(fib_err_with(at)(e));
         }
-        .map_err(fib_err_with(at))?;
-        if let Some(old) = self.dynamic.remove(&k) {
-            self.unref(fib, &remote_key(old));
+        if let Some(o) = old {
+            self.release(fib, o);
         }
-        if let Some(old) = self.dynamic_groups.insert(k, keys) {
-            self.group_unref(fib, &old);
+        Ok(want)
+    }
+
+    /// One more route over the ECMP group of `keys` (sorted), created if
+    /// new; its id.
+    fn group_ref(
+        &mut self,
+        fib: &mut Fib,
+        keys: Vec<RemoteKey>,
+        me: Option<std::net::Ipv4Addr>,
+        at: &dyn Fn() -> String,
+    ) -> Result<NexthopId, StartError> {
+        if let Some((id, n)) = self.groups.get_mut(&keys) {
+            *n += 1;
+            return Ok(*id);
         }
-        Ok(())
+        let mut ids = arrayvec::ArrayVec::new();
+        for (i, m) in keys.iter().enumerate() {
+            match self.ensure_nexthop(fib, m, me, &at()) {
+                Ok(id) => ids.push(id),
+                Err(e) => {
+                    for k in &keys[..i] {
+                        self.unref(fib, k);
+                    }
+                    return Err(e);
+                }
+            }
+            *self.refs.entry(m.clone()).or_default() += 1;
+        }
+        self.next_nh += 1;
+        let made = NexthopId::new(self.next_nh)
+            .ok_or_else(|| StartError::Other("nexthop ids exhausted".into()))
+            .and_then(|id| {
+                fib.set_nexthop(id, Nexthop::Ecmp(ids))
+                    .map(|_| id)
+                    .map_err(fib_err_with(at))
+            });
+        match made {
+            Ok(id) => {
+                self.groups.insert(keys.clone(), (id, 1));
+                self.group_members.insert(id.get(), keys);
+                Ok(id)
+            }
+            Err(e) => {
+                for m in &keys {
+                    self.unref(fib, m);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// A BGP route stopped using nexthop `id` (a remote PE or a group).
+    fn release(&mut self, fib: &mut Fib, id: NexthopId) {
+        if let Some(members) = self.group_members.get(&id.get()).cloned() {
+            self.group_unref(fib, &members);
+            return;
+        }
+        let Some(key) = self.by_id.get(&id.get()).cloned() else {
+            return;
+        };
+        if let Some(n) = self.bgp_refs.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.bgp_refs.remove(&key);
+            }
+        }
+        self.unref(fib, &key);
     }
 
     fn group_unref(&mut self, fib: &mut Fib, members: &[RemoteKey]) {
@@ -420,6 +441,7 @@ impl RouteSet {
         }
         let id = *id;
         self.groups.remove(members);
+        self.group_members.remove(&id.get());
         fib.remove_nexthop(id);
         for m in members {
             self.unref(fib, m);

@@ -28,9 +28,9 @@ use crate::bgp::wire::{
 };
 use crate::config::{parse_prefix, parse_rd, parse_route_target, Config, EncapKind};
 use crate::daemon::RouteSet;
-use dataplane::fib::{Fib, VrfId};
+use dataplane::fib::{Fib, NexthopId, VrfId};
 use dataplane::wire::mpls::Label;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -62,152 +62,190 @@ struct PathInfo {
     cluster_len: u32,
 }
 
+/// One path of a prefix: a route learned from a peer under an RD.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Learned {
+    path: Arc<PathInfo>,
+    rd: RouteDistinguisher,
     label: u32,
     pe: Ipv4Addr,
-    path: Arc<PathInfo>,
+    /// The peer, as its index in the RIB's peer list.
+    peer: u32,
     /// Kept through the peer's graceful restart, not yet re-announced.
     stale: bool,
 }
 
-/// Learned routes by prefix, then (peer, RD): a hash map (one probe per
-/// route where an ordered map walks a tree of 48-byte keys); a prefix's
-/// single path (the usual case) is kept inline, several in a vector.
+/// Learned routes by prefix: a hash map (one probe per route where an
+/// ordered map walks a tree of 48-byte keys). Each prefix's entry holds its
+/// paths (the usual single one inline) and what the VRFs install for it, so
+/// one probe finds both and no other per-route map is needed.
 #[derive(Debug, Default)]
 struct Rib {
-    by_prefix: crate::fxmap::FxMap<Prefix, Paths>,
+    by_prefix: crate::fxmap::FxMap<Prefix, Entry>,
+    /// Peers by index (a path names its peer in 4 bytes, not 17).
+    peers: Vec<IpAddr>,
     len: usize,
 }
 
-type RibKey = (Prefix, IpAddr, RouteDistinguisher);
-type Path = (IpAddr, RouteDistinguisher, Learned);
+/// A prefix's paths and installations.
+#[derive(Debug, Default)]
+struct Entry {
+    paths: Paths,
+    installed: Installed,
+}
 
 /// One prefix's paths.
 #[derive(Debug)]
 enum Paths {
-    One(Path),
-    Many(Vec<Path>),
+    One(Learned),
+    Many(Vec<Learned>),
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths::Many(Vec::new())
+    }
 }
 
 impl Paths {
-    fn as_slice(&self) -> &[Path] {
+    fn as_slice(&self) -> &[Learned] {
         match self {
             Paths::One(p) => std::slice::from_ref(p),
             Paths::Many(v) => v,
         }
     }
 
-    fn as_mut_slice(&mut self) -> &mut [Path] {
+    fn as_mut_slice(&mut self) -> &mut [Learned] {
         match self {
             Paths::One(p) => std::slice::from_mut(p),
             Paths::Many(v) => v,
         }
     }
+
+    fn push(&mut self, l: Learned) {
+        match self {
+            Paths::Many(v) if v.is_empty() => *self = Paths::One(l),
+            Paths::Many(v) => v.push(l),
+            Paths::One(_) => {
+                if let Paths::One(first) = std::mem::take(self) {
+                    *self = Paths::Many(vec![first, l]);
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, i: usize) -> Learned {
+        match std::mem::take(self) {
+            Paths::One(l) => l,
+            Paths::Many(mut v) => {
+                let l = v.swap_remove(i);
+                *self = match v.len() {
+                    1 => Paths::One(v.swap_remove(0)),
+                    _ => Paths::Many(v),
+                };
+                l
+            }
+        }
+    }
+}
+
+/// The nexthop each VRF installs for a prefix: almost always one VRF, kept
+/// inline. VRFs are indices into the VPN layer's list.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[allow(clippy::box_collection)]
+enum Installed {
+    #[default]
+    None,
+    One((u32, NexthopId)),
+    Many(Box<Vec<(u32, NexthopId)>>),
+}
+
+impl Installed {
+    fn as_slice(&self) -> &[(u32, NexthopId)] {
+        match self {
+            Installed::None => &[],
+            Installed::One(one) => std::slice::from_ref(one),
+            Installed::Many(m) => m,
+        }
+    }
 }
 
 impl Rib {
-    fn insert(&mut self, (prefix, peer, rd): RibKey, l: Learned) -> Option<Learned> {
-        match self.by_prefix.entry(prefix) {
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(Paths::One((peer, rd, l)));
-            }
-            std::collections::hash_map::Entry::Occupied(mut e) => {
-                let paths = e.get_mut();
-                if let Some(x) = paths
-                    .as_mut_slice()
-                    .iter_mut()
-                    .find(|(p, d, _)| *p == peer && *d == rd)
-                {
-                    return Some(std::mem::replace(&mut x.2, l));
-                }
-                let mut v = match std::mem::replace(paths, Paths::Many(Vec::new())) {
-                    Paths::One(one) => vec![one],
-                    Paths::Many(v) => v,
-                };
-                v.push((peer, rd, l));
-                *paths = Paths::Many(v);
+    /// The index of `peer`, added on first use.
+    fn peer_index(&mut self, peer: IpAddr) -> u32 {
+        match self.peers.iter().position(|p| *p == peer) {
+            Some(i) => i as u32,
+            None => {
+                self.peers.push(peer);
+                (self.peers.len() - 1) as u32
             }
         }
+    }
+
+    /// The index of `peer` if it ever sent a route.
+    fn find_peer(&self, peer: IpAddr) -> Option<u32> {
+        self.peers.iter().position(|p| *p == peer).map(|i| i as u32)
+    }
+
+    fn peer_addr(&self, i: u32) -> IpAddr {
+        self.peers[i as usize]
+    }
+
+    /// Add or replace the path of (`l.peer`, `l.rd`); the replaced one.
+    fn insert(&mut self, prefix: Prefix, l: Learned) -> Option<Learned> {
+        let e = self.by_prefix.entry(prefix).or_default();
+        if let Some(x) = e
+            .paths
+            .as_mut_slice()
+            .iter_mut()
+            .find(|x| x.peer == l.peer && x.rd == l.rd)
+        {
+            return Some(std::mem::replace(x, l));
+        }
+        e.paths.push(l);
         self.len += 1;
         None
     }
 
-    fn remove(&mut self, (prefix, peer, rd): &RibKey) -> Option<Learned> {
-        let paths = self.by_prefix.get_mut(prefix)?;
-        let i = paths
+    /// Remove the path of (`peer`, `rd`). The prefix's entry stays until
+    /// [`Vpn::reconcile`] has withdrawn what it installed.
+    fn remove(&mut self, prefix: &Prefix, peer: u32, rd: &RouteDistinguisher) -> Option<Learned> {
+        let e = self.by_prefix.get_mut(prefix)?;
+        let i = e
+            .paths
             .as_slice()
             .iter()
-            .position(|(p, d, _)| p == peer && d == rd)?;
-        let l = match paths {
-            Paths::One(_) => match self.by_prefix.remove(prefix) {
-                Some(Paths::One((_, _, l))) => l,
-                _ => return None,
-            },
-            Paths::Many(v) => {
-                let (_, _, l) = v.swap_remove(i);
-                if v.len() == 1 {
-                    if let Some(last) = v.pop() {
-                        *paths = Paths::One(last);
-                    }
-                }
-                l
-            }
-        };
+            .position(|x| x.peer == peer && x.rd == *rd)?;
         self.len -= 1;
-        Some(l)
+        Some(e.paths.remove(i))
     }
 
     fn len(&self) -> usize {
         self.len
     }
 
-    /// Every route: ((prefix, peer, RD), route).
-    fn iter(&self) -> impl Iterator<Item = ((&Prefix, &IpAddr, &RouteDistinguisher), &Learned)> {
-        self.by_prefix.iter().flat_map(|(prefix, v)| {
-            v.as_slice()
-                .iter()
-                .map(move |(p, d, l)| ((prefix, p, d), l))
-        })
+    /// Every path: (prefix, path).
+    fn iter(&self) -> impl Iterator<Item = (&Prefix, &Learned)> {
+        self.by_prefix
+            .iter()
+            .flat_map(|(prefix, e)| e.paths.as_slice().iter().map(move |l| (prefix, l)))
     }
 
-    fn iter_mut(
-        &mut self,
-    ) -> impl Iterator<Item = ((&Prefix, &IpAddr, &RouteDistinguisher), &mut Learned)> {
-        self.by_prefix.iter_mut().flat_map(|(prefix, v)| {
-            v.as_mut_slice()
+    fn iter_mut(&mut self) -> impl Iterator<Item = (&Prefix, &mut Learned)> {
+        self.by_prefix.iter_mut().flat_map(|(prefix, e)| {
+            e.paths
+                .as_mut_slice()
                 .iter_mut()
-                .map(move |(p, d, l)| ((&*prefix, &*p, &*d), l))
+                .map(move |l| (&*prefix, l))
         })
     }
 
-    /// The paths for one prefix: (peer, RD, route).
-    fn paths(&self, prefix: &Prefix) -> &[Path] {
-        self.by_prefix.get(prefix).map_or(&[], Paths::as_slice)
-    }
-}
-
-/// The VRFs a prefix is installed in: almost always one, kept inline.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum VrfSet {
-    One(u32),
-    Many(Box<[u32]>),
-}
-
-impl VrfSet {
-    fn from_indices(v: &[usize]) -> Option<VrfSet> {
-        match v {
-            [] => None,
-            [one] => Some(VrfSet::One(*one as u32)),
-            many => Some(VrfSet::Many(many.iter().map(|i| *i as u32).collect())),
-        }
-    }
-
-    fn indices(&self) -> Vec<usize> {
-        match self {
-            VrfSet::One(i) => vec![*i as usize],
-            VrfSet::Many(v) => v.iter().map(|i| *i as usize).collect(),
-        }
+    /// The paths for one prefix.
+    #[cfg(test)]
+    fn paths(&self, prefix: &Prefix) -> &[Learned] {
+        self.by_prefix
+            .get(prefix)
+            .map_or(&[], |e| e.paths.as_slice())
     }
 }
 
@@ -224,8 +262,6 @@ pub struct Vpn {
     vrfs: Vec<VrfVpn>,
     /// VRF indices importing each route target.
     by_rt: std::collections::HashMap<[u8; 8], Vec<usize>>,
-    /// VRF indices each prefix is installed in.
-    installed_in: crate::fxmap::FxMap<Prefix, VrfSet>,
     learned: Rib,
     /// Routes held per peer (for limits and the API).
     counts: crate::fxmap::FxMap<IpAddr, usize>,
@@ -236,6 +272,15 @@ pub struct Vpn {
     /// Our BGP identifier (loop detection on reflected routes).
     router_id: Option<Ipv4Addr>,
     multipath: bool,
+    scratch: Scratch,
+}
+
+/// Buffers [`Vpn::reconcile`] reuses from prefix to prefix.
+#[derive(Debug, Default)]
+struct Scratch {
+    vrfs: Vec<u32>,
+    now: Vec<(u32, NexthopId)>,
+    members: Vec<(u32, Ipv4Addr, EncapKind)>,
 }
 
 /// The PE address of a VPN route's next hop: a zero RD then an IPv4
@@ -368,7 +413,6 @@ impl Vpn {
         Vpn {
             vrfs,
             by_rt,
-            installed_in: Default::default(),
             learned: Rib::default(),
             counts: Default::default(),
             peers: HashMap::new(),
@@ -377,22 +421,25 @@ impl Vpn {
             local_as: cfg.bgp.as_ref().map_or(0, |b| b.asn),
             router_id: cfg.bgp.as_ref().map(|b| b.router_id),
             multipath: cfg.bgp.as_ref().is_none_or(|b| b.multipath),
+            scratch: Scratch::default(),
         }
     }
 
-    fn insert(&mut self, key: (Prefix, IpAddr, RouteDistinguisher), l: Learned) -> bool {
-        let peer = key.1;
-        let fresh = self.learned.insert(key, l).is_none();
+    fn insert(&mut self, prefix: Prefix, peer: IpAddr, l: Learned) -> bool {
+        let fresh = self.learned.insert(prefix, l).is_none();
         if fresh {
             *self.counts.entry(peer).or_default() += 1;
         }
         fresh
     }
 
-    fn remove(&mut self, key: &(Prefix, IpAddr, RouteDistinguisher)) -> bool {
-        let gone = self.learned.remove(key).is_some();
+    fn remove(&mut self, prefix: &Prefix, peer: IpAddr, rd: &RouteDistinguisher) -> bool {
+        let Some(i) = self.learned.find_peer(peer) else {
+            return false;
+        };
+        let gone = self.learned.remove(prefix, i, rd).is_some();
         if gone {
-            if let Some(c) = self.counts.get_mut(&key.1) {
+            if let Some(c) = self.counts.get_mut(&peer) {
                 *c = c.saturating_sub(1);
             }
         }
@@ -407,9 +454,12 @@ impl Vpn {
 
     /// Routes held from `peer` that are stale (kept through its restart).
     pub fn stale_from(&self, peer: IpAddr) -> usize {
+        let Some(i) = self.learned.find_peer(peer) else {
+            return 0;
+        };
         self.learned
             .iter()
-            .filter(|((_, p, _), l)| **p == peer && l.stale)
+            .filter(|(_, l)| l.peer == i && l.stale)
             .count()
     }
 
@@ -427,8 +477,11 @@ impl Vpn {
         let keep_v6 = families.contains(&(Afi::IPV6, Safi::MPLS_VPN));
         let mut kept = 0;
         let mut gone = Vec::new();
-        for ((prefix, p, rd), l) in self.learned.iter_mut() {
-            if *p != peer {
+        let Some(i) = self.learned.find_peer(peer) else {
+            return (0, 0);
+        };
+        for (prefix, l) in self.learned.iter_mut() {
+            if l.peer != i {
                 continue;
             }
             let keep = if prefix.addr.is_ipv4() {
@@ -440,17 +493,12 @@ impl Vpn {
                 l.stale = true;
                 kept += 1;
             } else {
-                gone.push((*prefix, *p, *rd));
+                gone.push((*prefix, l.rd));
             }
         }
-        let prefixes: HashSet<Prefix> = gone.iter().map(|k| k.0).collect();
-        for k in &gone {
-            self.remove(k);
-        }
-        for p in prefixes {
-            self.reconcile(p, routes, fib);
-        }
-        (kept, gone.len())
+        let n = gone.len();
+        self.remove_all(peer, gone, routes, fib);
+        (kept, n)
     }
 
     /// Remove the stale routes of `peer` (of one address family, or all):
@@ -462,32 +510,51 @@ impl Vpn {
         routes: &mut RouteSet,
         fib: &mut Fib,
     ) -> usize {
-        let gone: Vec<(Prefix, IpAddr, RouteDistinguisher)> = self
+        let Some(i) = self.learned.find_peer(peer) else {
+            return 0;
+        };
+        let gone: Vec<(Prefix, RouteDistinguisher)> = self
             .learned
             .iter()
-            .filter(|((prefix, p, _), l)| {
-                **p == peer
+            .filter(|(prefix, l)| {
+                l.peer == i
                     && l.stale
                     && family.is_none_or(|f| (f == Afi::IPV4) == prefix.addr.is_ipv4())
             })
-            .map(|((a, b, c), _)| (*a, *b, *c))
+            .map(|(prefix, l)| (*prefix, l.rd))
             .collect();
-        let prefixes: HashSet<Prefix> = gone.iter().map(|k| k.0).collect();
-        for k in &gone {
-            self.remove(k);
+        let n = gone.len();
+        self.remove_all(peer, gone, routes, fib);
+        n
+    }
+
+    /// Remove `peer`'s paths `gone` and re-decide their prefixes.
+    fn remove_all(
+        &mut self,
+        peer: IpAddr,
+        mut gone: Vec<(Prefix, RouteDistinguisher)>,
+        routes: &mut RouteSet,
+        fib: &mut Fib,
+    ) {
+        for (prefix, rd) in &gone {
+            self.remove(prefix, peer, rd);
         }
-        for p in prefixes {
-            self.reconcile(p, routes, fib);
+        gone.sort_unstable_by_key(|a| a.0);
+        gone.dedup_by(|a, b| a.0 == b.0);
+        for (prefix, _) in gone {
+            self.reconcile(prefix, routes, fib);
         }
-        gone.len()
     }
 
     /// Routes held from `peer` per family (vpnv4, vpnv6).
     pub fn learned_by_family(&self, peer: IpAddr) -> (usize, usize) {
         let mut v4 = 0;
         let mut v6 = 0;
-        for ((prefix, p, _), _) in self.learned.iter() {
-            if *p == peer {
+        let Some(i) = self.learned.find_peer(peer) else {
+            return (0, 0);
+        };
+        for (prefix, l) in self.learned.iter() {
+            if l.peer == i {
                 if prefix.addr.is_ipv4() {
                     v4 += 1;
                 } else {
@@ -522,8 +589,11 @@ impl Vpn {
     pub fn accepted_by_family(&self, peer: IpAddr) -> (usize, usize) {
         let mut v4 = 0;
         let mut v6 = 0;
-        for ((prefix, p, _), l) in self.learned.iter() {
-            if *p == peer && l.path.rts.iter().any(|rt| self.by_rt.contains_key(rt)) {
+        let Some(i) = self.learned.find_peer(peer) else {
+            return (0, 0);
+        };
+        for (prefix, l) in self.learned.iter() {
+            if l.peer == i && l.path.rts.iter().any(|rt| self.by_rt.contains_key(rt)) {
                 if prefix.addr.is_ipv4() {
                     v4 += 1;
                 } else {
@@ -611,22 +681,32 @@ impl Vpn {
         let mut rows: Vec<_> = self
             .learned
             .iter()
-            .filter(|((prefix, _, d), l)| {
+            .filter(|(prefix, l)| {
                 prefix.addr.is_ipv6() == v6
-                    && rd.is_none_or(|r| d.to_string() == r)
+                    && rd.is_none_or(|r| l.rd.to_string() == r)
                     && rt.is_none_or(|t| l.path.rts.iter().any(|x| rt_text(x) == t))
             })
+            .map(|(prefix, l)| (prefix, self.learned.peer_addr(l.peer), l))
             .collect();
         // In prefix, then peer and RD order.
-        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        rows.sort_unstable_by(|a, b| (a.0, a.1, a.2.rd).cmp(&(b.0, b.1, b.2.rd)));
         rows.into_iter()
-            .map(|((prefix, peer, rd), l)| {
+            .map(|(prefix, peer, l)| {
+                let rd = l.rd;
                 let rts: Vec<String> = l.path.rts.iter().map(rt_text).collect();
-                let vrfs: Vec<u32> = self
-                    .installed_in
+                let mut vrfs: Vec<u32> = self
+                    .learned
+                    .by_prefix
                     .get(prefix)
-                    .map(|v| v.indices().iter().map(|i| self.vrfs[*i].id.0).collect())
+                    .map(|e| {
+                        e.installed
+                            .as_slice()
+                            .iter()
+                            .map(|(i, _)| self.vrfs[*i as usize].id.0)
+                            .collect()
+                    })
                     .unwrap_or_default();
+                vrfs.sort_unstable();
                 serde_json::json!({
                     "prefix": prefix.to_string(),
                     "rd": rd.to_string(),
@@ -646,66 +726,95 @@ impl Vpn {
 
     /// Re-decide what each VRF that could hold `prefix` installs for it:
     /// the VRFs importing a target of some route for it, and those that hold
-    /// it now.
+    /// it now. A prefix left with no path and nothing installed leaves the
+    /// RIB.
     fn reconcile(&mut self, prefix: Prefix, routes: &mut RouteSet, fib: &mut Fib) {
         let Vpn {
             learned,
-            installed_in,
             by_rt,
             vrfs,
             multipath,
             encap,
             me,
+            scratch,
             ..
         } = self;
-        let entries: Vec<(&Learned, IpAddr)> = learned
-            .paths(&prefix)
-            .iter()
-            .map(|(peer, _, l)| (l, *peer))
-            .collect();
-        let mut in_vrfs: Vec<usize> = installed_in
-            .remove(&prefix)
-            .map(|s| s.indices())
-            .unwrap_or_default();
-        for (l, _) in &entries {
+        let Rib {
+            by_prefix, peers, ..
+        } = learned;
+        let Some(entry) = by_prefix.get_mut(&prefix) else {
+            return;
+        };
+        let paths = entry.paths.as_slice();
+        let Scratch {
+            vrfs: in_vrfs,
+            now,
+            members,
+        } = scratch;
+        in_vrfs.clear();
+        now.clear();
+        in_vrfs.extend(entry.installed.as_slice().iter().map(|(v, _)| *v));
+        for l in paths {
             for rt in &l.path.rts {
                 if let Some(v) = by_rt.get(rt) {
-                    in_vrfs.extend(v);
+                    in_vrfs.extend(v.iter().map(|i| *i as u32));
                 }
             }
         }
         in_vrfs.sort_unstable();
         in_vrfs.dedup();
-        let mut now_in = Vec::new();
-        for vi in in_vrfs {
-            let v = &vrfs[vi];
+        for &vi in in_vrfs.iter() {
+            let v = &vrfs[vi as usize];
+            let imports = |l: &Learned| l.path.rts.iter().any(|rt| v.import.contains(rt));
             // The importable routes go through the decision process; the
             // best (with multipath, every best leading to a distinct
-            // (label, PE), e.g. anycast over two RDs) are installed.
-            let cands: Vec<(&Learned, IpAddr)> = entries
+            // (label, PE), e.g. anycast over two RDs) are installed. A
+            // single path needs no decision.
+            members.clear();
+            if let [one] = paths {
+                if imports(one) {
+                    members.push((one.label, one.pe, *encap));
+                }
+            } else {
+                let cands: Vec<(&Learned, IpAddr)> = paths
+                    .iter()
+                    .filter(|l| imports(l))
+                    .map(|l| (l, peers[l.peer as usize]))
+                    .collect();
+                members.extend(
+                    best_paths(&cands, *multipath)
+                        .into_iter()
+                        .map(|i| (cands[i].0.label, cands[i].0.pe, *encap)),
+                );
+                if members.len() > 1 {
+                    members.sort_by_key(|m| (m.0, m.1));
+                    members.dedup();
+                }
+            }
+            let old = entry
+                .installed
+                .as_slice()
                 .iter()
-                .filter(|(l, _)| l.path.rts.iter().any(|rt| v.import.contains(rt)))
-                .copied()
-                .collect();
-            let mut members: Vec<(u32, Ipv4Addr, EncapKind)> = best_paths(&cands, *multipath)
-                .into_iter()
-                .map(|i| (cands[i].0.label, cands[i].0.pe, *encap))
-                .collect();
-            if members.len() > 1 {
-                members.sort_by_key(|m| (m.0, m.1));
-                members.dedup();
-            }
-            if !members.is_empty() {
-                now_in.push(vi);
-            }
-            if let Err(e) =
-                routes.set_dynamic_multi(fib, v.id, (prefix.addr, prefix.len), &members, *me)
-            {
-                tracing::warn!(%prefix, error = %e, "VPN route not installed");
+                .find(|(x, _)| *x == vi)
+                .map(|(_, n)| *n);
+            let nh = match routes.set_bgp(fib, v.id, (prefix.addr, prefix.len), members, *me, old) {
+                Ok(nh) => nh,
+                Err(e) => {
+                    tracing::warn!(%prefix, error = %e, "VPN route not installed");
+                    old
+                }
+            };
+            if let Some(nh) = nh {
+                now.push((vi, nh));
             }
         }
-        if let Some(set) = VrfSet::from_indices(&now_in) {
-            installed_in.insert(prefix, set);
+        entry.installed = match now.as_slice() {
+            [] => Installed::None,
+            [one] => Installed::One(*one),
+            many => Installed::Many(Box::new(many.to_vec())),
+        };
+        if paths.is_empty() && entry.installed == Installed::None {
+            by_prefix.remove(&prefix);
         }
     }
 
@@ -722,7 +831,8 @@ impl Vpn {
         // carrying our AS from outside (RFC 4271 §9.1.2) is not used; it
         // replaces (withdraws) what the peer sent before for its prefixes.
         let looped = self.loops(u);
-        let mut touched: HashSet<Prefix> = HashSet::new();
+        let pi = self.learned.peer_index(peer);
+        let mut touched: Vec<Prefix> = Vec::new();
         let (mut ann, mut wd) = (0, 0);
         for pa in &u.attrs {
             match &pa.attr {
@@ -733,10 +843,10 @@ impl Vpn {
                 } => {
                     for n in nlri {
                         if let Nlri::Vpn(v) = n {
-                            if self.remove(&(v.prefix, peer, v.rd)) {
+                            if self.remove(&v.prefix, peer, &v.rd) {
                                 wd += 1;
                             }
-                            touched.insert(v.prefix);
+                            touched.push(v.prefix);
                         }
                     }
                 }
@@ -749,22 +859,25 @@ impl Vpn {
                     let pe = vpn_nexthop(nexthop);
                     for n in nlri {
                         if let Nlri::Vpn(v) = n {
-                            touched.insert(v.prefix);
+                            touched.push(v.prefix);
                             match (pe, u.treat_as_withdraw || looped) {
                                 (Some(pe), false) => {
                                     self.insert(
-                                        (v.prefix, peer, v.rd),
+                                        v.prefix,
+                                        peer,
                                         Learned {
+                                            path: path.clone(),
+                                            rd: v.rd,
                                             label: v.label.value(),
                                             pe,
-                                            path: path.clone(),
+                                            peer: pi,
                                             stale: false,
                                         },
                                     );
                                     ann += 1;
                                 }
                                 _ => {
-                                    if self.remove(&(v.prefix, peer, v.rd)) {
+                                    if self.remove(&v.prefix, peer, &v.rd) {
                                         wd += 1;
                                     }
                                 }
@@ -775,6 +888,8 @@ impl Vpn {
                 _ => {}
             }
         }
+        touched.sort_unstable();
+        touched.dedup();
         for p in touched {
             self.reconcile(p, routes, fib);
         }
@@ -783,21 +898,19 @@ impl Vpn {
 
     /// Forget everything `peer` announced.
     pub fn peer_down(&mut self, peer: IpAddr, routes: &mut RouteSet, fib: &mut Fib) -> usize {
-        let gone: Vec<(Prefix, IpAddr, RouteDistinguisher)> = self
-            .learned
-            .iter()
-            .filter(|((_, p, _), _)| **p == peer)
-            .map(|((a, b, c), _)| (*a, *b, *c))
-            .collect();
-        let prefixes: HashSet<Prefix> = gone.iter().map(|k| k.0).collect();
-        for k in &gone {
-            self.remove(k);
-        }
+        let gone: Vec<(Prefix, RouteDistinguisher)> = match self.learned.find_peer(peer) {
+            Some(i) => self
+                .learned
+                .iter()
+                .filter(|(_, l)| l.peer == i)
+                .map(|(prefix, l)| (*prefix, l.rd))
+                .collect(),
+            None => Vec::new(),
+        };
+        let n = gone.len();
         self.peers.remove(&peer);
-        for p in prefixes {
-            self.reconcile(p, routes, fib);
-        }
-        gone.len()
+        self.remove_all(peer, gone, routes, fib);
+        n
     }
 
     /// The End-of-RIB marker of each family in `families` we send routes
@@ -1394,34 +1507,46 @@ asn = 65001
             router_id: 0,
             cluster_len: 0,
         });
-        let l = |label: u32| Learned {
+        let (p8, p9) = (rib.peer_index(P8), rib.peer_index(P9));
+        assert_eq!(rib.peer_index(P8), p8, "one index per peer");
+        assert_eq!(rib.peer_addr(p9), P9);
+        let rd = |n| RouteDistinguisher::as2(65001, n);
+        let l = |peer: u32, rd: RouteDistinguisher, label: u32| Learned {
+            path: path.clone(),
+            rd,
             label,
             pe: Ipv4Addr::new(192, 0, 2, 9),
-            path: path.clone(),
+            peer,
             stale: false,
         };
         let p = Prefix::new("10.9.0.0".parse().expect("ip"), 24).expect("prefix");
-        let rd = |n| RouteDistinguisher::as2(65001, n);
-        assert!(rib.insert((p, P8, rd(1)), l(1)).is_none());
-        assert_eq!(rib.insert((p, P8, rd(1)), l(2)).map(|x| x.label), Some(1));
-        assert!(rib.insert((p, P9, rd(1)), l(3)).is_none());
-        assert!(rib.insert((p, P8, rd(2)), l(4)).is_none());
+        assert!(rib.insert(p, l(p8, rd(1), 1)).is_none());
+        assert_eq!(rib.insert(p, l(p8, rd(1), 2)).map(|x| x.label), Some(1));
+        assert!(rib.insert(p, l(p9, rd(1), 3)).is_none());
+        assert!(rib.insert(p, l(p8, rd(2), 4)).is_none());
         assert_eq!(rib.len(), 3);
-        let mut labels: Vec<u32> = rib.paths(&p).iter().map(|x| x.2.label).collect();
+        let mut labels: Vec<u32> = rib.paths(&p).iter().map(|x| x.label).collect();
         labels.sort_unstable();
         assert_eq!(labels, vec![2, 3, 4]);
-        assert_eq!(rib.remove(&(p, P9, rd(1))).map(|x| x.label), Some(3));
-        assert!(rib.remove(&(p, P9, rd(1))).is_none());
-        assert_eq!(rib.remove(&(p, P8, rd(2))).map(|x| x.label), Some(4));
+        assert_eq!(rib.remove(&p, p9, &rd(1)).map(|x| x.label), Some(3));
+        assert!(rib.remove(&p, p9, &rd(1)).is_none());
+        assert_eq!(rib.remove(&p, p8, &rd(2)).map(|x| x.label), Some(4));
         assert_eq!(rib.paths(&p).len(), 1);
         for (_, l) in rib.iter_mut() {
             l.stale = true;
         }
         assert!(rib.iter().all(|(_, l)| l.stale));
-        assert_eq!(rib.remove(&(p, P8, rd(1))).map(|x| x.label), Some(2));
+        assert_eq!(rib.remove(&p, p8, &rd(1)).map(|x| x.label), Some(2));
         assert_eq!(rib.len(), 0);
         assert!(rib.paths(&p).is_empty());
         assert_eq!(rib.iter().count(), 0);
+        // A path and an installation per prefix: one word more than the
+        // path itself.
+        assert!(
+            std::mem::size_of::<Entry>() <= 56,
+            "{}",
+            std::mem::size_of::<Entry>()
+        );
     }
 
     #[test]
