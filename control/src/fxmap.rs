@@ -21,9 +21,12 @@ impl FxHasher {
 }
 
 impl Hasher for FxHasher {
+    /// The product's top bits are its best mixed; the tables index by the
+    /// low bits, so they are rotated down (the low bits of a product depend
+    /// only on the low bits of the key, the same for every /24).
     #[inline]
     fn finish(&self) -> u64 {
-        self.0
+        self.0.rotate_left(26)
     }
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
@@ -86,6 +89,107 @@ impl BuildHasher for FxBuild {
 /// A hash map with [`FxHasher`].
 pub type FxMap<K, V> = HashMap<K, V, FxBuild>;
 
+/// Shards of a [`ShardedMap`].
+const SHARDS: usize = 64;
+
+/// A hash map split by hash into 64 maps that grow on their own, for
+/// tables of millions of entries. A single map doubles all at once and
+/// holds its old and new arrays together while it moves the entries over
+/// (three times the table's size at that moment); here that happens to
+/// 1/64 of the entries at a time, and the spare room that growth by
+/// doubling leaves averages out over the shards instead of being half the
+/// table just after a doubling.
+pub struct ShardedMap<K, V> {
+    shards: Box<[FxMap<K, V>]>,
+    build: FxBuild,
+    len: usize,
+}
+
+impl<K, V> Default for ShardedMap<K, V> {
+    fn default() -> Self {
+        ShardedMap {
+            shards: (0..SHARDS).map(|_| FxMap::default()).collect(),
+            build: FxBuild::default(),
+            len: 0,
+        }
+    }
+}
+
+impl<K, V> std::fmt::Debug for ShardedMap<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardedMap")
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V> ShardedMap<K, V> {
+    /// The shard of `k`: the hash's bits 20–25 (the product's top bits
+    /// before [`FxHasher::finish`] rotates them), which a shard's bucket
+    /// index uses only beyond a million buckets and its control bytes (top
+    /// seven bits) never.
+    #[inline]
+    fn shard(&self, k: &K) -> usize {
+        (self.build.hash_one(k) >> 20) as usize & (SHARDS - 1)
+    }
+
+    /// The value at `k`.
+    pub fn get(&self, k: &K) -> Option<&V> {
+        self.shards[self.shard(k)].get(k)
+    }
+
+    /// The value at `k`, to change.
+    pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        let s = self.shard(k);
+        self.shards[s].get_mut(k)
+    }
+
+    /// The value at `k`, inserted as the default if absent.
+    pub fn get_or_default(&mut self, k: K) -> &mut V
+    where
+        V: Default,
+    {
+        let s = self.shard(&k);
+        match self.shards[s].entry(k) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                self.len += 1;
+                e.insert(V::default())
+            }
+        }
+    }
+
+    /// Remove `k`; its value.
+    pub fn remove(&mut self, k: &K) -> Option<V> {
+        let s = self.shard(k);
+        let v = self.shards[s].remove(k);
+        if v.is_some() {
+            self.len -= 1;
+        }
+        v
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Every entry, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.shards.iter().flat_map(|m| m.iter())
+    }
+
+    /// Every entry, to change values.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&K, &mut V)> {
+        self.shards.iter_mut().flat_map(|m| m.iter_mut())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +208,39 @@ mod tests {
         }
         assert_eq!(m.len(), 1000);
         assert_eq!(m[&(7, std::net::IpAddr::from([10, 0, 0, 7]))], 7);
+    }
+
+    #[test]
+    fn a_sharded_map_spreads_its_keys_and_behaves_as_one_map() {
+        let mut m: ShardedMap<u64, u64> = ShardedMap::default();
+        for i in 0..10_000u64 {
+            *m.get_or_default(i << 8 | 24) += i;
+        }
+        assert_eq!(m.len(), 10_000);
+        let used = m.shards.iter().filter(|s| !s.is_empty()).count();
+        assert_eq!(used, SHARDS, "every shard gets keys");
+        let most = m.shards.iter().map(|s| s.len()).max().unwrap_or(0);
+        assert!(
+            most < 2 * 10_000 / SHARDS,
+            "no shard holds twice its share: {most}"
+        );
+        assert_eq!(m.get(&(7 << 8 | 24)), Some(&7));
+        *m.get_or_default(7 << 8 | 24) += 1;
+        assert_eq!(m.len(), 10_000, "an existing key is not added again");
+        assert_eq!(m.remove(&(7 << 8 | 24)), Some(8));
+        assert_eq!(m.remove(&(7 << 8 | 24)), None);
+        assert_eq!(m.len(), 9_999);
+        if let Some(v) = m.get_mut(&(8 << 8 | 24)) {
+            *v = 0;
+        }
+        assert_eq!(
+            m.iter().map(|(_, v)| *v).sum::<u64>(),
+            (0..10_000).sum::<u64>() - 7 - 8
+        );
+        for (_, v) in m.iter_mut() {
+            *v = 1;
+        }
+        assert_eq!(m.iter().count(), 9_999);
+        assert!(m.iter().all(|(_, v)| *v == 1));
     }
 }

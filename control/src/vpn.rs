@@ -28,6 +28,7 @@ use crate::bgp::wire::{
 };
 use crate::config::{parse_prefix, parse_rd, parse_route_target, Config, EncapKind};
 use crate::daemon::RouteSet;
+use crate::fxmap::ShardedMap;
 use dataplane::fib::{Fib, NexthopId, VrfId};
 use dataplane::wire::mpls::Label;
 use std::collections::HashMap;
@@ -81,10 +82,87 @@ struct Learned {
 /// one probe finds both and no other per-route map is needed.
 #[derive(Debug, Default)]
 struct Rib {
-    by_prefix: crate::fxmap::FxMap<Prefix, Entry>,
+    by_prefix: Prefixes,
     /// Peers by index (a path names its peer in 4 bytes, not 17).
     peers: Vec<IpAddr>,
     len: usize,
+}
+
+/// Entries by prefix, one map per family: an IPv4 prefix is keyed by 8
+/// bytes (address and length) where the general form takes 24.
+#[derive(Debug, Default)]
+struct Prefixes {
+    v4: ShardedMap<u64, Entry>,
+    v6: ShardedMap<([u8; 16], u8), Entry>,
+}
+
+impl Prefixes {
+    fn get(&self, p: &Prefix) -> Option<&Entry> {
+        match p.addr {
+            IpAddr::V4(a) => self.v4.get(&v4_key(a, p.len)),
+            IpAddr::V6(a) => self.v6.get(&(a.octets(), p.len)),
+        }
+    }
+
+    fn get_mut(&mut self, p: &Prefix) -> Option<&mut Entry> {
+        match p.addr {
+            IpAddr::V4(a) => self.v4.get_mut(&v4_key(a, p.len)),
+            IpAddr::V6(a) => self.v6.get_mut(&(a.octets(), p.len)),
+        }
+    }
+
+    fn get_or_default(&mut self, p: &Prefix) -> &mut Entry {
+        match p.addr {
+            IpAddr::V4(a) => self.v4.get_or_default(v4_key(a, p.len)),
+            IpAddr::V6(a) => self.v6.get_or_default((a.octets(), p.len)),
+        }
+    }
+
+    fn remove(&mut self, p: &Prefix) {
+        match p.addr {
+            IpAddr::V4(a) => self.v4.remove(&v4_key(a, p.len)),
+            IpAddr::V6(a) => self.v6.remove(&(a.octets(), p.len)),
+        };
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (Prefix, &Entry)> {
+        let v4 = self.v4.iter().map(|(k, e)| (v4_prefix(*k), e));
+        let v6 = self.v6.iter().map(|((a, len), e)| {
+            (
+                Prefix {
+                    addr: IpAddr::from(*a),
+                    len: *len,
+                },
+                e,
+            )
+        });
+        v4.chain(v6)
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (Prefix, &mut Entry)> {
+        let v4 = self.v4.iter_mut().map(|(k, e)| (v4_prefix(*k), e));
+        let v6 = self.v6.iter_mut().map(|((a, len), e)| {
+            (
+                Prefix {
+                    addr: IpAddr::from(*a),
+                    len: *len,
+                },
+                e,
+            )
+        });
+        v4.chain(v6)
+    }
+}
+
+fn v4_key(a: Ipv4Addr, len: u8) -> u64 {
+    (u64::from(u32::from(a)) << 8) | u64::from(len)
+}
+
+fn v4_prefix(k: u64) -> Prefix {
+    Prefix {
+        addr: IpAddr::V4(Ipv4Addr::from((k >> 8) as u32)),
+        len: k as u8,
+    }
 }
 
 /// A prefix's paths and installations.
@@ -193,7 +271,7 @@ impl Rib {
 
     /// Add or replace the path of (`l.peer`, `l.rd`); the replaced one.
     fn insert(&mut self, prefix: Prefix, l: Learned) -> Option<Learned> {
-        let e = self.by_prefix.entry(prefix).or_default();
+        let e = self.by_prefix.get_or_default(&prefix);
         if let Some(x) = e
             .paths
             .as_mut_slice()
@@ -225,19 +303,16 @@ impl Rib {
     }
 
     /// Every path: (prefix, path).
-    fn iter(&self) -> impl Iterator<Item = (&Prefix, &Learned)> {
+    fn iter(&self) -> impl Iterator<Item = (Prefix, &Learned)> {
         self.by_prefix
             .iter()
             .flat_map(|(prefix, e)| e.paths.as_slice().iter().map(move |l| (prefix, l)))
     }
 
-    fn iter_mut(&mut self) -> impl Iterator<Item = (&Prefix, &mut Learned)> {
-        self.by_prefix.iter_mut().flat_map(|(prefix, e)| {
-            e.paths
-                .as_mut_slice()
-                .iter_mut()
-                .map(move |l| (&*prefix, l))
-        })
+    fn iter_mut(&mut self) -> impl Iterator<Item = (Prefix, &mut Learned)> {
+        self.by_prefix
+            .iter_mut()
+            .flat_map(|(prefix, e)| e.paths.as_mut_slice().iter_mut().map(move |l| (prefix, l)))
     }
 
     /// The paths for one prefix.
@@ -493,7 +568,7 @@ impl Vpn {
                 l.stale = true;
                 kept += 1;
             } else {
-                gone.push((*prefix, l.rd));
+                gone.push((prefix, l.rd));
             }
         }
         let n = gone.len();
@@ -521,7 +596,7 @@ impl Vpn {
                     && l.stale
                     && family.is_none_or(|f| (f == Afi::IPV4) == prefix.addr.is_ipv4())
             })
-            .map(|(prefix, l)| (*prefix, l.rd))
+            .map(|(prefix, l)| (prefix, l.rd))
             .collect();
         let n = gone.len();
         self.remove_all(peer, gone, routes, fib);
@@ -689,7 +764,7 @@ impl Vpn {
             .map(|(prefix, l)| (prefix, self.learned.peer_addr(l.peer), l))
             .collect();
         // In prefix, then peer and RD order.
-        rows.sort_unstable_by(|a, b| (a.0, a.1, a.2.rd).cmp(&(b.0, b.1, b.2.rd)));
+        rows.sort_unstable_by_key(|a| (a.0, a.1, a.2.rd));
         rows.into_iter()
             .map(|(prefix, peer, l)| {
                 let rd = l.rd;
@@ -697,7 +772,7 @@ impl Vpn {
                 let mut vrfs: Vec<u32> = self
                     .learned
                     .by_prefix
-                    .get(prefix)
+                    .get(&prefix)
                     .map(|e| {
                         e.installed
                             .as_slice()
@@ -903,7 +978,7 @@ impl Vpn {
                 .learned
                 .iter()
                 .filter(|(_, l)| l.peer == i)
-                .map(|(prefix, l)| (*prefix, l.rd))
+                .map(|(prefix, l)| (prefix, l.rd))
                 .collect(),
             None => Vec::new(),
         };
