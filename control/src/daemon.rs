@@ -327,7 +327,10 @@ impl RouteSet {
                         return Ok(old);
                     }
                 }
-                let id = self.ensure_nexthop(fib, &key, me, &at())?;
+                let id = match self.nexthops.get(&key) {
+                    Some(n) => n.id,
+                    None => self.ensure_nexthop(fib, &key, me, &at())?,
+                };
                 *self.refs.entry(key.clone()).or_default() += 1;
                 *self.bgp_refs.entry(key).or_default() += 1;
                 Some(id)
