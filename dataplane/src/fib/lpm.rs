@@ -611,35 +611,116 @@ impl Drop for LpmShared {
     }
 }
 
+/// The writer's shadow of one chunk: 24 bytes, for there is one per chunk
+/// and a VRF's scattered routes each get a chunk of their own.
 #[derive(Default)]
 struct ChunkW {
     routes: ChunkRoutes,
-    kids: Kids,
     published: usize,
+    /// Children and rank in the parent (IPv6 only).
+    sub: Option<Box<Sub>>,
+}
+
+#[derive(Default)]
+struct Sub {
+    kids: BTreeMap<u16, ChunkW>,
     rank: u32,
+}
+
+impl ChunkW {
+    fn kids_remove(&mut self, k: &u16) -> Option<ChunkW> {
+        self.sub.as_mut()?.kids.remove(k)
+    }
+    fn kids_insert(&mut self, k: u16, v: ChunkW) {
+        self.sub
+            .get_or_insert_with(Default::default)
+            .kids
+            .insert(k, v);
+    }
+    fn kids_is_empty(&self) -> bool {
+        self.sub.as_ref().is_none_or(|s| s.kids.is_empty())
+    }
+    fn kids(&self) -> impl Iterator<Item = &ChunkW> {
+        self.sub.iter().flat_map(|s| s.kids.values())
+    }
+    fn kids_mut(&mut self) -> impl Iterator<Item = (&u16, &mut ChunkW)> {
+        self.sub.iter_mut().flat_map(|s| s.kids.iter_mut())
+    }
+    fn rank(&self) -> u32 {
+        self.sub.as_ref().map_or(0, |s| s.rank)
+    }
+    fn set_rank(&mut self, r: u32) {
+        if r != self.rank() {
+            self.sub.get_or_insert_with(Default::default).rank = r;
+        }
+    }
 }
 
 /// A chunk route: ((start, length) inside the chunk, nexthop).
 type ChunkEntry = ((u16, u8), u32);
 
-/// A chunk's own routes, sorted by (start, length). Most chunks hold one
-/// (a VRF's scattered /24s), kept inline; more go to a sorted vector, a
-/// few bytes per route where a B-tree costs a node per chunk.
-#[derive(Default)]
-#[allow(clippy::box_collection)]
+/// A chunk's own routes, sorted by (start, length), in 8 bytes. Most
+/// chunks hold one (a VRF's scattered /24s), kept inline (start, length,
+/// nexthop as bytes); more go to a sorted list in the table's list slab
+/// ([`Lists`]), a few bytes per route where a B-tree costs a node per chunk.
+#[derive(Default, Clone, Copy)]
 enum ChunkRoutes {
     #[default]
     None,
-    One(ChunkEntry),
-    Many(Box<Vec<ChunkEntry>>),
+    One([u8; 7]),
+    Many(u32),
+}
+
+fn pack(e: ChunkEntry) -> [u8; 7] {
+    let ((start, len), nh) = e;
+    let [s0, s1] = start.to_le_bytes();
+    let [n0, n1, n2, n3] = nh.to_le_bytes();
+    [s0, s1, len, n0, n1, n2, n3]
+}
+
+fn unpack(b: [u8; 7]) -> ChunkEntry {
+    (
+        (u16::from_le_bytes([b[0], b[1]]), b[2]),
+        u32::from_le_bytes([b[3], b[4], b[5], b[6]]),
+    )
+}
+
+/// Route lists of chunks with several routes, by index; freed slots are
+/// reused.
+#[derive(Default)]
+struct Lists {
+    lists: Vec<Vec<ChunkEntry>>,
+    free: Vec<u32>,
+}
+
+impl Lists {
+    fn add(&mut self, v: Vec<ChunkEntry>) -> u32 {
+        match self.free.pop() {
+            Some(i) => {
+                self.lists[i as usize] = v;
+                i
+            }
+            None => {
+                self.lists.push(v);
+                (self.lists.len() - 1) as u32
+            }
+        }
+    }
+
+    fn take(&mut self, i: u32) -> Vec<ChunkEntry> {
+        self.free.push(i);
+        std::mem::take(&mut self.lists[i as usize])
+    }
 }
 
 impl ChunkRoutes {
-    fn as_slice(&self) -> &[ChunkEntry] {
+    /// The routes, into `out` (cleared first).
+    fn collect(&self, lists: &Lists, out: &mut Vec<ChunkEntry>) {
+        out.clear();
         match self {
-            ChunkRoutes::None => &[],
-            ChunkRoutes::One(e) => std::slice::from_ref(e),
-            ChunkRoutes::Many(v) => v,
+            ChunkRoutes::None => {}
+            ChunkRoutes::One(b) => out.push(unpack(*b)),
+            ChunkRoutes::Many(i) => out.extend_from_slice(&lists.lists[*i as usize]),
         }
     }
 
@@ -648,80 +729,57 @@ impl ChunkRoutes {
     }
 
     /// Set (Some) or remove (None) the route at `key`; the old nexthop.
-    fn set(&mut self, key: (u16, u8), v: Option<u32>) -> Option<u32> {
-        match (std::mem::take(self), v) {
+    fn set(&mut self, lists: &mut Lists, key: (u16, u8), v: Option<u32>) -> Option<u32> {
+        match (*self, v) {
             (ChunkRoutes::None, None) => None,
             (ChunkRoutes::None, Some(nh)) => {
-                *self = ChunkRoutes::One((key, nh));
+                *self = ChunkRoutes::One(pack((key, nh)));
                 None
             }
-            (ChunkRoutes::One(e), Some(nh)) if e.0 == key => {
-                *self = ChunkRoutes::One((key, nh));
-                Some(e.1)
-            }
-            (ChunkRoutes::One(e), None) if e.0 == key => Some(e.1),
-            (ChunkRoutes::One(e), None) => {
-                *self = ChunkRoutes::One(e);
-                None
-            }
-            (ChunkRoutes::One(e), Some(nh)) => {
-                let mut v = Vec::with_capacity(2);
-                if e.0 < key {
-                    v.extend([e, (key, nh)]);
-                } else {
-                    v.extend([(key, nh), e]);
-                }
-                *self = ChunkRoutes::Many(Box::new(v));
-                None
-            }
-            (ChunkRoutes::Many(mut list), v) => {
-                let old = match (list.binary_search_by_key(&key, |r| r.0), v) {
-                    (Ok(i), Some(nh)) => Some(std::mem::replace(&mut list[i].1, nh)),
-                    (Err(i), Some(nh)) => {
-                        list.insert(i, (key, nh));
+            (ChunkRoutes::One(b), v) => {
+                let e = unpack(b);
+                match v {
+                    Some(nh) if e.0 == key => {
+                        *self = ChunkRoutes::One(pack((key, nh)));
+                        Some(e.1)
+                    }
+                    None if e.0 == key => {
+                        *self = ChunkRoutes::None;
+                        Some(e.1)
+                    }
+                    None => None,
+                    Some(nh) => {
+                        let list = if e.0 < key {
+                            vec![e, (key, nh)]
+                        } else {
+                            vec![(key, nh), e]
+                        };
+                        *self = ChunkRoutes::Many(lists.add(list));
                         None
                     }
-                    (Ok(i), None) => Some(list.remove(i).1),
+                }
+            }
+            (ChunkRoutes::Many(i), v) => {
+                let list = &mut lists.lists[i as usize];
+                let old = match (list.binary_search_by_key(&key, |r| r.0), v) {
+                    (Ok(j), Some(nh)) => Some(std::mem::replace(&mut list[j].1, nh)),
+                    (Err(j), Some(nh)) => {
+                        list.insert(j, (key, nh));
+                        None
+                    }
+                    (Ok(j), None) => Some(list.remove(j).1),
                     (Err(_), None) => None,
                 };
-                *self = match list.len() {
-                    0 => ChunkRoutes::None,
-                    1 => ChunkRoutes::One(list[0]),
-                    _ => ChunkRoutes::Many(list),
-                };
+                if list.len() <= 1 {
+                    let mut list = lists.take(i);
+                    *self = match list.pop() {
+                        Some(e) => ChunkRoutes::One(pack(e)),
+                        None => ChunkRoutes::None,
+                    };
+                }
                 old
             }
         }
-    }
-}
-
-/// A chunk's children (IPv6 only): boxed, so an IPv4 chunk's shadow pays
-/// one word for them instead of an empty map's three (there is one shadow
-/// per chunk, a million of them in a full table).
-#[derive(Default)]
-#[allow(clippy::box_collection)]
-struct Kids(Option<Box<BTreeMap<u16, ChunkW>>>);
-
-impl Kids {
-    fn remove(&mut self, k: &u16) -> Option<ChunkW> {
-        let m = self.0.as_mut()?;
-        let v = m.remove(k);
-        if m.is_empty() {
-            self.0 = None;
-        }
-        v
-    }
-    fn insert(&mut self, k: u16, v: ChunkW) {
-        self.0.get_or_insert_with(Default::default).insert(k, v);
-    }
-    fn is_empty(&self) -> bool {
-        self.0.is_none()
-    }
-    fn values(&self) -> impl Iterator<Item = &ChunkW> {
-        self.0.iter().flat_map(|m| m.values())
-    }
-    fn iter_mut(&mut self) -> impl Iterator<Item = (&u16, &mut ChunkW)> {
-        self.0.iter_mut().flat_map(|m| m.iter_mut())
     }
 }
 
@@ -744,6 +802,9 @@ pub struct Lpm {
     retire: Vec<usize>,
     kid_defaults: Vec<u32>,
     scratch: Vec<ChunkRoute>,
+    /// Route lists of chunks with several routes.
+    lists: Lists,
+    entries: Vec<ChunkEntry>,
 }
 
 // SAFETY: the raw pointers in `ChunkW` and `retire` are owned by this writer
@@ -792,6 +853,8 @@ impl Lpm {
             retire: Vec::new(),
             kid_defaults: Vec::new(),
             scratch: Vec::new(),
+            lists: Lists::default(),
+            entries: Vec::new(),
         }
     }
 
@@ -1236,13 +1299,13 @@ impl Lpm {
         if len <= start + w {
             let lw = len - start;
             let key = ((k & top_mask(lw, w)) as u16, lw as u8);
-            old = cw.routes.set(key, v);
+            old = cw.routes.set(&mut self.lists, key, v);
             if old == v {
                 return (old, Change::Unchanged);
             }
         } else {
             let k = k as u16;
-            let mut kid = match cw.kids.remove(&k) {
+            let mut kid = match cw.kids_remove(&k) {
                 Some(kid) => kid,
                 None if v.is_none() => return (None, Change::Unchanged),
                 None => ChunkW::default(),
@@ -1251,20 +1314,20 @@ impl Lpm {
             old = o;
             match ch {
                 Change::Unchanged => {
-                    cw.kids.insert(k, kid);
+                    cw.kids_insert(k, kid);
                     return (old, Change::Unchanged);
                 }
                 Change::Published { new, fresh: false } => {
                     // SAFETY: `cw.published` is live: the writer owns it.
                     let d = unsafe { chunk(cw.published) };
-                    let (slot, _) = poptrie::kid(d, kid.rank as usize)
+                    let (slot, _) = poptrie::kid(d, kid.rank() as usize)
                         .expect("published parent lists its kids");
                     slot.store(new as u64, Ordering::Release);
-                    cw.kids.insert(k, kid);
+                    cw.kids_insert(k, kid);
                     return (old, Change::Unchanged);
                 }
                 Change::Published { fresh: true, .. } => {
-                    cw.kids.insert(k, kid);
+                    cw.kids_insert(k, kid);
                 }
                 Change::Removed => {}
             }
@@ -1272,23 +1335,22 @@ impl Lpm {
         if cw.published != 0 {
             self.retire.push(cw.published);
         }
-        if cw.routes.is_empty() && cw.kids.is_empty() {
+        if cw.routes.is_empty() && cw.kids_is_empty() {
             cw.published = 0;
             return (old, Change::Removed);
         }
+        cw.routes.collect(&self.lists, &mut self.entries);
         self.scratch.clear();
         self.scratch.extend(
-            cw.routes
-                .as_slice()
+            self.entries
                 .iter()
                 .map(|&((start, len), value)| ChunkRoute { start, len, value }),
         );
         let kids: Vec<(u16, u64)> = cw
-            .kids
-            .iter_mut()
+            .kids_mut()
             .enumerate()
             .map(|(i, (k, kid))| {
-                kid.rank = i as u32;
+                kid.set_rank(i as u32);
                 (*k, kid.published as u64)
             })
             .collect();
@@ -1320,7 +1382,7 @@ impl Lpm {
             st.chunks += 1;
             st.nodes += n;
             st.leaves += l;
-            for k in cw.kids.values() {
+            for k in cw.kids() {
                 walk(k, st);
             }
         }
@@ -1341,7 +1403,7 @@ impl Lpm {
         fn walk(cw: &ChunkW) -> usize {
             // SAFETY: the writer owns the published chunk.
             let d = unsafe { chunk(cw.published) };
-            d.len() * 8 + cw.kids.values().map(walk).sum::<usize>()
+            d.len() * 8 + cw.kids().map(walk).sum::<usize>()
         }
         let segs = (0..256).filter(|a| self.segment(*a).is_some()).count();
         256 * 8
