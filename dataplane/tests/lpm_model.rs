@@ -58,7 +58,13 @@ fn ops(bits: u32) -> impl Strategy<Value = Vec<Op>> {
     let op = (
         addr(bits),
         prop::sample::select(lens),
-        0u32..8,
+        // Mostly few nexthops (routes shadow each other), some around and
+        // beyond the largest an inline (solo) slot word holds.
+        prop_oneof![
+            6 => 0u32..8,
+            1 => 4_194_300u32..4_194_310,
+            1 => Just(1u32 << 30),
+        ],
         any::<bool>(),
     )
         .prop_map(move |(a, l, nh, ins)| {
@@ -203,6 +209,77 @@ fn a_default_route_in_a_small_table_costs_no_segment() {
     assert_eq!(t.lookup_v4(0x0a00_0005), 8);
     assert_eq!(t.lookup_v4(0x0a00_0105), 7);
     assert!(t.fib_bytes() < 16 * 1024, "{}", t.fib_bytes());
+}
+
+/// An IPv4 block (/18) whose only longer route fits its slot word holds it
+/// there, with the block's default, instead of in a chunk; it gets a chunk
+/// when a second route arrives or a nexthop does not fit, and the word
+/// follows its default. Checked in a sparse /8 and in a dense one.
+#[test]
+fn a_block_with_one_long_route_holds_it_in_its_slot_word() {
+    for dense in [false, true] {
+        let d = Domain::new();
+        let mut t = Lpm::new_v4(&d);
+        if dense {
+            // Routes in 200 blocks of 10/8 make its segment dense.
+            for i in 0..200u32 {
+                t.insert_v4(0x0a80_0000 | (i << 14), 24, 100 + i)
+                    .expect("filler");
+            }
+            assert_eq!(t.stats().segments, 1, "{:?}", t.stats());
+        }
+        let solos = |t: &Lpm| t.stats().solos - if dense { 200 } else { 0 };
+        t.insert_v4(0x0a01_0200, 24, 5).expect("route");
+        assert_eq!((solos(&t), t.stats().chunks), (1, 0), "{:?}", t.stats());
+        assert_eq!(t.lookup_v4(0x0a01_0209), 5);
+        assert_eq!(t.lookup_v4(0x0a01_0309), NO_ROUTE);
+        // A covering route becomes the word's default, and goes again.
+        t.insert_v4(0x0a00_0000, 8, 7).expect("cover");
+        assert_eq!(t.lookup_v4(0x0a01_0309), 7);
+        assert_eq!(t.lookup_v4(0x0a01_0209), 5);
+        t.insert_v4(0x0a01_0000, 16, 8).expect("cover");
+        assert_eq!(t.lookup_v4(0x0a01_0309), 8);
+        t.remove_v4(0x0a01_0000, 16).expect("uncover");
+        assert_eq!(t.lookup_v4(0x0a01_0309), 7);
+        // A second route in the block: a chunk; gone again: the word.
+        t.insert_v4(0x0a01_0280, 25, 9).expect("more specific");
+        assert_eq!((solos(&t), t.stats().chunks), (0, 1), "{:?}", t.stats());
+        assert_eq!(t.lookup_v4(0x0a01_0281), 9);
+        assert_eq!(t.lookup_v4(0x0a01_0201), 5);
+        t.remove_v4(0x0a01_0280, 25).expect("remove");
+        assert_eq!((solos(&t), t.stats().chunks), (1, 0), "{:?}", t.stats());
+        assert_eq!(t.lookup_v4(0x0a01_0281), 5);
+        // A default whose nexthop does not fit the word: a chunk.
+        t.insert_v4(0x0a01_0000, 16, 1 << 30).expect("big cover");
+        assert_eq!((solos(&t), t.stats().chunks), (0, 1), "{:?}", t.stats());
+        assert_eq!(t.lookup_v4(0x0a01_0309), 1 << 30);
+        assert_eq!(t.lookup_v4(0x0a01_0209), 5);
+        t.remove_v4(0x0a01_0000, 16).expect("uncover");
+        assert_eq!((solos(&t), t.stats().chunks), (1, 0), "{:?}", t.stats());
+        assert_eq!(t.lookup_v4(0x0a01_0309), 7);
+        // A route whose nexthop does not fit: a chunk.
+        t.insert_v4(0x0a01_0200, 24, (1 << 22) - 1)
+            .expect("big route");
+        assert_eq!((solos(&t), t.stats().chunks), (0, 1), "{:?}", t.stats());
+        assert_eq!(t.lookup_v4(0x0a01_0209), (1 << 22) - 1);
+        t.insert_v4(0x0a01_0200, 24, 5).expect("route");
+        assert_eq!((solos(&t), t.stats().chunks), (1, 0), "{:?}", t.stats());
+        // The batch lookup reads the words alike.
+        let keys = [0x0a01_0209u32, 0x0a01_0309, 0x0b00_0000];
+        let mut out = [0u32; 3];
+        let mut reader = d.register();
+        {
+            let g = reader.guard();
+            t.shared().lookup_v4_batch(&g, &keys, &mut out);
+        }
+        assert_eq!(out, [5, 7, NO_ROUTE]);
+        t.remove_v4(0x0a01_0200, 24).expect("remove");
+        assert_eq!(solos(&t), 0);
+        assert_eq!(t.lookup_v4(0x0a01_0209), 7);
+        drop(reader);
+        drop(t);
+        d.synchronize();
+    }
 }
 
 /// A /8 whose blocks form few runs gets a sparse segment; it turns dense

@@ -4,8 +4,8 @@
 //!
 //! ```text
 //!  root[256]     bits 0..8   ─▶ leaf(nexthop) | Segment | Sparse
-//!  Segment[1024] bits 8..18  ─▶ leaf(nexthop) | chunk        (+ per-slot default)
-//!  Sparse        bits 8..18  ─▶ runs of blocks: leaf(nexthop) | chunk
+//!  Segment[1024] bits 8..18  ─▶ leaf(nexthop) | chunk | solo (+ per-slot default)
+//!  Sparse        bits 8..18  ─▶ runs of blocks: leaf(nexthop) | chunk | solo
 //!  chunk         next 14 (IPv4) or 16 (IPv6) bits ─▶ nexthop | none | child i
 //!  child i       next 16 bits ─▶ chunk …                      (IPv6 only)
 //! ```
@@ -17,6 +17,11 @@
 //! chunk answers "none" where none of its own routes cover the key and the
 //! lookup falls back to the best covering route seen on the way down, so a
 //! change to a short route never rebuilds a chunk.
+//!
+//! An IPv4 block whose only longer route fits one word (nexthop and the
+//! block's default below 2^22 - 1) keeps it in its slot word, *solo*,
+//! with no chunk: a VRF's scattered /24s cost no chunk each, and their
+//! lookups one memory access less.
 //!
 //! A /8 whose 1024 blocks fall into at most [`SPARSE_MAX`] runs (a run:
 //! consecutive blocks with the same leaf, or one block with a chunk) gets a
@@ -76,6 +81,9 @@ pub struct LpmStats {
     pub nodes: usize,
     /// Leaves over all chunks.
     pub leaves: usize,
+    /// Blocks whose only long route is held in their slot word, without a
+    /// chunk.
+    pub solos: usize,
 }
 
 /// Largest nexthop id a table can hold.
@@ -121,6 +129,61 @@ pub const SPARSE_MAX: usize = 128;
 /// Tag of a root word pointing at a sparse segment (pointers are 8-aligned;
 /// leaves have bit 0 set).
 const SPARSE_TAG: usize = 2;
+
+/// Tag of a *solo* slot word: an IPv4 block whose only route longer than
+/// /18 is held in the word itself instead of a chunk of its own (a VRF's
+/// scattered /24s each fill a block alone). Bits 2–15: the route's start in
+/// the block's 14 bits; 16–19: its length beyond /18; 20–41: its nexthop;
+/// 42–63: the block's default (the best route of length ≤ 18 over it), or
+/// [`SOLO_NONE`]. A route or default whose nexthop does not fit gets a
+/// chunk.
+const SOLO_TAG: usize = 2;
+
+/// A solo word's "no default"; nexthops below it fit a solo word.
+const SOLO_NONE: u32 = (1 << 22) - 1;
+
+const _: () = assert!(usize::BITS == 64, "slot words hold 64 bits");
+
+/// The solo word for the route (start, length beyond /18, nexthop) over a
+/// block whose default is `default`, if they fit one.
+fn solo_word(start: u16, lw: u8, nh: u32, default: u32) -> Option<usize> {
+    if nh >= SOLO_NONE || lw == 0 || lw > 14 {
+        return None;
+    }
+    let d = match default {
+        NO_ROUTE => SOLO_NONE,
+        d if d < SOLO_NONE => d,
+        _ => return None,
+    };
+    Some(
+        SOLO_TAG
+            | (usize::from(start) & 0x3fff) << 2
+            | usize::from(lw) << 16
+            | (nh as usize) << 20
+            | (d as usize) << 42,
+    )
+}
+
+/// Look up the low 14 bits of an IPv4 address in solo word `w`.
+#[inline(always)]
+fn solo_lookup(w: usize, low14: u32) -> u32 {
+    let start = (w >> 2) & 0x3fff;
+    let lw = (w >> 16) & 0xf;
+    if ((low14 as usize ^ start) >> (14 - lw)) == 0 {
+        ((w >> 20) & SOLO_NONE as usize) as u32
+    } else {
+        match (w >> 42) as u32 {
+            SOLO_NONE => NO_ROUTE,
+            d => d,
+        }
+    }
+}
+
+/// True for a slot word that points at a chunk (not a leaf, not solo).
+#[inline(always)]
+fn is_chunk(w: usize) -> bool {
+    w & 3 == 0 && w != 0
+}
 
 /// A sparse segment, immutable once published: word 0 holds the number of
 /// runs n (the first starts at block 0), words 1..1+n their slot words
@@ -186,7 +249,7 @@ unsafe fn slot_of(r: usize, b: usize) -> usize {
 }
 
 /// Give block `b` the word `w` in a sorted run list (run 0 starts at block
-/// 0), splitting its run and merging runs that end up equal.
+/// 0), splitting its run and merging leaf runs that end up equal.
 fn set_run(runs: &mut Vec<(u16, usize)>, b: u16, w: usize) {
     let i = runs.partition_point(|(s, _)| *s <= b).saturating_sub(1);
     let Some(&(s, old)) = runs.get(i) else {
@@ -206,7 +269,9 @@ fn set_run(runs: &mut Vec<(u16, usize)>, b: u16, w: usize) {
         with.push((b + 1, old));
     }
     runs.splice(i..=i, with);
-    runs.dedup_by(|next, prev| next.1 == prev.1);
+    // Only leaves merge: a run of a chunk or solo word is its one block
+    // (two blocks may hold equal solo words, each its own route).
+    runs.dedup_by(|next, prev| next.1 == prev.1 && next.1 & 1 == 1);
 }
 
 /// Free a sparse segment (not the chunks it lists).
@@ -320,7 +385,7 @@ impl LpmShared {
                 // SAFETY: see `lookup_v4_trusted`.
                 let s =
                     unsafe { sparse_slot(r & !SPARSE_TAG, ((ip >> 14) as usize) & (SEG_LEN - 1)) };
-                if s & 1 == 0 {
+                if s & 3 == 0 {
                     prefetch(s as *const u8);
                     prefetch((s + 64) as *const u8);
                 }
@@ -339,7 +404,7 @@ impl LpmShared {
             if at != 0 {
                 // SAFETY: `at` is a slot of a live segment (stage A).
                 let s = unsafe { &*(at as *const AtomicUsize) }.load(Ordering::Acquire);
-                if s & 1 == 0 {
+                if s & 3 == 0 {
                     prefetch(s as *const u8);
                     prefetch((s + 64) as *const u8);
                     prefetch((s + 128) as *const u8);
@@ -363,6 +428,8 @@ impl LpmShared {
             let w = word[i % RING];
             *o = if w & 1 == 1 {
                 (w >> 1) as u32
+            } else if w & SOLO_TAG != 0 {
+                solo_lookup(w, ips[i] & 0x3fff)
             } else {
                 let ip = ips[i];
                 // SAFETY: `w` is a chunk published in a live segment's slot.
@@ -398,7 +465,7 @@ impl LpmShared {
         }
         // SAFETY: see `lookup_v4_trusted`.
         let s = unsafe { slot_of(r, ((ip >> 14) as usize) & (SEG_LEN - 1)) };
-        if s & 1 == 0 {
+        if s & 3 == 0 {
             prefetch(s as *const u8);
             prefetch((s + 64) as *const u8);
             prefetch((s + 128) as *const u8);
@@ -419,6 +486,9 @@ impl LpmShared {
         let s = unsafe { slot_of(r, ((ip >> 14) as usize) & (SEG_LEN - 1)) };
         if s & 1 == 1 {
             return (s >> 1) as u32;
+        }
+        if s & SOLO_TAG != 0 {
+            return solo_lookup(s, ip & 0x3fff);
         }
         let first = s as *const AtomicU64;
         // SAFETY: as above, for a chunk published in a segment slot.
@@ -523,7 +593,7 @@ impl LpmShared {
             if at != 0 {
                 // SAFETY: `at` is a slot of a live segment (stage A).
                 let s = unsafe { &*(at as *const AtomicUsize) }.load(Ordering::Acquire);
-                if s & 1 == 0 {
+                if s & 3 == 0 {
                     prefetch(s as *const u8);
                     prefetch((s + 64) as *const u8);
                     prefetch((s + 128) as *const u8);
@@ -590,7 +660,7 @@ impl Drop for LpmShared {
                     let n = *(p as *const usize);
                     for i in 0..n {
                         let c = *(p as *const usize).add(1 + i);
-                        if c & 1 == 0 {
+                        if is_chunk(c) {
                             free_tree(c);
                         }
                     }
@@ -602,7 +672,7 @@ impl Drop for LpmShared {
             let seg = unsafe { Box::from_raw(r as *mut Segment) };
             for s in seg.slots.iter() {
                 let s = s.load(Ordering::Acquire);
-                if s & 1 == 0 {
+                if is_chunk(s) {
                     // SAFETY: reachable from this segment only.
                     unsafe { free_tree(s) };
                 }
@@ -1028,7 +1098,16 @@ impl Lpm {
     /// The runs of /8 `a` in sparse form: where the word changes (route
     /// ranges of length 9–18, chunk blocks) and the word from there on.
     fn sparse_runs(&self, a: usize) -> Vec<(u16, usize)> {
-        let chunks: BTreeMap<u16, usize> = self.sparse_chunks(a).into_iter().collect();
+        // The blocks' words as the writer holds them now (a solo word
+        // changes with its block's default before it is republished).
+        let chunks: BTreeMap<u16, usize> = self
+            .sparse_chunks(a)
+            .into_iter()
+            .map(|(b, w)| {
+                let blk = ((a << SEG_BITS) | usize::from(b)) as u32;
+                (b, self.blocks.get(&blk).map_or(w, |cw| cw.published))
+            })
+            .collect();
         let mut points = std::collections::BTreeSet::from([0u16]);
         if let Some(m) = self.mids.get(&(a as u32)) {
             for (key, len) in m {
@@ -1053,7 +1132,7 @@ impl Lpm {
                 Some(c) => *c,
                 None => leaf(self.best_le(blk, TOP_BITS)),
             };
-            if runs.last().is_none_or(|(_, lw)| *lw != w) {
+            if w & 1 == 0 || runs.last().is_none_or(|(_, lw)| *lw != w) {
                 runs.push((p, w));
             }
         }
@@ -1123,16 +1202,52 @@ impl Lpm {
         self.publish_runs(a, &runs);
     }
 
-    fn refresh_slot(&self, seg: &Segment, blk: u32) {
+    /// Bring block `blk`'s slot in dense /8 `a` up to date with the best
+    /// route of length ≤ 18 over it.
+    fn refresh_slot(&mut self, a: usize, blk: u32) {
         let b = blk as usize & (SEG_LEN - 1);
         let d = self.best_le(blk, TOP_BITS);
-        let s = seg.slots[b].load(Ordering::Acquire);
-        if s & 1 == 1 {
-            seg.slots[b].store(leaf(d), Ordering::Release);
+        let Some(s) = self
+            .segment(a)
+            .map(|seg| seg.slots[b].load(Ordering::Acquire))
+        else {
+            return;
+        };
+        let new = if s & 1 == 1 {
+            leaf(d)
         } else {
-            // SAFETY: the writer owns the published chunk.
-            poptrie::set_default(unsafe { chunk(s) }, d);
+            self.block_default(blk, s)
+        };
+        if new != s {
+            if let Some(seg) = self.segment(a) {
+                seg.slots[b].store(new, Ordering::Release);
+            }
         }
+    }
+
+    /// Give the chunk word `w` of block `blk` its block's current default:
+    /// a chunk of several routes in place; a single route's word is built
+    /// again (solo if the default fits one, else a chunk). Returns the
+    /// block's word.
+    fn block_default(&mut self, blk: u32, w: usize) -> usize {
+        // A chunk of one IPv4 route is rebuilt, to become a solo word again
+        // if the new default lets it.
+        let single = self.max_len == 32
+            && self
+                .blocks
+                .get(&blk)
+                .is_some_and(|cw| matches!(cw.routes, ChunkRoutes::One(_)) && cw.kids_is_empty());
+        if is_chunk(w) && !single {
+            // SAFETY: the writer owns the published chunk.
+            poptrie::set_default(unsafe { chunk(w) }, self.best_le(blk, TOP_BITS));
+            return w;
+        }
+        let Some(mut cw) = self.blocks.remove(&blk) else {
+            return w;
+        };
+        let new = self.build_word(&mut cw, TOP_BITS, u128::from(blk) << (128 - TOP_BITS));
+        self.blocks.insert(blk, cw);
+        new
     }
 
     /// Give /8 `a` a dense segment holding `chunks` (block, chunk),
@@ -1196,16 +1311,15 @@ impl Lpm {
         if len <= 8 {
             let a0 = (key >> SEG_BITS) as usize;
             for a in a0..a0 + (1usize << (8 - len)) {
-                if let Some(seg) = self.segment(a) {
+                if self.segment(a).is_some() {
                     for b in 0..SEG_LEN {
-                        self.refresh_slot(seg, ((a << SEG_BITS) | b) as u32);
+                        self.refresh_slot(a, ((a << SEG_BITS) | b) as u32);
                     }
                 } else if self.sparse(a).is_some() {
                     // The listed chunks' covering value, then the default.
                     for (b, w) in self.sparse_chunks(a) {
                         let blk = ((a << SEG_BITS) | usize::from(b)) as u32;
-                        // SAFETY: the writer owns the published chunk.
-                        poptrie::set_default(unsafe { chunk(w) }, self.best_le(blk, TOP_BITS));
+                        self.block_default(blk, w);
                     }
                     self.publish_sparse(a);
                 } else {
@@ -1227,9 +1341,9 @@ impl Lpm {
                     m.remove(&(key, len));
                 }
             }
-            if let Some(seg) = self.segment(a) {
+            if self.segment(a).is_some() {
                 for blk in key..key + span {
-                    self.refresh_slot(seg, blk);
+                    self.refresh_slot(a, blk);
                 }
             } else if self.sparse(a).is_some() {
                 // The covered chunks' covering value, then the runs.
@@ -1238,8 +1352,7 @@ impl Lpm {
                 for (b, w) in self.sparse_chunks(a) {
                     if (lo..hi).contains(&usize::from(b)) {
                         let blk = ((a << SEG_BITS) | usize::from(b)) as u32;
-                        // SAFETY: the writer owns the published chunk.
-                        poptrie::set_default(unsafe { chunk(w) }, self.best_le(blk, TOP_BITS));
+                        self.block_default(blk, w);
                     }
                 }
                 self.publish_sparse(a);
@@ -1332,28 +1445,24 @@ impl Lpm {
                 Change::Removed => {}
             }
         }
-        if cw.published != 0 {
-            self.retire.push(cw.published);
-        }
         if cw.routes.is_empty() && cw.kids_is_empty() {
+            if is_chunk(cw.published) {
+                self.retire.push(cw.published);
+            }
             cw.published = 0;
             return (old, Change::Removed);
         }
-        cw.routes.collect(&self.lists, &mut self.entries);
-        self.scratch.clear();
-        self.scratch.extend(
-            self.entries
-                .iter()
-                .map(|&((start, len), value)| ChunkRoute { start, len, value }),
-        );
-        let kids: Vec<(u16, u64)> = cw
-            .kids_mut()
-            .enumerate()
-            .map(|(i, (k, kid))| {
-                kid.set_rank(i as u32);
-                (*k, kid.published as u64)
-            })
-            .collect();
+        let fresh = cw.published == 0;
+        let new = self.build_word(cw, start, p);
+        (old, Change::Published { new, fresh })
+    }
+
+    /// Publish chunk `cw` (covering bits from `start` of `p`) afresh,
+    /// retiring its old chunk: a solo word for an IPv4 block whose only
+    /// route fits one, else a poptrie chunk. Returns the new word (also
+    /// kept in `cw.published`).
+    fn build_word(&mut self, cw: &mut ChunkW, start: u32, p: u128) -> usize {
+        let old = cw.published;
         // A first-level chunk carries the best route of length ≤ 18 over
         // its block; deeper chunks get theirs from their parent's child slot.
         let default = if start == TOP_BITS {
@@ -1361,21 +1470,53 @@ impl Lpm {
         } else {
             NO_ROUTE
         };
-        let words = poptrie::build(w, &self.scratch, &kids, &mut self.kid_defaults, default);
-        let fresh = cw.published == 0;
-        cw.published = Box::into_raw(words) as *mut AtomicU64 as usize;
-        (
-            old,
-            Change::Published {
-                new: cw.published,
-                fresh,
-            },
-        )
+        let solo = match cw.routes {
+            ChunkRoutes::One(b)
+                if start == TOP_BITS && self.max_len == 32 && cw.kids_is_empty() =>
+            {
+                let ((s, lw), nh) = unpack(b);
+                solo_word(s, lw, nh, default)
+            }
+            _ => None,
+        };
+        let new = match solo {
+            Some(w) => w,
+            None => {
+                let w = width(start, u32::from(self.max_len));
+                cw.routes.collect(&self.lists, &mut self.entries);
+                self.scratch.clear();
+                self.scratch.extend(
+                    self.entries
+                        .iter()
+                        .map(|&((start, len), value)| ChunkRoute { start, len, value }),
+                );
+                let kids: Vec<(u16, u64)> = cw
+                    .kids_mut()
+                    .enumerate()
+                    .map(|(i, (k, kid))| {
+                        kid.set_rank(i as u32);
+                        (*k, kid.published as u64)
+                    })
+                    .collect();
+                let words =
+                    poptrie::build(w, &self.scratch, &kids, &mut self.kid_defaults, default);
+                Box::into_raw(words) as *mut AtomicU64 as usize
+            }
+        };
+        if is_chunk(old) {
+            self.retire.push(old);
+        }
+        cw.published = new;
+        new
     }
 
     /// Counts of the readers' structure, for sizing and benchmarks.
     pub fn stats(&self) -> LpmStats {
         fn walk(cw: &ChunkW, st: &mut LpmStats) {
+            if !is_chunk(cw.published) {
+                st.solos += 1;
+                return;
+            }
             // SAFETY: the writer owns the published chunk.
             let d = unsafe { chunk(cw.published) };
             let (n, l) = poptrie::counts(d);
@@ -1401,6 +1542,9 @@ impl Lpm {
     /// not included).
     pub fn fib_bytes(&self) -> usize {
         fn walk(cw: &ChunkW) -> usize {
+            if !is_chunk(cw.published) {
+                return 0;
+            }
             // SAFETY: the writer owns the published chunk.
             let d = unsafe { chunk(cw.published) };
             d.len() * 8 + cw.kids().map(walk).sum::<usize>()
