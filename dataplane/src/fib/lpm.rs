@@ -185,6 +185,12 @@ fn is_chunk(w: usize) -> bool {
     w & 3 == 0 && w != 0
 }
 
+/// True for a solo slot word.
+#[inline(always)]
+fn is_solo(w: usize) -> bool {
+    w & 3 == SOLO_TAG
+}
+
 /// A sparse segment, immutable once published: word 0 holds the number of
 /// runs n (the first starts at block 0), words 1..1+n their slot words
 /// (leaf or chunk), then the runs' first blocks as sorted u16s, four to a
@@ -698,6 +704,19 @@ struct Sub {
 }
 
 impl ChunkW {
+    /// The shadow of a block published as solo word `w`: the writer keeps
+    /// no shadow for those, the word holds the route.
+    fn from_solo(w: usize) -> ChunkW {
+        let start = ((w >> 2) & 0x3fff) as u16;
+        let lw = ((w >> 16) & 0xf) as u8;
+        let nh = ((w >> 20) & SOLO_NONE as usize) as u32;
+        ChunkW {
+            routes: ChunkRoutes::One(pack(((start, lw), nh))),
+            published: w,
+            sub: None,
+        }
+    }
+
     fn kids_remove(&mut self, k: &u16) -> Option<ChunkW> {
         self.sub.as_mut()?.kids.remove(k)
     }
@@ -874,6 +893,9 @@ pub struct Lpm {
     scratch: Vec<ChunkRoute>,
     /// Route lists of chunks with several routes.
     lists: Lists,
+    /// Solo words re-encoded for a new default, not yet republished in
+    /// their sparse segment (during one change).
+    pending: IntMap<u32, usize>,
     entries: Vec<ChunkEntry>,
 }
 
@@ -924,6 +946,7 @@ impl Lpm {
             kid_defaults: Vec::new(),
             scratch: Vec::new(),
             lists: Lists::default(),
+            pending: IntMap::default(),
             entries: Vec::new(),
         }
     }
@@ -1105,7 +1128,11 @@ impl Lpm {
             .into_iter()
             .map(|(b, w)| {
                 let blk = ((a << SEG_BITS) | usize::from(b)) as u32;
-                (b, self.blocks.get(&blk).map_or(w, |cw| cw.published))
+                let now = match self.pending.get(&blk) {
+                    Some(p) => *p,
+                    None => self.blocks.get(&blk).map_or(w, |cw| cw.published),
+                };
+                (b, now)
             })
             .collect();
         let mut points = std::collections::BTreeSet::from([0u16]);
@@ -1242,12 +1269,45 @@ impl Lpm {
             poptrie::set_default(unsafe { chunk(w) }, self.best_le(blk, TOP_BITS));
             return w;
         }
-        let Some(mut cw) = self.blocks.remove(&blk) else {
+        let Some(mut cw) = self.take_block(blk) else {
             return w;
         };
         let new = self.build_word(&mut cw, TOP_BITS, u128::from(blk) << (128 - TOP_BITS));
-        self.blocks.insert(blk, cw);
+        if is_solo(new) {
+            self.pending.insert(blk, new);
+        }
+        self.keep_block(blk, cw);
         new
+    }
+
+    /// The word block `blk`'s slot holds now (a leaf if its /8 has no
+    /// segment).
+    fn slot_word(&self, blk: u32) -> usize {
+        let a = (blk >> SEG_BITS) as usize;
+        let r = self.shared.root[a].load(Ordering::Acquire);
+        if r & 1 == 1 {
+            return r;
+        }
+        // SAFETY: the writer is the only one that frees segments.
+        unsafe { slot_of(r, blk as usize & (SEG_LEN - 1)) }
+    }
+
+    /// The writer's shadow of block `blk`'s chunk, taken out to change:
+    /// from the map, or rebuilt from the block's solo word.
+    fn take_block(&mut self, blk: u32) -> Option<ChunkW> {
+        if let Some(cw) = self.blocks.remove(&blk) {
+            return Some(cw);
+        }
+        let w = self.slot_word(blk);
+        (self.max_len == 32 && is_solo(w)).then(|| ChunkW::from_solo(w))
+    }
+
+    /// Put back block `blk`'s shadow: a solo block's word is its shadow, so
+    /// only chunks are kept.
+    fn keep_block(&mut self, blk: u32, cw: ChunkW) {
+        if is_chunk(cw.published) || cw.published == 0 {
+            self.blocks.insert(blk, cw);
+        }
     }
 
     /// Give /8 `a` a dense segment holding `chunks` (block, chunk),
@@ -1362,6 +1422,7 @@ impl Lpm {
                 self.drop_segment_if_unused(a);
             }
         }
+        self.pending.clear();
         old
     }
 
@@ -1369,7 +1430,7 @@ impl Lpm {
         let blk = (p >> (128 - TOP_BITS)) as u32;
         let a = (blk >> SEG_BITS) as usize;
         let b = blk as usize & (SEG_LEN - 1);
-        let mut cw = match self.blocks.remove(&blk) {
+        let mut cw = match self.take_block(blk) {
             Some(cw) => cw,
             None if v.is_none() => return None,
             None => ChunkW::default(),
@@ -1377,7 +1438,7 @@ impl Lpm {
         let (old, change) = self.apply(&mut cw, p, u32::from(len), TOP_BITS, v);
         match change {
             Change::Unchanged => {
-                self.blocks.insert(blk, cw);
+                self.keep_block(blk, cw);
             }
             Change::Published { new, fresh } => {
                 if fresh {
@@ -1386,7 +1447,7 @@ impl Lpm {
                 }
                 let _ = b;
                 self.set_slot(blk, Some(new));
-                self.blocks.insert(blk, cw);
+                self.keep_block(blk, cw);
             }
             Change::Removed => {
                 self.set_slot(blk, None);
@@ -1514,7 +1575,6 @@ impl Lpm {
     pub fn stats(&self) -> LpmStats {
         fn walk(cw: &ChunkW, st: &mut LpmStats) {
             if !is_chunk(cw.published) {
-                st.solos += 1;
                 return;
             }
             // SAFETY: the writer owns the published chunk.
@@ -1534,6 +1594,20 @@ impl Lpm {
         };
         for cw in self.blocks.values() {
             walk(cw, &mut st);
+        }
+        for a in 0..256 {
+            st.solos += match self.segment(a) {
+                Some(seg) => seg
+                    .slots
+                    .iter()
+                    .filter(|s| is_solo(s.load(Ordering::Acquire)))
+                    .count(),
+                None => self
+                    .published_runs(a)
+                    .iter()
+                    .filter(|(_, w)| is_solo(*w))
+                    .count(),
+            };
         }
         st
     }
