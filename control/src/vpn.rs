@@ -48,7 +48,7 @@ struct VrfVpn {
 
 /// The path attributes the VPN layer uses, shared by every route of one
 /// UPDATE.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct PathInfo {
     rts: Vec<[u8; 8]>,
     local_pref: u32,
@@ -63,17 +63,48 @@ struct PathInfo {
     cluster_len: u32,
 }
 
-/// One path of a prefix: a route learned from a peer under an RD.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Learned {
+/// What the paths of one UPDATE under one RD share: its path attributes,
+/// the RD and the peer that sent them. Paths name theirs by index, so a
+/// path takes 12 bytes.
+#[derive(Debug)]
+struct AttrSet {
     path: Arc<PathInfo>,
     rd: RouteDistinguisher,
-    label: u32,
-    pe: Ipv4Addr,
     /// The peer, as its index in the RIB's peer list.
     peer: u32,
-    /// Kept through the peer's graceful restart, not yet re-announced.
-    stale: bool,
+    /// Paths naming this set (0: the slot is free).
+    refs: u32,
+}
+
+/// One path of a prefix: a route learned from a peer under an RD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Learned {
+    /// Its [`AttrSet`].
+    set: u32,
+    /// The VPN label (20 bits), and in bit 31 whether the path is stale:
+    /// kept through the peer's graceful restart, not yet re-announced.
+    label: u32,
+    pe: Ipv4Addr,
+}
+
+const STALE: u32 = 1 << 31;
+
+impl Learned {
+    fn label(&self) -> u32 {
+        self.label & !STALE
+    }
+
+    fn stale(&self) -> bool {
+        self.label & STALE != 0
+    }
+
+    fn set_stale(&mut self, stale: bool) {
+        self.label = if stale {
+            self.label | STALE
+        } else {
+            self.label & !STALE
+        };
+    }
 }
 
 /// Learned routes by prefix: a hash map (one probe per route where an
@@ -85,6 +116,9 @@ struct Rib {
     by_prefix: Prefixes,
     /// Peers by index (a path names its peer in 4 bytes, not 17).
     peers: Vec<IpAddr>,
+    /// Attribute sets by index, and the free slots among them.
+    sets: Vec<AttrSet>,
+    free_sets: Vec<u32>,
     len: usize,
 }
 
@@ -173,21 +207,20 @@ struct Entry {
 }
 
 /// One prefix's paths.
-#[derive(Debug)]
+#[derive(Debug, Default)]
+#[allow(clippy::box_collection)]
 enum Paths {
+    #[default]
+    None,
     One(Learned),
-    Many(Vec<Learned>),
-}
-
-impl Default for Paths {
-    fn default() -> Self {
-        Paths::Many(Vec::new())
-    }
+    /// Two or more, boxed: the usual single path keeps the entry small.
+    Many(Box<Vec<Learned>>),
 }
 
 impl Paths {
     fn as_slice(&self) -> &[Learned] {
         match self {
+            Paths::None => &[],
             Paths::One(p) => std::slice::from_ref(p),
             Paths::Many(v) => v,
         }
@@ -195,33 +228,39 @@ impl Paths {
 
     fn as_mut_slice(&mut self) -> &mut [Learned] {
         match self {
+            Paths::None => &mut [],
             Paths::One(p) => std::slice::from_mut(p),
             Paths::Many(v) => v,
         }
     }
 
     fn push(&mut self, l: Learned) {
-        match self {
-            Paths::Many(v) if v.is_empty() => *self = Paths::One(l),
-            Paths::Many(v) => v.push(l),
-            Paths::One(_) => {
-                if let Paths::One(first) = std::mem::take(self) {
-                    *self = Paths::Many(vec![first, l]);
-                }
+        *self = match std::mem::take(self) {
+            Paths::None => Paths::One(l),
+            Paths::One(first) => Paths::Many(Box::new(vec![first, l])),
+            Paths::Many(mut v) => {
+                v.push(l);
+                Paths::Many(v)
             }
-        }
+        };
     }
 
-    fn remove(&mut self, i: usize) -> Learned {
+    /// Remove path `i` (an index into [`Paths::as_slice`]).
+    fn remove(&mut self, i: usize) -> Option<Learned> {
         match std::mem::take(self) {
-            Paths::One(l) => l,
-            Paths::Many(mut v) => {
+            Paths::None => None,
+            Paths::One(l) => Some(l),
+            Paths::Many(mut v) if i < v.len() => {
                 let l = v.swap_remove(i);
                 *self = match v.len() {
-                    1 => Paths::One(v.swap_remove(0)),
+                    1 => Paths::One(v[0]),
                     _ => Paths::Many(v),
                 };
-                l
+                Some(l)
+            }
+            many => {
+                *self = many;
+                None
             }
         }
     }
@@ -269,50 +308,105 @@ impl Rib {
         self.peers[i as usize]
     }
 
-    /// Add or replace the path of (`l.peer`, `l.rd`); the replaced one.
+    /// A new attribute set (named by no path yet).
+    fn new_set(&mut self, path: Arc<PathInfo>, rd: RouteDistinguisher, peer: u32) -> u32 {
+        let set = AttrSet {
+            path,
+            rd,
+            peer,
+            refs: 0,
+        };
+        match self.free_sets.pop() {
+            Some(i) => {
+                self.sets[i as usize] = set;
+                i
+            }
+            None => {
+                self.sets.push(set);
+                (self.sets.len() - 1) as u32
+            }
+        }
+    }
+
+    /// A path no longer names `set`; the last one frees it.
+    fn release(sets: &mut [AttrSet], free: &mut Vec<u32>, set: u32) {
+        let s = &mut sets[set as usize];
+        s.refs -= 1;
+        if s.refs == 0 {
+            s.path = Arc::default();
+            free.push(set);
+        }
+    }
+
+    /// Add or replace the path of `l`'s (peer, RD); the replaced one.
     fn insert(&mut self, prefix: Prefix, l: Learned) -> Option<Learned> {
-        let e = self.by_prefix.get_or_default(&prefix);
-        if let Some(x) = e
-            .paths
-            .as_mut_slice()
-            .iter_mut()
-            .find(|x| x.peer == l.peer && x.rd == l.rd)
-        {
-            return Some(std::mem::replace(x, l));
+        let Rib {
+            by_prefix,
+            sets,
+            free_sets,
+            len,
+            ..
+        } = self;
+        let (peer, rd) = (sets[l.set as usize].peer, sets[l.set as usize].rd);
+        sets[l.set as usize].refs += 1;
+        let e = by_prefix.get_or_default(&prefix);
+        if let Some(x) = e.paths.as_mut_slice().iter_mut().find(|x| {
+            let s = &sets[x.set as usize];
+            s.peer == peer && s.rd == rd
+        }) {
+            let old = std::mem::replace(x, l);
+            Rib::release(sets, free_sets, old.set);
+            return Some(old);
         }
         e.paths.push(l);
-        self.len += 1;
+        *len += 1;
         None
     }
 
     /// Remove the path of (`peer`, `rd`). The prefix's entry stays until
     /// [`Vpn::reconcile`] has withdrawn what it installed.
     fn remove(&mut self, prefix: &Prefix, peer: u32, rd: &RouteDistinguisher) -> Option<Learned> {
-        let e = self.by_prefix.get_mut(prefix)?;
-        let i = e
-            .paths
-            .as_slice()
-            .iter()
-            .position(|x| x.peer == peer && x.rd == *rd)?;
-        self.len -= 1;
-        Some(e.paths.remove(i))
+        let Rib {
+            by_prefix,
+            sets,
+            free_sets,
+            len,
+            ..
+        } = self;
+        let e = by_prefix.get_mut(prefix)?;
+        let i = e.paths.as_slice().iter().position(|x| {
+            let s = &sets[x.set as usize];
+            s.peer == peer && s.rd == *rd
+        })?;
+        let l = e.paths.remove(i)?;
+        *len -= 1;
+        Rib::release(sets, free_sets, l.set);
+        Some(l)
     }
 
     fn len(&self) -> usize {
         self.len
     }
 
-    /// Every path: (prefix, path).
-    fn iter(&self) -> impl Iterator<Item = (Prefix, &Learned)> {
-        self.by_prefix
-            .iter()
-            .flat_map(|(prefix, e)| e.paths.as_slice().iter().map(move |l| (prefix, l)))
+    /// Every path: (prefix, its attribute set, path).
+    fn iter(&self) -> impl Iterator<Item = (Prefix, &AttrSet, &Learned)> {
+        let sets = &self.sets;
+        self.by_prefix.iter().flat_map(move |(prefix, e)| {
+            e.paths
+                .as_slice()
+                .iter()
+                .map(move |l| (prefix, &sets[l.set as usize], l))
+        })
     }
 
-    fn iter_mut(&mut self) -> impl Iterator<Item = (Prefix, &mut Learned)> {
-        self.by_prefix
-            .iter_mut()
-            .flat_map(|(prefix, e)| e.paths.as_mut_slice().iter_mut().map(move |l| (prefix, l)))
+    fn iter_mut(&mut self) -> impl Iterator<Item = (Prefix, &AttrSet, &mut Learned)> {
+        let sets = &self.sets;
+        self.by_prefix.iter_mut().flat_map(move |(prefix, e)| {
+            e.paths
+                .as_mut_slice()
+                .iter_mut()
+                .map(move |l| (prefix, &sets[l.set as usize], l))
+        })
     }
 
     /// The paths for one prefix.
@@ -382,14 +476,14 @@ fn vpn_nexthop(nh: &[u8]) -> Option<Ipv4Addr> {
 /// Decision process (RFC 4271 §9.1.2.2) over `cands` (route, peer): the
 /// indices of the routes that tie through eBGP-over-iBGP (the multipath
 /// set), or with `multipath` off the single winner of the tie-breakers.
-fn best_paths(cands: &[(&Learned, IpAddr)], multipath: bool) -> Vec<usize> {
+fn best_paths(cands: &[(&PathInfo, IpAddr)], multipath: bool) -> Vec<usize> {
     if cands.len() <= 1 {
         return (0..cands.len()).collect();
     }
     let mut idx: Vec<usize> = (0..cands.len()).collect();
     let keep_best = |idx: &mut Vec<usize>, key: &dyn Fn(&PathInfo) -> u64| {
-        if let Some(best) = idx.iter().map(|i| key(&cands[*i].0.path)).min() {
-            idx.retain(|i| key(&cands[*i].0.path) == best);
+        if let Some(best) = idx.iter().map(|i| key(cands[*i].0)).min() {
+            idx.retain(|i| key(cands[*i].0) == best);
         }
     };
     keep_best(&mut idx, &|p| u64::from(u32::MAX - p.local_pref));
@@ -398,14 +492,14 @@ fn best_paths(cands: &[(&Learned, IpAddr)], multipath: bool) -> Vec<usize> {
     // MED only between routes from the same neighbouring AS.
     let mut best_med: Vec<(u32, u32)> = Vec::new();
     for i in &idx {
-        let p = &cands[*i].0.path;
+        let p = cands[*i].0;
         match best_med.iter_mut().find(|(a, _)| *a == p.neighbor_as) {
             Some((_, m)) => *m = (*m).min(p.med),
             None => best_med.push((p.neighbor_as, p.med)),
         }
     }
     idx.retain(|i| {
-        let p = &cands[*i].0.path;
+        let p = cands[*i].0;
         best_med.contains(&(p.neighbor_as, p.med))
     });
     keep_best(&mut idx, &|p| u64::from(!p.ebgp));
@@ -534,7 +628,7 @@ impl Vpn {
         };
         self.learned
             .iter()
-            .filter(|(_, l)| l.peer == i && l.stale)
+            .filter(|(_, a, l)| a.peer == i && l.stale())
             .count()
     }
 
@@ -555,8 +649,8 @@ impl Vpn {
         let Some(i) = self.learned.find_peer(peer) else {
             return (0, 0);
         };
-        for (prefix, l) in self.learned.iter_mut() {
-            if l.peer != i {
+        for (prefix, a, l) in self.learned.iter_mut() {
+            if a.peer != i {
                 continue;
             }
             let keep = if prefix.addr.is_ipv4() {
@@ -565,10 +659,10 @@ impl Vpn {
                 keep_v6
             };
             if keep {
-                l.stale = true;
+                l.set_stale(true);
                 kept += 1;
             } else {
-                gone.push((prefix, l.rd));
+                gone.push((prefix, a.rd));
             }
         }
         let n = gone.len();
@@ -591,12 +685,12 @@ impl Vpn {
         let gone: Vec<(Prefix, RouteDistinguisher)> = self
             .learned
             .iter()
-            .filter(|(prefix, l)| {
-                l.peer == i
-                    && l.stale
+            .filter(|(prefix, a, l)| {
+                a.peer == i
+                    && l.stale()
                     && family.is_none_or(|f| (f == Afi::IPV4) == prefix.addr.is_ipv4())
             })
-            .map(|(prefix, l)| (prefix, l.rd))
+            .map(|(prefix, a, _)| (prefix, a.rd))
             .collect();
         let n = gone.len();
         self.remove_all(peer, gone, routes, fib);
@@ -628,8 +722,8 @@ impl Vpn {
         let Some(i) = self.learned.find_peer(peer) else {
             return (0, 0);
         };
-        for (prefix, l) in self.learned.iter() {
-            if l.peer == i {
+        for (prefix, a, _) in self.learned.iter() {
+            if a.peer == i {
                 if prefix.addr.is_ipv4() {
                     v4 += 1;
                 } else {
@@ -667,8 +761,8 @@ impl Vpn {
         let Some(i) = self.learned.find_peer(peer) else {
             return (0, 0);
         };
-        for (prefix, l) in self.learned.iter() {
-            if l.peer == i && l.path.rts.iter().any(|rt| self.by_rt.contains_key(rt)) {
+        for (prefix, a, _) in self.learned.iter() {
+            if a.peer == i && a.path.rts.iter().any(|rt| self.by_rt.contains_key(rt)) {
                 if prefix.addr.is_ipv4() {
                     v4 += 1;
                 } else {
@@ -756,19 +850,19 @@ impl Vpn {
         let mut rows: Vec<_> = self
             .learned
             .iter()
-            .filter(|(prefix, l)| {
+            .filter(|(prefix, a, _)| {
                 prefix.addr.is_ipv6() == v6
-                    && rd.is_none_or(|r| l.rd.to_string() == r)
-                    && rt.is_none_or(|t| l.path.rts.iter().any(|x| rt_text(x) == t))
+                    && rd.is_none_or(|r| a.rd.to_string() == r)
+                    && rt.is_none_or(|t| a.path.rts.iter().any(|x| rt_text(x) == t))
             })
-            .map(|(prefix, l)| (prefix, self.learned.peer_addr(l.peer), l))
+            .map(|(prefix, a, l)| (prefix, self.learned.peer_addr(a.peer), a, l))
             .collect();
         // In prefix, then peer and RD order.
-        rows.sort_unstable_by_key(|a| (a.0, a.1, a.2.rd));
+        rows.sort_unstable_by_key(|r| (r.0, r.1, r.2.rd));
         rows.into_iter()
-            .map(|(prefix, peer, l)| {
-                let rd = l.rd;
-                let rts: Vec<String> = l.path.rts.iter().map(rt_text).collect();
+            .map(|(prefix, peer, a, l)| {
+                let rd = a.rd;
+                let rts: Vec<String> = a.path.rts.iter().map(rt_text).collect();
                 let mut vrfs: Vec<u32> = self
                     .learned
                     .by_prefix
@@ -785,15 +879,15 @@ impl Vpn {
                 serde_json::json!({
                     "prefix": prefix.to_string(),
                     "rd": rd.to_string(),
-                    "label": l.label,
+                    "label": l.label(),
                     "nexthop": l.pe.to_string(),
                     "route_targets": rts,
                     "peer": peer.to_string(),
                     "vrfs": vrfs,
-                    "local_pref": l.path.local_pref,
-                    "med": l.path.med,
-                    "as_path_len": l.path.as_path_len,
-                    "stale": l.stale,
+                    "local_pref": a.path.local_pref,
+                    "med": a.path.med,
+                    "as_path_len": a.path.as_path_len,
+                    "stale": l.stale(),
                 })
             })
             .collect()
@@ -815,7 +909,10 @@ impl Vpn {
             ..
         } = self;
         let Rib {
-            by_prefix, peers, ..
+            by_prefix,
+            peers,
+            sets,
+            ..
         } = learned;
         let Some(entry) = by_prefix.get_mut(&prefix) else {
             return;
@@ -830,7 +927,7 @@ impl Vpn {
         now.clear();
         in_vrfs.extend(entry.installed.as_slice().iter().map(|(v, _)| *v));
         for l in paths {
-            for rt in &l.path.rts {
+            for rt in &sets[l.set as usize].path.rts {
                 if let Some(v) = by_rt.get(rt) {
                     in_vrfs.extend(v.iter().map(|i| *i as u32));
                 }
@@ -840,7 +937,13 @@ impl Vpn {
         in_vrfs.dedup();
         for &vi in in_vrfs.iter() {
             let v = &vrfs[vi as usize];
-            let imports = |l: &Learned| l.path.rts.iter().any(|rt| v.import.contains(rt));
+            let imports = |l: &Learned| {
+                sets[l.set as usize]
+                    .path
+                    .rts
+                    .iter()
+                    .any(|rt| v.import.contains(rt))
+            };
             // The importable routes go through the decision process; the
             // best (with multipath, every best leading to a distinct
             // (label, PE), e.g. anycast over two RDs) are installed. A
@@ -848,18 +951,21 @@ impl Vpn {
             members.clear();
             if let [one] = paths {
                 if imports(one) {
-                    members.push((one.label, one.pe, *encap));
+                    members.push((one.label(), one.pe, *encap));
                 }
             } else {
-                let cands: Vec<(&Learned, IpAddr)> = paths
+                let chosen: Vec<&Learned> = paths.iter().filter(|l| imports(l)).collect();
+                let cands: Vec<(&PathInfo, IpAddr)> = chosen
                     .iter()
-                    .filter(|l| imports(l))
-                    .map(|l| (l, peers[l.peer as usize]))
+                    .map(|l| {
+                        let a = &sets[l.set as usize];
+                        (&*a.path, peers[a.peer as usize])
+                    })
                     .collect();
                 members.extend(
                     best_paths(&cands, *multipath)
                         .into_iter()
-                        .map(|i| (cands[i].0.label, cands[i].0.pe, *encap)),
+                        .map(|i| (chosen[i].label(), chosen[i].pe, *encap)),
                 );
                 if members.len() > 1 {
                     members.sort_by_key(|m| (m.0, m.1));
@@ -908,6 +1014,7 @@ impl Vpn {
         let looped = self.loops(u);
         let pi = self.learned.peer_index(peer);
         let mut touched: Vec<Prefix> = Vec::new();
+        let mut sets: Vec<(RouteDistinguisher, u32)> = Vec::new();
         let (mut ann, mut wd) = (0, 0);
         for pa in &u.attrs {
             match &pa.attr {
@@ -937,16 +1044,24 @@ impl Vpn {
                             touched.push(v.prefix);
                             match (pe, u.treat_as_withdraw || looped) {
                                 (Some(pe), false) => {
+                                    // One attribute set per RD of the UPDATE
+                                    // (looked for among the last few made).
+                                    let recent = &sets[sets.len().saturating_sub(16)..];
+                                    let set = match recent.iter().find(|(rd, _)| *rd == v.rd) {
+                                        Some((_, set)) => *set,
+                                        None => {
+                                            let set = self.learned.new_set(path.clone(), v.rd, pi);
+                                            sets.push((v.rd, set));
+                                            set
+                                        }
+                                    };
                                     self.insert(
                                         v.prefix,
                                         peer,
                                         Learned {
-                                            path: path.clone(),
-                                            rd: v.rd,
-                                            label: v.label.value(),
+                                            set,
+                                            label: v.label.value() & !STALE,
                                             pe,
-                                            peer: pi,
-                                            stale: false,
                                         },
                                     );
                                     ann += 1;
@@ -977,8 +1092,8 @@ impl Vpn {
             Some(i) => self
                 .learned
                 .iter()
-                .filter(|(_, l)| l.peer == i)
-                .map(|(prefix, l)| (prefix, l.rd))
+                .filter(|(_, a, _)| a.peer == i)
+                .map(|(prefix, a, _)| (prefix, a.rd))
                 .collect(),
             None => Vec::new(),
         };
@@ -1586,39 +1701,51 @@ asn = 65001
         assert_eq!(rib.peer_index(P8), p8, "one index per peer");
         assert_eq!(rib.peer_addr(p9), P9);
         let rd = |n| RouteDistinguisher::as2(65001, n);
-        let l = |peer: u32, rd: RouteDistinguisher, label: u32| Learned {
-            path: path.clone(),
-            rd,
+        let mut l = |peer: u32, rd: RouteDistinguisher, label: u32| Learned {
+            set: rib.new_set(path.clone(), rd, peer),
             label,
             pe: Ipv4Addr::new(192, 0, 2, 9),
-            peer,
-            stale: false,
         };
         let p = Prefix::new("10.9.0.0".parse().expect("ip"), 24).expect("prefix");
-        assert!(rib.insert(p, l(p8, rd(1), 1)).is_none());
-        assert_eq!(rib.insert(p, l(p8, rd(1), 2)).map(|x| x.label), Some(1));
-        assert!(rib.insert(p, l(p9, rd(1), 3)).is_none());
-        assert!(rib.insert(p, l(p8, rd(2), 4)).is_none());
+        let (a, b, c, d) = (
+            l(p8, rd(1), 1),
+            l(p8, rd(1), 2),
+            l(p9, rd(1), 3),
+            l(p8, rd(2), 4),
+        );
+        assert!(rib.insert(p, a).is_none());
+        assert_eq!(rib.insert(p, b).map(|x| x.label()), Some(1));
+        assert_eq!(
+            rib.sets[a.set as usize].refs, 0,
+            "a replaced path frees its set"
+        );
+        assert!(rib.insert(p, c).is_none());
+        assert!(rib.insert(p, d).is_none());
         assert_eq!(rib.len(), 3);
-        let mut labels: Vec<u32> = rib.paths(&p).iter().map(|x| x.label).collect();
+        let mut labels: Vec<u32> = rib.paths(&p).iter().map(|x| x.label()).collect();
         labels.sort_unstable();
         assert_eq!(labels, vec![2, 3, 4]);
-        assert_eq!(rib.remove(&p, p9, &rd(1)).map(|x| x.label), Some(3));
+        assert_eq!(rib.remove(&p, p9, &rd(1)).map(|x| x.label()), Some(3));
         assert!(rib.remove(&p, p9, &rd(1)).is_none());
-        assert_eq!(rib.remove(&p, p8, &rd(2)).map(|x| x.label), Some(4));
+        assert_eq!(rib.remove(&p, p8, &rd(2)).map(|x| x.label()), Some(4));
         assert_eq!(rib.paths(&p).len(), 1);
-        for (_, l) in rib.iter_mut() {
-            l.stale = true;
+        for (_, _, l) in rib.iter_mut() {
+            l.set_stale(true);
         }
-        assert!(rib.iter().all(|(_, l)| l.stale));
-        assert_eq!(rib.remove(&p, p8, &rd(1)).map(|x| x.label), Some(2));
+        assert!(rib.iter().all(|(_, _, l)| l.stale() && l.label() == 2));
+        assert_eq!(rib.remove(&p, p8, &rd(1)).map(|x| x.label()), Some(2));
         assert_eq!(rib.len(), 0);
         assert!(rib.paths(&p).is_empty());
         assert_eq!(rib.iter().count(), 0);
-        // A path and an installation per prefix: one word more than the
-        // path itself.
+        // Every set is free again, and a new one reuses a slot.
+        assert!(rib.sets.iter().all(|s| s.refs == 0));
+        let n = rib.sets.len();
+        rib.new_set(path.clone(), rd(3), p8);
+        assert_eq!(rib.sets.len(), n);
+        // A path of 12 bytes, and an installation, per prefix.
+        assert_eq!(std::mem::size_of::<Learned>(), 12);
         assert!(
-            std::mem::size_of::<Entry>() <= 56,
+            std::mem::size_of::<Entry>() <= 32,
             "{}",
             std::mem::size_of::<Entry>()
         );
