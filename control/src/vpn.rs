@@ -33,6 +33,7 @@ use dataplane::fib::{Fib, NexthopId, VrfId};
 use dataplane::wire::mpls::Label;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 /// A VRF's VPN settings.
@@ -84,12 +85,17 @@ struct Learned {
     /// The VPN label (20 bits), and in bit 31 whether the path is stale:
     /// kept through the peer's graceful restart, not yet re-announced.
     label: u32,
-    pe: Ipv4Addr,
+    /// The remote PE's address (never 0.0.0.0, which is no next hop).
+    pe: NonZeroU32,
 }
 
 const STALE: u32 = 1 << 31;
 
 impl Learned {
+    fn pe(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.pe.get())
+    }
+
     fn label(&self) -> u32 {
         self.label & !STALE
     }
@@ -119,14 +125,67 @@ struct Rib {
     /// Attribute sets by index, and the free slots among them.
     sets: Vec<AttrSet>,
     free_sets: Vec<u32>,
+    /// Paths of prefixes with several, and installations of prefixes in
+    /// several VRFs.
+    path_lists: Slab<Vec<Learned>>,
+    inst_lists: Slab<Vec<(u32, NexthopId)>>,
     len: usize,
+}
+
+/// Values by index; freed slots are reused.
+#[derive(Debug)]
+struct Slab<T> {
+    items: Vec<T>,
+    free: Vec<u32>,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Slab {
+            items: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl<T: Default> Slab<T> {
+    fn add(&mut self, v: T) -> u32 {
+        match self.free.pop() {
+            Some(i) => {
+                self.items[i as usize] = v;
+                i
+            }
+            None => {
+                self.items.push(v);
+                (self.items.len() - 1) as u32
+            }
+        }
+    }
+
+    fn take(&mut self, i: u32) -> T {
+        match self.items.get_mut(i as usize) {
+            Some(v) => {
+                self.free.push(i);
+                std::mem::take(v)
+            }
+            None => T::default(),
+        }
+    }
+
+    fn get(&self, i: u32) -> Option<&T> {
+        self.items.get(i as usize)
+    }
+
+    fn get_mut(&mut self, i: u32) -> Option<&mut T> {
+        self.items.get_mut(i as usize)
+    }
 }
 
 /// Entries by prefix, one map per family: an IPv4 prefix is keyed by 8
 /// bytes (address and length) where the general form takes 24.
 #[derive(Debug, Default)]
 struct Prefixes {
-    v4: ShardedMap<u64, Entry>,
+    v4: ShardedMap<(u32, u8), Entry>,
     v6: ShardedMap<([u8; 16], u8), Entry>,
 }
 
@@ -188,79 +247,89 @@ impl Prefixes {
     }
 }
 
-fn v4_key(a: Ipv4Addr, len: u8) -> u64 {
-    (u64::from(u32::from(a)) << 8) | u64::from(len)
+fn v4_key(a: Ipv4Addr, len: u8) -> (u32, u8) {
+    (u32::from(a), len)
 }
 
-fn v4_prefix(k: u64) -> Prefix {
+fn v4_prefix(k: (u32, u8)) -> Prefix {
     Prefix {
-        addr: IpAddr::V4(Ipv4Addr::from((k >> 8) as u32)),
-        len: k as u8,
+        addr: IpAddr::V4(Ipv4Addr::from(k.0)),
+        len: k.1,
     }
 }
 
-/// A prefix's paths and installations.
-#[derive(Debug, Default)]
+/// A prefix's paths and what the VRFs install for it, in 20 bytes (28
+/// with an IPv4 key): the usual single path and single installation
+/// inline, several in the RIB's lists.
+#[derive(Debug, Default, Clone, Copy)]
 struct Entry {
     paths: Paths,
     installed: Installed,
 }
 
-/// One prefix's paths.
-#[derive(Debug, Default)]
-#[allow(clippy::box_collection)]
+/// A list index that names no list: nothing.
+const NO_LIST: u32 = u32::MAX;
+
+/// One prefix's paths: one inline, or two or more in a list.
+#[derive(Debug, Clone, Copy)]
 enum Paths {
-    #[default]
-    None,
     One(Learned),
-    /// Two or more, boxed: the usual single path keeps the entry small.
-    Many(Box<Vec<Learned>>),
+    /// An index into the RIB's path lists, or [`NO_LIST`] for none.
+    List(u32),
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths::List(NO_LIST)
+    }
 }
 
 impl Paths {
-    fn as_slice(&self) -> &[Learned] {
+    fn slice<'a>(&'a self, lists: &'a Slab<Vec<Learned>>) -> &'a [Learned] {
         match self {
-            Paths::None => &[],
             Paths::One(p) => std::slice::from_ref(p),
-            Paths::Many(v) => v,
+            Paths::List(i) => lists.get(*i).map_or(&[], |v| v.as_slice()),
         }
     }
 
-    fn as_mut_slice(&mut self) -> &mut [Learned] {
+    fn slice_mut<'a>(&'a mut self, lists: &'a mut Slab<Vec<Learned>>) -> &'a mut [Learned] {
         match self {
-            Paths::None => &mut [],
             Paths::One(p) => std::slice::from_mut(p),
-            Paths::Many(v) => v,
+            Paths::List(i) => lists.get_mut(*i).map_or(&mut [], |v| v.as_mut_slice()),
         }
     }
 
-    fn push(&mut self, l: Learned) {
-        *self = match std::mem::take(self) {
-            Paths::None => Paths::One(l),
-            Paths::One(first) => Paths::Many(Box::new(vec![first, l])),
-            Paths::Many(mut v) => {
-                v.push(l);
-                Paths::Many(v)
+    fn push(&mut self, lists: &mut Slab<Vec<Learned>>, l: Learned) {
+        match *self {
+            Paths::List(NO_LIST) => *self = Paths::One(l),
+            Paths::One(first) => *self = Paths::List(lists.add(vec![first, l])),
+            Paths::List(i) => {
+                if let Some(v) = lists.get_mut(i) {
+                    v.push(l);
+                }
             }
-        };
+        }
     }
 
-    /// Remove path `i` (an index into [`Paths::as_slice`]).
-    fn remove(&mut self, i: usize) -> Option<Learned> {
-        match std::mem::take(self) {
-            Paths::None => None,
-            Paths::One(l) => Some(l),
-            Paths::Many(mut v) if i < v.len() => {
-                let l = v.swap_remove(i);
-                *self = match v.len() {
-                    1 => Paths::One(v[0]),
-                    _ => Paths::Many(v),
-                };
+    /// Remove path `i` (an index into [`Paths::slice`]).
+    fn remove(&mut self, lists: &mut Slab<Vec<Learned>>, i: usize) -> Option<Learned> {
+        match *self {
+            Paths::One(l) if i == 0 => {
+                *self = Paths::List(NO_LIST);
                 Some(l)
             }
-            many => {
-                *self = many;
-                None
+            Paths::One(_) | Paths::List(NO_LIST) => None,
+            Paths::List(at) => {
+                let v = lists.get_mut(at)?;
+                if i >= v.len() {
+                    return None;
+                }
+                let l = v.swap_remove(i);
+                if let [one] = v.as_slice() {
+                    *self = Paths::One(*one);
+                    lists.take(at);
+                }
+                Some(l)
             }
         }
     }
@@ -268,22 +337,55 @@ impl Paths {
 
 /// The nexthop each VRF installs for a prefix: almost always one VRF, kept
 /// inline. VRFs are indices into the VPN layer's list.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-#[allow(clippy::box_collection)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Installed {
-    #[default]
-    None,
-    One((u32, NexthopId)),
-    Many(Box<Vec<(u32, NexthopId)>>),
+    /// (VRF, nexthop id + 1).
+    One(u32, NonZeroU32),
+    /// An index into the RIB's installation lists, or [`NO_LIST`].
+    List(u32),
+}
+
+impl Default for Installed {
+    fn default() -> Self {
+        Installed::List(NO_LIST)
+    }
 }
 
 impl Installed {
-    fn as_slice(&self) -> &[(u32, NexthopId)] {
-        match self {
-            Installed::None => &[],
-            Installed::One(one) => std::slice::from_ref(one),
-            Installed::Many(m) => m,
+    fn is_none(&self) -> bool {
+        matches!(self, Installed::List(NO_LIST))
+    }
+
+    /// (VRF, nexthop) for each VRF the prefix is installed in.
+    fn iter<'a>(
+        &'a self,
+        lists: &'a Slab<Vec<(u32, NexthopId)>>,
+    ) -> impl Iterator<Item = (u32, NexthopId)> + 'a {
+        let one = match self {
+            Installed::One(v, n) => NexthopId::new(n.get() - 1).map(|n| (*v, n)),
+            Installed::List(_) => None,
+        };
+        let many = match self {
+            Installed::List(i) => lists.get(*i).map_or(&[][..], |v| v.as_slice()),
+            Installed::One(..) => &[],
+        };
+        one.into_iter().chain(many.iter().copied())
+    }
+
+    fn set(&mut self, lists: &mut Slab<Vec<(u32, NexthopId)>>, now: &[(u32, NexthopId)]) {
+        if let Installed::List(i) = *self {
+            if i != NO_LIST {
+                lists.take(i);
+            }
         }
+        *self = match now {
+            [] => Installed::List(NO_LIST),
+            [(v, n)] => match NonZeroU32::new(n.get().wrapping_add(1)) {
+                Some(c) => Installed::One(*v, c),
+                None => Installed::List(lists.add(now.to_vec())),
+            },
+            many => Installed::List(lists.add(many.to_vec())),
+        };
     }
 }
 
@@ -344,13 +446,14 @@ impl Rib {
             by_prefix,
             sets,
             free_sets,
+            path_lists,
             len,
             ..
         } = self;
         let (peer, rd) = (sets[l.set as usize].peer, sets[l.set as usize].rd);
         sets[l.set as usize].refs += 1;
         let e = by_prefix.get_or_default(&prefix);
-        if let Some(x) = e.paths.as_mut_slice().iter_mut().find(|x| {
+        if let Some(x) = e.paths.slice_mut(path_lists).iter_mut().find(|x| {
             let s = &sets[x.set as usize];
             s.peer == peer && s.rd == rd
         }) {
@@ -358,7 +461,7 @@ impl Rib {
             Rib::release(sets, free_sets, old.set);
             return Some(old);
         }
-        e.paths.push(l);
+        e.paths.push(path_lists, l);
         *len += 1;
         None
     }
@@ -370,15 +473,16 @@ impl Rib {
             by_prefix,
             sets,
             free_sets,
+            path_lists,
             len,
             ..
         } = self;
         let e = by_prefix.get_mut(prefix)?;
-        let i = e.paths.as_slice().iter().position(|x| {
+        let i = e.paths.slice(path_lists).iter().position(|x| {
             let s = &sets[x.set as usize];
             s.peer == peer && s.rd == *rd
         })?;
-        let l = e.paths.remove(i)?;
+        let l = e.paths.remove(path_lists, i)?;
         *len -= 1;
         Rib::release(sets, free_sets, l.set);
         Some(l)
@@ -390,23 +494,28 @@ impl Rib {
 
     /// Every path: (prefix, its attribute set, path).
     fn iter(&self) -> impl Iterator<Item = (Prefix, &AttrSet, &Learned)> {
-        let sets = &self.sets;
+        let (sets, lists) = (&self.sets, &self.path_lists);
         self.by_prefix.iter().flat_map(move |(prefix, e)| {
             e.paths
-                .as_slice()
+                .slice(lists)
                 .iter()
                 .map(move |l| (prefix, &sets[l.set as usize], l))
         })
     }
 
-    fn iter_mut(&mut self) -> impl Iterator<Item = (Prefix, &AttrSet, &mut Learned)> {
-        let sets = &self.sets;
-        self.by_prefix.iter_mut().flat_map(move |(prefix, e)| {
-            e.paths
-                .as_mut_slice()
-                .iter_mut()
-                .map(move |l| (prefix, &sets[l.set as usize], l))
-        })
+    /// Call `f` on every path, to change it.
+    fn for_each_mut(&mut self, mut f: impl FnMut(Prefix, &AttrSet, &mut Learned)) {
+        let Rib {
+            by_prefix,
+            sets,
+            path_lists,
+            ..
+        } = self;
+        for (prefix, e) in by_prefix.iter_mut() {
+            for l in e.paths.slice_mut(path_lists) {
+                f(prefix, &sets[l.set as usize], l);
+            }
+        }
     }
 
     /// The paths for one prefix.
@@ -414,7 +523,7 @@ impl Rib {
     fn paths(&self, prefix: &Prefix) -> &[Learned] {
         self.by_prefix
             .get(prefix)
-            .map_or(&[], |e| e.paths.as_slice())
+            .map_or(&[], |e| e.paths.slice(&self.path_lists))
     }
 }
 
@@ -649,9 +758,9 @@ impl Vpn {
         let Some(i) = self.learned.find_peer(peer) else {
             return (0, 0);
         };
-        for (prefix, a, l) in self.learned.iter_mut() {
+        self.learned.for_each_mut(|prefix, a, l| {
             if a.peer != i {
-                continue;
+                return;
             }
             let keep = if prefix.addr.is_ipv4() {
                 keep_v4
@@ -664,7 +773,7 @@ impl Vpn {
             } else {
                 gone.push((prefix, a.rd));
             }
-        }
+        });
         let n = gone.len();
         self.remove_all(peer, gone, routes, fib);
         (kept, n)
@@ -869,9 +978,8 @@ impl Vpn {
                     .get(&prefix)
                     .map(|e| {
                         e.installed
-                            .as_slice()
-                            .iter()
-                            .map(|(i, _)| self.vrfs[*i as usize].id.0)
+                            .iter(&self.learned.inst_lists)
+                            .map(|(i, _)| self.vrfs[i as usize].id.0)
                             .collect()
                     })
                     .unwrap_or_default();
@@ -880,7 +988,7 @@ impl Vpn {
                     "prefix": prefix.to_string(),
                     "rd": rd.to_string(),
                     "label": l.label(),
-                    "nexthop": l.pe.to_string(),
+                    "nexthop": l.pe().to_string(),
                     "route_targets": rts,
                     "peer": peer.to_string(),
                     "vrfs": vrfs,
@@ -912,12 +1020,14 @@ impl Vpn {
             by_prefix,
             peers,
             sets,
+            path_lists,
+            inst_lists,
             ..
         } = learned;
         let Some(entry) = by_prefix.get_mut(&prefix) else {
             return;
         };
-        let paths = entry.paths.as_slice();
+        let paths = entry.paths.slice(path_lists);
         let Scratch {
             vrfs: in_vrfs,
             now,
@@ -925,7 +1035,7 @@ impl Vpn {
         } = scratch;
         in_vrfs.clear();
         now.clear();
-        in_vrfs.extend(entry.installed.as_slice().iter().map(|(v, _)| *v));
+        in_vrfs.extend(entry.installed.iter(inst_lists).map(|(v, _)| v));
         for l in paths {
             for rt in &sets[l.set as usize].path.rts {
                 if let Some(v) = by_rt.get(rt) {
@@ -951,7 +1061,7 @@ impl Vpn {
             members.clear();
             if let [one] = paths {
                 if imports(one) {
-                    members.push((one.label(), one.pe, *encap));
+                    members.push((one.label(), one.pe(), *encap));
                 }
             } else {
                 let chosen: Vec<&Learned> = paths.iter().filter(|l| imports(l)).collect();
@@ -965,7 +1075,7 @@ impl Vpn {
                 members.extend(
                     best_paths(&cands, *multipath)
                         .into_iter()
-                        .map(|i| (chosen[i].label(), chosen[i].pe, *encap)),
+                        .map(|i| (chosen[i].label(), chosen[i].pe(), *encap)),
                 );
                 if members.len() > 1 {
                     members.sort_by_key(|m| (m.0, m.1));
@@ -974,10 +1084,9 @@ impl Vpn {
             }
             let old = entry
                 .installed
-                .as_slice()
-                .iter()
+                .iter(inst_lists)
                 .find(|(x, _)| *x == vi)
-                .map(|(_, n)| *n);
+                .map(|(_, n)| n);
             let nh = match routes.set_bgp(fib, v.id, (prefix.addr, prefix.len), members, *me, old) {
                 Ok(nh) => nh,
                 Err(e) => {
@@ -989,12 +1098,9 @@ impl Vpn {
                 now.push((vi, nh));
             }
         }
-        entry.installed = match now.as_slice() {
-            [] => Installed::None,
-            [one] => Installed::One(*one),
-            many => Installed::Many(Box::new(many.to_vec())),
-        };
-        if paths.is_empty() && entry.installed == Installed::None {
+        let empty = paths.is_empty();
+        entry.installed.set(inst_lists, now);
+        if empty && entry.installed.is_none() {
             by_prefix.remove(&prefix);
         }
     }
@@ -1038,7 +1144,8 @@ impl Vpn {
                     nlri,
                     ..
                 } => {
-                    let pe = vpn_nexthop(nexthop);
+                    // 0.0.0.0 is no next hop: its routes are withdrawn.
+                    let pe = vpn_nexthop(nexthop).and_then(|a| NonZeroU32::new(u32::from(a)));
                     for n in nlri {
                         if let Nlri::Vpn(v) = n {
                             touched.push(v.prefix);
@@ -1704,7 +1811,7 @@ asn = 65001
         let mut l = |peer: u32, rd: RouteDistinguisher, label: u32| Learned {
             set: rib.new_set(path.clone(), rd, peer),
             label,
-            pe: Ipv4Addr::new(192, 0, 2, 9),
+            pe: NonZeroU32::MIN.saturating_add(0xc000_0208),
         };
         let p = Prefix::new("10.9.0.0".parse().expect("ip"), 24).expect("prefix");
         let (a, b, c, d) = (
@@ -1729,9 +1836,7 @@ asn = 65001
         assert!(rib.remove(&p, p9, &rd(1)).is_none());
         assert_eq!(rib.remove(&p, p8, &rd(2)).map(|x| x.label()), Some(4));
         assert_eq!(rib.paths(&p).len(), 1);
-        for (_, _, l) in rib.iter_mut() {
-            l.set_stale(true);
-        }
+        rib.for_each_mut(|_, _, l| l.set_stale(true));
         assert!(rib.iter().all(|(_, _, l)| l.stale() && l.label() == 2));
         assert_eq!(rib.remove(&p, p8, &rd(1)).map(|x| x.label()), Some(2));
         assert_eq!(rib.len(), 0);
@@ -1742,12 +1847,34 @@ asn = 65001
         let n = rib.sets.len();
         rib.new_set(path.clone(), rd(3), p8);
         assert_eq!(rib.sets.len(), n);
-        // A path of 12 bytes, and an installation, per prefix.
+        // Installations in one VRF inline, in several in a list, freed.
+        let nh = |n| NexthopId::new(n).expect("id");
+        let mut inst = Installed::default();
+        let mut lists = Slab::default();
+        inst.set(&mut lists, &[(3, nh(0))]);
+        assert!(matches!(inst, Installed::One(3, _)));
+        assert_eq!(inst.iter(&lists).collect::<Vec<_>>(), vec![(3, nh(0))]);
+        inst.set(&mut lists, &[(3, nh(7)), (4, nh(8))]);
+        assert_eq!(
+            inst.iter(&lists).collect::<Vec<_>>(),
+            vec![(3, nh(7)), (4, nh(8))]
+        );
+        inst.set(&mut lists, &[]);
+        assert!(inst.is_none());
+        assert_eq!(lists.free.len(), 1, "the list is freed");
+        // A path of 12 bytes, and an installation, per prefix: 28 bytes
+        // with an IPv4 key.
         assert_eq!(std::mem::size_of::<Learned>(), 12);
-        assert!(
-            std::mem::size_of::<Entry>() <= 32,
-            "{}",
-            std::mem::size_of::<Entry>()
+        assert_eq!(std::mem::size_of::<Entry>(), 20);
+        assert_eq!(std::mem::size_of::<((u32, u8), Entry)>(), 28);
+        assert_eq!(
+            Learned {
+                set: 0,
+                label: 0,
+                pe: NonZeroU32::MIN.saturating_add(0xc000_0208)
+            }
+            .pe(),
+            Ipv4Addr::new(192, 0, 2, 9)
         );
     }
 
