@@ -191,51 +191,158 @@ fn is_solo(w: usize) -> bool {
     w & 3 == SOLO_TAG
 }
 
-/// A sparse segment, immutable once published: word 0 holds the number of
-/// runs n (the first starts at block 0), words 1..1+n their slot words
-/// (leaf or chunk), then the runs' first blocks as sorted u16s, four to a
-/// word.
-fn sparse_words(n: usize) -> usize {
-    1 + n + n.div_ceil(4)
+/// A sparse segment, immutable once published, in two sorted lists: the
+/// runs of leaves (each from its first block to the next run's; the first
+/// starts at or before the first block not in the other list) and the
+/// single blocks whose word is a chunk or solo. Word 0 holds the number of
+/// leaf runs (low 32 bits) and of single blocks (high 32 bits); then the
+/// leaf runs' words, the single blocks' words, the leaf runs' first blocks
+/// and the single blocks as u16s, four to a word. A VRF's scattered routes
+/// cost a single block each, without a leaf run to end it.
+fn sparse_words(nl: usize, ns: usize) -> usize {
+    1 + nl + ns + nl.div_ceil(4) + ns.div_ceil(4)
 }
 
+/// The (leaf runs, single blocks) counts of the sparse segment at `base`.
+///
+/// # Safety
+/// `base` must point at a live sparse segment.
+#[inline(always)]
+unsafe fn sparse_counts(base: *const usize) -> (usize, usize) {
+    // SAFETY: caller's contract; word 0 is the header.
+    let h = unsafe { *base };
+    (h & 0xffff_ffff, h >> 32)
+}
+
+/// Key `i` of the u16 list starting at word `at`.
+///
+/// # Safety
+/// `base` must point at a live sparse segment and key `i` lie in it.
+#[inline(always)]
+unsafe fn sparse_key(base: *const usize, at: usize, i: usize) -> usize {
+    // SAFETY: caller's contract.
+    (unsafe { *base.add(at + i / 4) } >> (16 * (i % 4))) & 0xffff
+}
+
+/// A sparse segment for `runs` (sorted, run 0 at block 0, leaf runs
+/// merged, chunk and solo runs one block each, as [`set_run`] keeps them).
 fn build_sparse(runs: &[(u16, usize)]) -> usize {
-    let n = runs.len();
-    let mut w = vec![0usize; sparse_words(n)];
-    w[0] = n;
-    for (i, (b, word)) in runs.iter().enumerate() {
+    let mut leaves: Vec<(u16, usize)> = Vec::with_capacity(runs.len());
+    let mut singles: Vec<(u16, usize)> = Vec::with_capacity(runs.len());
+    for &(b, w) in runs {
+        if w & 1 == 0 {
+            singles.push((b, w));
+        } else if leaves.last().is_none_or(|l| l.1 != w) {
+            // A leaf run equal to the last one resumes it past singles.
+            leaves.push((b, w));
+        }
+    }
+    let (nl, ns) = (leaves.len(), singles.len());
+    let mut w = vec![0usize; sparse_words(nl, ns)];
+    w[0] = nl | (ns << 32);
+    let (lk, sk) = (1 + nl + ns, 1 + nl + ns + nl.div_ceil(4));
+    for (i, (b, word)) in leaves.iter().enumerate() {
         w[1 + i] = *word;
-        w[1 + n + i / 4] |= usize::from(*b) << (16 * (i % 4));
+        w[lk + i / 4] |= usize::from(*b) << (16 * (i % 4));
+    }
+    for (i, (b, word)) in singles.iter().enumerate() {
+        w[1 + nl + i] = *word;
+        w[sk + i / 4] |= usize::from(*b) << (16 * (i % 4));
     }
     Box::into_raw(w.into_boxed_slice()) as *mut usize as usize
 }
 
-/// The slot word of block `b` in the sparse segment at `p`.
+/// The runs of the sparse segment at `p`, as [`build_sparse`] took them.
 ///
 /// # Safety
 /// `p` (untagged) must point at a live sparse segment.
-#[inline(always)]
+unsafe fn sparse_runs_of(p: usize) -> Vec<(u16, usize)> {
+    let base = p as *const usize;
+    // SAFETY: caller's contract, for every read below: indices stay within
+    // the counts of the header.
+    unsafe {
+        let (nl, ns) = sparse_counts(base);
+        let (lk, sk) = (1 + nl + ns, 1 + nl + ns + nl.div_ceil(4));
+        let leaf = |i: usize| (sparse_key(base, lk, i), *base.add(1 + i));
+        let single = |i: usize| (sparse_key(base, sk, i), *base.add(1 + nl + i));
+        let mut out: Vec<(u16, usize)> = Vec::with_capacity(nl + 2 * ns);
+        let (mut i, mut j) = (0, 0);
+        let mut current: Option<usize> = None;
+        while i < nl || j < ns {
+            let take_leaf = j >= ns || (i < nl && leaf(i).0 < single(j).0);
+            if take_leaf {
+                let (k, w) = leaf(i);
+                i += 1;
+                current = Some(w);
+                if out.last().is_none_or(|l| l.1 != w) {
+                    out.push((k as u16, w));
+                }
+            } else {
+                let (k, w) = single(j);
+                j += 1;
+                out.push((k as u16, w));
+                // The leaf in effect resumes after the block, unless the
+                // next entry starts there.
+                let next = match (i < nl, j < ns) {
+                    (true, true) => leaf(i).0.min(single(j).0),
+                    (true, false) => leaf(i).0,
+                    (false, true) => single(j).0,
+                    (false, false) => SEG_LEN,
+                };
+                if let Some(c) = current {
+                    if next != k + 1 && k + 1 < SEG_LEN {
+                        out.push(((k + 1) as u16, c));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The slot word of block `b` in the sparse segment at `p`. Out of line:
+/// the lookup loops stay compact for dense segments (measured faster).
+///
+/// # Safety
+/// `p` (untagged) must point at a live sparse segment.
+#[inline(never)]
 unsafe fn sparse_slot(p: usize, b: usize) -> usize {
     let base = p as *const usize;
-    // SAFETY: a live sparse segment starts with its run count (≥ 1).
-    let n = unsafe { *base };
-    let key = |i: usize| -> usize {
-        // SAFETY: i < n, so the word is inside the segment.
-        let w = unsafe { *base.add(1 + n + i / 4) };
-        (w >> (16 * (i % 4))) & 0xffff
-    };
-    // The last run starting at or before b (run 0 starts at block 0).
-    let (mut lo, mut hi) = (1usize, n);
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        if key(mid) <= b {
-            lo = mid + 1;
-        } else {
-            hi = mid;
+    // SAFETY: caller's contract, for every read below: indices stay within
+    // the counts of the header.
+    unsafe {
+        let (nl, ns) = sparse_counts(base);
+        let (lk, sk) = (1 + nl + ns, 1 + nl + ns + nl.div_ceil(4));
+        if ns > 0 {
+            // The single block b, if listed.
+            let (mut lo, mut hi) = (0usize, ns);
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if sparse_key(base, sk, mid) < b {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            if lo < ns && sparse_key(base, sk, lo) == b {
+                return *base.add(1 + nl + lo);
+            }
         }
+        if nl == 0 {
+            return leaf(NO_ROUTE);
+        }
+        // The last leaf run starting at or before b (or the first).
+        let (mut lo, mut hi) = (1usize, nl);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if sparse_key(base, lk, mid) <= b {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        *base.add(lo)
     }
-    // SAFETY: 1 ≤ lo ≤ n, so run lo - 1 exists.
-    unsafe { *base.add(lo) }
 }
 
 /// The slot word for block `b` under a non-leaf root word `r`.
@@ -285,13 +392,13 @@ fn set_run(runs: &mut Vec<(u16, usize)>, b: u16, w: usize) {
 /// # Safety
 /// `p` (untagged) from [`build_sparse`], unreachable by readers, freed once.
 unsafe fn free_sparse(p: *mut ()) {
-    // SAFETY: caller's contract; word 0 is the count.
-    let n = unsafe { *(p as *const usize) };
+    // SAFETY: caller's contract; word 0 is the header.
+    let (nl, ns) = unsafe { sparse_counts(p as *const usize) };
     // SAFETY: the allocation was a boxed slice of this many words.
     drop(unsafe {
         Box::from_raw(std::ptr::slice_from_raw_parts_mut(
             p as *mut usize,
-            sparse_words(n),
+            sparse_words(nl, ns),
         ))
     });
 }
@@ -663,9 +770,9 @@ impl Drop for LpmShared {
                 // SAFETY: last owner; a live sparse segment reachable only
                 // from here, listing chunks reachable only through it.
                 unsafe {
-                    let n = *(p as *const usize);
-                    for i in 0..n {
-                        let c = *(p as *const usize).add(1 + i);
+                    let (nl, ns) = sparse_counts(p as *const usize);
+                    for i in 0..ns {
+                        let c = *(p as *const usize).add(1 + nl + i);
                         if is_chunk(c) {
                             free_tree(c);
                         }
@@ -1096,19 +1203,8 @@ impl Lpm {
         let Some(p) = self.sparse(a) else {
             return Vec::new();
         };
-        let base = p as *const usize;
-        // SAFETY: the writer is the only one that frees segments, and a live
-        // sparse segment holds its run count, the runs' words, then their
-        // first blocks four to a word (see `build_sparse`).
-        unsafe {
-            let n = *base;
-            (0..n)
-                .map(|i| {
-                    let b = (*base.add(1 + n + i / 4) >> (16 * (i % 4))) & 0xffff;
-                    (b as u16, *base.add(1 + i))
-                })
-                .collect()
-        }
+        // SAFETY: the writer is the only one that frees segments.
+        unsafe { sparse_runs_of(p) }
     }
 
     /// The chunks of sparse /8 `a`: (block, chunk).
@@ -1627,8 +1723,12 @@ impl Lpm {
         256 * 8
             + segs * core::mem::size_of::<Segment>()
             + (0..256)
-                .filter(|a| self.sparse(*a).is_some())
-                .map(|a| sparse_words(self.published_runs(a).len()) * 8)
+                .filter_map(|a| self.sparse(a))
+                .map(|p| {
+                    // SAFETY: the writer is the only one that frees segments.
+                    let (nl, ns) = unsafe { sparse_counts(p as *const usize) };
+                    sparse_words(nl, ns) * 8
+                })
                 .sum::<usize>()
             + self.blocks.values().map(walk).sum::<usize>()
     }
@@ -1645,5 +1745,46 @@ impl Drop for Lpm {
             };
         }
         // Published chunks stay reachable from `shared`, whose Drop frees them.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The word each block gets from a run list.
+    fn expand(runs: &[(u16, usize)]) -> Vec<usize> {
+        (0..SEG_LEN)
+            .map(|b| {
+                let i = runs.partition_point(|(s, _)| usize::from(*s) <= b) - 1;
+                runs[i].1
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sparse_segments_give_back_their_runs_and_every_blocks_word() {
+        let (l1, l2) = (leaf(1), leaf(2));
+        let (s1, s2) = (SOLO_TAG | 1 << 20, SOLO_TAG | 2 << 20);
+        let cases: Vec<Vec<(u16, usize)>> = vec![
+            vec![(0, l1)],
+            vec![(0, l1), (5, s1), (6, l1)],
+            vec![(0, l1), (5, s1), (6, l1), (9, s1), (10, l1)],
+            vec![(0, s1), (1, l1), (1023, s2)],
+            vec![(0, l1), (5, s1), (6, l2), (9, s2), (10, l2), (20, l1)],
+            vec![(0, l1), (5, s1), (6, s2), (7, l2), (8, s1), (9, l1)],
+            vec![(0, s1), (1, s2), (2, l2)],
+            vec![(0, l1), (1022, s1), (1023, s2)],
+        ];
+        for runs in cases {
+            let p = build_sparse(&runs);
+            // SAFETY: `p` is a live segment from `build_sparse`, freed once below.
+            unsafe {
+                assert_eq!(sparse_runs_of(p), runs);
+                let words: Vec<usize> = (0..SEG_LEN).map(|b| sparse_slot(p, b)).collect();
+                assert_eq!(words, expand(&runs), "{runs:?}");
+                free_sparse(p as *mut ());
+            }
+        }
     }
 }
