@@ -1791,6 +1791,18 @@ asn = 65001
     }
 
     #[test]
+    fn a_route_whose_next_hop_is_0_0_0_0_replaces_and_withdraws() {
+        let (mut vpn, mut routes, mut fib) = setup("");
+        let good = update(8, 3008, [192, 0, 2, 8], false);
+        assert_eq!(vpn.on_update(P8, &good, &mut routes, &mut fib), (1, 0));
+        assert_eq!(installed(&mut routes, &mut fib), vec![3008]);
+        let zero = update(8, 3009, [0, 0, 0, 0], false);
+        assert_eq!(vpn.on_update(P8, &zero, &mut routes, &mut fib), (0, 1));
+        assert!(installed(&mut routes, &mut fib).is_empty());
+        assert_eq!(vpn.learned(), 0);
+    }
+
+    #[test]
     fn the_rib_keeps_paths_per_prefix_through_every_change() {
         let mut rib = Rib::default();
         let path = Arc::new(PathInfo {

@@ -226,29 +226,45 @@ unsafe fn sparse_key(base: *const usize, at: usize, i: usize) -> usize {
 
 /// A sparse segment for `runs` (sorted, run 0 at block 0, leaf runs
 /// merged, chunk and solo runs one block each, as [`set_run`] keeps them).
-fn build_sparse(runs: &[(u16, usize)]) -> usize {
-    let mut leaves: Vec<(u16, usize)> = Vec::with_capacity(runs.len());
-    let mut singles: Vec<(u16, usize)> = Vec::with_capacity(runs.len());
+/// Call `f(is_leaf, block, word)` for each entry of a sparse segment's two
+/// lists built from `runs`: the singles, and the leaf runs but those that
+/// resume the last leaf run past singles.
+fn sparse_entries(runs: &[(u16, usize)], mut f: impl FnMut(bool, u16, usize)) {
+    let mut last_leaf = None;
     for &(b, w) in runs {
         if w & 1 == 0 {
-            singles.push((b, w));
-        } else if leaves.last().is_none_or(|l| l.1 != w) {
-            // A leaf run equal to the last one resumes it past singles.
-            leaves.push((b, w));
+            f(false, b, w);
+        } else if last_leaf != Some(w) {
+            last_leaf = Some(w);
+            f(true, b, w);
         }
     }
-    let (nl, ns) = (leaves.len(), singles.len());
+}
+
+fn build_sparse(runs: &[(u16, usize)]) -> usize {
+    let (mut nl, mut ns) = (0usize, 0usize);
+    sparse_entries(runs, |is_leaf, _, _| {
+        if is_leaf {
+            nl += 1;
+        } else {
+            ns += 1;
+        }
+    });
     let mut w = vec![0usize; sparse_words(nl, ns)];
     w[0] = nl | (ns << 32);
     let (lk, sk) = (1 + nl + ns, 1 + nl + ns + nl.div_ceil(4));
-    for (i, (b, word)) in leaves.iter().enumerate() {
-        w[1 + i] = *word;
-        w[lk + i / 4] |= usize::from(*b) << (16 * (i % 4));
-    }
-    for (i, (b, word)) in singles.iter().enumerate() {
-        w[1 + nl + i] = *word;
-        w[sk + i / 4] |= usize::from(*b) << (16 * (i % 4));
-    }
+    let (mut i, mut j) = (0usize, 0usize);
+    sparse_entries(runs, |is_leaf, b, word| {
+        if is_leaf {
+            w[1 + i] = word;
+            w[lk + i / 4] |= usize::from(b) << (16 * (i % 4));
+            i += 1;
+        } else {
+            w[1 + nl + j] = word;
+            w[sk + j / 4] |= usize::from(b) << (16 * (j % 4));
+            j += 1;
+        }
+    });
     Box::into_raw(w.into_boxed_slice()) as *mut usize as usize
 }
 
@@ -257,6 +273,18 @@ fn build_sparse(runs: &[(u16, usize)]) -> usize {
 /// # Safety
 /// `p` (untagged) must point at a live sparse segment.
 unsafe fn sparse_runs_of(p: usize) -> Vec<(u16, usize)> {
+    let mut out = Vec::new();
+    // SAFETY: caller's contract.
+    unsafe { sparse_runs_into(p, &mut out) };
+    out
+}
+
+/// [`sparse_runs_of`] into `out` (cleared first).
+///
+/// # Safety
+/// `p` (untagged) must point at a live sparse segment.
+unsafe fn sparse_runs_into(p: usize, out: &mut Vec<(u16, usize)>) {
+    out.clear();
     let base = p as *const usize;
     // SAFETY: caller's contract, for every read below: indices stay within
     // the counts of the header.
@@ -265,7 +293,7 @@ unsafe fn sparse_runs_of(p: usize) -> Vec<(u16, usize)> {
         let (lk, sk) = (1 + nl + ns, 1 + nl + ns + nl.div_ceil(4));
         let leaf = |i: usize| (sparse_key(base, lk, i), *base.add(1 + i));
         let single = |i: usize| (sparse_key(base, sk, i), *base.add(1 + nl + i));
-        let mut out: Vec<(u16, usize)> = Vec::with_capacity(nl + 2 * ns);
+        out.reserve(nl + 2 * ns);
         let (mut i, mut j) = (0, 0);
         let mut current: Option<usize> = None;
         while i < nl || j < ns {
@@ -296,7 +324,6 @@ unsafe fn sparse_runs_of(p: usize) -> Vec<(u16, usize)> {
                 }
             }
         }
-        out
     }
 }
 
@@ -1003,6 +1030,8 @@ pub struct Lpm {
     /// Solo words re-encoded for a new default, not yet republished in
     /// their sparse segment (during one change).
     pending: IntMap<u32, usize>,
+    /// A sparse /8's runs while one block changes.
+    runs: Vec<(u16, usize)>,
     entries: Vec<ChunkEntry>,
 }
 
@@ -1054,6 +1083,7 @@ impl Lpm {
             scratch: Vec::new(),
             lists: Lists::default(),
             pending: IntMap::default(),
+            runs: Vec::new(),
             entries: Vec::new(),
         }
     }
@@ -1320,9 +1350,14 @@ impl Lpm {
         }
         let w = word.unwrap_or_else(|| leaf(self.best_le(blk, TOP_BITS)));
         // One block changes: split its run, merge equal neighbours.
-        let mut runs = self.published_runs(a);
+        let mut runs = std::mem::take(&mut self.runs);
+        if let Some(p) = self.sparse(a) {
+            // SAFETY: the writer is the only one that frees segments.
+            unsafe { sparse_runs_into(p, &mut runs) };
+        }
         set_run(&mut runs, b as u16, w);
         self.publish_runs(a, &runs);
+        self.runs = runs;
     }
 
     /// Bring block `blk`'s slot in dense /8 `a` up to date with the best
