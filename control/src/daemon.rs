@@ -117,6 +117,11 @@ struct RemoteNh {
     encap: Encap,
     /// Resolved with ARP through this address (None: MAC configured).
     first_hop: Option<std::net::Ipv4Addr>,
+    /// Routes (static and BGP) and ECMP groups using it; at 0 it goes.
+    refs: usize,
+    /// BGP routes over it alone (kept as routes change; static routes are
+    /// recounted at each reload).
+    bgp: usize,
 }
 
 /// The remote VPN routes of the configuration as installed in the tables,
@@ -129,18 +134,14 @@ pub struct RouteSet {
     next_nh: u32,
     nexthops: FxMap<RemoteKey, RemoteNh>,
     installed: FxMap<(VrfId, IpAddr, u8), RemoteKey>,
-    /// The key of each remote nexthop, by id.
-    by_id: FxMap<u32, RemoteKey>,
-    /// BGP routes over one remote PE using each nexthop. Which nexthop a
-    /// BGP route uses is kept by the VPN layer beside the route (see
+    /// The key of each remote nexthop, by id. Which nexthop a BGP route
+    /// uses is kept by the VPN layer beside the route (see
     /// [`RouteSet::set_bgp`]), not in a map of its own here.
-    bgp_refs: FxMap<RemoteKey, usize>,
+    by_id: FxMap<u32, RemoteKey>,
     /// ECMP group nexthops and how many routes use each.
     groups: FxMap<Vec<RemoteKey>, (NexthopId, usize)>,
     /// The members of each ECMP group nexthop, by id.
     group_members: FxMap<u32, Vec<RemoteKey>>,
-    /// Routes (and ECMP groups) using each nexthop.
-    refs: FxMap<RemoteKey, usize>,
     /// First hops being resolved.
     pub neighbors: Neighbors,
 }
@@ -155,6 +156,12 @@ pub struct RouteDiff {
 }
 
 impl RouteSet {
+    /// Remote nexthops installed: one per (label, PE, encapsulation) in
+    /// use, and one per ECMP group.
+    pub fn nexthops_in_use(&self) -> usize {
+        self.nexthops.len() + self.groups.len()
+    }
+
     /// The uplink port and its MAC.
     pub fn uplink(&self) -> Option<(PortId, MacAddr)> {
         self.uplink
@@ -240,6 +247,8 @@ impl RouteSet {
             label,
             encap,
             first_hop,
+            refs: 0,
+            bgp: 0,
         };
         fib.set_nexthop(id, self.nexthop(&rn, mac))
             .map_err(fib_err(at.to_string()))?;
@@ -251,26 +260,28 @@ impl RouteSet {
     /// Recount every route's nexthop and drop the nexthops nothing uses
     /// (after a reload; BGP changes keep the counts incrementally).
     fn gc_nexthops(&mut self, fib: &mut Fib) {
-        let mut refs: FxMap<RemoteKey, usize> = FxMap::default();
-        for k in self.installed.values() {
-            *refs.entry(k.clone()).or_default() += 1;
+        for n in self.nexthops.values_mut() {
+            n.refs = n.bgp;
         }
-        for (k, n) in &self.bgp_refs {
-            *refs.entry(k.clone()).or_default() += n;
+        for k in self.installed.values() {
+            if let Some(n) = self.nexthops.get_mut(k) {
+                n.refs += 1;
+            }
         }
         // Each ECMP group holds one reference on each of its members.
         for members in self.groups.keys() {
             for k in members {
-                *refs.entry(k.clone()).or_default() += 1;
+                if let Some(n) = self.nexthops.get_mut(k) {
+                    n.refs += 1;
+                }
             }
         }
         let unused: Vec<RemoteKey> = self
             .nexthops
-            .keys()
-            .filter(|k| !refs.contains_key(*k))
-            .cloned()
+            .iter()
+            .filter(|(_, n)| n.refs == 0)
+            .map(|(k, _)| k.clone())
             .collect();
-        self.refs = refs;
         for k in unused {
             self.drop_nexthop(fib, &k);
         }
@@ -289,10 +300,9 @@ impl RouteSet {
     }
 
     fn unref(&mut self, fib: &mut Fib, k: &RemoteKey) {
-        if let Some(c) = self.refs.get_mut(k) {
-            *c -= 1;
-            if *c == 0 {
-                self.refs.remove(k);
+        if let Some(n) = self.nexthops.get_mut(k) {
+            n.refs = n.refs.saturating_sub(1);
+            if n.refs == 0 {
                 self.drop_nexthop(fib, k);
             }
         }
@@ -322,18 +332,20 @@ impl RouteSet {
             [] => None,
             [one] => {
                 let key = remote_key(*one);
-                if let Some(n) = self.nexthops.get(&key) {
-                    if Some(n.id) == old {
-                        return Ok(old);
+                let n = match self.nexthops.get_mut(&key) {
+                    Some(n) if Some(n.id) == old => return Ok(old),
+                    Some(n) => n,
+                    None => {
+                        self.ensure_nexthop(fib, &key, me, &at())?;
+                        match self.nexthops.get_mut(&key) {
+                            Some(n) => n,
+                            None => return Err(StartError::Other(format!("{}: lost", at()))),
+                        }
                     }
-                }
-                let id = match self.nexthops.get(&key) {
-                    Some(n) => n.id,
-                    None => self.ensure_nexthop(fib, &key, me, &at())?,
                 };
-                *self.refs.entry(key.clone()).or_default() += 1;
-                *self.bgp_refs.entry(key).or_default() += 1;
-                Some(id)
+                n.refs += 1;
+                n.bgp += 1;
+                Some(n.id)
             }
             many => {
                 let mut keys: Vec<RemoteKey> = many.iter().map(|m| remote_key(*m)).collect();
@@ -391,7 +403,9 @@ impl RouteSet {
                     return Err(e);
                 }
             }
-            *self.refs.entry(m.clone()).or_default() += 1;
+            if let Some(n) = self.nexthops.get_mut(m) {
+                n.refs += 1;
+            }
         }
         self.next_nh += 1;
         let made = NexthopId::new(self.next_nh)
@@ -425,11 +439,8 @@ impl RouteSet {
         let Some(key) = self.by_id.get(&id.get()).cloned() else {
             return;
         };
-        if let Some(n) = self.bgp_refs.get_mut(&key) {
-            *n -= 1;
-            if *n == 0 {
-                self.bgp_refs.remove(&key);
-            }
+        if let Some(n) = self.nexthops.get_mut(&key) {
+            n.bgp = n.bgp.saturating_sub(1);
         }
         self.unref(fib, &key);
     }

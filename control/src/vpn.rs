@@ -1453,8 +1453,10 @@ asn = 65001
             &mut fib,
         );
         assert_eq!(members(&fib), Some(1));
+        assert_eq!(routes.nexthops_in_use(), 1, "the group and PE 8 went");
         vpn.peer_down(p9, &mut routes, &mut fib);
         assert_eq!(members(&fib), None, "all gone");
+        assert_eq!(routes.nexthops_in_use(), 0, "no nexthop left behind");
     }
 
     /// An announcement of 10.9.0.0/24 with extra attributes.
