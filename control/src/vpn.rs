@@ -1185,7 +1185,8 @@ impl Vpn {
                 _ => {}
             }
         }
-        touched.sort_unstable();
+        // Deciding a prefix again is harmless: only repeats in a row (one
+        // prefix under several RDs) are skipped, no sort.
         touched.dedup();
         for p in touched {
             self.reconcile(p, routes, fib);

@@ -1247,6 +1247,11 @@ impl Lpm {
     /// The runs of /8 `a` in sparse form: where the word changes (route
     /// ranges of length 9–18, chunk blocks) and the word from there on.
     fn sparse_runs(&self, a: usize) -> Vec<(u16, usize)> {
+        // A /8 with no route of length 9–18 and no chunk yet (its first
+        // long route is arriving): one run of its covering route.
+        if self.sparse(a).is_none() && self.mids.get(&(a as u32)).is_none_or(|m| m.is_empty()) {
+            return vec![(0, leaf(self.best_le((a << SEG_BITS) as u32, TOP_BITS)))];
+        }
         // The blocks' words as the writer holds them now (a solo word
         // changes with its block's default before it is republished).
         let chunks: BTreeMap<u16, usize> = self
