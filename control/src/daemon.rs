@@ -1133,8 +1133,9 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
     // BGP: one session thread per peer, reporting over a channel.
     let mut vpn = crate::vpn::Vpn::new(cfg);
     // Bounded: a peer sending faster than the tables absorb is slowed down
-    // by TCP instead of queueing decoded UPDATEs in memory.
-    let (bgp_tx, bgp_rx) = std::sync::mpsc::sync_channel::<SessionEvent>(256);
+    // by TCP instead of queueing decoded UPDATEs in memory (at most this
+    // many batches of up to 64 UPDATEs).
+    let (bgp_tx, bgp_rx) = std::sync::mpsc::sync_channel::<SessionEvent>(4);
     let bgp_stop = Arc::new(AtomicBool::new(false));
     let mut outboxes: HashMap<IpAddr, (std::sync::mpsc::Sender<Message>, u32)> = HashMap::new();
     let mut sessions = Vec::new();
@@ -1375,39 +1376,41 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                         }
                     }
                 }
-                SessionEvent::Update { peer, update } => {
-                    if let Some((afi, safi)) = crate::vpn::Vpn::end_of_rib(&update) {
-                        let n = if safi == Safi::MPLS_VPN {
-                            vpn.sweep_stale(peer, Some(afi), &mut routes, &mut fib)
-                        } else {
-                            0
-                        };
-                        info!(%peer, family = crate::bgp::fsm::family_name(afi, safi), stale_removed = n, "End-of-RIB");
-                        if let Some(p) = peer_state.get_mut(&peer) {
-                            if vpn.stale_from(peer) == 0 {
-                                p.restart_deadline = None;
+                SessionEvent::Updates { peer, updates } => {
+                    for update in updates {
+                        if let Some((afi, safi)) = crate::vpn::Vpn::end_of_rib(&update) {
+                            let n = if safi == Safi::MPLS_VPN {
+                                vpn.sweep_stale(peer, Some(afi), &mut routes, &mut fib)
+                            } else {
+                                0
+                            };
+                            info!(%peer, family = crate::bgp::fsm::family_name(afi, safi), stale_removed = n, "End-of-RIB");
+                            if let Some(p) = peer_state.get_mut(&peer) {
+                                if vpn.stale_from(peer) == 0 {
+                                    p.restart_deadline = None;
+                                }
                             }
+                            bgp_changes += n;
+                            continue;
                         }
-                        bgp_changes += n;
-                        continue;
-                    }
-                    let (a, w) = vpn.on_update(peer, &update, &mut routes, &mut fib);
-                    tracing::debug!(%peer, announced = a, withdrawn = w, held = vpn.learned(), "BGP update");
-                    bgp_changes += a + w;
-                    let limit = peer_state.get(&peer).and_then(|p| p.max_prefixes);
-                    if let (Some(max), Some((tx, _))) = (limit, outboxes.get(&peer)) {
-                        let held = vpn.learned_from(peer);
-                        if held > max as usize {
-                            // RFC 4486: Cease, maximum number of prefixes
-                            // reached; data: AFI, SAFI, the limit.
-                            let mut data = vec![0, 1, 128];
-                            data.extend_from_slice(&max.to_be_bytes());
-                            warn!(%peer, held, max, "maximum prefixes exceeded; ending the session");
-                            let _ = tx.send(Message::Notification {
-                                code: 6,
-                                subcode: 1,
-                                data,
-                            });
+                        let (a, w) = vpn.on_update(peer, &update, &mut routes, &mut fib);
+                        tracing::debug!(%peer, announced = a, withdrawn = w, held = vpn.learned(), "BGP update");
+                        bgp_changes += a + w;
+                        let limit = peer_state.get(&peer).and_then(|p| p.max_prefixes);
+                        if let (Some(max), Some((tx, _))) = (limit, outboxes.get(&peer)) {
+                            let held = vpn.learned_from(peer);
+                            if held > max as usize {
+                                // RFC 4486: Cease, maximum number of prefixes
+                                // reached; data: AFI, SAFI, the limit.
+                                let mut data = vec![0, 1, 128];
+                                data.extend_from_slice(&max.to_be_bytes());
+                                warn!(%peer, held, max, "maximum prefixes exceeded; ending the session");
+                                let _ = tx.send(Message::Notification {
+                                    code: 6,
+                                    subcode: 1,
+                                    data,
+                                });
+                            }
                         }
                     }
                 }

@@ -23,12 +23,13 @@ pub enum SessionEvent {
         /// graceful restart).
         negotiated: Box<super::fsm::Negotiated>,
     },
-    /// An UPDATE arrived.
-    Update {
+    /// UPDATEs arrived, in order (those decoded from one read of the
+    /// socket, up to [`UPDATE_BATCH`]: one hand-over per batch).
+    Updates {
         /// The peer.
         peer: IpAddr,
-        /// The message.
-        update: wire::Update,
+        /// The messages.
+        updates: Vec<wire::Update>,
     },
     /// The peer asked to be sent our routes of a family again (RFC 2918).
     Refresh {
@@ -49,8 +50,13 @@ pub enum SessionEvent {
     },
 }
 
+/// Most UPDATEs handed to the control thread at once.
+pub const UPDATE_BATCH: usize = 64;
+
 struct Session {
     peer: IpAddr,
+    /// UPDATEs decoded and not yet handed over.
+    pending: Vec<wire::Update>,
     fsm: Fsm,
     timers: [Option<Instant>; 3],
     stream: Option<TcpStream>,
@@ -72,6 +78,17 @@ fn slot(t: Timer) -> usize {
 }
 
 impl Session {
+    /// Hand the decoded UPDATEs to the control thread.
+    fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            let updates = std::mem::take(&mut self.pending);
+            let _ = self.events.send(SessionEvent::Updates {
+                peer: self.peer,
+                updates,
+            });
+        }
+    }
+
     fn send(&mut self, m: &Message) -> bool {
         match (self.stream.as_mut(), wire::encode(m, &self.ctx)) {
             (Some(s), Ok(b)) => s.write_all(&b).is_ok(),
@@ -119,6 +136,7 @@ impl Session {
                             .then(|| Instant::now() + Duration::from_secs(u64::from(secs)));
                     }
                     Action::Up(n) => {
+                        self.flush();
                         self.ctx = n.context.clone();
                         self.restart = n.graceful_restart.clone();
                         let _ = self.events.send(SessionEvent::Up {
@@ -127,6 +145,7 @@ impl Session {
                         });
                     }
                     Action::Down { reason, graceful } => {
+                        self.flush();
                         let restart = self.restart.take().filter(|_| graceful);
                         let _ = self.events.send(SessionEvent::Down {
                             peer: self.peer,
@@ -135,12 +154,13 @@ impl Session {
                         });
                     }
                     Action::Update(update) => {
-                        let _ = self.events.send(SessionEvent::Update {
-                            peer: self.peer,
-                            update,
-                        });
+                        self.pending.push(update);
+                        if self.pending.len() >= UPDATE_BATCH {
+                            self.flush();
+                        }
                     }
                     Action::RefreshRequested(..) => {
+                        self.flush();
                         let _ = self.events.send(SessionEvent::Refresh { peer: self.peer });
                     }
                 }
@@ -167,6 +187,7 @@ pub fn run(
 ) {
     let mut s = Session {
         peer,
+        pending: Vec::new(),
         fsm: Fsm::new(cfg),
         timers: [None; 3],
         stream: None,
@@ -225,24 +246,35 @@ pub fn run(
             Some(Err(_)) => s.feed(Event::TcpFailed),
             None => {}
         }
+        // Every whole message in the buffer, then the rest moves to its
+        // front once.
+        let mut at = 0;
         loop {
-            match wire::frame_len(&s.buf) {
-                Ok(Some(len)) if s.buf.len() >= len => {
-                    let msg: Vec<u8> = s.buf.drain(..len).collect();
-                    let ev = match wire::decode(&msg, &s.ctx) {
+            match wire::frame_len(&s.buf[at..]) {
+                Ok(Some(len)) if s.buf.len() - at >= len => {
+                    let ev = match wire::decode(&s.buf[at..at + len], &s.ctx) {
                         Ok(m) => Event::Received(m),
                         Err(n) => Event::Malformed(n),
                     };
+                    at += len;
                     s.feed(ev);
+                    if s.buf.is_empty() {
+                        // The connection was dropped or reset meanwhile.
+                        at = 0;
+                        break;
+                    }
                 }
                 Ok(_) => break,
                 Err(n) => {
                     s.buf.clear();
+                    at = 0;
                     s.feed(Event::Malformed(n));
                     break;
                 }
             }
         }
+        s.buf.drain(..at.min(s.buf.len()));
+        s.flush();
         if s.fsm.state() == State::Established {
             while let Ok(m) = outbox.try_recv() {
                 // A NOTIFICATION from the control thread ends the session
