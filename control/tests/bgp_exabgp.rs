@@ -35,6 +35,9 @@ fn exabgp_decodes_our_vpnv4_routes_and_we_import_its_own() {
         "import sys, time\nwhile True:\n    time.sleep(0.3)\n    try:\n        if '10.1.1.1/32' in open(sys.argv[1]).read():\n            break\n    except OSError:\n        pass\ntime.sleep(0.5)\nsys.stdout.write('announce route-refresh ipv4 mpls-vpn\\n')\nsys.stdout.flush()\nwhile True:\n    time.sleep(60)\n",
     )
     .expect("refresh script");
+    for f in [&json, &dump, &refresher] {
+        lab.track(f);
+    }
     let conf = tmp("exabgp.conf");
     std::fs::write(
         &conf,
@@ -171,6 +174,8 @@ fn exabgp_decodes_our_vpnv6_route_and_we_import_its_own() {
     let json = tmp("exabgp6.json");
     let dump = tmp("exabgp6-dump.py");
     std::fs::write(&dump, "import sys\nwith open(sys.argv[1], 'a') as f:\n    for line in sys.stdin:\n        f.write(line)\n        f.flush()\n").expect("dump script");
+    lab.track(&json);
+    lab.track(&dump);
     let conf = tmp("exabgp6.conf");
     std::fs::write(
         &conf,

@@ -192,8 +192,9 @@ fn fails(ns: &str, config: &str, name: &str) -> String {
     let cmd = format!("exec {VPNFWD} run --config {}", path.display());
     let out = Command::new("ip")
         .args(["netns", "exec", ns, "sh", "-c", &cmd])
-        .output()
-        .expect("run");
+        .output();
+    let _ = std::fs::remove_file(&path);
+    let out = out.expect("run");
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!out.status.success(), "{name}: should fail\n{err}");
     assert!(!err.contains("panicked"), "{name}: panic\n{err}");
@@ -283,5 +284,6 @@ fn start_up_mistakes_give_one_line_that_says_what_to_do() {
         "{err}"
     );
     let _ = std::fs::remove_file(&meminfo);
+    let _ = std::fs::remove_file(&path);
     drop(lab);
 }

@@ -5,7 +5,10 @@
 //! Every namespace and process a [`Lab`] creates is removed when it is
 //! dropped — also when the test panics — and nothing outside its own
 //! namespaces is touched. Names carry the process id and a counter, so tests
-//! running in parallel never collide.
+//! running in parallel never collide. The temporary files its processes were
+//! given (logs, and arguments naming `vpnfwd-*` files in the temporary
+//! directory) and those handed to [`Lab::track`] go too; when the test
+//! failed, each log's last lines are printed first.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -27,6 +30,16 @@ pub struct Lab {
     tag: String,
     namespaces: Vec<String>,
     children: Vec<Child>,
+    /// Temporary files and directories removed on drop.
+    files: Vec<std::path::PathBuf>,
+}
+
+/// `p` if it is a file of ours in the temporary directory: named
+/// `vpnfwd-*`, or inside a `vpnfwd-*` directory there.
+fn ours(p: &std::path::Path) -> Option<std::path::PathBuf> {
+    let rest = p.strip_prefix(std::env::temp_dir()).ok()?;
+    let top = rest.components().next()?.as_os_str().to_str()?;
+    top.starts_with("vpnfwd-").then(|| p.to_path_buf())
 }
 
 /// A failed lab command, with its output.
@@ -65,6 +78,16 @@ impl Lab {
             tag: format!("vf{}x{n}", std::process::id()),
             namespaces: Vec::new(),
             children: Vec::new(),
+            files: Vec::new(),
+        }
+    }
+
+    /// Remove `path` (a file, or a directory with its contents) when the
+    /// lab is dropped.
+    pub fn track(&mut self, path: impl Into<std::path::PathBuf>) {
+        let p = path.into();
+        if !self.files.contains(&p) {
+            self.files.push(p);
         }
     }
 
@@ -130,6 +153,12 @@ impl Lab {
             .map_err(|e| CmdError(format!("{args:?}: {e}")))?;
         let pid = child.id();
         self.children.push(child);
+        self.track(log);
+        for a in args {
+            if let Some(p) = ours(std::path::Path::new(a)).filter(|p| p.is_file()) {
+                self.track(p);
+            }
+        }
         Ok(pid)
     }
 
@@ -274,5 +303,49 @@ impl Drop for Lab {
                 .stdin(Stdio::null())
                 .output();
         }
+        let failed = std::thread::panicking();
+        for p in self.files.drain(..) {
+            if failed && p.extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                eprintln!("--- last lines of {}:", p.display());
+                for l in &lines[lines.len().saturating_sub(40)..] {
+                    eprintln!("{l}");
+                }
+            }
+            if p.is_dir() {
+                let _ = std::fs::remove_dir_all(&p);
+            } else {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lab_removes_the_files_it_tracks_and_only_ours_are_taken_from_arguments() {
+        let dir = std::env::temp_dir();
+        let file = dir.join(format!("vpnfwd-{}-tracked.txt", std::process::id()));
+        let sub = dir.join(format!("vpnfwd-{}-trackeddir", std::process::id()));
+        std::fs::write(&file, "x").expect("file");
+        std::fs::create_dir_all(&sub).expect("dir");
+        std::fs::write(sub.join("inner"), "y").expect("inner");
+        assert_eq!(ours(&file), Some(file.clone()));
+        assert_eq!(ours(&sub.join("inner")), Some(sub.join("inner")));
+        assert_eq!(ours(std::path::Path::new("/etc/hostname")), None);
+        assert_eq!(ours(&dir.join("other.txt")), None);
+        {
+            let mut lab = Lab::new();
+            lab.track(&file);
+            lab.track(&sub);
+            lab.track(&file);
+            assert_eq!(lab.files.len(), 2, "tracked once");
+        }
+        assert!(!file.exists());
+        assert!(!sub.exists());
     }
 }

@@ -188,6 +188,7 @@ pub fn spawn_gobgpd(lab: &mut Lab, ns: &str, name: &str, conf: &str) -> (u32, Pa
 pub fn spawn_frr_bgpd(lab: &mut Lab, ns: &str, name: &str, conf: &str) -> String {
     let dir = tmp(name);
     std::fs::create_dir_all(&dir).expect("frr dir");
+    lab.track(&dir);
     let path = dir.join("bgpd.conf");
     std::fs::write(&path, conf).expect("frr config");
     let d = dir.to_str().expect("utf-8").to_string();
