@@ -122,6 +122,8 @@ struct Rib {
     by_prefix: Prefixes,
     /// Peers by index (a path names its peer in 4 bytes, not 17).
     peers: Vec<IpAddr>,
+    /// Paths held per peer, by index (for limits and the API).
+    per_peer: Vec<usize>,
     /// Attribute sets by index, and the free slots among them.
     sets: Vec<AttrSet>,
     free_sets: Vec<u32>,
@@ -396,6 +398,7 @@ impl Rib {
             Some(i) => i as u32,
             None => {
                 self.peers.push(peer);
+                self.per_peer.push(0);
                 (self.peers.len() - 1) as u32
             }
         }
@@ -447,6 +450,7 @@ impl Rib {
             sets,
             free_sets,
             path_lists,
+            per_peer,
             len,
             ..
         } = self;
@@ -463,6 +467,9 @@ impl Rib {
         }
         e.paths.push(path_lists, l);
         *len += 1;
+        if let Some(c) = per_peer.get_mut(peer as usize) {
+            *c += 1;
+        }
         None
     }
 
@@ -474,6 +481,7 @@ impl Rib {
             sets,
             free_sets,
             path_lists,
+            per_peer,
             len,
             ..
         } = self;
@@ -484,6 +492,9 @@ impl Rib {
         })?;
         let l = e.paths.remove(path_lists, i)?;
         *len -= 1;
+        if let Some(c) = per_peer.get_mut(peer as usize) {
+            *c = c.saturating_sub(1);
+        }
         Rib::release(sets, free_sets, l.set);
         Some(l)
     }
@@ -541,8 +552,6 @@ pub struct Vpn {
     /// VRF indices importing each route target.
     by_rt: std::collections::HashMap<[u8; 8], Vec<usize>>,
     learned: Rib,
-    /// Routes held per peer (for limits and the API).
-    counts: crate::fxmap::FxMap<IpAddr, usize>,
     peers: HashMap<IpAddr, PeerInfo>,
     encap: EncapKind,
     me: Option<Ipv4Addr>,
@@ -692,7 +701,6 @@ impl Vpn {
             vrfs,
             by_rt,
             learned: Rib::default(),
-            counts: Default::default(),
             peers: HashMap::new(),
             encap: cfg.bgp.as_ref().map_or(EncapKind::Mpls, |b| b.encap),
             me: cfg.uplink.as_ref().and_then(|u| u.address),
@@ -703,25 +711,15 @@ impl Vpn {
         }
     }
 
-    fn insert(&mut self, prefix: Prefix, peer: IpAddr, l: Learned) -> bool {
-        let fresh = self.learned.insert(prefix, l).is_none();
-        if fresh {
-            *self.counts.entry(peer).or_default() += 1;
-        }
-        fresh
+    fn insert(&mut self, prefix: Prefix, l: Learned) -> bool {
+        self.learned.insert(prefix, l).is_none()
     }
 
     fn remove(&mut self, prefix: &Prefix, peer: IpAddr, rd: &RouteDistinguisher) -> bool {
         let Some(i) = self.learned.find_peer(peer) else {
             return false;
         };
-        let gone = self.learned.remove(prefix, i, rd).is_some();
-        if gone {
-            if let Some(c) = self.counts.get_mut(&peer) {
-                *c = c.saturating_sub(1);
-            }
-        }
-        gone
+        self.learned.remove(prefix, i, rd).is_some()
     }
 
     /// A session came up: the peer's AS and identifier feed best-path
@@ -943,7 +941,11 @@ impl Vpn {
 
     /// Routes learned from `peer`.
     pub fn learned_from(&self, peer: IpAddr) -> usize {
-        self.counts.get(&peer).copied().unwrap_or(0)
+        self.learned
+            .find_peer(peer)
+            .and_then(|i| self.learned.per_peer.get(i as usize))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The learned routes of one family (optionally of one RD, or carrying
@@ -1164,7 +1166,6 @@ impl Vpn {
                                     };
                                     self.insert(
                                         v.prefix,
-                                        peer,
                                         Learned {
                                             set,
                                             label: v.label.value() & !STALE,
