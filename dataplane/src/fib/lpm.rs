@@ -1316,8 +1316,12 @@ impl Lpm {
             self.make_dense(a, &chunks);
             return;
         }
-        let new = build_sparse(runs) | SPARSE_TAG;
-        let old = self.shared.root[a].swap(new, Ordering::AcqRel);
+        self.replace_sparse(a, build_sparse(runs));
+    }
+
+    /// Publish the sparse segment `new` for /8 `a`, retiring the old one.
+    fn replace_sparse(&mut self, a: usize, new: usize) {
+        let old = self.shared.root[a].swap(new | SPARSE_TAG, Ordering::AcqRel);
         if old & 1 == 0 && old & SPARSE_TAG != 0 {
             // SAFETY: just unlinked; the chunks it lists stay reachable
             // from the new one.
@@ -1327,6 +1331,74 @@ impl Lpm {
                     .retire_with((old & !SPARSE_TAG) as *mut (), free_sparse)
             };
         }
+    }
+
+    /// Give block `b` of sparse /8 `a` the chunk or solo word `w` by
+    /// copying the segment with that single block added or replaced, when
+    /// that is the whole change (the block does not start a leaf run, and
+    /// the /8 stays within [`SPARSE_MAX`] runs). False when the general
+    /// path must run.
+    fn sparse_put_single(&mut self, a: usize, b: u16, w: usize) -> bool {
+        if w & 1 == 1 {
+            return false;
+        }
+        let Some(p) = self.sparse(a) else {
+            return false;
+        };
+        let base = p as *const usize;
+        let b = usize::from(b);
+        // SAFETY: the writer is the only one that frees segments; every
+        // index below stays within the counts of the segment's header.
+        unsafe {
+            let (nl, ns) = sparse_counts(base);
+            let (lk, sk) = (1 + nl + ns, 1 + nl + ns + nl.div_ceil(4));
+            let lower = |at: usize, n: usize| {
+                let (mut lo, mut hi) = (0usize, n);
+                while lo < hi {
+                    let mid = (lo + hi) / 2;
+                    if sparse_key(base, at, mid) < b {
+                        lo = mid + 1;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                lo
+            };
+            let l = lower(lk, nl);
+            if l < nl && sparse_key(base, lk, l) == b {
+                return false;
+            }
+            let at = lower(sk, ns);
+            let found = at < ns && sparse_key(base, sk, at) == b;
+            let ns2 = if found { ns } else { ns + 1 };
+            if !found && nl + 2 * ns2 + 1 > SPARSE_MAX {
+                return false;
+            }
+            // Single j of the new segment: (block, word).
+            let single = |j: usize| -> (usize, usize) {
+                let old = |i: usize| (sparse_key(base, sk, i), *base.add(1 + nl + i));
+                match (found, j.cmp(&at)) {
+                    (_, std::cmp::Ordering::Equal) => (b, w),
+                    (_, std::cmp::Ordering::Less) | (true, _) => old(j),
+                    (false, std::cmp::Ordering::Greater) => old(j - 1),
+                }
+            };
+            let mut out = vec![0usize; sparse_words(nl, ns2)];
+            out[0] = nl | (ns2 << 32);
+            let (lk2, sk2) = (1 + nl + ns2, 1 + nl + ns2 + nl.div_ceil(4));
+            for i in 0..nl {
+                out[1 + i] = *base.add(1 + i);
+                out[lk2 + i / 4] |= sparse_key(base, lk, i) << (16 * (i % 4));
+            }
+            for j in 0..ns2 {
+                let (k, word) = single(j);
+                out[1 + nl + j] = word;
+                out[sk2 + j / 4] |= k << (16 * (j % 4));
+            }
+            let new = Box::into_raw(out.into_boxed_slice()) as *mut usize as usize;
+            self.replace_sparse(a, new);
+        }
+        true
     }
 
     /// Give /8 `a` a home for block chunks: a sparse segment unless it is
@@ -1351,6 +1423,9 @@ impl Lpm {
             return;
         }
         if self.sparse(a).is_none() {
+            return;
+        }
+        if word.is_some_and(|w| self.sparse_put_single(a, b as u16, w)) {
             return;
         }
         let w = word.unwrap_or_else(|| leaf(self.best_le(blk, TOP_BITS)));
