@@ -804,7 +804,10 @@ impl Vpn {
         n
     }
 
-    /// Remove `peer`'s paths `gone` and re-decide their prefixes.
+    /// Remove `peer`'s paths `gone` and re-decide their prefixes. `gone`
+    /// comes from a walk of the RIB, which yields a prefix's paths one after
+    /// the other, so a prefix's repeats (one per RD) are adjacent: they are
+    /// skipped without sorting what may be a whole table.
     fn remove_all(
         &mut self,
         peer: IpAddr,
@@ -815,7 +818,6 @@ impl Vpn {
         for (prefix, rd) in &gone {
             self.remove(prefix, peer, rd);
         }
-        gone.sort_unstable_by_key(|a| a.0);
         gone.dedup_by(|a, b| a.0 == b.0);
         for (prefix, _) in gone {
             self.reconcile(prefix, routes, fib);
