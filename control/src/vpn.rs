@@ -30,6 +30,7 @@ use crate::config::{parse_prefix, parse_rd, parse_route_target, Config, EncapKin
 use crate::daemon::RouteSet;
 use crate::fxmap::ShardedMap;
 use dataplane::fib::{Fib, NexthopId, VrfId};
+use dataplane::slab::Slab;
 use dataplane::wire::mpls::Label;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -67,7 +68,7 @@ struct PathInfo {
 /// What the paths of one UPDATE under one RD share: its path attributes,
 /// the RD and the peer that sent them. Paths name theirs by index, so a
 /// path takes 12 bytes.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct AttrSet {
     path: Arc<PathInfo>,
     rd: RouteDistinguisher,
@@ -124,63 +125,13 @@ struct Rib {
     peers: Vec<IpAddr>,
     /// Paths held per peer, by index (for limits and the API).
     per_peer: Vec<usize>,
-    /// Attribute sets by index, and the free slots among them.
-    sets: Vec<AttrSet>,
-    free_sets: Vec<u32>,
+    /// Attribute sets by index.
+    sets: Slab<AttrSet>,
     /// Paths of prefixes with several, and installations of prefixes in
     /// several VRFs.
     path_lists: Slab<Vec<Learned>>,
     inst_lists: Slab<Vec<(u32, NexthopId)>>,
     len: usize,
-}
-
-/// Values by index; freed slots are reused.
-#[derive(Debug)]
-struct Slab<T> {
-    items: Vec<T>,
-    free: Vec<u32>,
-}
-
-impl<T> Default for Slab<T> {
-    fn default() -> Self {
-        Slab {
-            items: Vec::new(),
-            free: Vec::new(),
-        }
-    }
-}
-
-impl<T: Default> Slab<T> {
-    fn add(&mut self, v: T) -> u32 {
-        match self.free.pop() {
-            Some(i) => {
-                self.items[i as usize] = v;
-                i
-            }
-            None => {
-                self.items.push(v);
-                (self.items.len() - 1) as u32
-            }
-        }
-    }
-
-    fn take(&mut self, i: u32) -> T {
-        match self.items.get_mut(i as usize) {
-            Some(v) => {
-                self.free.push(i);
-                std::mem::take(v)
-            }
-            None => T::default(),
-        }
-    }
-
-    fn get(&self, i: u32) -> Option<&T> {
-        self.items.get(i as usize)
-    }
-
-    fn get_mut(&mut self, i: u32) -> Option<&mut T> {
-        self.items.get_mut(i as usize)
-    }
 }
 
 /// Entries by prefix, one map per family: an IPv4 prefix is keyed by 8
@@ -222,35 +173,26 @@ impl Prefixes {
 
     fn iter(&self) -> impl Iterator<Item = (Prefix, &Entry)> {
         let v4 = self.v4.iter().map(|(k, e)| (v4_prefix(*k), e));
-        let v6 = self.v6.iter().map(|((a, len), e)| {
-            (
-                Prefix {
-                    addr: IpAddr::from(*a),
-                    len: *len,
-                },
-                e,
-            )
-        });
+        let v6 = self.v6.iter().map(|(k, e)| (v6_prefix(k), e));
         v4.chain(v6)
     }
 
     fn iter_mut(&mut self) -> impl Iterator<Item = (Prefix, &mut Entry)> {
         let v4 = self.v4.iter_mut().map(|(k, e)| (v4_prefix(*k), e));
-        let v6 = self.v6.iter_mut().map(|((a, len), e)| {
-            (
-                Prefix {
-                    addr: IpAddr::from(*a),
-                    len: *len,
-                },
-                e,
-            )
-        });
+        let v6 = self.v6.iter_mut().map(|(k, e)| (v6_prefix(k), e));
         v4.chain(v6)
     }
 }
 
 fn v4_key(a: Ipv4Addr, len: u8) -> (u32, u8) {
     (u32::from(a), len)
+}
+
+fn v6_prefix(k: &([u8; 16], u8)) -> Prefix {
+    Prefix {
+        addr: IpAddr::from(k.0),
+        len: k.1,
+    }
 }
 
 fn v4_prefix(k: (u32, u8)) -> Prefix {
@@ -415,31 +357,20 @@ impl Rib {
 
     /// A new attribute set (named by no path yet).
     fn new_set(&mut self, path: Arc<PathInfo>, rd: RouteDistinguisher, peer: u32) -> u32 {
-        let set = AttrSet {
+        self.sets.add(AttrSet {
             path,
             rd,
             peer,
             refs: 0,
-        };
-        match self.free_sets.pop() {
-            Some(i) => {
-                self.sets[i as usize] = set;
-                i
-            }
-            None => {
-                self.sets.push(set);
-                (self.sets.len() - 1) as u32
-            }
-        }
+        })
     }
 
     /// A path no longer names `set`; the last one frees it.
-    fn release(sets: &mut [AttrSet], free: &mut Vec<u32>, set: u32) {
-        let s = &mut sets[set as usize];
+    fn release(sets: &mut Slab<AttrSet>, set: u32) {
+        let s = &mut sets[set];
         s.refs -= 1;
         if s.refs == 0 {
-            s.path = Arc::default();
-            free.push(set);
+            sets.take(set);
         }
     }
 
@@ -448,21 +379,20 @@ impl Rib {
         let Rib {
             by_prefix,
             sets,
-            free_sets,
             path_lists,
             per_peer,
             len,
             ..
         } = self;
-        let (peer, rd) = (sets[l.set as usize].peer, sets[l.set as usize].rd);
-        sets[l.set as usize].refs += 1;
+        let (peer, rd) = (sets[l.set].peer, sets[l.set].rd);
+        sets[l.set].refs += 1;
         let e = by_prefix.get_or_default(&prefix);
         if let Some(x) = e.paths.slice_mut(path_lists).iter_mut().find(|x| {
-            let s = &sets[x.set as usize];
+            let s = &sets[x.set];
             s.peer == peer && s.rd == rd
         }) {
             let old = std::mem::replace(x, l);
-            Rib::release(sets, free_sets, old.set);
+            Rib::release(sets, old.set);
             return Some(old);
         }
         e.paths.push(path_lists, l);
@@ -479,7 +409,6 @@ impl Rib {
         let Rib {
             by_prefix,
             sets,
-            free_sets,
             path_lists,
             per_peer,
             len,
@@ -487,7 +416,7 @@ impl Rib {
         } = self;
         let e = by_prefix.get_mut(prefix)?;
         let i = e.paths.slice(path_lists).iter().position(|x| {
-            let s = &sets[x.set as usize];
+            let s = &sets[x.set];
             s.peer == peer && s.rd == *rd
         })?;
         let l = e.paths.remove(path_lists, i)?;
@@ -495,7 +424,7 @@ impl Rib {
         if let Some(c) = per_peer.get_mut(peer as usize) {
             *c = c.saturating_sub(1);
         }
-        Rib::release(sets, free_sets, l.set);
+        Rib::release(sets, l.set);
         Some(l)
     }
 
@@ -510,7 +439,7 @@ impl Rib {
             e.paths
                 .slice(lists)
                 .iter()
-                .map(move |l| (prefix, &sets[l.set as usize], l))
+                .map(move |l| (prefix, &sets[l.set], l))
         })
     }
 
@@ -524,7 +453,7 @@ impl Rib {
         } = self;
         for (prefix, e) in by_prefix.iter_mut() {
             for l in e.paths.slice_mut(path_lists) {
-                f(prefix, &sets[l.set as usize], l);
+                f(prefix, &sets[l.set], l);
             }
         }
     }
@@ -1041,7 +970,7 @@ impl Vpn {
         now.clear();
         in_vrfs.extend(entry.installed.iter(inst_lists).map(|(v, _)| v));
         for l in paths {
-            for rt in &sets[l.set as usize].path.rts {
+            for rt in &sets[l.set].path.rts {
                 if let Some(v) = by_rt.get(rt) {
                     in_vrfs.extend(v.iter().map(|i| *i as u32));
                 }
@@ -1051,13 +980,7 @@ impl Vpn {
         in_vrfs.dedup();
         for &vi in in_vrfs.iter() {
             let v = &vrfs[vi as usize];
-            let imports = |l: &Learned| {
-                sets[l.set as usize]
-                    .path
-                    .rts
-                    .iter()
-                    .any(|rt| v.import.contains(rt))
-            };
+            let imports = |l: &Learned| sets[l.set].path.rts.iter().any(|rt| v.import.contains(rt));
             // The importable routes go through the decision process; the
             // best (with multipath, every best leading to a distinct
             // (label, PE), e.g. anycast over two RDs) are installed. A
@@ -1072,7 +995,7 @@ impl Vpn {
                 let cands: Vec<(&PathInfo, IpAddr)> = chosen
                     .iter()
                     .map(|l| {
-                        let a = &sets[l.set as usize];
+                        let a = &sets[l.set];
                         (&*a.path, peers[a.peer as usize])
                     })
                     .collect();
@@ -1840,10 +1763,7 @@ asn = 65001
         );
         assert!(rib.insert(p, a).is_none());
         assert_eq!(rib.insert(p, b).map(|x| x.label()), Some(1));
-        assert_eq!(
-            rib.sets[a.set as usize].refs, 0,
-            "a replaced path frees its set"
-        );
+        assert_eq!(rib.sets[a.set].refs, 0, "a replaced path frees its set");
         assert!(rib.insert(p, c).is_none());
         assert!(rib.insert(p, d).is_none());
         assert_eq!(rib.len(), 3);
@@ -1862,9 +1782,9 @@ asn = 65001
         assert_eq!(rib.iter().count(), 0);
         // Every set is free again, and a new one reuses a slot.
         assert!(rib.sets.iter().all(|s| s.refs == 0));
-        let n = rib.sets.len();
+        let n = rib.sets.slots();
         rib.new_set(path.clone(), rd(3), p8);
-        assert_eq!(rib.sets.len(), n);
+        assert_eq!(rib.sets.slots(), n);
         // Installations in one VRF inline, in several in a list, freed.
         let nh = |n| NexthopId::new(n).expect("id");
         let mut inst = Installed::default();
@@ -1879,7 +1799,7 @@ asn = 65001
         );
         inst.set(&mut lists, &[]);
         assert!(inst.is_none());
-        assert_eq!(lists.free.len(), 1, "the list is freed");
+        assert_eq!(lists.free_slots(), 1, "the list is freed");
         // A path of 12 bytes, and an installation, per prefix: 28 bytes
         // with an IPv4 key.
         assert_eq!(std::mem::size_of::<Learned>(), 12);

@@ -12,6 +12,7 @@ pub mod fib;
 pub mod io;
 pub mod pipeline;
 pub mod rcu;
+pub mod slab;
 pub mod wire;
 pub mod worker;
 

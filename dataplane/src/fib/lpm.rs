@@ -224,6 +224,26 @@ unsafe fn sparse_key(base: *const usize, at: usize, i: usize) -> usize {
     (unsafe { *base.add(at + i / 4) } >> (16 * (i % 4))) & 0xffff
 }
 
+/// The first of the `n` sorted keys of the list at word `at` that is not
+/// below `b` (`n` if none).
+///
+/// # Safety
+/// `base` must point at a live sparse segment holding that list.
+#[inline(always)]
+unsafe fn sparse_lower(base: *const usize, at: usize, n: usize, b: usize) -> usize {
+    let (mut lo, mut hi) = (0usize, n);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        // SAFETY: mid < n, inside the list (caller's contract).
+        if unsafe { sparse_key(base, at, mid) } < b {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
 /// A sparse segment for `runs` (sorted, run 0 at block 0, leaf runs
 /// merged, chunk and solo runs one block each, as [`set_run`] keeps them).
 /// Call `f(is_leaf, block, word)` for each entry of a sparse segment's two
@@ -340,20 +360,10 @@ unsafe fn sparse_slot(p: usize, b: usize) -> usize {
     unsafe {
         let (nl, ns) = sparse_counts(base);
         let (lk, sk) = (1 + nl + ns, 1 + nl + ns + nl.div_ceil(4));
-        if ns > 0 {
-            // The single block b, if listed.
-            let (mut lo, mut hi) = (0usize, ns);
-            while lo < hi {
-                let mid = (lo + hi) / 2;
-                if sparse_key(base, sk, mid) < b {
-                    lo = mid + 1;
-                } else {
-                    hi = mid;
-                }
-            }
-            if lo < ns && sparse_key(base, sk, lo) == b {
-                return *base.add(1 + nl + lo);
-            }
+        // The single block b, if listed.
+        let lo = sparse_lower(base, sk, ns, b);
+        if lo < ns && sparse_key(base, sk, lo) == b {
+            return *base.add(1 + nl + lo);
         }
         if nl == 0 {
             return leaf(NO_ROUTE);
@@ -908,33 +918,8 @@ fn unpack(b: [u8; 7]) -> ChunkEntry {
     )
 }
 
-/// Route lists of chunks with several routes, by index; freed slots are
-/// reused.
-#[derive(Default)]
-struct Lists {
-    lists: Vec<Vec<ChunkEntry>>,
-    free: Vec<u32>,
-}
-
-impl Lists {
-    fn add(&mut self, v: Vec<ChunkEntry>) -> u32 {
-        match self.free.pop() {
-            Some(i) => {
-                self.lists[i as usize] = v;
-                i
-            }
-            None => {
-                self.lists.push(v);
-                (self.lists.len() - 1) as u32
-            }
-        }
-    }
-
-    fn take(&mut self, i: u32) -> Vec<ChunkEntry> {
-        self.free.push(i);
-        std::mem::take(&mut self.lists[i as usize])
-    }
-}
+/// Route lists of chunks with several routes, by index.
+type Lists = crate::slab::Slab<Vec<ChunkEntry>>;
 
 impl ChunkRoutes {
     /// The routes, into `out` (cleared first).
@@ -943,7 +928,7 @@ impl ChunkRoutes {
         match self {
             ChunkRoutes::None => {}
             ChunkRoutes::One(b) => out.push(unpack(*b)),
-            ChunkRoutes::Many(i) => out.extend_from_slice(&lists.lists[*i as usize]),
+            ChunkRoutes::Many(i) => out.extend_from_slice(&lists[*i]),
         }
     }
 
@@ -983,7 +968,7 @@ impl ChunkRoutes {
                 }
             }
             (ChunkRoutes::Many(i), v) => {
-                let list = &mut lists.lists[i as usize];
+                let list = &mut lists[i];
                 let old = match (list.binary_search_by_key(&key, |r| r.0), v) {
                     (Ok(j), Some(nh)) => Some(std::mem::replace(&mut list[j].1, nh)),
                     (Err(j), Some(nh)) => {
@@ -1352,23 +1337,11 @@ impl Lpm {
         unsafe {
             let (nl, ns) = sparse_counts(base);
             let (lk, sk) = (1 + nl + ns, 1 + nl + ns + nl.div_ceil(4));
-            let lower = |at: usize, n: usize| {
-                let (mut lo, mut hi) = (0usize, n);
-                while lo < hi {
-                    let mid = (lo + hi) / 2;
-                    if sparse_key(base, at, mid) < b {
-                        lo = mid + 1;
-                    } else {
-                        hi = mid;
-                    }
-                }
-                lo
-            };
-            let l = lower(lk, nl);
+            let l = sparse_lower(base, lk, nl, b);
             if l < nl && sparse_key(base, lk, l) == b {
                 return false;
             }
-            let at = lower(sk, ns);
+            let at = sparse_lower(base, sk, ns, b);
             let found = at < ns && sparse_key(base, sk, at) == b;
             let ns2 = if found { ns } else { ns + 1 };
             if !found && nl + 2 * ns2 + 1 > SPARSE_MAX {

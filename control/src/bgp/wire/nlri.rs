@@ -81,7 +81,7 @@ impl std::fmt::Display for Prefix {
 
 /// A route distinguisher (RFC 4364 §4.2): type 0 (2-octet AS : 4-octet
 /// number), 1 (IPv4 : 2-octet number), 2 (4-octet AS : 2-octet number).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RouteDistinguisher(pub [u8; 8]);
 
 impl RouteDistinguisher {
