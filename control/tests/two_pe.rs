@@ -484,6 +484,16 @@ fn two_dpdk_pes_talk_over_mpls_over_gre() {
         line.contains("link_up=true") && line.contains("opackets="),
         "{line}"
     );
+    // Frames cross PE1 zero-copy in the mbufs they arrived in, and
+    // net_af_packet keeps none: every mbuf is back in its pool.
+    let pools: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("DPDK pool after close device=\"net_af_packet"))
+        .collect();
+    assert_eq!(pools.len(), 2, "{log}");
+    for l in pools {
+        assert!(l.contains("free=4095 size=4095"), "a leak: {l}");
+    }
 }
 
 /// A UDP stream of `n` datagrams from h1 to h2, paced; returns how many

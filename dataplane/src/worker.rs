@@ -22,6 +22,21 @@ pub trait PacketIo: Send {
     fn rx_burst(&mut self, bufs: &mut [PacketBuf]) -> usize;
     /// Transmit frames; returns how many were taken.
     fn tx_burst(&mut self, frames: &[&[u8]]) -> usize;
+    /// Transmit the frames of `bufs` at `idx`; returns how many were taken.
+    /// A port that can send a buffer's storage itself (a DPDK mbuf the
+    /// frame was received in) takes it out of the buffer; the default
+    /// copies the frames through [`PacketIo::tx_burst`].
+    fn tx_bufs(&mut self, bufs: &mut [PacketBuf], idx: &[u8]) -> usize {
+        let mut took = 0;
+        for chunk in idx.chunks(MAX_BURST) {
+            let frames: arrayvec::ArrayVec<&[u8], MAX_BURST> = chunk
+                .iter()
+                .map(|i| bufs[usize::from(*i)].frame())
+                .collect();
+            took += self.tx_burst(&frames);
+        }
+        took
+    }
 }
 
 impl PacketIo for AfPacketPort {
@@ -59,6 +74,9 @@ impl PacketIo for crate::io::dpdk::DpdkQueue {
     }
     fn tx_burst(&mut self, frames: &[&[u8]]) -> usize {
         crate::io::dpdk::DpdkQueue::tx_burst(self, frames)
+    }
+    fn tx_bufs(&mut self, bufs: &mut [PacketBuf], idx: &[u8]) -> usize {
+        crate::io::dpdk::DpdkQueue::tx_bufs(self, bufs, idx)
     }
 }
 
@@ -141,23 +159,21 @@ pub fn run(
                 pipe.process(&view, in_port, &mut bufs[..n], &mut verdicts, &mut out, now);
             }
             if let Some((_, twin)) = cfg.kernel.iter_mut().find(|(id, _)| *id == in_port) {
-                let frames: arrayvec::ArrayVec<&[u8], MAX_BURST> = (0..n)
+                let idx: arrayvec::ArrayVec<u8, MAX_BURST> = (0..n)
                     .filter(|i| for_kernel(&verdicts[*i]))
-                    .map(|i| bufs[i].frame())
+                    .map(|i| i as u8)
                     .collect();
-                if !frames.is_empty() {
-                    tx_refused += (frames.len() - twin.tx_burst(&frames)) as u64;
+                if !idx.is_empty() {
+                    tx_refused += (idx.len() - twin.tx_bufs(&mut bufs, &idx)) as u64;
                 }
             }
             for (port, idx) in out.iter() {
-                let frames: arrayvec::ArrayVec<&[u8], MAX_BURST> =
-                    idx.iter().map(|i| bufs[usize::from(*i)].frame()).collect();
                 match cfg.ports.iter_mut().find(|(id, _)| id == port) {
                     Some((_, io)) => {
-                        let took = io.tx_burst(&frames);
-                        tx_refused += (frames.len() - took) as u64;
+                        let took = io.tx_bufs(&mut bufs, idx);
+                        tx_refused += (idx.len() - took) as u64;
                     }
-                    None => tx_refused += frames.len() as u64,
+                    None => tx_refused += idx.len() as u64,
                 }
             }
         }
@@ -169,10 +185,9 @@ pub fn run(
             }
             busy = true;
             let port = cfg.kernel[k].0;
-            let frames: arrayvec::ArrayVec<&[u8], MAX_BURST> =
-                bufs[..n].iter().map(PacketBuf::frame).collect();
+            let idx: arrayvec::ArrayVec<u8, MAX_BURST> = (0..n as u8).collect();
             match cfg.ports.iter_mut().find(|(id, _)| *id == port) {
-                Some((_, io)) => tx_refused += (n - io.tx_burst(&frames)) as u64,
+                Some((_, io)) => tx_refused += (n - io.tx_bufs(&mut bufs, &idx)) as u64,
                 None => tx_refused += n as u64,
             }
         }

@@ -13,10 +13,11 @@
 //! A [`Device`] is one DPDK port (a PCI NIC, or a `net_af_packet` /
 //! `net_af_xdp` / `net_tap` virtual device), configured with one RX and one
 //! TX queue per worker (RSS spreads flows). [`DpdkQueue`] is a worker's
-//! queue pair and implements the worker's port interface; each received
-//! frame is copied from its mbuf into the worker's [`PacketBuf`] and each
-//! transmitted one into a fresh mbuf (a 64-byte copy costs less than one
-//! cache miss; the pipeline keeps one buffer type for every back-end).
+//! queue pair and implements the worker's port interface, zero-copy: the
+//! worker's [`PacketBuf`]s borrow the received mbufs, the pipeline rewrites
+//! each frame in its mbuf's data room, and the mbuf itself is transmitted.
+//! Only frames that did not arrive in an mbuf (none on the forwarding
+//! path) are copied into fresh ones.
 //!
 //! All `unsafe` for DPDK lives in this module.
 #![allow(unsafe_code)]
@@ -344,6 +345,7 @@ impl LogCapture {
 #[derive(Debug)]
 pub struct Mempool {
     ptr: *mut sys::rte_mempool,
+    size: u32,
 }
 
 // SAFETY: DPDK mempools are multi-thread safe (per-lcore caches plus a
@@ -403,7 +405,12 @@ impl Mempool {
                 strerror(e)
             )));
         }
-        Ok(Mempool { ptr })
+        Ok(Mempool { ptr, size: n })
+    }
+
+    /// Buffers in the pool, free or not.
+    pub fn size(&self) -> u32 {
+        self.size
     }
 
     /// Buffers currently free in the pool.
@@ -645,6 +652,11 @@ impl Device {
         })
     }
 
+    /// The device's packet-buffer pool.
+    pub fn pool(&self) -> std::sync::Arc<Mempool> {
+        self.pool.clone()
+    }
+
     /// Stop and close the device (workers must have stopped polling it).
     pub fn close(self) {
         // SAFETY: no queue of this port is polled any more (caller's
@@ -671,8 +683,10 @@ pub struct DpdkQueue {
 unsafe impl Send for DpdkQueue {}
 
 impl DpdkQueue {
-    /// Receive up to `bufs.len()` frames, copying each out of its mbuf.
-    /// Multi-segment frames (jumbo frames on scattered RX) are dropped.
+    /// Receive up to `bufs.len()` frames, zero-copy: each buffer borrows
+    /// its mbuf (given back when the buffer is refilled or dropped, or sent
+    /// by [`DpdkQueue::tx_bufs`]). Multi-segment frames (jumbo frames on
+    /// scattered RX) are dropped.
     pub fn rx_burst(&mut self, bufs: &mut [PacketBuf]) -> usize {
         let want = bufs.len().min(BURST) as u16;
         // SAFETY: a started port/queue polled by this thread only; the
@@ -682,21 +696,108 @@ impl DpdkQueue {
         let mut got = 0;
         for i in 0..usize::from(n) {
             let m = self.mbufs[i];
-            // SAFETY: DPDK returned `n` valid mbufs; we read the first
-            // segment's data and free each mbuf exactly once.
+            // SAFETY: DPDK returned `n` valid mbufs, now ours: each is
+            // either freed here or handed to a buffer, which owns its data
+            // room (`buf_len` bytes at `buf_addr`) until it gives it back.
             unsafe {
-                let seg_len = usize::from((*m).data_len);
-                if (*m).nb_segs == 1 {
-                    let data = sys::vpnfwd_pktmbuf_mtod(m).cast::<u8>();
-                    let frame = std::slice::from_raw_parts(data, seg_len);
-                    if bufs[got].fill(frame) {
-                        got += 1;
-                    }
+                let (Some(h), Some(base)) = (
+                    std::ptr::NonNull::new(m),
+                    std::ptr::NonNull::new((*m).buf_addr.cast::<u8>()),
+                ) else {
+                    continue;
+                };
+                if (*m).nb_segs != 1 {
+                    sys::vpnfwd_pktmbuf_free(m);
+                    continue;
                 }
-                sys::vpnfwd_pktmbuf_free(m);
+                let (cap, off, len) = ((*m).buf_len, (*m).data_off, (*m).data_len);
+                if bufs[got].attach(h.cast(), &MBUF, base, cap, off, len) {
+                    got += 1;
+                }
             }
         }
         got
+    }
+
+    /// Transmit the frames of `bufs` at `idx`: a frame received in an mbuf
+    /// goes out in that mbuf (taken from its buffer), any other is copied
+    /// into a fresh one. Returns how many the device took; the rest are
+    /// freed.
+    pub fn tx_bufs(&mut self, bufs: &mut [PacketBuf], idx: &[u8]) -> usize {
+        let mut sent = 0;
+        for chunk in idx.chunks(BURST) {
+            let mut ready = 0;
+            for &i in chunk {
+                let Some(b) = bufs.get_mut(usize::from(i)) else {
+                    continue;
+                };
+                let (head, len) = (b.headroom() as u16, b.len() as u16);
+                let m = match b.detach_from(&MBUF) {
+                    // SAFETY: the buffer held this mbuf (attached in
+                    // rx_burst) and handed it over; its data room holds the
+                    // frame at `head` for `len` bytes (the buffer checked
+                    // both against `buf_len`).
+                    Some(h) => unsafe {
+                        let m = h.as_ptr().cast::<sys::rte_mbuf>();
+                        (*m).data_off = head;
+                        (*m).data_len = len;
+                        (*m).pkt_len = u32::from(len);
+                        (*m).ol_flags = 0;
+                        m
+                    },
+                    None => match self.copy_out(b.frame()) {
+                        Some(m) => m,
+                        None => continue,
+                    },
+                };
+                self.mbufs[ready] = m;
+                ready += 1;
+            }
+            sent += self.send(ready);
+        }
+        sent
+    }
+
+    /// A fresh mbuf holding a copy of `frame`, or None if the pool is
+    /// empty or the frame does not fit.
+    fn copy_out(&mut self, frame: &[u8]) -> Option<*mut sys::rte_mbuf> {
+        // SAFETY: the pool is live for the queue's lifetime.
+        let m = unsafe { sys::vpnfwd_pktmbuf_alloc(self.pool.ptr) };
+        if m.is_null() {
+            return None;
+        }
+        // SAFETY: a freshly allocated single-segment mbuf; the data room is
+        // checked by set_len before copying.
+        unsafe {
+            let dst = match u16::try_from(frame.len()) {
+                Ok(len) => sys::vpnfwd_pktmbuf_set_len(m, len),
+                Err(_) => std::ptr::null_mut(),
+            };
+            if dst.is_null() {
+                sys::vpnfwd_pktmbuf_free(m);
+                return None;
+            }
+            std::ptr::copy_nonoverlapping(frame.as_ptr(), dst.cast::<u8>(), frame.len());
+        }
+        Some(m)
+    }
+
+    /// Hand the first `ready` mbufs of `self.mbufs` to the device; free
+    /// those it does not take. Returns how many it took.
+    fn send(&mut self, ready: usize) -> usize {
+        if ready == 0 {
+            return 0;
+        }
+        // SAFETY: `ready` valid mbufs; the device takes ownership of those
+        // it accepts, we free the rest.
+        let took = unsafe {
+            sys::vpnfwd_tx_burst(self.port, self.queue, self.mbufs.as_mut_ptr(), ready as u16)
+        };
+        for i in usize::from(took)..ready {
+            // SAFETY: not taken by the device, still ours.
+            unsafe { sys::vpnfwd_pktmbuf_free(self.mbufs[i]) };
+        }
+        usize::from(took)
     }
 
     /// Transmit frames, copying each into a fresh mbuf. Returns how many
@@ -704,49 +805,31 @@ impl DpdkQueue {
     pub fn tx_burst(&mut self, frames: &[&[u8]]) -> usize {
         let mut sent = 0;
         for chunk in frames.chunks(BURST) {
-            let n = chunk.len();
-            // SAFETY: the pool is live; the array has room for n pointers.
-            let rc = unsafe {
-                sys::vpnfwd_pktmbuf_alloc_bulk(self.pool.ptr, self.mbufs.as_mut_ptr(), n as u32)
-            };
-            if rc != 0 {
-                return sent;
-            }
             let mut ready = 0;
             for f in chunk {
-                let m = self.mbufs[ready];
-                // SAFETY: a freshly allocated single-segment mbuf; the data
-                // room is checked by set_len before copying.
-                unsafe {
-                    let dst = match u16::try_from(f.len()) {
-                        Ok(len) => sys::vpnfwd_pktmbuf_set_len(m, len),
-                        Err(_) => std::ptr::null_mut(),
-                    };
-                    if dst.is_null() {
-                        sys::vpnfwd_pktmbuf_free(m);
-                        continue;
-                    }
-                    std::ptr::copy_nonoverlapping(f.as_ptr(), dst.cast::<u8>(), f.len());
+                if let Some(m) = self.copy_out(f) {
+                    self.mbufs[ready] = m;
+                    ready += 1;
                 }
-                self.mbufs[ready] = m;
-                ready += 1;
             }
-            // SAFETY: `ready` valid mbufs; the device takes ownership of
-            // those it accepts, we free the rest.
-            let took = unsafe {
-                sys::vpnfwd_tx_burst(self.port, self.queue, self.mbufs.as_mut_ptr(), ready as u16)
-            };
-            for i in usize::from(took)..ready {
-                // SAFETY: not taken by the device, still ours.
-                unsafe { sys::vpnfwd_pktmbuf_free(self.mbufs[i]) };
-            }
-            sent += usize::from(took);
-            if usize::from(took) < ready {
-                return sent;
-            }
+            sent += self.send(ready);
         }
         sent
     }
+}
+
+/// Received mbufs lent to [`PacketBuf`]s.
+static MBUF: super::ExtStorage = super::ExtStorage {
+    release: release_mbuf,
+};
+
+/// Give a received mbuf back to its pool.
+///
+/// # Safety
+/// `h` is an mbuf this process owns, released once.
+unsafe fn release_mbuf(h: std::ptr::NonNull<std::ffi::c_void>) {
+    // SAFETY: the caller's contract.
+    unsafe { sys::vpnfwd_pktmbuf_free(h.as_ptr().cast()) }
 }
 
 /// DPDK's IPv4 LPM (`rte_lpm`, DIR-24-8), for benchmarks against ours.
