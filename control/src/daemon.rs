@@ -1142,7 +1142,7 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
     // Bounded: a peer sending faster than the tables absorb is slowed down
     // by TCP instead of queueing decoded UPDATEs in memory (at most this
     // many batches of up to 64 UPDATEs).
-    let (bgp_tx, bgp_rx) = std::sync::mpsc::sync_channel::<SessionEvent>(4);
+    let (bgp_tx, bgp_rx) = std::sync::mpsc::sync_channel::<SessionEvent>(1);
     let bgp_stop = Arc::new(AtomicBool::new(false));
     let mut outboxes: HashMap<IpAddr, (std::sync::mpsc::Sender<Message>, u32)> = HashMap::new();
     let mut sessions = Vec::new();
@@ -1384,6 +1384,9 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                     }
                 }
                 SessionEvent::Updates { peer, updates } => {
+                    // The batch's route changes go to the FIB's applier
+                    // thread while the next batch is decided.
+                    fib.begin_batch();
                     for update in updates {
                         if let Some((afi, safi)) = crate::vpn::Vpn::end_of_rib(&update) {
                             let n = if safi == Safi::MPLS_VPN {
@@ -1420,6 +1423,7 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                             }
                         }
                     }
+                    fib.end_batch();
                 }
                 SessionEvent::Refresh { peer } => {
                     info!(%peer, "route refresh requested");
@@ -1507,8 +1511,9 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
             let _ = reply.send(answer(req, &vpn, &peer_state));
         }
         // One summary line per absorbed batch of BGP updates (the queue was
-        // drained above).
+        // drained above), once the forwarding tables hold them too.
         if bgp_changes > 0 {
+            fib.wait_applied();
             info!(changes = bgp_changes, held = vpn.learned(), "VPN routes");
             bgp_changes = 0;
         }

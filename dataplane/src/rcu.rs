@@ -42,6 +42,10 @@ pub(crate) fn prefetch(p: *const u8) {
     let _ = p;
 }
 
+/// An unlinked object and the function that frees it, for
+/// [`Domain::retire_all`].
+pub type Retiree = (*mut (), unsafe fn(*mut ()));
+
 struct Retired {
     epoch: u64,
     ptr: *mut (),
@@ -148,10 +152,36 @@ impl Domain {
     /// `Send`); `ptr` must not be retired twice and must already be
     /// unreachable for readers that start after this call.
     pub unsafe fn retire_with(&self, ptr: *mut (), free: unsafe fn(*mut ())) {
-        let epoch = self.inner.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        let len = {
+            // The epoch is taken under the lock, so that the list stays in
+            // epoch order when two threads retire.
+            let mut l = lock(&self.inner.retired);
+            let epoch = self.inner.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+            l.push(Retired { epoch, ptr, free });
+            l.len()
+        };
+        if len >= 256 {
+            self.collect();
+        }
+    }
+
+    /// [`Domain::retire_with`] for every `(ptr, free)` of `items` (drained),
+    /// under one epoch and one lock.
+    ///
+    /// # Safety
+    /// As [`Domain::retire_with`], for each item.
+    pub unsafe fn retire_all(&self, items: &mut Vec<Retiree>) {
+        if items.is_empty() {
+            return;
+        }
         let len = {
             let mut l = lock(&self.inner.retired);
-            l.push(Retired { epoch, ptr, free });
+            let epoch = self.inner.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+            l.extend(
+                items
+                    .drain(..)
+                    .map(|(ptr, free)| Retired { epoch, ptr, free }),
+            );
             l.len()
         };
         if len >= 256 {
@@ -168,15 +198,39 @@ impl Domain {
             .map(|s| s.load(Ordering::Acquire))
             .min()
             .unwrap_or(OFFLINE);
-        let mut l = lock(&self.inner.retired);
-        let keep = l.partition_point(|r| r.epoch <= min);
-        for r in l.drain(..keep) {
+        let (ready, left) = {
+            let mut l = lock(&self.inner.retired);
+            let keep = l.partition_point(|r| r.epoch <= min);
+            let ready: Vec<Retired> = l.drain(..keep).collect();
+            (ready, l.len())
+        };
+        // Freed outside the lock: a free function may retire in turn.
+        for r in ready {
             // SAFETY: every online reader announced a quiescent state at an
             // epoch at or after the retire, so none holds the pointer; it was
             // retired once (contract of `retire`).
             unsafe { (r.free)(r.ptr) };
         }
-        l.len()
+        left
+    }
+
+    /// Run `f` once every reader has passed a quiescent state (on whichever
+    /// thread collects then): for changes that must wait until no reader
+    /// can still act on what it saw before this call.
+    pub fn defer(&self, f: Box<dyn FnOnce() + Send>) {
+        /// Runs the deferred closure.
+        ///
+        /// # Safety
+        /// `p` came from `Box::into_raw` in `defer`, and is run once.
+        unsafe fn run(p: *mut ()) {
+            // SAFETY: the contract above.
+            let f = unsafe { Box::from_raw(p.cast::<Box<dyn FnOnce() + Send>>()) };
+            f();
+        }
+        let p = Box::into_raw(Box::new(f));
+        // SAFETY: a fresh box no reader knows, retired once; `run` takes it
+        // back as the box it is; the closure is Send.
+        unsafe { self.retire_with(p.cast(), run) };
     }
 
     /// Objects retired but not yet freed.

@@ -417,6 +417,10 @@ fn a_removed_vrf_or_nexthop_drops_with_its_reason() {
     let g = golden();
     let mut bed = Bed::new();
     bed.fib.remove_nexthop(nh(10));
+    // The nexthop goes once the worker has passed a quiescent state (as
+    // it does after each burst) and the writer collects.
+    bed.reader.quiescent();
+    bed.fib.collect();
     assert_eq!(
         bed.run(ACCESS, &g["push_in_eth"]).0,
         Verdict::Stop(Reason::NoNexthop)

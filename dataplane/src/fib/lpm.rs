@@ -46,6 +46,32 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+/// Check a route change as a table of `max_len`-bit keys (32 or 128)
+/// would, changing nothing: the prefix `p` left-aligned in 128 bits, its
+/// length, and the nexthop to insert (None: a removal).
+///
+/// # Errors
+/// [`LpmError`] for a bad length, host bits or nexthop id.
+pub fn validate(max_len: u8, p: u128, len: u8, v: Option<u32>) -> Result<(), LpmError> {
+    if len > max_len {
+        return Err(LpmError::BadLength { len, max: max_len });
+    }
+    let host = match len {
+        0 => p,
+        128.. => 0,
+        l => p << l,
+    };
+    if host != 0 {
+        return Err(LpmError::HostBits { len });
+    }
+    if let Some(nh) = v {
+        if nh > MAX_NEXTHOP {
+            return Err(LpmError::Nexthop(nh));
+        }
+    }
+    Ok(())
+}
+
 /// Why a route could not be installed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum LpmError {
@@ -1007,7 +1033,8 @@ pub struct Lpm {
     /// Routes of length 9–18 per /8: (18-bit block, length).
     mids: IntMap<u32, std::collections::BTreeSet<(u32, u8)>>,
     routes: usize,
-    retire: Vec<usize>,
+    /// Unlinked by the change under way, retired when it completes.
+    retire: Vec<crate::rcu::Retiree>,
     kid_defaults: Vec<u32>,
     scratch: Vec<ChunkRoute>,
     /// Route lists of chunks with several routes.
@@ -1093,7 +1120,7 @@ impl Lpm {
     /// # Errors
     /// [`LpmError`] for a bad length, host bits or nexthop id.
     pub fn insert_v4(&mut self, addr: u32, len: u8, nexthop: u32) -> Result<Option<u32>, LpmError> {
-        self.check(32, len)?;
+        self.check(32)?;
         self.set(u128::from(addr) << 96, len, Some(nexthop))
     }
 
@@ -1102,7 +1129,7 @@ impl Lpm {
     /// # Errors
     /// [`LpmError`] for a bad length or host bits.
     pub fn remove_v4(&mut self, addr: u32, len: u8) -> Result<Option<u32>, LpmError> {
-        self.check(32, len)?;
+        self.check(32)?;
         self.set(u128::from(addr) << 96, len, None)
     }
 
@@ -1116,7 +1143,7 @@ impl Lpm {
         len: u8,
         nexthop: u32,
     ) -> Result<Option<u32>, LpmError> {
-        self.check(128, len)?;
+        self.check(128)?;
         self.set(addr, len, Some(nexthop))
     }
 
@@ -1125,21 +1152,15 @@ impl Lpm {
     /// # Errors
     /// [`LpmError`] for a bad length or host bits.
     pub fn remove_v6(&mut self, addr: u128, len: u8) -> Result<Option<u32>, LpmError> {
-        self.check(128, len)?;
+        self.check(128)?;
         self.set(addr, len, None)
     }
 
-    fn check(&self, family_len: u8, len: u8) -> Result<(), LpmError> {
+    fn check(&self, family_len: u8) -> Result<(), LpmError> {
         assert_eq!(
             family_len, self.max_len,
             "IPv4 call on an IPv6 table or the reverse"
         );
-        if len > self.max_len {
-            return Err(LpmError::BadLength {
-                len,
-                max: self.max_len,
-            });
-        }
         Ok(())
     }
 
@@ -1154,19 +1175,7 @@ impl Lpm {
     }
 
     fn set(&mut self, p: u128, len: u8, v: Option<u32>) -> Result<Option<u32>, LpmError> {
-        let host = match len {
-            0 => p,
-            128.. => 0,
-            l => p << l,
-        };
-        if host != 0 {
-            return Err(LpmError::HostBits { len });
-        }
-        if let Some(nh) = v {
-            if nh > MAX_NEXTHOP {
-                return Err(LpmError::Nexthop(nh));
-            }
-        }
+        validate(self.max_len, p, len, v)?;
         let old = if u32::from(len) <= TOP_BITS {
             self.set_short(p, len, v)
         } else {
@@ -1177,22 +1186,28 @@ impl Lpm {
             (Some(_), None) => self.routes -= 1,
             _ => {}
         }
-        for p in self.retire.drain(..) {
-            // SAFETY: every pointer in `retire` was unlinked by the publish
-            // that preceded this loop and is retired once.
-            unsafe {
-                self.shared
-                    .domain
-                    .retire_with(p as *mut (), free_chunk_words)
-            };
-        }
+        // SAFETY: every pointer in `retire` was unlinked by a publish of
+        // this change, is retired once, and comes with its free function.
+        unsafe { self.shared.domain.retire_all(&mut self.retire) };
         Ok(old)
     }
 
     /// The best route of length ≤ `max` covering the 18-bit block `blk`.
     fn best_le(&self, blk: u32, max: u32) -> u32 {
-        for l in (0..=max).rev() {
-            if let Some(v) = self.short[l as usize].get(&(blk & top_mask(l, TOP_BITS))) {
+        // Lengths 9–18 only where the /8 has such routes; empty lengths
+        // cost no probe.
+        let mid = max > 8
+            && self
+                .mids
+                .get(&(blk >> SEG_BITS))
+                .is_some_and(|m| !m.is_empty());
+        let top = if mid { max } else { max.min(8) };
+        for l in (0..=top).rev() {
+            let t = &self.short[l as usize];
+            if t.is_empty() {
+                continue;
+            }
+            if let Some(v) = t.get(&(blk & top_mask(l, TOP_BITS))) {
                 return *v;
             }
         }
@@ -1308,13 +1323,10 @@ impl Lpm {
     fn replace_sparse(&mut self, a: usize, new: usize) {
         let old = self.shared.root[a].swap(new | SPARSE_TAG, Ordering::AcqRel);
         if old & 1 == 0 && old & SPARSE_TAG != 0 {
-            // SAFETY: just unlinked; the chunks it lists stay reachable
-            // from the new one.
-            unsafe {
-                self.shared
-                    .domain
-                    .retire_with((old & !SPARSE_TAG) as *mut (), free_sparse)
-            };
+            // Just unlinked; the chunks it lists stay reachable from the new
+            // one. Retired with the change.
+            self.retire
+                .push(((old & !SPARSE_TAG) as *mut (), free_sparse));
         }
     }
 
@@ -1692,7 +1704,8 @@ impl Lpm {
         }
         if cw.routes.is_empty() && cw.kids_is_empty() {
             if is_chunk(cw.published) {
-                self.retire.push(cw.published);
+                self.retire
+                    .push((cw.published as *mut (), free_chunk_words));
             }
             cw.published = 0;
             return (old, Change::Removed);
@@ -1749,7 +1762,7 @@ impl Lpm {
             }
         };
         if is_chunk(old) {
-            self.retire.push(old);
+            self.retire.push((old as *mut (), free_chunk_words));
         }
         cw.published = new;
         new
@@ -1824,14 +1837,8 @@ impl Lpm {
 
 impl Drop for Lpm {
     fn drop(&mut self) {
-        for p in self.retire.drain(..) {
-            // SAFETY: unlinked, retired once.
-            unsafe {
-                self.shared
-                    .domain
-                    .retire_with(p as *mut (), free_chunk_words)
-            };
-        }
+        // SAFETY: unlinked, retired once, each with its free function.
+        unsafe { self.shared.domain.retire_all(&mut self.retire) };
         // Published chunks stay reachable from `shared`, whose Drop frees them.
     }
 }

@@ -18,7 +18,7 @@ use crate::wire::mpls::Label;
 use crate::wire::MacAddr;
 use lpm::IntMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// A VRF's identifier inside the dataplane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -177,16 +177,197 @@ fn port_index(port: PortId, vlan: u16) -> u32 {
     (u32::from(port.0) << 12) | u32::from(vlan)
 }
 
+/// The VRFs' LPM writers, by VRF id.
+type Tables = IntMap<u32, (Lpm, Lpm)>;
+
+/// One route change of a batch: `prefix` is the IPv4 address (in the low
+/// 32 bits) or the IPv6 one, as words (24 bytes in all rather than 48 with
+/// a u128's alignment); `nh` [`NO_ROUTE`] removes.
+#[derive(Debug, Clone, Copy)]
+struct RouteOp {
+    vrf: u32,
+    nh: u32,
+    prefix: [u32; 4],
+    v6: bool,
+    len: u8,
+}
+
+impl RouteOp {
+    fn new(vrf: VrfId, v6: bool, prefix: u128, len: u8, nh: Option<NexthopId>) -> RouteOp {
+        RouteOp {
+            vrf: vrf.0,
+            nh: nh.map_or(NO_ROUTE, |n| n.0),
+            prefix: [
+                (prefix >> 96) as u32,
+                (prefix >> 64) as u32,
+                (prefix >> 32) as u32,
+                prefix as u32,
+            ],
+            v6,
+            len,
+        }
+    }
+
+    fn prefix(&self) -> u128 {
+        self.prefix
+            .iter()
+            .fold(0u128, |acc, w| (acc << 32) | u128::from(*w))
+    }
+
+    fn nh(&self) -> Option<u32> {
+        (self.nh != NO_ROUTE).then_some(self.nh)
+    }
+}
+
+/// Apply a validated route change.
+fn apply(t: &mut Tables, op: &RouteOp) -> Result<Option<u32>, FibError> {
+    let (v4, v6) = t.get_mut(&op.vrf).ok_or(FibError::NoVrf(VrfId(op.vrf)))?;
+    let p = op.prefix();
+    Ok(match (op.v6, op.nh()) {
+        (false, Some(nh)) => v4.insert_v4(p as u32, op.len, nh)?,
+        (false, None) => v4.remove_v4(p as u32, op.len)?,
+        (true, Some(nh)) => v6.insert_v6(p, op.len, nh)?,
+        (true, None) => v6.remove_v6(p, op.len)?,
+    })
+}
+
+/// Batches of fewer route changes are applied by the control thread
+/// itself: handing them over would cost more than it saves.
+const APPLIER_MIN: usize = 256;
+
+/// Lock a mutex, recovering it if a panicking holder poisoned it (its
+/// data is still consistent: every change under it completes or panics
+/// before touching shared state).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The hand-over between the control thread and the route applier.
+#[derive(Debug, Default)]
+struct Job {
+    /// The batch handed over (empty, with its capacity, when returned).
+    ops: Vec<RouteOp>,
+    /// `ops` waits for the applier.
+    queued: bool,
+    /// The applier is applying a batch.
+    busy: bool,
+    /// The applier should exit.
+    quit: bool,
+}
+
+/// A thread that applies batches of route changes to the LPMs while the
+/// control thread goes on deciding the next batch.
+#[derive(Debug)]
+struct Applier {
+    job: Arc<(Mutex<Job>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Applier {
+    fn start(tables: Arc<Mutex<Tables>>) -> std::io::Result<Applier> {
+        let job: Arc<(Mutex<Job>, Condvar)> = Arc::default();
+        let j = job.clone();
+        let thread = std::thread::Builder::new()
+            .name("vpnfwd-fib".into())
+            .spawn(move || loop {
+                let mut ops = {
+                    let mut g = lock(&j.0);
+                    while !g.queued && !g.quit {
+                        g =
+                            j.1.wait(g)
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    }
+                    if g.quit {
+                        return;
+                    }
+                    g.queued = false;
+                    g.busy = true;
+                    std::mem::take(&mut g.ops)
+                };
+                {
+                    let mut t = lock(&tables);
+                    for op in &ops {
+                        // Validated when queued: cannot fail.
+                        let _ = apply(&mut t, op);
+                    }
+                }
+                ops.clear();
+                let mut g = lock(&j.0);
+                g.ops = ops;
+                g.busy = false;
+                j.1.notify_all();
+            })?;
+        Ok(Applier {
+            job,
+            thread: Some(thread),
+        })
+    }
+
+    /// Wait until no batch is queued or being applied.
+    fn idle(&self) {
+        let mut g = lock(&self.job.0);
+        while g.queued || g.busy {
+            g = self
+                .job
+                .1
+                .wait(g)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Hand over `ops` (the applier must be idle); returns an empty vector
+    /// to fill next.
+    fn hand(&self, ops: Vec<RouteOp>) -> Vec<RouteOp> {
+        let mut g = lock(&self.job.0);
+        let spare = std::mem::replace(&mut g.ops, ops);
+        g.queued = true;
+        self.job.1.notify_all();
+        spare
+    }
+}
+
+impl Drop for Applier {
+    fn drop(&mut self) {
+        lock(&self.job.0).quit = true;
+        self.job.1.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// The writer: the only one that changes the tables.
+///
+/// Route changes can be batched ([`Fib::begin_batch`] …
+/// [`Fib::end_batch`]): they are checked at once and queued, and a second
+/// thread applies the batch to the LPMs, in order, while the control thread
+/// goes on with the next. Nexthops removed during a batch stay installed
+/// until its routes are applied, so no reader meets a route whose nexthop
+/// is gone. Every other change, and every lookup, first waits for the batch
+/// in flight: outside batches the tables behave as if each change were
+/// applied on the spot.
 pub struct Fib {
+    /// First, so that it stops before the tables go.
+    applier: Option<Applier>,
     shared: Arc<FibShared>,
-    vrfs: IntMap<u32, (Lpm, Lpm)>,
+    tables: Arc<Mutex<Tables>>,
+    /// The VRFs that exist (to check queued routes without the tables).
+    vrf_ids: IntMap<u32, ()>,
+    /// The open batch, if any.
+    batch: Option<Vec<RouteOp>>,
+    /// Nexthops removed during the open batch.
+    removals: Vec<u32>,
+    /// Nexthops to remove once the batch in flight is applied.
+    in_flight_removals: Vec<u32>,
+    /// An empty vector for the next batch.
+    spare: Vec<RouteOp>,
 }
 
 impl core::fmt::Debug for Fib {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Fib")
-            .field("vrfs", &self.vrfs.len())
+            .field("vrfs", &self.vrf_ids.len())
+            .field("batch", &self.batch.as_ref().map(Vec::len))
             .finish()
     }
 }
@@ -197,11 +378,19 @@ impl Default for Fib {
     }
 }
 
+impl Drop for Fib {
+    fn drop(&mut self) {
+        self.end_batch();
+        self.sync();
+    }
+}
+
 impl Fib {
     /// Empty tables in a new reclamation domain.
     pub fn new() -> Fib {
         let domain = Domain::new();
         Fib {
+            applier: None,
             shared: Arc::new(FibShared {
                 ports: SlotArray::new(&domain, u32::from(MAX_PORTS) << 12),
                 vrfs: SlotArray::new(&domain, MAX_VRFS),
@@ -209,7 +398,12 @@ impl Fib {
                 labels: SlotArray::new(&domain, Label::MAX + 1),
                 domain,
             }),
-            vrfs: IntMap::default(),
+            tables: Arc::default(),
+            vrf_ids: IntMap::default(),
+            batch: None,
+            removals: Vec::new(),
+            in_flight_removals: Vec::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -221,9 +415,78 @@ impl Fib {
         }
     }
 
-    /// The reclamation domain.
+    /// The tables' reclamation domain.
     pub fn domain(&self) -> &Domain {
         &self.shared.domain
+    }
+
+    /// Start queueing route changes (no-op if a batch is open).
+    pub fn begin_batch(&mut self) {
+        if self.batch.is_none() {
+            self.batch = Some(std::mem::take(&mut self.spare));
+        }
+    }
+
+    /// Close the open batch: hand its route changes to the applier thread
+    /// (or, for a small batch, apply them here) and return. The nexthops
+    /// removed during it go once its routes are applied.
+    pub fn end_batch(&mut self) {
+        let Some(mut ops) = self.batch.take() else {
+            return;
+        };
+        self.sync();
+        if ops.len() < APPLIER_MIN || self.applier_ready().is_none() {
+            {
+                let mut t = lock(&self.tables);
+                for op in &ops {
+                    let _ = apply(&mut t, op);
+                }
+            }
+            for id in std::mem::take(&mut self.removals) {
+                self.clear_nexthop(id);
+            }
+            ops.clear();
+            self.spare = ops;
+            return;
+        }
+        if let Some(a) = &self.applier {
+            self.spare = a.hand(ops);
+        }
+        std::mem::swap(&mut self.in_flight_removals, &mut self.removals);
+    }
+
+    /// The applier thread, started on first use; None if no thread can be
+    /// started (batches are then applied by the caller).
+    fn applier_ready(&mut self) -> Option<&Applier> {
+        if self.applier.is_none() {
+            self.applier = Applier::start(self.tables.clone()).ok();
+        }
+        self.applier.as_ref()
+    }
+
+    /// Wait until every closed batch is applied (and the nexthops released
+    /// during it removed): what the tables hold then is everything changed
+    /// before the open batch, if any.
+    pub fn wait_applied(&mut self) {
+        self.sync();
+    }
+
+    /// Wait for the batch in flight, then remove the nexthops it released.
+    fn sync(&mut self) {
+        if let Some(a) = &self.applier {
+            a.idle();
+        }
+        for id in std::mem::take(&mut self.in_flight_removals) {
+            self.clear_nexthop(id);
+        }
+    }
+
+    /// The LPMs, once no batch is in flight.
+    fn tables(&self) -> MutexGuard<'_, Tables> {
+        if let Some(a) = &self.applier {
+            a.idle();
+        }
+        lock(&self.tables)
     }
 
     /// Create a VRF (no-op if it exists).
@@ -234,7 +497,7 @@ impl Fib {
         if vrf.0 >= MAX_VRFS {
             return Err(FibError::VrfRange(vrf));
         }
-        if self.vrfs.contains_key(&vrf.0) {
+        if self.vrf_ids.contains_key(&vrf.0) {
             return Ok(());
         }
         let v4 = Lpm::new_v4(&self.shared.domain);
@@ -246,19 +509,19 @@ impl Fib {
                 v6: v6.shared().clone(),
             }),
         );
-        self.vrfs.insert(vrf.0, (v4, v6));
+        self.tables().insert(vrf.0, (v4, v6));
+        self.vrf_ids.insert(vrf.0, ());
         Ok(())
     }
 
-    /// Delete a VRF and its routes.
+    /// Delete a VRF and its routes (closing the open batch first).
     pub fn remove_vrf(&mut self, vrf: VrfId) {
-        if self.vrfs.remove(&vrf.0).is_some() {
+        self.end_batch();
+        self.sync();
+        if self.vrf_ids.remove(&vrf.0).is_some() {
             self.shared.vrfs.set(vrf.0, None);
+            self.tables().remove(&vrf.0);
         }
-    }
-
-    fn vrf(&mut self, vrf: VrfId) -> Result<&mut (Lpm, Lpm), FibError> {
-        self.vrfs.get_mut(&vrf.0).ok_or(FibError::NoVrf(vrf))
     }
 
     fn check_nh(&self, nh: NexthopId) -> Result<(), FibError> {
@@ -268,7 +531,31 @@ impl Fib {
         Ok(())
     }
 
-    /// Insert or replace an IPv4 route.
+    /// Check a route change and queue it in the open batch (returning
+    /// `Ok(None)`: the previous nexthop is not known yet), or apply it now.
+    fn route(&mut self, op: RouteOp) -> Result<Option<NexthopId>, FibError> {
+        if let Some(nh) = op.nh() {
+            self.check_nh(NexthopId(nh))?;
+        }
+        if let Some(ops) = &mut self.batch {
+            if !self.vrf_ids.contains_key(&op.vrf) {
+                return Err(FibError::NoVrf(VrfId(op.vrf)));
+            }
+            let (max, p) = if op.v6 {
+                (128, op.prefix())
+            } else {
+                (32, op.prefix() << 96)
+            };
+            lpm::validate(max, p, op.len, op.nh())?;
+            ops.push(op);
+            return Ok(None);
+        }
+        self.sync();
+        Ok(apply(&mut lock(&self.tables), &op)?.map(NexthopId))
+    }
+
+    /// Insert or replace an IPv4 route; returns the previous nexthop
+    /// (always None inside a batch).
     ///
     /// # Errors
     /// Unknown VRF or nexthop, or an invalid prefix.
@@ -279,12 +566,17 @@ impl Fib {
         len: u8,
         nh: NexthopId,
     ) -> Result<Option<NexthopId>, FibError> {
-        self.check_nh(nh)?;
-        let old = self.vrf(vrf)?.0.insert_v4(prefix.into(), len, nh.0)?;
-        Ok(old.map(NexthopId))
+        self.route(RouteOp::new(
+            vrf,
+            false,
+            u128::from(u32::from(prefix)),
+            len,
+            Some(nh),
+        ))
     }
 
-    /// Remove an IPv4 route.
+    /// Remove an IPv4 route; returns its nexthop (always None inside a
+    /// batch).
     ///
     /// # Errors
     /// Unknown VRF or an invalid prefix.
@@ -294,14 +586,17 @@ impl Fib {
         prefix: Ipv4Addr,
         len: u8,
     ) -> Result<Option<NexthopId>, FibError> {
-        Ok(self
-            .vrf(vrf)?
-            .0
-            .remove_v4(prefix.into(), len)?
-            .map(NexthopId))
+        self.route(RouteOp::new(
+            vrf,
+            false,
+            u128::from(u32::from(prefix)),
+            len,
+            None,
+        ))
     }
 
-    /// Insert or replace an IPv6 route.
+    /// Insert or replace an IPv6 route; returns the previous nexthop
+    /// (always None inside a batch).
     ///
     /// # Errors
     /// Unknown VRF or nexthop, or an invalid prefix.
@@ -312,12 +607,11 @@ impl Fib {
         len: u8,
         nh: NexthopId,
     ) -> Result<Option<NexthopId>, FibError> {
-        self.check_nh(nh)?;
-        let old = self.vrf(vrf)?.1.insert_v6(prefix.into(), len, nh.0)?;
-        Ok(old.map(NexthopId))
+        self.route(RouteOp::new(vrf, true, u128::from(prefix), len, Some(nh)))
     }
 
-    /// Remove an IPv6 route.
+    /// Remove an IPv6 route; returns its nexthop (always None inside a
+    /// batch).
     ///
     /// # Errors
     /// Unknown VRF or an invalid prefix.
@@ -327,11 +621,7 @@ impl Fib {
         prefix: Ipv6Addr,
         len: u8,
     ) -> Result<Option<NexthopId>, FibError> {
-        Ok(self
-            .vrf(vrf)?
-            .1
-            .remove_v6(prefix.into(), len)?
-            .map(NexthopId))
+        self.route(RouteOp::new(vrf, true, u128::from(prefix), len, None))
     }
 
     /// Install or replace a nexthop.
@@ -358,10 +648,32 @@ impl Fib {
         Ok(())
     }
 
-    /// Remove a nexthop. Routes still pointing at it drop their packets
-    /// (counted as `NoNexthop`) until replaced.
+    /// Remove a nexthop, once readers are done with what they saw before
+    /// (and, inside a batch, once the batch's routes are applied). Routes
+    /// still pointing at it then drop their packets (counted as
+    /// `NoNexthop`) until replaced.
+    ///
+    /// Inside a batch the nexthop stays until the batch's routes are
+    /// applied (they may be what moves routes off it).
     pub fn remove_nexthop(&mut self, id: NexthopId) {
-        self.shared.nexthops.set(id.0, None);
+        if self.batch.is_some() {
+            self.removals.push(id.0);
+            return;
+        }
+        self.sync();
+        self.clear_nexthop(id.0);
+    }
+
+    /// Clear nexthop `id`'s slot once every reader has passed a quiescent
+    /// state: a reader that found a route to it just before the route
+    /// moved still finds the nexthop.
+    fn clear_nexthop(&self, id: u32) {
+        let shared = Arc::downgrade(&self.shared);
+        self.shared.domain.defer(Box::new(move || {
+            if let Some(s) = shared.upgrade() {
+                s.nexthops.set(id, None);
+            }
+        }));
     }
 
     /// Bind a VPN label.
@@ -394,14 +706,15 @@ impl Fib {
     }
 
     /// Lookup from the writer's side (for the CLI's `fib lookup`).
+    /// Waits for the batch in flight; sees none of the open batch.
     pub fn lookup_v4(&self, vrf: VrfId, ip: Ipv4Addr) -> Option<NexthopId> {
-        let v = self.vrfs.get(&vrf.0)?.0.lookup_v4(ip.into());
+        let v = self.tables().get(&vrf.0)?.0.lookup_v4(ip.into());
         (v != NO_ROUTE).then_some(NexthopId(v))
     }
 
-    /// Lookup from the writer's side.
+    /// Lookup from the writer's side (as [`Fib::lookup_v4`]).
     pub fn lookup_v6(&self, vrf: VrfId, ip: Ipv6Addr) -> Option<NexthopId> {
-        let v = self.vrfs.get(&vrf.0)?.1.lookup_v6(ip.into());
+        let v = self.tables().get(&vrf.0)?.1.lookup_v6(ip.into());
         (v != NO_ROUTE).then_some(NexthopId(v))
     }
 
