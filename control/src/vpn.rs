@@ -134,58 +134,106 @@ struct Rib {
     len: usize,
 }
 
-/// Entries by prefix, one map per family: an IPv4 prefix is keyed by 8
-/// bytes (address and length) where the general form takes 24.
+/// Entries by prefix, one map per family. An IPv4 prefix shorter than /32
+/// is keyed by one word, its address with the bit just after the prefix
+/// set (the lowest set bit tells the length), so an entry takes 24 bytes
+/// where an (address, length) key would make it 28; host routes (/32) have
+/// a map of their own.
 #[derive(Debug, Default)]
 struct Prefixes {
-    v4: ShardedMap<(u32, u8), Entry>,
+    v4: ShardedMap<u32, Entry>,
+    hosts: ShardedMap<u32, Entry>,
     v6: ShardedMap<([u8; 16], u8), Entry>,
+}
+
+/// Where an IPv4 prefix lives in [`Prefixes`].
+enum V4Key {
+    /// Shorter than /32: the encoded word.
+    Net(u32),
+    /// A /32.
+    Host(u32),
 }
 
 impl Prefixes {
     fn get(&self, p: &Prefix) -> Option<&Entry> {
         match p.addr {
-            IpAddr::V4(a) => self.v4.get(&v4_key(a, p.len)),
+            IpAddr::V4(a) => match v4_key(a, p.len) {
+                V4Key::Net(k) => self.v4.get(&k),
+                V4Key::Host(k) => self.hosts.get(&k),
+            },
             IpAddr::V6(a) => self.v6.get(&(a.octets(), p.len)),
         }
     }
 
     fn get_mut(&mut self, p: &Prefix) -> Option<&mut Entry> {
         match p.addr {
-            IpAddr::V4(a) => self.v4.get_mut(&v4_key(a, p.len)),
+            IpAddr::V4(a) => match v4_key(a, p.len) {
+                V4Key::Net(k) => self.v4.get_mut(&k),
+                V4Key::Host(k) => self.hosts.get_mut(&k),
+            },
             IpAddr::V6(a) => self.v6.get_mut(&(a.octets(), p.len)),
         }
     }
 
     fn get_or_default(&mut self, p: &Prefix) -> &mut Entry {
         match p.addr {
-            IpAddr::V4(a) => self.v4.get_or_default(v4_key(a, p.len)),
+            IpAddr::V4(a) => match v4_key(a, p.len) {
+                V4Key::Net(k) => self.v4.get_or_default(k),
+                V4Key::Host(k) => self.hosts.get_or_default(k),
+            },
             IpAddr::V6(a) => self.v6.get_or_default((a.octets(), p.len)),
         }
     }
 
     fn remove(&mut self, p: &Prefix) {
         match p.addr {
-            IpAddr::V4(a) => self.v4.remove(&v4_key(a, p.len)),
+            IpAddr::V4(a) => match v4_key(a, p.len) {
+                V4Key::Net(k) => self.v4.remove(&k),
+                V4Key::Host(k) => self.hosts.remove(&k),
+            },
             IpAddr::V6(a) => self.v6.remove(&(a.octets(), p.len)),
         };
     }
 
     fn iter(&self) -> impl Iterator<Item = (Prefix, &Entry)> {
-        let v4 = self.v4.iter().map(|(k, e)| (v4_prefix(*k), e));
+        let v4 = self.v4.iter().map(|(k, e)| (v4_net_prefix(*k), e));
+        let hosts = self.hosts.iter().map(|(k, e)| (v4_host_prefix(*k), e));
         let v6 = self.v6.iter().map(|(k, e)| (v6_prefix(k), e));
-        v4.chain(v6)
+        v4.chain(hosts).chain(v6)
     }
 
     fn iter_mut(&mut self) -> impl Iterator<Item = (Prefix, &mut Entry)> {
-        let v4 = self.v4.iter_mut().map(|(k, e)| (v4_prefix(*k), e));
+        let v4 = self.v4.iter_mut().map(|(k, e)| (v4_net_prefix(*k), e));
+        let hosts = self.hosts.iter_mut().map(|(k, e)| (v4_host_prefix(*k), e));
         let v6 = self.v6.iter_mut().map(|(k, e)| (v6_prefix(k), e));
-        v4.chain(v6)
+        v4.chain(hosts).chain(v6)
     }
 }
 
-fn v4_key(a: Ipv4Addr, len: u8) -> (u32, u8) {
-    (u32::from(a), len)
+/// The key of IPv4 prefix `a`/`len` (host bits ignored).
+fn v4_key(a: Ipv4Addr, len: u8) -> V4Key {
+    let a = u32::from(a);
+    match len {
+        32.. => V4Key::Host(a),
+        0 => V4Key::Net(1 << 31),
+        l => V4Key::Net((a & (u32::MAX << (32 - l))) | (1 << (31 - l))),
+    }
+}
+
+/// The prefix of an encoded IPv4 key (see [`Prefixes`]).
+fn v4_net_prefix(k: u32) -> Prefix {
+    let low = k.trailing_zeros().min(31);
+    Prefix {
+        addr: IpAddr::V4(Ipv4Addr::from(k & !(1 << low))),
+        len: (31 - low) as u8,
+    }
+}
+
+fn v4_host_prefix(k: u32) -> Prefix {
+    Prefix {
+        addr: IpAddr::V4(Ipv4Addr::from(k)),
+        len: 32,
+    }
 }
 
 fn v6_prefix(k: &([u8; 16], u8)) -> Prefix {
@@ -195,14 +243,7 @@ fn v6_prefix(k: &([u8; 16], u8)) -> Prefix {
     }
 }
 
-fn v4_prefix(k: (u32, u8)) -> Prefix {
-    Prefix {
-        addr: IpAddr::V4(Ipv4Addr::from(k.0)),
-        len: k.1,
-    }
-}
-
-/// A prefix's paths and what the VRFs install for it, in 20 bytes (28
+/// A prefix's paths and what the VRFs install for it, in 20 bytes (24
 /// with an IPv4 key): the usual single path and single installation
 /// inline, several in the RIB's lists.
 #[derive(Debug, Default, Clone, Copy)]
@@ -1280,6 +1321,38 @@ impl Vpn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv4_keys_give_back_their_prefix_and_never_collide() {
+        let mut seen = std::collections::HashMap::new();
+        let mut x = 0x9e37_79b9u32;
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            for len in 0..=32u8 {
+                let p = Prefix::new(IpAddr::V4(Ipv4Addr::from(x)), len).expect("prefix");
+                let IpAddr::V4(a) = p.addr else { continue };
+                let back = match v4_key(a, len) {
+                    V4Key::Net(k) => {
+                        if let Some(q) = seen.insert(k, p) {
+                            assert_eq!(q, p, "two prefixes share key {k:#x}");
+                        }
+                        v4_net_prefix(k)
+                    }
+                    V4Key::Host(k) => {
+                        assert_eq!(len, 32);
+                        v4_host_prefix(k)
+                    }
+                };
+                assert_eq!(back, p);
+            }
+        }
+        // Host bits do not make another key.
+        let a: Ipv4Addr = "10.1.2.3".parse().expect("ip");
+        let b: Ipv4Addr = "10.1.2.0".parse().expect("ip");
+        assert!(matches!((v4_key(a, 24), v4_key(b, 24)), (V4Key::Net(x), V4Key::Net(y)) if x == y));
+    }
     use crate::bgp::wire::attr::PathAttr;
     use dataplane::fib::Nexthop;
 
