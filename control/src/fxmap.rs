@@ -223,6 +223,207 @@ impl<K: std::hash::Hash + Eq, V> ShardedMap<K, V> {
     }
 }
 
+/// A map from non-zero `u32` keys for the largest table (the VPN RIB's
+/// IPv4 prefixes): open addressing with linear probing, the key stored in
+/// its slot beside the value, so that the one cache line a lookup reads
+/// can be fetched ahead ([`WordMap::prefetch`]) while earlier keys are
+/// worked on. Split into shards like [`ShardedMap`] (unequal shares, each
+/// doubling on its own at 4/5 full); removal shifts the probe run back, so
+/// no tombstones build up.
+pub struct WordMap<V> {
+    shards: Box<[WordShard<V>]>,
+    index: FxBuild,
+    pick: FxBuild,
+    len: usize,
+}
+
+/// One shard: slots of (key, value), key 0 for an empty slot.
+struct WordShard<V> {
+    slots: Vec<(u32, V)>,
+    len: usize,
+}
+
+impl<V> std::fmt::Debug for WordMap<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WordMap").field("len", &self.len).finish()
+    }
+}
+
+impl<V: Default> Default for WordMap<V> {
+    fn default() -> Self {
+        WordMap {
+            shards: (0..SHARDS)
+                .map(|_| WordShard {
+                    slots: Vec::new(),
+                    len: 0,
+                })
+                .collect(),
+            index: FxBuild::default(),
+            pick: FxBuild(FxBuild::default().0 ^ 0x2545_f491_4f6c_dd1d),
+            len: 0,
+        }
+    }
+}
+
+impl<V: Default> WordMap<V> {
+    /// The shard of `k` and the hash that places it in the shard.
+    #[inline]
+    fn place(&self, k: u32) -> (usize, usize) {
+        let s = usize::from(slices()[(self.pick.hash_one(k) >> 16) as usize & (SLICES - 1)]);
+        (s, self.index.hash_one(k) as usize)
+    }
+
+    /// The slot holding `k` in shard `s` (hash `h`), if any.
+    #[inline]
+    fn find(&self, s: usize, h: usize, k: u32) -> Option<usize> {
+        let slots = &self.shards[s].slots;
+        if slots.is_empty() {
+            return None;
+        }
+        let mask = slots.len() - 1;
+        let mut i = h & mask;
+        loop {
+            match slots[i].0 {
+                0 => return None,
+                x if x == k => return Some(i),
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    /// Start fetching the slot where a lookup of `k` begins.
+    #[inline]
+    pub fn prefetch(&self, k: u32) {
+        let (s, h) = self.place(k);
+        let slots = &self.shards[s].slots;
+        if !slots.is_empty() {
+            // The run may go on into the next line.
+            let at: *const u8 = std::ptr::from_ref(&slots[h & (slots.len() - 1)]).cast();
+            dataplane::rcu::prefetch(at);
+            dataplane::rcu::prefetch(at.wrapping_add(64));
+        }
+    }
+
+    /// The value at `k`.
+    pub fn get(&self, k: u32) -> Option<&V> {
+        let (s, h) = self.place(k);
+        let i = self.find(s, h, k)?;
+        Some(&self.shards[s].slots[i].1)
+    }
+
+    /// The value at `k`, to change.
+    pub fn get_mut(&mut self, k: u32) -> Option<&mut V> {
+        let (s, h) = self.place(k);
+        let i = self.find(s, h, k)?;
+        Some(&mut self.shards[s].slots[i].1)
+    }
+
+    /// The value at `k` (which must not be 0), inserted as the default if
+    /// absent.
+    pub fn get_or_default(&mut self, k: u32) -> &mut V {
+        debug_assert_ne!(k, 0, "0 marks an empty slot");
+        let (s, h) = self.place(k);
+        if let Some(i) = self.find(s, h, k) {
+            return &mut self.shards[s].slots[i].1;
+        }
+        let index = self.index;
+        let sh = &mut self.shards[s];
+        if (sh.len + 1) * 5 > sh.slots.len() * 4 {
+            sh.grow(&index);
+        }
+        let mask = sh.slots.len() - 1;
+        let mut i = h & mask;
+        while sh.slots[i].0 != 0 {
+            i = (i + 1) & mask;
+        }
+        sh.slots[i] = (k, V::default());
+        sh.len += 1;
+        self.len += 1;
+        &mut sh.slots[i].1
+    }
+
+    /// Remove `k`; its value.
+    pub fn remove(&mut self, k: u32) -> Option<V> {
+        let (s, h) = self.place(k);
+        let mut i = self.find(s, h, k)?;
+        let index = self.index;
+        let sh = &mut self.shards[s];
+        let mask = sh.slots.len() - 1;
+        let v = std::mem::take(&mut sh.slots[i].1);
+        // Shift back each following key of the run that may move into the
+        // hole (its home is not between the hole and itself).
+        let mut j = i;
+        loop {
+            j = (j + 1) & mask;
+            let kj = sh.slots[j].0;
+            if kj == 0 {
+                break;
+            }
+            let home = index.hash_one(kj) as usize & mask;
+            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(i) & mask) {
+                sh.slots[i] = std::mem::take(&mut sh.slots[j]);
+                i = j;
+            }
+        }
+        sh.slots[i] = (0, V::default());
+        sh.len -= 1;
+        self.len -= 1;
+        Some(v)
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Every entry, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &V)> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.slots.iter())
+            .filter(|(k, _)| *k != 0)
+            .map(|(k, v)| (*k, v))
+    }
+
+    /// Every entry, to change values.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (u32, &mut V)> {
+        self.shards
+            .iter_mut()
+            .flat_map(|s| s.slots.iter_mut())
+            .filter(|(k, _)| *k != 0)
+            .map(|(k, v)| (*k, v))
+    }
+}
+
+impl<V: Default> WordShard<V> {
+    /// Double the slots (16 to start with) and re-place every key.
+    fn grow(&mut self, index: &FxBuild) {
+        let n = (self.slots.len() * 2).max(16);
+        let old = std::mem::replace(
+            &mut self.slots,
+            std::iter::repeat_with(|| (0, V::default()))
+                .take(n)
+                .collect(),
+        );
+        let mask = n - 1;
+        for (k, v) in old {
+            if k == 0 {
+                continue;
+            }
+            let mut i = index.hash_one(k) as usize & mask;
+            while self.slots[i].0 != 0 {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = (k, v);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,6 +442,43 @@ mod tests {
         }
         assert_eq!(m.len(), 1000);
         assert_eq!(m[&(7, std::net::IpAddr::from([10, 0, 0, 7]))], 7);
+    }
+
+    #[test]
+    fn a_word_map_behaves_as_a_hash_map_through_inserts_and_removals() {
+        let mut m: WordMap<u64> = WordMap::default();
+        let mut model: std::collections::HashMap<u32, u64> = Default::default();
+        let mut x = 0x2545_f491u32;
+        for step in 0..200_000u64 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            // Few distinct keys, so that runs form, grow and shrink; /24-like
+            // keys (same low byte) as the RIB's.
+            let k = ((x % 5000) << 8) | 0x80;
+            if x.is_multiple_of(3) {
+                assert_eq!(m.remove(k), model.remove(&k), "step {step}");
+            } else {
+                *m.get_or_default(k) += step;
+                *model.entry(k).or_default() += step;
+            }
+            if step.is_multiple_of(997) {
+                assert_eq!(m.len(), model.len());
+                for (k, v) in &model {
+                    assert_eq!(m.get(*k), Some(v), "step {step}");
+                }
+            }
+        }
+        let mut all: Vec<(u32, u64)> = m.iter().map(|(k, v)| (k, *v)).collect();
+        all.sort_unstable();
+        let mut want: Vec<(u32, u64)> = model.into_iter().collect();
+        want.sort_unstable();
+        assert_eq!(all, want);
+        assert_eq!(m.get(0x7f), None);
+        for (_, v) in m.iter_mut() {
+            *v = 0;
+        }
+        assert!(m.iter().all(|(_, v)| *v == 0));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::bgp::wire::{
 };
 use crate::config::{parse_prefix, parse_rd, parse_route_target, Config, EncapKind};
 use crate::daemon::RouteSet;
-use crate::fxmap::ShardedMap;
+use crate::fxmap::{ShardedMap, WordMap};
 use dataplane::fib::{Fib, NexthopId, VrfId};
 use dataplane::slab::Slab;
 use dataplane::wire::mpls::Label;
@@ -92,6 +92,9 @@ struct Learned {
 
 const STALE: u32 = 1 << 31;
 
+/// How many NLRIs ahead of the one being inserted the RIB prefetches.
+const PREFETCH_AHEAD: usize = 8;
+
 impl Learned {
     fn pe(&self) -> Ipv4Addr {
         Ipv4Addr::from(self.pe.get())
@@ -141,7 +144,7 @@ struct Rib {
 /// a map of their own.
 #[derive(Debug, Default)]
 struct Prefixes {
-    v4: ShardedMap<u32, Entry>,
+    v4: WordMap<Entry>,
     hosts: ShardedMap<u32, Entry>,
     v6: ShardedMap<([u8; 16], u8), Entry>,
 }
@@ -158,17 +161,27 @@ impl Prefixes {
     fn get(&self, p: &Prefix) -> Option<&Entry> {
         match p.addr {
             IpAddr::V4(a) => match v4_key(a, p.len) {
-                V4Key::Net(k) => self.v4.get(&k),
+                V4Key::Net(k) => self.v4.get(k),
                 V4Key::Host(k) => self.hosts.get(&k),
             },
             IpAddr::V6(a) => self.v6.get(&(a.octets(), p.len)),
         }
     }
 
+    /// Start fetching where `p`'s entry is (IPv4 prefixes shorter than
+    /// /32: the bulk of a table).
+    fn prefetch(&self, p: &Prefix) {
+        if let IpAddr::V4(a) = p.addr {
+            if let V4Key::Net(k) = v4_key(a, p.len) {
+                self.v4.prefetch(k);
+            }
+        }
+    }
+
     fn get_mut(&mut self, p: &Prefix) -> Option<&mut Entry> {
         match p.addr {
             IpAddr::V4(a) => match v4_key(a, p.len) {
-                V4Key::Net(k) => self.v4.get_mut(&k),
+                V4Key::Net(k) => self.v4.get_mut(k),
                 V4Key::Host(k) => self.hosts.get_mut(&k),
             },
             IpAddr::V6(a) => self.v6.get_mut(&(a.octets(), p.len)),
@@ -188,7 +201,7 @@ impl Prefixes {
     fn remove(&mut self, p: &Prefix) {
         match p.addr {
             IpAddr::V4(a) => match v4_key(a, p.len) {
-                V4Key::Net(k) => self.v4.remove(&k),
+                V4Key::Net(k) => self.v4.remove(k),
                 V4Key::Host(k) => self.hosts.remove(&k),
             },
             IpAddr::V6(a) => self.v6.remove(&(a.octets(), p.len)),
@@ -196,14 +209,14 @@ impl Prefixes {
     }
 
     fn iter(&self) -> impl Iterator<Item = (Prefix, &Entry)> {
-        let v4 = self.v4.iter().map(|(k, e)| (v4_net_prefix(*k), e));
+        let v4 = self.v4.iter().map(|(k, e)| (v4_net_prefix(k), e));
         let hosts = self.hosts.iter().map(|(k, e)| (v4_host_prefix(*k), e));
         let v6 = self.v6.iter().map(|(k, e)| (v6_prefix(k), e));
         v4.chain(hosts).chain(v6)
     }
 
     fn iter_mut(&mut self) -> impl Iterator<Item = (Prefix, &mut Entry)> {
-        let v4 = self.v4.iter_mut().map(|(k, e)| (v4_net_prefix(*k), e));
+        let v4 = self.v4.iter_mut().map(|(k, e)| (v4_net_prefix(k), e));
         let hosts = self.hosts.iter_mut().map(|(k, e)| (v4_host_prefix(*k), e));
         let v6 = self.v6.iter_mut().map(|(k, e)| (v6_prefix(k), e));
         v4.chain(hosts).chain(v6)
@@ -1114,7 +1127,12 @@ impl Vpn {
                 } => {
                     // 0.0.0.0 is no next hop: its routes are withdrawn.
                     let pe = vpn_nexthop(nexthop).and_then(|a| NonZeroU32::new(u32::from(a)));
-                    for n in nlri {
+                    for (i, n) in nlri.iter().enumerate() {
+                        // The RIB's slots are cache misses: fetch a few
+                        // prefixes ahead.
+                        if let Some(Nlri::Vpn(ahead)) = nlri.get(i + PREFETCH_AHEAD) {
+                            self.learned.by_prefix.prefetch(&ahead.prefix);
+                        }
                         if let Nlri::Vpn(v) = n {
                             touched.push(v.prefix);
                             match (pe, u.treat_as_withdraw || looped) {

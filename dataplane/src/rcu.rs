@@ -32,7 +32,7 @@ const OFFLINE: u64 = u64::MAX;
 
 /// Hint the CPU to fetch the cache line at `p` (no effect on correctness).
 #[inline(always)]
-pub(crate) fn prefetch(p: *const u8) {
+pub fn prefetch(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch never faults and has no architectural effect, whatever the address.
     unsafe {
