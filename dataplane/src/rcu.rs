@@ -198,20 +198,26 @@ impl Domain {
             .map(|s| s.load(Ordering::Acquire))
             .min()
             .unwrap_or(OFFLINE);
-        let (ready, left) = {
-            let mut l = lock(&self.inner.retired);
-            let keep = l.partition_point(|r| r.epoch <= min);
-            let ready: Vec<Retired> = l.drain(..keep).collect();
-            (ready, l.len())
-        };
-        // Freed outside the lock: a free function may retire in turn.
-        for r in ready {
-            // SAFETY: every online reader announced a quiescent state at an
-            // epoch at or after the retire, so none holds the pointer; it was
-            // retired once (contract of `retire`).
-            unsafe { (r.free)(r.ptr) };
+        loop {
+            // Up to 64 at a time, freed outside the lock (a free function
+            // may retire in turn), with no allocation.
+            let mut ready: arrayvec::ArrayVec<Retired, 64> = arrayvec::ArrayVec::new();
+            let left = {
+                let mut l = lock(&self.inner.retired);
+                let keep = l.partition_point(|r| r.epoch <= min).min(64);
+                ready.extend(l.drain(..keep));
+                l.len()
+            };
+            if ready.is_empty() {
+                return left;
+            }
+            for r in ready {
+                // SAFETY: every online reader announced a quiescent state at
+                // an epoch at or after the retire, so none holds the pointer;
+                // it was retired once (contract of `retire`).
+                unsafe { (r.free)(r.ptr) };
+            }
         }
-        left
     }
 
     /// Run `f` once every reader has passed a quiescent state (on whichever

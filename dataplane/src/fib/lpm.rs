@@ -72,6 +72,10 @@ pub fn validate(max_len: u8, p: u128, len: u8, v: Option<u32>) -> Result<(), Lpm
     Ok(())
 }
 
+/// At most this many unlinked objects wait while an LPM holds its
+/// retirements ([`Lpm::hold_retired`]).
+pub const HOLD_MAX: usize = 64;
+
 /// Why a route could not be installed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum LpmError {
@@ -1042,6 +1046,8 @@ pub struct Lpm {
     /// Solo words re-encoded for a new default, not yet republished in
     /// their sparse segment (during one change).
     pending: IntMap<u32, usize>,
+    /// `retire` is flushed by [`Lpm::flush_retired`] only.
+    hold_retired: bool,
     /// A sparse /8's runs while one block changes.
     runs: Vec<(u16, usize)>,
     entries: Vec<ChunkEntry>,
@@ -1095,6 +1101,7 @@ impl Lpm {
             scratch: Vec::new(),
             lists: Lists::default(),
             pending: IntMap::default(),
+            hold_retired: false,
             runs: Vec::new(),
             entries: Vec::new(),
         }
@@ -1186,32 +1193,63 @@ impl Lpm {
             (Some(_), None) => self.routes -= 1,
             _ => {}
         }
-        // SAFETY: every pointer in `retire` was unlinked by a publish of
-        // this change, is retired once, and comes with its free function.
-        unsafe { self.shared.domain.retire_all(&mut self.retire) };
+        if !self.hold_retired || self.retire.len() >= HOLD_MAX {
+            // SAFETY: every pointer in `retire` was unlinked by a publish
+            // that has happened, is retired once, with its free function.
+            unsafe { self.shared.domain.retire_all(&mut self.retire) };
+        }
         Ok(old)
+    }
+
+    /// Keep what changes unlink until [`Lpm::flush_retired`] or until
+    /// [`HOLD_MAX`] objects wait (one retire for many changes instead of
+    /// one each, with the garbage held bounded).
+    pub fn hold_retired(&mut self) {
+        self.hold_retired = true;
+    }
+
+    /// Retire what changes unlinked, and stop holding.
+    pub fn flush_retired(&mut self) {
+        self.hold_retired = false;
+        // SAFETY: every pointer in `retire` was unlinked by a publish that
+        // has happened, is retired once, and comes with its free function.
+        unsafe { self.shared.domain.retire_all(&mut self.retire) };
     }
 
     /// The best route of length ≤ `max` covering the 18-bit block `blk`.
     fn best_le(&self, blk: u32, max: u32) -> u32 {
-        // Lengths 9–18 only where the /8 has such routes; empty lengths
-        // cost no probe.
-        let mid = max > 8
-            && self
-                .mids
-                .get(&(blk >> SEG_BITS))
-                .is_some_and(|m| !m.is_empty());
-        let top = if mid { max } else { max.min(8) };
-        for l in (0..=top).rev() {
-            let t = &self.short[l as usize];
-            if t.is_empty() {
-                continue;
-            }
-            if let Some(v) = t.get(&(blk & top_mask(l, TOP_BITS))) {
-                return *v;
+        // Lengths 9–18: from the /8's own list when it is short (a VRF's
+        // few routes), else one probe per length that has routes.
+        if max > 8 {
+            if let Some(m) = self.mids.get(&(blk >> SEG_BITS)) {
+                if m.len() <= 8 {
+                    let best = m
+                        .iter()
+                        .filter(|(k, l)| {
+                            u32::from(*l) <= max && blk & top_mask(u32::from(*l), TOP_BITS) == *k
+                        })
+                        .max_by_key(|(_, l)| *l);
+                    if let Some(v) = best.and_then(|(k, l)| self.short[usize::from(*l)].get(k)) {
+                        return *v;
+                    }
+                } else if let Some(v) = self.best_of_lengths(blk, 9, max) {
+                    return v;
+                }
             }
         }
-        NO_ROUTE
+        self.best_of_lengths(blk, 0, max.min(8)).unwrap_or(NO_ROUTE)
+    }
+
+    /// The longest route of length `lo..=hi` covering block `blk`, probing
+    /// only lengths that have routes.
+    fn best_of_lengths(&self, blk: u32, lo: u32, hi: u32) -> Option<u32> {
+        (lo..=hi).rev().find_map(|l| {
+            let t = &self.short[l as usize];
+            if t.is_empty() {
+                return None;
+            }
+            t.get(&(blk & top_mask(l, TOP_BITS))).copied()
+        })
     }
 
     /// The dense segment of /8 `a`, if it has one.

@@ -231,6 +231,33 @@ fn apply(t: &mut Tables, op: &RouteOp) -> Result<Option<u32>, FibError> {
     })
 }
 
+/// The LPM a change goes to.
+fn lpm_of(t: &mut Tables, vrf: u32, v6: bool) -> Option<&mut Lpm> {
+    t.get_mut(&vrf).map(|(v4, v6t)| if v6 { v6t } else { v4 })
+}
+
+/// Apply validated changes in order; each run of changes to one LPM
+/// retires what it unlinked once, at its end.
+fn apply_all(t: &mut Tables, ops: &[RouteOp]) {
+    let mut cur: Option<(u32, bool)> = None;
+    for op in ops {
+        if cur != Some((op.vrf, op.v6)) {
+            if let Some(l) = cur.and_then(|(vrf, v6)| lpm_of(t, vrf, v6)) {
+                l.flush_retired();
+            }
+            if let Some(l) = lpm_of(t, op.vrf, op.v6) {
+                l.hold_retired();
+            }
+            cur = Some((op.vrf, op.v6));
+        }
+        // Validated when queued: cannot fail.
+        let _ = apply(t, op);
+    }
+    if let Some(l) = cur.and_then(|(vrf, v6)| lpm_of(t, vrf, v6)) {
+        l.flush_retired();
+    }
+}
+
 /// Batches of fewer route changes are applied by the control thread
 /// itself: handing them over would cost more than it saves.
 const APPLIER_MIN: usize = 256;
@@ -284,13 +311,7 @@ impl Applier {
                     g.busy = true;
                     std::mem::take(&mut g.ops)
                 };
-                {
-                    let mut t = lock(&tables);
-                    for op in &ops {
-                        // Validated when queued: cannot fail.
-                        let _ = apply(&mut t, op);
-                    }
-                }
+                apply_all(&mut lock(&tables), &ops);
                 ops.clear();
                 let mut g = lock(&j.0);
                 g.ops = ops;
@@ -436,12 +457,7 @@ impl Fib {
         };
         self.sync();
         if ops.len() < APPLIER_MIN || self.applier_ready().is_none() {
-            {
-                let mut t = lock(&self.tables);
-                for op in &ops {
-                    let _ = apply(&mut t, op);
-                }
-            }
+            apply_all(&mut lock(&self.tables), &ops);
             for id in std::mem::take(&mut self.removals) {
                 self.clear_nexthop(id);
             }
