@@ -21,12 +21,15 @@ impl FxHasher {
 }
 
 impl Hasher for FxHasher {
-    /// The product's top bits are its best mixed; the tables index by the
-    /// low bits, so they are rotated down (the low bits of a product depend
-    /// only on the low bits of the key, the same for every /24).
+    /// A product's bits depend only on the key's bits at or below them: a
+    /// key that varies only in its top bytes (a route target's number, in
+    /// the last bytes of 8) would vary only in the top of the product, and
+    /// the low bits of every /24 key would be the same. So the high half is
+    /// folded down and multiplied again, and the best-mixed top bits
+    /// rotated down to the low bits the tables index by.
     #[inline]
     fn finish(&self) -> u64 {
-        self.0.rotate_left(26)
+        (self.0 ^ (self.0 >> 32)).wrapping_mul(K).rotate_left(26)
     }
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
@@ -442,6 +445,21 @@ mod tests {
         }
         assert_eq!(m.len(), 1000);
         assert_eq!(m[&(7, std::net::IpAddr::from([10, 0, 0, 7]))], 7);
+    }
+
+    #[test]
+    fn keys_that_differ_only_in_their_last_bytes_spread_over_the_low_bits() {
+        // Route targets 65001:1 … 65001:1000: the number is in the last
+        // bytes of the eight.
+        let b = FxBuild::default();
+        let low: std::collections::HashSet<u64> = (1..=1000u32)
+            .map(|n| {
+                let mut rt = [0u8, 2, 0xfd, 0xe9, 0, 0, 0, 0];
+                rt[4..].copy_from_slice(&n.to_be_bytes());
+                b.hash_one(rt) & 0x3ff
+            })
+            .collect();
+        assert!(low.len() > 550, "{} distinct low 10-bit values", low.len());
     }
 
     #[test]

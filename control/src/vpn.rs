@@ -28,7 +28,7 @@ use crate::bgp::wire::{
 };
 use crate::config::{parse_prefix, parse_rd, parse_route_target, Config, EncapKind};
 use crate::daemon::RouteSet;
-use crate::fxmap::{ShardedMap, WordMap};
+use crate::fxmap::{FxMap, ShardedMap, WordMap};
 use dataplane::fib::{Fib, NexthopId, VrfId};
 use dataplane::slab::Slab;
 use dataplane::wire::mpls::Label;
@@ -533,7 +533,7 @@ struct PeerInfo {
 pub struct Vpn {
     vrfs: Vec<VrfVpn>,
     /// VRF indices importing each route target.
-    by_rt: std::collections::HashMap<[u8; 8], Vec<usize>>,
+    by_rt: FxMap<[u8; 8], Vec<usize>>,
     learned: Rib,
     peers: HashMap<IpAddr, PeerInfo>,
     encap: EncapKind,
@@ -673,8 +673,7 @@ impl Vpn {
                 }
             })
             .collect();
-        let mut by_rt: std::collections::HashMap<[u8; 8], Vec<usize>> =
-            std::collections::HashMap::new();
+        let mut by_rt: FxMap<[u8; 8], Vec<usize>> = FxMap::default();
         for (i, v) in vrfs.iter().enumerate() {
             for rt in &v.import {
                 by_rt.entry(*rt).or_default().push(i);
