@@ -1,7 +1,7 @@
 //! A fast hash map for the control thread's tables (routes, nexthops), keyed
-//! by small fixed-size values: a multiply-rotate hash over 8-byte words
-//! with a per-process random seed, several times cheaper than SipHash on
-//! these keys. The seed keeps a peer from precomputing colliding keys.
+//! by small fixed-size values: a multiply-rotate hash over 8-byte words,
+//! mixed down at the end, with a per-process random seed, several times
+//! cheaper than SipHash on these keys. The seed keeps a peer from precomputing colliding keys.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -23,13 +23,15 @@ impl FxHasher {
 impl Hasher for FxHasher {
     /// A product's bits depend only on the key's bits at or below them: a
     /// key that varies only in its top bytes (a route target's number, in
-    /// the last bytes of 8) would vary only in the top of the product, and
-    /// the low bits of every /24 key would be the same. So the high half is
-    /// folded down and multiplied again, and the best-mixed top bits
-    /// rotated down to the low bits the tables index by.
+    /// the last bytes of 8) varies only in the top of the product, and
+    /// the tables index by the low bits. So the state is mixed down before
+    /// it is used: fold, multiply, shift-xor, multiply, fold (every bit of
+    /// the state then reaches every bit of the hash).
     #[inline]
     fn finish(&self) -> u64 {
-        (self.0 ^ (self.0 >> 32)).wrapping_mul(K).rotate_left(26)
+        let mut h = (self.0 ^ (self.0 >> 32)).wrapping_mul(K);
+        h = (h ^ (h >> 29)).wrapping_mul(K);
+        h ^ (h >> 32)
     }
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
@@ -162,8 +164,8 @@ impl<K, V> std::fmt::Debug for ShardedMap<K, V> {
 }
 
 impl<K: std::hash::Hash + Eq, V> ShardedMap<K, V> {
-    /// The shard of `k`, from the top bits of a second hash's product
-    /// (bits 16–25 once [`FxHasher::finish`] has rotated them).
+    /// The shard of `k`, from bits 16–25 of a second hash (with its own
+    /// seed, so independent of the bits the shard's table indexes by).
     #[inline]
     fn shard(&self, k: &K) -> usize {
         usize::from(slices()[(self.pick.hash_one(k) >> 16) as usize & (SLICES - 1)])
@@ -235,9 +237,20 @@ impl<K: std::hash::Hash + Eq, V> ShardedMap<K, V> {
 /// no tombstones build up.
 pub struct WordMap<V> {
     shards: Box<[WordShard<V>]>,
-    index: FxBuild,
-    pick: FxBuild,
+    /// Odd multipliers from the process's seed: a key's slot is the top
+    /// bits of its product with `mul` (multiply-shift hashing, one multiply
+    /// per probe sequence), its shard the top bits of its product with
+    /// `pick`.
+    mul: u64,
+    pick: u64,
     len: usize,
+}
+
+/// Where `k` starts in `n` (a power of two, at least 2) slots: the top
+/// bits of its product with `mul`.
+#[inline]
+fn home(mul: u64, k: u32, n: usize) -> usize {
+    (u64::from(k).wrapping_mul(mul) >> (64 - n.trailing_zeros())) as usize
 }
 
 /// One shard: slots of (key, value), key 0 for an empty slot.
@@ -261,30 +274,29 @@ impl<V: Default> Default for WordMap<V> {
                     len: 0,
                 })
                 .collect(),
-            index: FxBuild::default(),
-            pick: FxBuild(FxBuild::default().0 ^ 0x2545_f491_4f6c_dd1d),
+            mul: FxBuild::default().0.rotate_left(17).wrapping_mul(K) | 1,
+            pick: (FxBuild::default().0 ^ 0x2545_f491_4f6c_dd1d).wrapping_mul(K) | 1,
             len: 0,
         }
     }
 }
 
 impl<V: Default> WordMap<V> {
-    /// The shard of `k` and the hash that places it in the shard.
+    /// The shard of `k`.
     #[inline]
-    fn place(&self, k: u32) -> (usize, usize) {
-        let s = usize::from(slices()[(self.pick.hash_one(k) >> 16) as usize & (SLICES - 1)]);
-        (s, self.index.hash_one(k) as usize)
+    fn shard(&self, k: u32) -> usize {
+        usize::from(slices()[(u64::from(k).wrapping_mul(self.pick) >> 54) as usize])
     }
 
-    /// The slot holding `k` in shard `s` (hash `h`), if any.
+    /// The slot holding `k` in shard `s`, if any.
     #[inline]
-    fn find(&self, s: usize, h: usize, k: u32) -> Option<usize> {
+    fn find(&self, s: usize, k: u32) -> Option<usize> {
         let slots = &self.shards[s].slots;
         if slots.is_empty() {
             return None;
         }
         let mask = slots.len() - 1;
-        let mut i = h & mask;
+        let mut i = home(self.mul, k, slots.len());
         loop {
             match slots[i].0 {
                 0 => return None,
@@ -297,11 +309,10 @@ impl<V: Default> WordMap<V> {
     /// Start fetching the slot where a lookup of `k` begins.
     #[inline]
     pub fn prefetch(&self, k: u32) {
-        let (s, h) = self.place(k);
-        let slots = &self.shards[s].slots;
+        let slots = &self.shards[self.shard(k)].slots;
         if !slots.is_empty() {
             // The run may go on into the next line.
-            let at: *const u8 = std::ptr::from_ref(&slots[h & (slots.len() - 1)]).cast();
+            let at: *const u8 = std::ptr::from_ref(&slots[home(self.mul, k, slots.len())]).cast();
             dataplane::rcu::prefetch(at);
             dataplane::rcu::prefetch(at.wrapping_add(64));
         }
@@ -309,15 +320,15 @@ impl<V: Default> WordMap<V> {
 
     /// The value at `k`.
     pub fn get(&self, k: u32) -> Option<&V> {
-        let (s, h) = self.place(k);
-        let i = self.find(s, h, k)?;
+        let s = self.shard(k);
+        let i = self.find(s, k)?;
         Some(&self.shards[s].slots[i].1)
     }
 
     /// The value at `k`, to change.
     pub fn get_mut(&mut self, k: u32) -> Option<&mut V> {
-        let (s, h) = self.place(k);
-        let i = self.find(s, h, k)?;
+        let s = self.shard(k);
+        let i = self.find(s, k)?;
         Some(&mut self.shards[s].slots[i].1)
     }
 
@@ -325,17 +336,17 @@ impl<V: Default> WordMap<V> {
     /// absent.
     pub fn get_or_default(&mut self, k: u32) -> &mut V {
         debug_assert_ne!(k, 0, "0 marks an empty slot");
-        let (s, h) = self.place(k);
-        if let Some(i) = self.find(s, h, k) {
+        let s = self.shard(k);
+        if let Some(i) = self.find(s, k) {
             return &mut self.shards[s].slots[i].1;
         }
-        let index = self.index;
+        let mul = self.mul;
         let sh = &mut self.shards[s];
         if (sh.len + 1) * 5 > sh.slots.len() * 4 {
-            sh.grow(&index);
+            sh.grow(mul);
         }
         let mask = sh.slots.len() - 1;
-        let mut i = h & mask;
+        let mut i = home(mul, k, sh.slots.len());
         while sh.slots[i].0 != 0 {
             i = (i + 1) & mask;
         }
@@ -347,9 +358,9 @@ impl<V: Default> WordMap<V> {
 
     /// Remove `k`; its value.
     pub fn remove(&mut self, k: u32) -> Option<V> {
-        let (s, h) = self.place(k);
-        let mut i = self.find(s, h, k)?;
-        let index = self.index;
+        let s = self.shard(k);
+        let mut i = self.find(s, k)?;
+        let mul = self.mul;
         let sh = &mut self.shards[s];
         let mask = sh.slots.len() - 1;
         let v = std::mem::take(&mut sh.slots[i].1);
@@ -362,8 +373,8 @@ impl<V: Default> WordMap<V> {
             if kj == 0 {
                 break;
             }
-            let home = index.hash_one(kj) as usize & mask;
-            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(i) & mask) {
+            let h = home(mul, kj, mask + 1);
+            if (j.wrapping_sub(h) & mask) >= (j.wrapping_sub(i) & mask) {
                 sh.slots[i] = std::mem::take(&mut sh.slots[j]);
                 i = j;
             }
@@ -405,7 +416,7 @@ impl<V: Default> WordMap<V> {
 
 impl<V: Default> WordShard<V> {
     /// Double the slots (16 to start with) and re-place every key.
-    fn grow(&mut self, index: &FxBuild) {
+    fn grow(&mut self, mul: u64) {
         let n = (self.slots.len() * 2).max(16);
         let old = std::mem::replace(
             &mut self.slots,
@@ -418,7 +429,7 @@ impl<V: Default> WordShard<V> {
             if k == 0 {
                 continue;
             }
-            let mut i = index.hash_one(k) as usize & mask;
+            let mut i = home(mul, k, n);
             while self.slots[i].0 != 0 {
                 i = (i + 1) & mask;
             }
@@ -459,7 +470,9 @@ mod tests {
                 b.hash_one(rt) & 0x3ff
             })
             .collect();
-        assert!(low.len() > 550, "{} distinct low 10-bit values", low.len());
+        // 1000 values into 1024 at random fill about 632 (the fewest seen
+        // over 2000 seeds: about 600); the hash before this one gave 1.
+        assert!(low.len() > 560, "{} distinct low 10-bit values", low.len());
     }
 
     #[test]
