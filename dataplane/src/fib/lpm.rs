@@ -1291,8 +1291,9 @@ impl Lpm {
             return vec![(0, leaf(self.best_le((a << SEG_BITS) as u32, TOP_BITS)))];
         }
         // The blocks' words as the writer holds them now (a solo word
-        // changes with its block's default before it is republished).
-        let chunks: BTreeMap<u16, usize> = self
+        // changes with its block's default before it is republished),
+        // sorted by block as the segment lists them.
+        let chunks: Vec<(u16, usize)> = self
             .sparse_chunks(a)
             .into_iter()
             .map(|(b, w)| {
@@ -1304,29 +1305,35 @@ impl Lpm {
                 (b, now)
             })
             .collect();
-        let mut points = std::collections::BTreeSet::from([0u16]);
+        let mut points: Vec<u16> = vec![0];
         if let Some(m) = self.mids.get(&(a as u32)) {
             for (key, len) in m {
                 let b0 = (*key as usize) & (SEG_LEN - 1);
                 let end = b0 + (1usize << (TOP_BITS - u32::from(*len)));
-                points.insert(b0 as u16);
+                points.push(b0 as u16);
                 if end < SEG_LEN {
-                    points.insert(end as u16);
+                    points.push(end as u16);
                 }
             }
         }
-        for b in chunks.keys() {
-            points.insert(*b);
+        for (b, _) in &chunks {
+            points.push(*b);
             if usize::from(*b) + 1 < SEG_LEN {
-                points.insert(*b + 1);
+                points.push(*b + 1);
             }
         }
+        points.sort_unstable();
+        points.dedup();
         let mut runs: Vec<(u16, usize)> = Vec::with_capacity(points.len());
+        let mut next_chunk = chunks.iter().peekable();
         for p in points {
+            while next_chunk.peek().is_some_and(|(b, _)| *b < p) {
+                next_chunk.next();
+            }
             let blk = ((a << SEG_BITS) | usize::from(p)) as u32;
-            let w = match chunks.get(&p) {
-                Some(c) => *c,
-                None => leaf(self.best_le(blk, TOP_BITS)),
+            let w = match next_chunk.peek() {
+                Some((b, c)) if *b == p => *c,
+                _ => leaf(self.best_le(blk, TOP_BITS)),
             };
             if w & 1 == 0 || runs.last().is_none_or(|(_, lw)| *lw != w) {
                 runs.push((p, w));
