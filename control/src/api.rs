@@ -1,5 +1,7 @@
 //! The REST API (127.0.0.1:8082 by default): `GET /ping`, `GET /peers`,
-//! `GET /routes?family=vpnv4[&rd=…][&rt=…]`, and
+//! `GET /routes?family=vpnv4[&rd=…][&rt=…]`, `GET /stats` (the workers'
+//! packet counters by reason, each DPDK device's link, counters and free
+//! buffers), and
 //! `POST /peers/<address>/refresh` (ask the peer to send its routes again,
 //! RFC 2918), all JSON. A small
 //! HTTP/1.1 server on its own thread; each request is passed to the control
@@ -19,6 +21,8 @@ use std::time::Duration;
 pub enum Request {
     /// The peers and their state.
     Peers,
+    /// Packet counters and ports.
+    Stats,
     /// Send ROUTE-REFRESH to the peer at this address for each VPN family
     /// negotiated with it.
     Refresh(std::net::IpAddr),
@@ -123,6 +127,7 @@ fn handle(mut s: TcpStream, requests: &Requests) {
     match path {
         "/ping" => respond(&mut s, "200 OK", r#"{"status":"ok"}"#),
         "/peers" => ask(&mut s, requests, Request::Peers),
+        "/stats" => ask(&mut s, requests, Request::Stats),
         "/routes" => {
             let v6 = match query(q, "family").as_deref() {
                 None | Some("vpnv4") => false,

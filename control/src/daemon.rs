@@ -1,7 +1,9 @@
 //! `vpnfwd run`: build the tables from the configuration, open the ports,
 //! start the workers and serve exceptions until SIGINT or SIGTERM.
 //!
-//! The control thread is the only writer of the tables. It answers ARP for
+//! The control thread decides every change to the tables (the route
+//! changes of a batch of UPDATEs reach the LPMs through the tables' own
+//! applier thread, see [`dataplane::fib::Fib::begin_batch`]). It answers ARP for
 //! each port's gateway address (proxy, as bagpipe-bgp does) and echo
 //! requests to it, and sends ICMP time-exceeded for expired packets, all
 //! from the exception queue the workers fill.
@@ -881,6 +883,16 @@ impl PortSetup {
         }
     }
 
+    /// Each DPDK device's link, hardware counters and free buffers (none
+    /// for AF_PACKET ports, whose counters are the workers').
+    fn ports_json(&self) -> serde_json::Value {
+        match self {
+            PortSetup::AfPacket { .. } => serde_json::json!([]),
+            #[cfg(feature = "dpdk")]
+            PortSetup::Dpdk(d) => d.ports_json(),
+        }
+    }
+
     /// Log each DPDK device's link and hardware counters.
     fn log_ports(&self) {
         match self {
@@ -1029,6 +1041,29 @@ mod dpdk_setup {
                 kernel.push((*id, Box::new(dev.queue(w as u16).map_err(dpdk_err)?)));
             }
             Ok((io, kernel))
+        }
+
+        pub(super) fn ports_json(&self) -> serde_json::Value {
+            self.devices
+                .iter()
+                .chain(self.twin.iter())
+                .map(|(_, d)| {
+                    let (l, st, pool) = (d.link(), d.stats(), d.pool());
+                    serde_json::json!({
+                        "device": d.name(),
+                        "link_up": l.up,
+                        "speed_mbps": l.speed_mbps,
+                        "ipackets": st.ipackets,
+                        "opackets": st.opackets,
+                        "imissed": st.imissed,
+                        "ierrors": st.ierrors,
+                        "oerrors": st.oerrors,
+                        "rx_nombuf": st.rx_nombuf,
+                        "mbufs": pool.size(),
+                        "mbufs_free": pool.available(),
+                    })
+                })
+                .collect()
         }
 
         pub(super) fn log_ports(&self) {
@@ -1279,8 +1314,9 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                 serde_json::Value::Array(vpn.routes_json(v6, rd.as_deref(), rt.as_deref()))
                     .to_string()
             }
-            // Answered in the loop, which holds the outboxes.
-            crate::api::Request::Refresh(_) => String::new(),
+            // Answered in the loop, which holds the outboxes, counters and
+            // ports.
+            crate::api::Request::Refresh(_) | crate::api::Request::Stats => String::new(),
         }
     };
     install_signal_handlers();
@@ -1482,6 +1518,17 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
         // Questions from the API, answered from the tables as they are now.
         while let Ok((req, reply)) = api_rx.try_recv() {
             did = true;
+            if req == crate::api::Request::Stats {
+                let body = serde_json::json!({
+                    "workers": all_counters.len(),
+                    "packets": counters_json(&all_counters),
+                    "ports": io_setup.ports_json(),
+                    "vpn_routes": vpn.learned(),
+                    "nexthops": routes.nexthops_in_use(),
+                });
+                let _ = reply.send(body.to_string());
+                continue;
+            }
             if let crate::api::Request::Refresh(peer) = req {
                 // ROUTE-REFRESH (RFC 2918) for each VPN family negotiated.
                 let body = match (peer_state.get(&peer), outboxes.get(&peer)) {
@@ -1544,6 +1591,21 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
     log_counters(&all_counters);
     info!("stopped");
     Ok(())
+}
+
+/// The workers' counters summed: received, sent, and each reason a packet
+/// was not forwarded (every reason, zero or not).
+fn counters_json(all: &[Arc<CachePadded<Counters>>]) -> serde_json::Value {
+    let sum = |f: &dyn Fn(&Counters) -> u64| -> u64 { all.iter().map(|c| f(c)).sum() };
+    let reasons: serde_json::Map<String, serde_json::Value> = Reason::ALL
+        .iter()
+        .map(|r| (r.name().to_string(), sum(&|c| c.get(*r)).into()))
+        .collect();
+    serde_json::json!({
+        "rx": sum(&|c| c.rx.load(Ordering::Relaxed)),
+        "tx": sum(&|c| c.tx.load(Ordering::Relaxed)),
+        "not_forwarded": reasons,
+    })
 }
 
 fn log_counters(all: &[Arc<CachePadded<Counters>>]) {

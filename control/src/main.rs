@@ -13,6 +13,8 @@ USAGE:
     vpnfwd peer refresh ADDRESS [--api ADDR] ask a peer for its routes again (RFC 2918)
     vpnfwd route list [--family vpnv4|vpnv6] [--rd RD] [--rt RT] [--api ADDR] [--json]
                                   VPN routes it learned, with the VRFs holding them
+    vpnfwd stats [--api ADDR] [--json]  packets forwarded and why others were not;
+                                  each DPDK device's link, counters and buffers
     vpnfwd --help                 Show this text
 
 run
@@ -61,6 +63,13 @@ peer list, route list
     and accepted (carrying a route target some VRF imports), routes kept
     stale through a graceful restart, and the capabilities it announced.
     Exit status 1 if the API cannot be reached.
+
+stats
+    The workers' counters summed: frames received and sent, and each
+    reason frames were not forwarded (no_route, ttl_expired, …; the
+    exceptions handed to the router itself count here too). With DPDK, one
+    line per device: link, frames in and out, frames the device missed,
+    errors, buffer allocation failures, and free buffers of its pool.
 
 ENVIRONMENT
     VPNFWD_LOG   log level: error, warn, info (default), debug, trace
@@ -115,7 +124,7 @@ fn main() -> ExitCode {
         print!("{HELP}");
         return ExitCode::SUCCESS;
     }
-    if cmd == "peer" || cmd == "route" {
+    if cmd == "peer" || cmd == "route" || cmd == "stats" {
         return match cli(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -157,8 +166,84 @@ fn main() -> ExitCode {
     }
 }
 
+/// `vpnfwd stats [--api ADDR] [--json]`.
+fn stats(args: &[String]) -> Result<(), String> {
+    let mut api = control::config::default_api();
+    let mut json = false;
+    let mut it = args[1..].iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--json" => json = true,
+            "--api" => {
+                let v = it.next().ok_or("--api needs a value")?;
+                api = v
+                    .parse()
+                    .map_err(|_| format!("--api: {v:?} is not address:port"))?;
+            }
+            _ => return Err(format!("unknown option {a}")),
+        }
+    }
+    let body = control::api::get(api, "/stats")?;
+    if json {
+        println!("{body}");
+        return Ok(());
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| format!("bad answer from the API: {e}"))?;
+    let p = &v["packets"];
+    println!(
+        "workers {}, frames received {}, sent {}; VPN routes {}, nexthops {}",
+        v["workers"], p["rx"], p["tx"], v["vpn_routes"], v["nexthops"]
+    );
+    let reasons: Vec<String> = p["not_forwarded"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(_, n)| n.as_u64().is_some_and(|n| n > 0))
+                .map(|(r, n)| format!("{r}={n}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    println!(
+        "not forwarded: {}",
+        if reasons.is_empty() {
+            "none".to_string()
+        } else {
+            reasons.join(" ")
+        }
+    );
+    let ports = v["ports"].as_array().cloned().unwrap_or_default();
+    if !ports.is_empty() {
+        println!(
+            "{:<18} {:<5} {:>12} {:>12} {:>10} {:>8} {:>8} {:>13}",
+            "DEVICE", "LINK", "RX", "TX", "MISSED", "ERRORS", "NO-MBUF", "MBUFS FREE"
+        );
+        for d in ports {
+            println!(
+                "{:<18} {:<5} {:>12} {:>12} {:>10} {:>8} {:>8} {:>13}",
+                d["device"].as_str().unwrap_or(""),
+                if d["link_up"].as_bool() == Some(true) {
+                    "up"
+                } else {
+                    "down"
+                },
+                d["ipackets"],
+                d["opackets"],
+                d["imissed"],
+                d["ierrors"].as_u64().unwrap_or(0) + d["oerrors"].as_u64().unwrap_or(0),
+                d["rx_nombuf"],
+                format!("{}/{}", d["mbufs_free"], d["mbufs"])
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `vpnfwd peer list`, `vpnfwd peer refresh ADDR` and `vpnfwd route list`.
 fn cli(args: &[String]) -> Result<(), String> {
+    if args[0] == "stats" {
+        return stats(args);
+    }
     let mut api = control::config::default_api();
     let mut query = Vec::new();
     if args[0] == "peer" && args.get(1).map(String::as_str) == Some("refresh") {

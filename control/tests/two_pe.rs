@@ -373,6 +373,64 @@ fn two_pes_with(encap: &'static str, name: &str, be1: Backend, be2: Backend) {
     // And back.
     assert!(t.ping(&t.h2, "10.1.1.1"), "IPv4 h2 → h1");
     assert!(t.ping(&t.h2, "2001:db8:1::1"), "IPv6 h2 → h1");
+    // A destination the VRF has no route for is counted as such, and the
+    // counters (and, with DPDK, the devices) are there to read.
+    assert!(!t.ping(&t.h1, "10.77.0.1"), "no route, no answer");
+    let stats = stats_of(&t, &t.pe1);
+    let p = &stats["packets"];
+    assert!(
+        p["rx"].as_u64() > Some(0) && p["tx"].as_u64() > Some(0),
+        "{stats}"
+    );
+    assert!(
+        p["not_forwarded"]["exc_no_route"].as_u64() >= Some(1),
+        "{stats}"
+    );
+    assert!(
+        p["not_forwarded"]["exc_arp_gateway"].as_u64().is_some(),
+        "every reason listed: {stats}"
+    );
+    let ports = stats["ports"].as_array().expect("ports");
+    if matches!(be1, Backend::Dpdk(_)) {
+        assert_eq!(
+            ports.len(),
+            if matches!(be1, Backend::Dpdk("af_xdp")) {
+                3
+            } else {
+                2
+            },
+            "{stats}"
+        );
+        for d in ports {
+            assert_eq!(d["link_up"], true, "{d}");
+            assert!(d["mbufs_free"].as_u64() <= d["mbufs"].as_u64(), "{d}");
+        }
+        assert!(
+            ports.iter().any(|d| d["ipackets"].as_u64() > Some(0)),
+            "{stats}"
+        );
+        let out = t
+            .lab
+            .exec(&t.pe1, &[VPNFWD, "stats"])
+            .expect("vpnfwd stats");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("DEVICE") && text.contains("exc_no_route="),
+            "{text}"
+        );
+    } else {
+        assert!(ports.is_empty(), "{stats}");
+    }
+}
+
+/// `vpnfwd stats --json` of the router in namespace `ns`.
+fn stats_of(t: &TwoPe, ns: &str) -> serde_json::Value {
+    let out = t
+        .lab
+        .exec(ns, &[VPNFWD, "stats", "--json"])
+        .expect("vpnfwd stats");
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
 #[test]
