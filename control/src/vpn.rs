@@ -958,6 +958,8 @@ impl Vpn {
             .map(|(prefix, peer, a, l)| {
                 let rd = a.rd;
                 let rts: Vec<String> = a.path.rts.iter().map(rt_text).collect();
+                // The VRFs that hold the prefix and import this route (not
+                // those holding the prefix from another RD's route).
                 let mut vrfs: Vec<u32> = self
                     .learned
                     .by_prefix
@@ -965,7 +967,9 @@ impl Vpn {
                     .map(|e| {
                         e.installed
                             .iter(&self.learned.inst_lists)
-                            .map(|(i, _)| self.vrfs[i as usize].id.0)
+                            .map(|(i, _)| &self.vrfs[i as usize])
+                            .filter(|v| a.path.rts.iter().any(|rt| v.import.contains(rt)))
+                            .map(|v| v.id.0)
                             .collect()
                     })
                     .unwrap_or_default();
@@ -1474,6 +1478,47 @@ asn = 65001
         vpn.peer_down(p9, &mut routes, &mut fib);
         assert_eq!(members(&fib), None, "all gone");
         assert_eq!(routes.nexthops_in_use(), 0, "no nexthop left behind");
+    }
+
+    #[test]
+    fn a_listed_route_names_only_the_vrfs_that_import_it() {
+        // Blue imports 65001:100, red 65001:200; one prefix from each.
+        let cfg = Config::parse(&CFG.replace(
+            "[uplink]",
+            "[[vrf]]\nname = \"red\"\nimport_targets = [\"65001:200\"]\n\n[uplink]",
+        ))
+        .expect("config");
+        let crate::daemon::Built {
+            mut fib,
+            mut routes,
+            ..
+        } = crate::daemon::build(&cfg).expect("tables");
+        let mut vpn = Vpn::new(&cfg);
+        let p8: IpAddr = "192.0.2.8".parse().expect("ip");
+        vpn.on_update(
+            p8,
+            &update(8, 3008, [192, 0, 2, 8], false),
+            &mut routes,
+            &mut fib,
+        );
+        let red = update_with(
+            9,
+            3009,
+            [192, 0, 2, 8],
+            vec![Attr::ExtCommunities(vec![[0, 2, 0xfd, 0xe9, 0, 0, 0, 200]])],
+        );
+        vpn.on_update(p8, &red, &mut routes, &mut fib);
+        let rows = vpn.routes_json(false, None, None);
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        let vrfs_of = |rd: &str| {
+            rows.iter()
+                .find(|r| r["rd"] == rd)
+                .map(|r| r["vrfs"].clone())
+                .expect("row")
+        };
+        let (blue, red) = (vpn.vrfs[0].id.0, vpn.vrfs[1].id.0);
+        assert_eq!(vrfs_of("65001:8"), serde_json::json!([blue]));
+        assert_eq!(vrfs_of("65001:9"), serde_json::json!([red]));
     }
 
     /// An announcement of 10.9.0.0/24 with extra attributes.
