@@ -549,7 +549,16 @@ pub fn capability_name(c: &Capability) -> String {
         Capability::GracefulRestart { time, .. } => format!("graceful-restart({time}s)"),
         Capability::FourOctetAs(_) => "4-octet-as".into(),
         Capability::AddPath(_) => "add-path".into(),
-        Capability::Unknown(code, _) => format!("unknown({code})"),
+        // Capabilities we do not act on, by their IANA names.
+        Capability::Unknown(code, _) => match code {
+            6 => "extended-message".into(),
+            9 => "bgp-role".into(),
+            71 => "long-lived-graceful-restart".into(),
+            73 => "fqdn".into(),
+            75 => "software-version".into(),
+            128 => "route-refresh(pre-standard)".into(),
+            _ => format!("unknown({code})"),
+        },
     }
 }
 
@@ -575,6 +584,19 @@ pub fn keep_our_connection(local_id: Ipv4Addr, remote_id: Ipv4Addr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capabilities_we_do_not_act_on_go_by_their_iana_names() {
+        assert_eq!(capability_name(&Capability::Unknown(73, vec![])), "fqdn");
+        assert_eq!(
+            capability_name(&Capability::Unknown(9, vec![0])),
+            "bgp-role"
+        );
+        assert_eq!(
+            capability_name(&Capability::Unknown(200, vec![])),
+            "unknown(200)"
+        );
+    }
 
     fn cfg() -> PeerConfig {
         PeerConfig {
