@@ -53,6 +53,9 @@ struct VrfVpn {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct PathInfo {
     rts: Vec<[u8; 8]>,
+    /// The VRFs importing one of `rts`, by index, sorted (found once per
+    /// UPDATE; VRFs and their targets change only with a restart).
+    vrfs: Vec<u32>,
     local_pref: u32,
     as_path_len: u32,
     origin: u8,
@@ -853,7 +856,7 @@ impl Vpn {
             return (0, 0);
         };
         for (prefix, a, _) in self.learned.iter() {
-            if a.peer == i && a.path.rts.iter().any(|rt| self.by_rt.contains_key(rt)) {
+            if a.peer == i && !a.path.vrfs.is_empty() {
                 if prefix.addr.is_ipv4() {
                     v4 += 1;
                 } else {
@@ -889,8 +892,17 @@ impl Vpn {
             _ => (0, 0),
         };
         let ebgp = info.is_some_and(|i| i.asn != self.local_as);
+        let mut vrfs: Vec<u32> = rts
+            .iter()
+            .filter_map(|rt| self.by_rt.get(rt))
+            .flatten()
+            .map(|i| *i as u32)
+            .collect();
+        vrfs.sort_unstable();
+        vrfs.dedup();
         PathInfo {
             rts,
+            vrfs,
             local_pref: match u.attr(code::LOCAL_PREF) {
                 Some(Attr::LocalPref(v)) if !ebgp => *v,
                 _ => 100,
@@ -967,9 +979,8 @@ impl Vpn {
                     .map(|e| {
                         e.installed
                             .iter(&self.learned.inst_lists)
-                            .map(|(i, _)| &self.vrfs[i as usize])
-                            .filter(|v| a.path.rts.iter().any(|rt| v.import.contains(rt)))
-                            .map(|v| v.id.0)
+                            .filter(|(i, _)| a.path.vrfs.binary_search(i).is_ok())
+                            .map(|(i, _)| self.vrfs[i as usize].id.0)
                             .collect()
                     })
                     .unwrap_or_default();
@@ -998,7 +1009,6 @@ impl Vpn {
     fn reconcile(&mut self, prefix: Prefix, routes: &mut RouteSet, fib: &mut Fib) {
         let Vpn {
             learned,
-            by_rt,
             vrfs,
             multipath,
             encap,
@@ -1027,17 +1037,15 @@ impl Vpn {
         now.clear();
         in_vrfs.extend(entry.installed.iter(inst_lists).map(|(v, _)| v));
         for l in paths {
-            for rt in &sets[l.set].path.rts {
-                if let Some(v) = by_rt.get(rt) {
-                    in_vrfs.extend(v.iter().map(|i| *i as u32));
-                }
-            }
+            in_vrfs.extend_from_slice(&sets[l.set].path.vrfs);
         }
-        in_vrfs.sort_unstable();
-        in_vrfs.dedup();
+        if in_vrfs.len() > 1 {
+            in_vrfs.sort_unstable();
+            in_vrfs.dedup();
+        }
         for &vi in in_vrfs.iter() {
             let v = &vrfs[vi as usize];
-            let imports = |l: &Learned| sets[l.set].path.rts.iter().any(|rt| v.import.contains(rt));
+            let imports = |l: &Learned| sets[l.set].path.vrfs.binary_search(&vi).is_ok();
             // The importable routes go through the decision process; the
             // best (with multipath, every best leading to a distinct
             // (label, PE), e.g. anycast over two RDs) are installed. A
@@ -1871,6 +1879,7 @@ asn = 65001
         let mut rib = Rib::default();
         let path = Arc::new(PathInfo {
             rts: vec![],
+            vrfs: vec![],
             local_pref: 100,
             as_path_len: 0,
             origin: 0,

@@ -74,7 +74,7 @@ pub fn validate(max_len: u8, p: u128, len: u8, v: Option<u32>) -> Result<(), Lpm
 
 /// At most this many unlinked objects wait while an LPM holds its
 /// retirements ([`Lpm::hold_retired`]).
-pub const HOLD_MAX: usize = 64;
+pub const HOLD_MAX: usize = 32;
 
 /// Why a route could not be installed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
