@@ -280,6 +280,23 @@ struct Job {
     busy: bool,
     /// The applier should exit.
     quit: bool,
+    /// The applier panicked (a broken invariant): waiting for it would
+    /// wait forever.
+    failed: bool,
+}
+
+/// Marks the job failed if the applier unwinds while applying.
+struct FailGuard<'a>(&'a (Mutex<Job>, Condvar));
+
+impl Drop for FailGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut g = lock(&self.0 .0);
+            g.busy = false;
+            g.failed = true;
+            self.0 .1.notify_all();
+        }
+    }
 }
 
 /// A thread that applies batches of route changes to the LPMs while the
@@ -311,7 +328,9 @@ impl Applier {
                     g.busy = true;
                     std::mem::take(&mut g.ops)
                 };
+                let guard = FailGuard(&j);
                 apply_all(&mut lock(&tables), &ops);
+                drop(guard);
                 ops.clear();
                 let mut g = lock(&j.0);
                 g.ops = ops;
@@ -327,13 +346,14 @@ impl Applier {
     /// Wait until no batch is queued or being applied.
     fn idle(&self) {
         let mut g = lock(&self.job.0);
-        while g.queued || g.busy {
+        while (g.queued || g.busy) && !g.failed {
             g = self
                 .job
                 .1
                 .wait(g)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
+        assert!(!g.failed, "the forwarding-table thread failed");
     }
 
     /// Hand over `ops` (the applier must be idle); returns an empty vector
