@@ -3,7 +3,9 @@
 //! One writer ([`Fib`], owned by the control thread) and many readers
 //! ([`FibReader`], one per worker). Readers never wait: every table is an
 //! RCU structure over [`crate::rcu`], and every update is published with
-//! a single atomic store. Updates are incremental (see [`lpm`]).
+//! a single atomic store. Updates are incremental (see [`lpm`]). Batches of
+//! route changes are applied by a thread of the writer's own, in order,
+//! while the control thread prepares the next batch.
 
 pub mod lpm;
 pub mod nexthop;
@@ -382,11 +384,12 @@ impl Drop for Applier {
 /// Route changes can be batched ([`Fib::begin_batch`] …
 /// [`Fib::end_batch`]): they are checked at once and queued, and a second
 /// thread applies the batch to the LPMs, in order, while the control thread
-/// goes on with the next. Nexthops removed during a batch stay installed
-/// until its routes are applied, so no reader meets a route whose nexthop
-/// is gone. Every other change, and every lookup, first waits for the batch
-/// in flight: outside batches the tables behave as if each change were
-/// applied on the spot.
+/// goes on with the next. A removed nexthop stays installed until the
+/// routes of its batch are applied and every reader has passed a quiescent
+/// state since, so no reader meets a route whose nexthop is gone. Every
+/// other change, and every lookup, first waits for the batch in flight:
+/// outside batches the tables behave as if each change were applied on the
+/// spot.
 pub struct Fib {
     /// First, so that it stops before the tables go.
     applier: Option<Applier>,
