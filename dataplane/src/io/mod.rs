@@ -76,13 +76,15 @@ impl Default for PacketBuf {
 }
 
 impl Clone for PacketBuf {
-    /// A copy in a buffer of its own (never sharing attached storage).
+    /// A copy in a buffer of its own (never sharing attached storage): the
+    /// frame at the same headroom, or less where a frame from a larger
+    /// driver buffer would not fit otherwise.
     fn clone(&self) -> Self {
         let mut b = PacketBuf::new();
-        b.head = self.head.min(HEADROOM as u16);
-        let at = usize::from(b.head);
-        let n = self.len().min(BUF_SIZE - at);
+        let n = self.len().min(BUF_SIZE);
+        let at = usize::from(self.head).min(BUF_SIZE - n);
         b.whole_mut()[at..at + n].copy_from_slice(&self.frame()[..n]);
+        b.head = at as u16;
         b.len = n as u16;
         b
     }
@@ -375,9 +377,10 @@ mod tests {
         // SAFETY: the block is still attached, hence alive.
         let seen = unsafe { &*h.as_ptr().cast::<[u8; 256]>() };
         assert_eq!(seen[62..68], [9, 9, 1, 2, 3, 4]);
-        // A clone is a copy of its own.
+        // A clone is a copy of its own, at the same headroom.
         let c = b.clone();
         assert_eq!(c.frame(), [9, 9, 1, 2, 3, 4]);
+        assert_eq!(c.headroom(), 62);
         assert_eq!(c.attached_to(&TEST_STORE), None);
         drop(c);
         assert_eq!(RELEASED.load(SeqCst), before);
