@@ -3,7 +3,8 @@
 //! workers hand over (ARP/ND for gateways, ICMP).
 //!
 //! The control thread is the single writer of the forwarding tables; it
-//! drives them through [`dataplane::fib::Fib`].
+//! drives them through [`dataplane::fib::Fib`] (which applies batches of
+//! route changes on a thread of its own).
 
 pub mod api;
 pub mod bgp;

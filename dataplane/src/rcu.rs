@@ -1,7 +1,7 @@
 //! Quiescent-state-based reclamation (QSBR) for the forwarding tables.
 //!
-//! The tables have one writer (the control thread) and many readers (the
-//! workers). Readers never wait and never write shared memory per lookup:
+//! The tables have one writer (the control thread, with the thread that
+//! applies its route batches) and many readers (the workers). Readers never wait and never write shared memory per lookup:
 //! once per poll-loop iteration each worker calls [`Reader::quiescent`],
 //! announcing that it holds no reference into any table. The writer unlinks an
 //! old object, then hands it to [`Domain::retire`]; it is freed by
