@@ -1621,6 +1621,7 @@ fn counters_json(all: &[Arc<CachePadded<Counters>>]) -> serde_json::Value {
     serde_json::json!({
         "rx": sum(&|c| c.rx.load(Ordering::Relaxed)),
         "tx": sum(&|c| c.tx.load(Ordering::Relaxed)),
+        "tx_refused": sum(&|c| c.tx_refused.load(Ordering::Relaxed)),
         "not_forwarded": reasons,
     })
 }
@@ -1628,6 +1629,10 @@ fn counters_json(all: &[Arc<CachePadded<Counters>>]) -> serde_json::Value {
 fn log_counters(all: &[Arc<CachePadded<Counters>>]) {
     let rx: u64 = all.iter().map(|c| c.rx.load(Ordering::Relaxed)).sum();
     let tx: u64 = all.iter().map(|c| c.tx.load(Ordering::Relaxed)).sum();
+    let tx_refused: u64 = all
+        .iter()
+        .map(|c| c.tx_refused.load(Ordering::Relaxed))
+        .sum();
     let mut reasons = String::new();
     for r in Reason::ALL {
         let n: u64 = all.iter().map(|c| c.get(*r)).sum();
@@ -1635,7 +1640,7 @@ fn log_counters(all: &[Arc<CachePadded<Counters>>]) {
             reasons.push_str(&format!(" {}={n}", r.name()));
         }
     }
-    info!(rx, tx, not_forwarded = %reasons.trim_start(), "counters");
+    info!(rx, tx, tx_refused, not_forwarded = %reasons.trim_start(), "counters");
 }
 
 fn now_unix() -> u64 {

@@ -65,8 +65,9 @@ peer list, route list
     Exit status 1 if the API cannot be reached.
 
 stats
-    The workers' counters summed: frames received and sent, and each
-    reason frames were not forwarded (no_route, ttl_expired, …; the
+    The workers' counters summed: frames received and sent (and of those,
+    refused by a full transmit ring), and each reason frames were not
+    forwarded (no_route, ttl_expired, …; the
     exceptions handed to the router itself count here too). With DPDK, one
     line per device: link, frames in and out, frames the device missed,
     errors, buffer allocation failures, and free buffers of its pool.
@@ -192,8 +193,8 @@ fn stats(args: &[String]) -> Result<(), String> {
         serde_json::from_str(&body).map_err(|e| format!("bad answer from the API: {e}"))?;
     let p = &v["packets"];
     println!(
-        "workers {}, frames received {}, sent {}; VPN routes {}, nexthops {}",
-        v["workers"], p["rx"], p["tx"], v["vpn_routes"], v["nexthops"]
+        "workers {}, frames received {}, sent {} (refused by the ports {}); VPN routes {}, nexthops {}",
+        v["workers"], p["rx"], p["tx"], p["tx_refused"], v["vpn_routes"], v["nexthops"]
     );
     let reasons: Vec<String> = p["not_forwarded"]
         .as_object()

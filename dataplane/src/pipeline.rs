@@ -174,8 +174,10 @@ impl Exception {
 pub struct Counters {
     /// Packets received.
     pub rx: CachePadded<AtomicU64>,
-    /// Packets transmitted.
+    /// Packets the pipeline sent to a port.
     pub tx: AtomicU64,
+    /// Of those, packets the port did not take (its transmit ring full).
+    pub tx_refused: AtomicU64,
     /// Per-reason counts, indexed by `Reason as usize`.
     pub reasons: [AtomicU64; Reason::COUNT],
 }
@@ -185,6 +187,7 @@ impl Default for Counters {
         Counters {
             rx: CachePadded::new(AtomicU64::new(0)),
             tx: AtomicU64::new(0),
+            tx_refused: AtomicU64::new(0),
             reasons: core::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
@@ -441,6 +444,17 @@ impl Pipeline {
             self.local[Reason::ExceptionQueueFull as usize] += 1;
         }
         Verdict::Stop(r)
+    }
+
+    /// Count `n` packets a port refused to transmit (the worker's call,
+    /// after handing a batch over).
+    #[inline]
+    pub fn count_tx_refused(&self, n: u64) {
+        if n > 0 {
+            let c = &self.counters.tx_refused;
+            // Single writer per counter set.
+            c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+        }
     }
 
     fn flush_counters(&mut self) {

@@ -164,16 +164,22 @@ pub fn run(
                     .map(|i| i as u8)
                     .collect();
                 if !idx.is_empty() {
-                    tx_refused += (idx.len() - twin.tx_bufs(&mut bufs, &idx)) as u64;
+                    let refused = (idx.len() - twin.tx_bufs(&mut bufs, &idx)) as u64;
+                    pipe.count_tx_refused(refused);
+                    tx_refused += refused;
                 }
             }
             for (port, idx) in out.iter() {
                 match cfg.ports.iter_mut().find(|(id, _)| id == port) {
                     Some((_, io)) => {
-                        let took = io.tx_bufs(&mut bufs, idx);
-                        tx_refused += (idx.len() - took) as u64;
+                        let refused = (idx.len() - io.tx_bufs(&mut bufs, idx)) as u64;
+                        pipe.count_tx_refused(refused);
+                        tx_refused += refused;
                     }
-                    None => tx_refused += idx.len() as u64,
+                    None => {
+                        pipe.count_tx_refused(idx.len() as u64);
+                        tx_refused += idx.len() as u64;
+                    }
                 }
             }
         }
@@ -186,10 +192,12 @@ pub fn run(
             busy = true;
             let port = cfg.kernel[k].0;
             let idx: arrayvec::ArrayVec<u8, MAX_BURST> = (0..n as u8).collect();
-            match cfg.ports.iter_mut().find(|(id, _)| *id == port) {
-                Some((_, io)) => tx_refused += (n - io.tx_bufs(&mut bufs, &idx)) as u64,
-                None => tx_refused += n as u64,
-            }
+            let refused = match cfg.ports.iter_mut().find(|(id, _)| *id == port) {
+                Some((_, io)) => (n - io.tx_bufs(&mut bufs, &idx)) as u64,
+                None => n as u64,
+            };
+            pipe.count_tx_refused(refused);
+            tx_refused += refused;
         }
         fib.quiescent();
         if !busy {

@@ -457,3 +457,62 @@ proptest! {
         prop_assert_eq!(bed.counters.rx.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 }
+
+/// A port that takes nothing (its transmit ring always full).
+struct Refusing;
+
+impl dataplane::worker::PacketIo for Refusing {
+    fn rx_burst(&mut self, _bufs: &mut [PacketBuf]) -> usize {
+        0
+    }
+    fn tx_burst(&mut self, _frames: &[&[u8]]) -> usize {
+        0
+    }
+}
+
+#[test]
+fn frames_a_port_refuses_are_counted_while_the_worker_runs() {
+    use dataplane::io::mem::MemPort;
+    use dataplane::worker::{run, Idle, WorkerConfig};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let g = golden();
+    let fib = topology();
+    let counters = Arc::new(CachePadded::new(Counters::default()));
+    let pipe = Pipeline::new(
+        counters.clone(),
+        Arc::new(ArrayQueue::new(64)),
+        RateLimit::default(),
+    );
+    let cfg = WorkerConfig {
+        core: None,
+        ports: vec![
+            (
+                ACCESS,
+                Box::new(MemPort::replaying(vec![g["push_in_eth"].clone()])),
+            ),
+            (UPLINK, Box::new(Refusing)),
+        ],
+        idle: Idle::Busy,
+        kernel: vec![],
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = {
+        let (reader, stop) = (fib.reader(), stop.clone());
+        std::thread::spawn(move || run(cfg, reader, pipe, stop))
+    };
+    // Read while it runs: the count is live, not only reported at the end.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while counters.tx_refused.load(Ordering::Relaxed) < 1000 && std::time::Instant::now() < deadline
+    {
+        std::thread::yield_now();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let refused = worker.join().expect("worker");
+    assert!(refused >= 1000, "{refused} refused");
+    assert_eq!(refused, counters.tx_refused.load(Ordering::Relaxed));
+    assert_eq!(
+        refused,
+        counters.tx.load(Ordering::Relaxed),
+        "every push refused"
+    );
+}
