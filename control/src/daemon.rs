@@ -1422,13 +1422,16 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                             }
                         }
                     }
+                    vpn.session_up(peer, &negotiated.families);
                     if let Some((tx, asn)) = outboxes.get(&peer) {
                         // RT membership first (RFC 4684 §6: a reflector
-                        // sends VPN routes once it has it), then the routes.
+                        // sends VPN routes once it has it), then the routes
+                        // (with RT constraint, those of the VRFs the peer
+                        // asked for: none yet, more as its membership comes).
                         for m in vpn.rt_membership(*asn, &negotiated.families) {
                             let _ = tx.send(m);
                         }
-                        for m in vpn.exports(*asn, &negotiated.families) {
+                        for m in vpn.exports(peer, *asn, &negotiated.families) {
                             let _ = tx.send(m);
                         }
                         for m in crate::vpn::Vpn::end_of_rib_markers(&negotiated.families) {
@@ -1455,6 +1458,21 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                             }
                             bgp_changes += n;
                             continue;
+                        }
+                        // Route-target membership: send the VRFs the peer
+                        // now asks for, withdraw those it no longer does.
+                        if vpn.on_membership(peer, &update) {
+                            let families = peer_state
+                                .get(&peer)
+                                .map(|p| p.families.clone())
+                                .unwrap_or_default();
+                            if let Some((tx, asn)) = outboxes.get(&peer) {
+                                let msgs = vpn.export_changes(peer, *asn, &families);
+                                info!(%peer, updates = msgs.len(), "route-target membership changed");
+                                for m in msgs {
+                                    let _ = tx.send(m);
+                                }
+                            }
                         }
                         let (a, w) = vpn.on_update(peer, &update, &mut routes, &mut fib);
                         tracing::debug!(%peer, announced = a, withdrawn = w, held = vpn.learned(), "BGP update");
@@ -1485,7 +1503,7 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                         .map(|p| p.families.clone())
                         .unwrap_or_default();
                     if let Some((tx, asn)) = outboxes.get(&peer) {
-                        for m in vpn.exports(*asn, &families) {
+                        for m in vpn.exports(peer, *asn, &families) {
                             let _ = tx.send(m);
                         }
                         for m in crate::vpn::Vpn::end_of_rib_markers(&families) {
@@ -1498,6 +1516,7 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                     reason,
                     restart,
                 } => {
+                    vpn.session_down(peer);
                     let p = peer_state.get_mut(&peer);
                     match (restart, p) {
                         (Some((time, families)), Some(p)) if time > 0 => {

@@ -51,7 +51,8 @@ CONFIGURATION (TOML)
     [bgp]        asn, router_id, hold_time, encap, listen, listen_address,
                  multipath (default true: ECMP over equal best paths),
                  graceful_restart_time (default 120, 0: off),
-                 rt_constraint (default true: RFC 4684 membership);
+                 rt_constraint (default true: RFC 4684 membership, and
+                 peers that negotiate it get only the VRFs they ask for);
                  [[bgp.peer]] address, asn, passive, max_prefixes,
                  password (TCP-MD5), ttl_security (GTSM: TTL 255 only)
     [api]        listen (default 127.0.0.1:8082)

@@ -546,6 +546,33 @@ pub struct Vpn {
     router_id: Option<Ipv4Addr>,
     multipath: bool,
     scratch: Scratch,
+    /// Route-target membership (RFC 4684) of each peer that negotiated it:
+    /// only the VRFs whose export targets it asked for are sent to it.
+    membership: HashMap<IpAddr, Membership>,
+}
+
+/// A peer's route-target membership and what it was sent.
+#[derive(Debug, Default)]
+struct Membership {
+    /// Its membership routes: (prefix length over origin AS and target,
+    /// origin AS, target).
+    routes: Vec<(u8, u32, [u8; 8])>,
+    /// The VRFs (by index) whose local routes it was sent.
+    sent: Vec<usize>,
+}
+
+impl Membership {
+    /// True if a membership route covers `rt`: one of length 32 or less
+    /// (any target of an origin AS, or all: the default) or whose first
+    /// length − 32 bits are the target's.
+    fn wants(&self, rt: &[u8; 8]) -> bool {
+        self.routes.iter().any(|(len, _, t)| {
+            let bits = u32::from(*len).saturating_sub(32).min(64);
+            bits == 0
+                || (u64::from_be_bytes(*t) ^ u64::from_be_bytes(*rt)) & (u64::MAX << (64 - bits))
+                    == 0
+        })
+    }
 }
 
 /// Buffers [`Vpn::reconcile`] reuses from prefix to prefix.
@@ -693,7 +720,102 @@ impl Vpn {
             router_id: cfg.bgp.as_ref().map(|b| b.router_id),
             multipath: cfg.bgp.as_ref().is_none_or(|b| b.multipath),
             scratch: Scratch::default(),
+            membership: HashMap::new(),
         }
+    }
+
+    /// A session with `peer` came up with `families`: with route-target
+    /// constraint it starts with no membership (nothing is exported to it
+    /// until it asks), without it gets every exporting VRF.
+    pub fn session_up(&mut self, peer: IpAddr, families: &[(Afi, Safi)]) {
+        if families.contains(&(Afi::IPV4, Safi::RT_CONSTRAINT)) {
+            self.membership.insert(peer, Membership::default());
+        } else {
+            self.membership.remove(&peer);
+        }
+    }
+
+    /// The session with `peer` went down: its membership goes with it.
+    pub fn session_down(&mut self, peer: IpAddr) {
+        self.membership.remove(&peer);
+    }
+
+    /// Apply the route-target membership routes of an UPDATE from `peer`
+    /// (RFC 4684). Returns true if its membership changed.
+    pub fn on_membership(&mut self, peer: IpAddr, u: &Update) -> bool {
+        let Some(m) = self.membership.get_mut(&peer) else {
+            return false;
+        };
+        let mut changed = false;
+        for pa in &u.attrs {
+            let (reach, nlri) = match &pa.attr {
+                Attr::MpReach {
+                    safi: Safi::RT_CONSTRAINT,
+                    nlri,
+                    ..
+                } => (!u.treat_as_withdraw, nlri),
+                Attr::MpUnreach {
+                    safi: Safi::RT_CONSTRAINT,
+                    nlri,
+                    ..
+                } => (false, nlri),
+                _ => continue,
+            };
+            for n in nlri {
+                let Nlri::RtConstraint { len, origin_as, rt } = n else {
+                    continue;
+                };
+                let r = (*len, *origin_as, *rt);
+                let at = m.routes.iter().position(|x| *x == r);
+                match (reach, at) {
+                    (true, None) => {
+                        m.routes.push(r);
+                        changed = true;
+                    }
+                    (false, Some(i)) => {
+                        m.routes.swap_remove(i);
+                        changed = true;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        changed
+    }
+
+    /// The exporting VRFs `peer` is to get now: every one without
+    /// route-target constraint, else those with a target it asked for.
+    fn wanted_by(&self, peer: IpAddr) -> Vec<usize> {
+        let m = self.membership.get(&peer);
+        (0..self.vrfs.len())
+            .filter(|i| {
+                let v = &self.vrfs[*i];
+                m.is_none_or(|m| v.export.iter().any(|rt| m.wants(rt)))
+            })
+            .collect()
+    }
+
+    /// After `peer`'s membership changed: the UPDATEs announcing the VRFs
+    /// it now asks for and withdrawing those it no longer does.
+    pub fn export_changes(
+        &mut self,
+        peer: IpAddr,
+        peer_as: u32,
+        families: &[(Afi, Safi)],
+    ) -> Vec<Message> {
+        let want = self.wanted_by(peer);
+        let Some(m) = self.membership.get_mut(&peer) else {
+            return vec![];
+        };
+        let sent = std::mem::replace(&mut m.sent, want.clone());
+        let mut out = Vec::new();
+        for i in want.iter().filter(|i| !sent.contains(i)) {
+            out.extend(self.vrf_updates(*i, peer_as, families, false));
+        }
+        for i in sent.iter().filter(|i| !want.contains(i)) {
+            out.extend(self.vrf_updates(*i, peer_as, families, true));
+        }
+        out
     }
 
     fn insert(&mut self, prefix: Prefix, l: Learned) -> bool {
@@ -1281,67 +1403,100 @@ impl Vpn {
         }
     }
 
-    /// The UPDATEs announcing every exporting VRF's local routes to a peer
-    /// in `peer_as` (iBGP: LOCAL_PREF and an empty AS_PATH; eBGP: our AS),
-    /// for the VPN families negotiated with it.
-    pub fn exports(&self, peer_as: u32, families: &[(Afi, Safi)]) -> Vec<Message> {
+    /// The UPDATEs announcing the local routes of every exporting VRF
+    /// `peer` (in `peer_as`) is to get (all, or with route-target constraint
+    /// those with a target it asked for), for the VPN families negotiated
+    /// with it (iBGP: LOCAL_PREF and an empty AS_PATH; eBGP: our AS).
+    pub fn exports(
+        &mut self,
+        peer: IpAddr,
+        peer_as: u32,
+        families: &[(Afi, Safi)],
+    ) -> Vec<Message> {
+        let want = self.wanted_by(peer);
+        let out = want
+            .iter()
+            .flat_map(|i| self.vrf_updates(*i, peer_as, families, false))
+            .collect();
+        if let Some(m) = self.membership.get_mut(&peer) {
+            m.sent = want;
+        }
+        out
+    }
+
+    /// The UPDATEs announcing (or withdrawing) VRF `i`'s local routes, one
+    /// per family negotiated; none for a VRF that exports nothing.
+    fn vrf_updates(
+        &self,
+        i: usize,
+        peer_as: u32,
+        families: &[(Afi, Safi)],
+        withdraw: bool,
+    ) -> Vec<Message> {
         let Some(me) = self.me else { return vec![] };
+        let v = &self.vrfs[i];
         let mut out = Vec::new();
-        for v in &self.vrfs {
-            let (Some(rd), Some(label)) = (v.rd, v.label.and_then(Label::new)) else {
-                continue;
-            };
-            if v.export.is_empty() || v.locals.is_empty() {
+        let (Some(rd), Some(label)) = (v.rd, v.label.and_then(Label::new)) else {
+            return out;
+        };
+        if v.export.is_empty() || v.locals.is_empty() {
+            return out;
+        }
+        for family in [Afi::IPV4, Afi::IPV6] {
+            if !families.contains(&(family, Safi::MPLS_VPN)) {
                 continue;
             }
-            for family in [Afi::IPV4, Afi::IPV6] {
-                if !families.contains(&(family, Safi::MPLS_VPN)) {
-                    continue;
-                }
-                let nlri: Vec<Nlri> = v
-                    .locals
-                    .iter()
-                    .filter(|p| (family == Afi::IPV4) == p.addr.is_ipv4())
-                    .map(|p| {
-                        Nlri::Vpn(VpnPrefix {
-                            path_id: None,
-                            label,
-                            rd,
-                            prefix: *p,
-                        })
+            let nlri: Vec<Nlri> = v
+                .locals
+                .iter()
+                .filter(|p| (family == Afi::IPV4) == p.addr.is_ipv4())
+                .map(|p| {
+                    Nlri::Vpn(VpnPrefix {
+                        path_id: None,
+                        label,
+                        rd,
+                        prefix: *p,
                     })
-                    .collect();
-                if nlri.is_empty() {
-                    continue;
-                }
-                let mut nexthop = vec![0u8; 8];
-                if family == Afi::IPV4 {
-                    nexthop.extend_from_slice(&me.octets());
-                } else {
-                    // 6VPE: an IPv4-mapped IPv6 next hop (RFC 4659 §3.2.1.2).
-                    nexthop.extend_from_slice(&me.to_ipv6_mapped().octets());
-                }
-                let ibgp = peer_as == self.local_as;
-                let mut attrs = vec![
-                    Attr::MpReach {
-                        afi: family,
-                        safi: Safi::MPLS_VPN,
-                        nexthop,
-                        nlri,
-                    },
-                    Attr::Origin(Origin::Igp),
-                    Attr::AsPath(if ibgp {
-                        vec![]
-                    } else {
-                        vec![AsPathSegment::Sequence(vec![self.local_as])]
-                    }),
-                ];
-                if ibgp {
-                    attrs.push(Attr::LocalPref(100));
-                }
-                attrs.push(Attr::ExtCommunities(v.export.clone()));
-                out.push(Message::Update(Update::with_attrs(attrs)));
+                })
+                .collect();
+            if nlri.is_empty() {
+                continue;
             }
+            if withdraw {
+                out.push(Message::Update(Update::with_attrs(vec![Attr::MpUnreach {
+                    afi: family,
+                    safi: Safi::MPLS_VPN,
+                    nlri,
+                }])));
+                continue;
+            }
+            let mut nexthop = vec![0u8; 8];
+            if family == Afi::IPV4 {
+                nexthop.extend_from_slice(&me.octets());
+            } else {
+                // 6VPE: an IPv4-mapped IPv6 next hop (RFC 4659 §3.2.1.2).
+                nexthop.extend_from_slice(&me.to_ipv6_mapped().octets());
+            }
+            let ibgp = peer_as == self.local_as;
+            let mut attrs = vec![
+                Attr::MpReach {
+                    afi: family,
+                    safi: Safi::MPLS_VPN,
+                    nexthop,
+                    nlri,
+                },
+                Attr::Origin(Origin::Igp),
+                Attr::AsPath(if ibgp {
+                    vec![]
+                } else {
+                    vec![AsPathSegment::Sequence(vec![self.local_as])]
+                }),
+            ];
+            if ibgp {
+                attrs.push(Attr::LocalPref(100));
+            }
+            attrs.push(Attr::ExtCommunities(v.export.clone()));
+            out.push(Message::Update(Update::with_attrs(attrs)));
         }
         out
     }
@@ -1527,6 +1682,159 @@ asn = 65001
         let (blue, red) = (vpn.vrfs[0].id.0, vpn.vrfs[1].id.0);
         assert_eq!(vrfs_of("65001:8"), serde_json::json!([blue]));
         assert_eq!(vrfs_of("65001:9"), serde_json::json!([red]));
+    }
+
+    /// Two exporting VRFs, blue (65001:100, 10.1.1.1/32) and red
+    /// (65001:200, 10.2.2.2/32).
+    const EXPORTING: &str = r#"
+[[vrf]]
+name = "blue"
+rd = "65001:1"
+label = 100
+export_targets = ["65001:100"]
+
+[[vrf]]
+name = "red"
+rd = "65001:2"
+label = 200
+export_targets = ["65001:200"]
+
+[[port]]
+interface = "b1"
+vrf = "blue"
+mac = "02:00:00:00:00:01"
+addresses = ["10.1.1.1/32"]
+gateway = "10.1.1.254"
+
+[[port]]
+interface = "r1"
+vrf = "red"
+mac = "02:00:00:00:00:02"
+addresses = ["10.2.2.2/32"]
+gateway = "10.2.2.254"
+
+[uplink]
+interface = "core"
+mac = "02:00:00:00:00:fe"
+address = "192.0.2.1"
+
+[bgp]
+asn = 65001
+router_id = "192.0.2.1"
+
+[[bgp.peer]]
+address = "192.0.2.8"
+asn = 65001
+"#;
+
+    /// The (prefix, announced) pairs of VPNv4 UPDATEs.
+    fn sent(msgs: &[Message]) -> Vec<(String, bool)> {
+        let mut out = Vec::new();
+        for m in msgs {
+            let Message::Update(u) = m else { continue };
+            for pa in &u.attrs {
+                let (nlri, reach) = match &pa.attr {
+                    Attr::MpReach { nlri, .. } => (nlri, true),
+                    Attr::MpUnreach { nlri, .. } => (nlri, false),
+                    _ => continue,
+                };
+                for n in nlri {
+                    if let Nlri::Vpn(v) = n {
+                        out.push((v.prefix.to_string(), reach));
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Membership routes for `targets` (length, origin AS 65001, target).
+    fn membership(reach: bool, targets: &[(u8, [u8; 8])]) -> Update {
+        let nlri = targets
+            .iter()
+            .map(|(len, rt)| Nlri::RtConstraint {
+                len: *len,
+                origin_as: 65001,
+                rt: *rt,
+            })
+            .collect();
+        Update::with_attrs(vec![if reach {
+            Attr::MpReach {
+                afi: Afi::IPV4,
+                safi: Safi::RT_CONSTRAINT,
+                nexthop: vec![192, 0, 2, 8],
+                nlri,
+            }
+        } else {
+            Attr::MpUnreach {
+                afi: Afi::IPV4,
+                safi: Safi::RT_CONSTRAINT,
+                nlri,
+            }
+        }])
+    }
+
+    #[test]
+    fn with_rt_constraint_a_peer_gets_only_the_vrfs_it_asks_for() {
+        let cfg = Config::parse(EXPORTING).expect("config");
+        let mut vpn = Vpn::new(&cfg);
+        let vpn4 = [(Afi::IPV4, Safi::MPLS_VPN)];
+        let rtc = [
+            (Afi::IPV4, Safi::MPLS_VPN),
+            (Afi::IPV4, Safi::RT_CONSTRAINT),
+        ];
+        let (blue, red) = ("10.1.1.1/32".to_string(), "10.2.2.2/32".to_string());
+        // Without RT constraint: every exporting VRF.
+        vpn.session_up(P8, &vpn4);
+        assert_eq!(
+            sent(&vpn.exports(P8, 65001, &vpn4)),
+            vec![(blue.clone(), true), (red.clone(), true)]
+        );
+        assert!(!vpn.on_membership(
+            P8,
+            &membership(true, &[(96, [0, 2, 0xfd, 0xe9, 0, 0, 0, 100])])
+        ));
+        // With it: nothing until the peer asks.
+        vpn.session_up(P8, &rtc);
+        assert!(vpn.exports(P8, 65001, &rtc).is_empty());
+        let rt100 = (96, [0, 2, 0xfd, 0xe9, 0, 0, 0, 100]);
+        assert!(vpn.on_membership(P8, &membership(true, &[rt100])));
+        assert_eq!(
+            sent(&vpn.export_changes(P8, 65001, &rtc)),
+            vec![(blue.clone(), true)]
+        );
+        assert!(
+            !vpn.on_membership(P8, &membership(true, &[rt100])),
+            "no change"
+        );
+        // A prefix of targets: type, AS and the first three bytes of the
+        // number, 65001:0 to 65001:255, adds red's 65001:200 (blue's was
+        // sent already).
+        let prefix = (32 + 56, [0, 2, 0xfd, 0xe9, 0, 0, 0, 0]);
+        assert!(vpn.on_membership(P8, &membership(true, &[prefix])));
+        assert_eq!(
+            sent(&vpn.export_changes(P8, 65001, &rtc)),
+            vec![(red.clone(), true)]
+        );
+        // Withdrawn memberships withdraw the routes.
+        assert!(vpn.on_membership(P8, &membership(false, &[rt100, prefix])));
+        assert_eq!(
+            sent(&vpn.export_changes(P8, 65001, &rtc)),
+            vec![(blue.clone(), false), (red.clone(), false)]
+        );
+        // The default membership (length 0) asks for everything.
+        assert!(vpn.on_membership(P8, &membership(true, &[(0, [0; 8])])));
+        assert_eq!(
+            sent(&vpn.export_changes(P8, 65001, &rtc)),
+            vec![(blue.clone(), true), (red.clone(), true)]
+        );
+        // A route refresh resends what the membership asks for; a new
+        // session starts again from nothing.
+        assert_eq!(sent(&vpn.exports(P8, 65001, &rtc)).len(), 2);
+        vpn.session_down(P8);
+        vpn.session_up(P8, &rtc);
+        assert!(vpn.exports(P8, 65001, &rtc).is_empty());
     }
 
     /// An announcement of 10.9.0.0/24 with extra attributes.

@@ -569,6 +569,154 @@ fn rt_constraint(on: bool) {
     );
 }
 
+/// Outbound route-target constraint: with RFC 4684 negotiated we send the
+/// reflector the routes of the VRFs whose targets it asked for (here those
+/// its own VRFs import, which GoBGP announces as membership), follow its
+/// membership as it changes, and nothing else.
+#[test]
+fn with_rt_constraint_we_send_a_reflector_only_the_vrfs_it_asks_for() {
+    if !vpnfwd_tests::can_run() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    let common::PeLab {
+        mut lab,
+        pe,
+        peer: rr,
+        ..
+    } = common::pe_and_peer("rtc-out", false);
+    let (_, glog) = common::spawn_gobgpd(
+        &mut lab,
+        &rr,
+        "gobgpd-rtc-out",
+        r#"
+[global.config]
+  as = 65001
+  router-id = "192.0.2.9"
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "192.0.2.1"
+    peer-as = 65001
+  [neighbors.route-reflector.config]
+    route-reflector-client = true
+    route-reflector-cluster-id = "192.0.2.9"
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "l3vpn-ipv4-unicast"
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "rtc"
+"#,
+    );
+    let vrf = |lab: &Lab, args: &[&str]| {
+        let mut a = vec!["gobgp", "vrf"];
+        a.extend_from_slice(args);
+        assert!(
+            Lab::wait_until(Duration::from_secs(5), || lab.succeeds(&rr, &a)),
+            "gobgp {args:?}"
+        );
+    };
+    // The reflector asks for 65001:200 (red) only.
+    vrf(
+        &lab,
+        &[
+            "add",
+            "r",
+            "rd",
+            "65001:92",
+            "rt",
+            "import",
+            "65001:200",
+            "export",
+            "65001:200",
+        ],
+    );
+    // Blue exports 65001:100 (10.1.1.1/32), red 65001:200 (10.2.2.2/32).
+    // They import other targets: our own membership, which GoBGP reflects
+    // back to us, asks for neither.
+    let config = common::pe_config(false)
+        .replace(
+            "import_targets = [\"65001:100\"]",
+            "import_targets = [\"65001:101\"]",
+        )
+        .replace(
+            "[uplink]",
+            "[[vrf]]\nname = \"red\"\nlabel = 200\nrd = \"65001:2\"\nimport_targets = [\"65001:201\"]\nexport_targets = [\"65001:200\"]\n\n[uplink]",
+        )
+        .replace(
+            "[bgp]",
+            "[[port]]\ninterface = \"p\"\nvlan = 200\nvrf = \"red\"\nmac = \"02:00:00:00:01:02\"\naddresses = [\"10.2.2.2/32\"]\ngateway = \"10.2.2.254\"\n\n[bgp]",
+        );
+    let log = common::start_pe_with(&mut lab, &pe, "rtc-out-pe", &config);
+    let logtext = || {
+        format!(
+            "vpnfwd:\n{}\ngobgpd:\n{}",
+            common::read(&log),
+            common::read(&glog)
+        )
+    };
+    let adj_in = || {
+        lab.exec(
+            &rr,
+            &["gobgp", "neighbor", "192.0.2.1", "adj-in", "-a", "vpnv4"],
+        )
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default()
+    };
+    assert!(
+        Lab::wait_until(Duration::from_secs(20), || adj_in().contains("10.2.2.2/32")),
+        "red, asked for, arrives: {}\n{}",
+        adj_in(),
+        logtext()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let rtc_out = || {
+        lab.exec(
+            &rr,
+            &["gobgp", "neighbor", "192.0.2.1", "adj-out", "-a", "rtc"],
+        )
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default()
+    };
+    assert!(
+        !adj_in().contains("10.1.1.1/32"),
+        "blue was not asked for: {}\nthe reflector's membership to us: {}\n{}",
+        adj_in(),
+        rtc_out(),
+        logtext()
+    );
+    // Membership changes: blue asked for, red no longer.
+    vrf(
+        &lab,
+        &[
+            "add",
+            "b",
+            "rd",
+            "65001:91",
+            "rt",
+            "import",
+            "65001:100",
+            "export",
+            "65001:100",
+        ],
+    );
+    assert!(
+        Lab::wait_until(Duration::from_secs(10), || adj_in().contains("10.1.1.1/32")),
+        "blue follows the membership: {}\n{}",
+        adj_in(),
+        logtext()
+    );
+    vrf(&lab, &["del", "r"]);
+    assert!(
+        Lab::wait_until(Duration::from_secs(10), || !adj_in()
+            .contains("10.2.2.2/32")),
+        "red is withdrawn with its membership: {}\n{}",
+        adj_in(),
+        logtext()
+    );
+    assert!(adj_in().contains("10.1.1.1/32"), "{}", adj_in());
+}
+
 /// The session over IPv6 transport (VPNv4 routes, IPv4 PE next hops).
 #[test]
 fn a_session_over_ipv6_transport_carries_vpnv4_routes() {
