@@ -1,7 +1,7 @@
 //! The REST API (127.0.0.1:8082 by default): `GET /ping`, `GET /peers`,
 //! `GET /routes?family=vpnv4[&rd=…][&rt=…]`, `GET /stats` (the workers'
-//! packet counters by reason, each DPDK device's link, counters and free
-//! buffers), and
+//! packet counters by reason; each AF_PACKET ring's kernel counters, or
+//! each DPDK device's link, counters and free buffers), and
 //! `POST /peers/<address>/refresh` (ask the peer to send its routes again,
 //! RFC 2918), all JSON. A small
 //! HTTP/1.1 server on its own thread; each request is passed to the control

@@ -813,6 +813,8 @@ enum PortSetup {
         ports: Vec<(PortId, String)>,
         fanout: Option<u16>,
         xdp_tx: bool,
+        /// Each receive ring's kernel counters.
+        rings: Vec<dataplane::io::afpacket::RingStats>,
     },
     /// DPDK: one device per interface with a queue pair per worker, and
     /// the uplink's kernel twin.
@@ -832,6 +834,7 @@ impl PortSetup {
                 ports: ports.to_vec(),
                 fanout: (cores.len() > 1).then_some((std::process::id() & 0xffff) as u16),
                 xdp_tx: cfg.dataplane.tx == crate::config::TxMode::AfXdp,
+                rings: Vec::new(),
             }),
             #[cfg(feature = "dpdk")]
             crate::config::Backend::Dpdk => Ok(PortSetup::Dpdk(dpdk_setup::DpdkPorts::open(
@@ -854,6 +857,7 @@ impl PortSetup {
                 ports,
                 fanout,
                 xdp_tx,
+                rings,
             } => {
                 let mut io: Vec<(PortId, Box<dyn PacketIo>)> = Vec::new();
                 for (id, name) in ports.iter() {
@@ -862,6 +866,9 @@ impl PortSetup {
                         ..AfPacketOptions::default()
                     };
                     let rx = AfPacketPort::open(name, &opts)?;
+                    if let Ok(r) = rx.ring_stats() {
+                        rings.push(r);
+                    }
                     // AF_XDP transmit on the queue numbered as the worker;
                     // where the interface lacks it (or another port of the
                     // same interface holds it), sendmmsg.
@@ -899,11 +906,22 @@ impl PortSetup {
         }
     }
 
-    /// Each DPDK device's link, hardware counters and free buffers (none
-    /// for AF_PACKET ports, whose counters are the workers').
-    fn ports_json(&self) -> serde_json::Value {
+    /// Each AF_PACKET receive ring's kernel counters (frames queued to it,
+    /// frames dropped with the ring full), or each DPDK device's link,
+    /// hardware counters and free buffers.
+    fn ports_json(&mut self) -> serde_json::Value {
         match self {
-            PortSetup::AfPacket { .. } => serde_json::json!([]),
+            PortSetup::AfPacket { rings, .. } => rings
+                .iter_mut()
+                .map(|r| {
+                    let (packets, drops) = r.read();
+                    serde_json::json!({
+                        "interface": r.ifname,
+                        "ring_packets": packets,
+                        "ring_drops": drops,
+                    })
+                })
+                .collect(),
             #[cfg(feature = "dpdk")]
             PortSetup::Dpdk(d) => d.ports_json(),
         }

@@ -68,10 +68,12 @@ peer list, route list
 stats
     The workers' counters summed: frames received and sent (and of those,
     refused by a full transmit ring), and each reason frames were not
-    forwarded (no_route, ttl_expired, …; the
-    exceptions handed to the router itself count here too). With DPDK, one
-    line per device: link, frames in and out, frames the device missed,
-    errors, buffer allocation failures, and free buffers of its pool.
+    forwarded (exc_no_route, exc_ttl_expired, …; the exceptions handed to
+    the router itself count here too). With AF_PACKET, one line per
+    receive ring: frames the kernel queued to it and frames it dropped
+    with the ring full. With DPDK, one line per device: link, frames in
+    and out, frames the device missed, errors, buffer allocation failures,
+    and free buffers of its pool.
 
 ENVIRONMENT
     VPNFWD_LOG   log level: error, warn, info (default), debug, trace
@@ -215,6 +217,20 @@ fn stats(args: &[String]) -> Result<(), String> {
         }
     );
     let ports = v["ports"].as_array().cloned().unwrap_or_default();
+    let (rings, ports): (Vec<_>, Vec<_>) = ports
+        .into_iter()
+        .partition(|p| p.get("ring_packets").is_some());
+    if !rings.is_empty() {
+        println!("{:<18} {:>14} {:>12}", "INTERFACE", "RING RX", "RING DROPS");
+        for r in rings {
+            println!(
+                "{:<18} {:>14} {:>12}",
+                r["interface"].as_str().unwrap_or(""),
+                r["ring_packets"],
+                r["ring_drops"]
+            );
+        }
+    }
     if !ports.is_empty() {
         println!(
             "{:<18} {:<5} {:>12} {:>12} {:>10} {:>8} {:>8} {:>13}",

@@ -425,7 +425,17 @@ fn two_pes_with(encap: &'static str, name: &str, be1: Backend, be2: Backend) {
             "{text}"
         );
     } else {
-        assert!(ports.is_empty(), "{stats}");
+        // One receive ring per interface (one worker), with its kernel
+        // counters.
+        assert_eq!(ports.len(), 2, "{stats}");
+        assert!(
+            ports.iter().all(|r| r["ring_drops"].as_u64().is_some()),
+            "{stats}"
+        );
+        assert!(
+            ports.iter().any(|r| r["ring_packets"].as_u64() > Some(0)),
+            "{stats}"
+        );
     }
 }
 

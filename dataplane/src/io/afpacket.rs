@@ -166,6 +166,52 @@ pub(super) fn setsockopt<T>(
     }
 }
 
+/// The kernel's counters of one AF_PACKET receive ring (frames it put in
+/// the ring, frames it dropped because the ring was full), read from the
+/// control thread through a duplicate of the socket while a worker polls
+/// the ring. The kernel resets them on each read; they are summed here.
+#[derive(Debug)]
+pub struct RingStats {
+    fd: OwnedFd,
+    /// The interface.
+    pub ifname: String,
+    packets: u64,
+    drops: u64,
+}
+
+impl RingStats {
+    /// Frames the kernel queued to the ring, and dropped, since it opened.
+    pub fn read(&mut self) -> (u64, u64) {
+        /// `struct tpacket_stats_v3`.
+        #[repr(C)]
+        #[derive(Default)]
+        struct Stats {
+            packets: u32,
+            drops: u32,
+            freeze_q_cnt: u32,
+        }
+        let mut st = Stats::default();
+        let mut len = core::mem::size_of::<Stats>() as libc::socklen_t;
+        // SAFETY: `st` is a writable `tpacket_stats_v3` of `len` bytes; the
+        // kernel writes at most `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&raw mut st).cast(),
+                &raw mut len,
+            )
+        };
+        if rc == 0 {
+            // tp_packets counts the dropped frames too.
+            self.packets += u64::from(st.packets.saturating_sub(st.drops));
+            self.drops += u64::from(st.drops);
+        }
+        (self.packets, self.drops)
+    }
+}
+
 /// The interface index of `ifname`, if it exists.
 pub fn if_index(ifname: &str) -> Option<i32> {
     let c = CString::new(ifname).ok()?;
@@ -175,6 +221,19 @@ pub fn if_index(ifname: &str) -> Option<i32> {
 }
 
 impl AfPacketPort {
+    /// A handle on this ring's kernel counters for another thread.
+    ///
+    /// # Errors
+    /// If the socket cannot be duplicated.
+    pub fn ring_stats(&self) -> io::Result<RingStats> {
+        Ok(RingStats {
+            fd: self.fd.try_clone()?,
+            ifname: self.ifname.clone(),
+            packets: 0,
+            drops: 0,
+        })
+    }
+
     /// Open `ifname` for transmit only (no receive ring): the control
     /// thread's way to inject ARP replies and ICMP errors.
     ///
