@@ -1153,7 +1153,15 @@ struct PeerView {
     /// While the peer restarts gracefully: when its stale routes go.
     restart_deadline: Option<Instant>,
     last_down: Option<String>,
+    /// With route-target constraint: our VPN End-of-RIB waits for the
+    /// peer's membership (its RT constraint End-of-RIB), at most until
+    /// then, so that a peer keeping our routes through our restart does not
+    /// drop those it has not asked for yet.
+    vpn_eor_due: Option<Instant>,
 }
+
+/// The longest our VPN End-of-RIB waits for a peer's membership.
+const MEMBERSHIP_WAIT: Duration = Duration::from_secs(30);
 
 /// Run the router with the configuration at `path` until SIGINT or SIGTERM.
 /// SIGHUP re-reads the file and applies the changes to the `[[route]]`
@@ -1306,6 +1314,7 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                     max_prefixes: p.max_prefixes,
                     restart_deadline: None,
                     last_down: None,
+                    vpn_eor_due: None,
                 },
             )
         })
@@ -1452,7 +1461,16 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                         for m in vpn.exports(peer, *asn, &negotiated.families) {
                             let _ = tx.send(m);
                         }
-                        for m in crate::vpn::Vpn::end_of_rib_markers(&negotiated.families) {
+                        let rtc = (Afi::IPV4, Safi::RT_CONSTRAINT);
+                        let now_families: Vec<(Afi, Safi)> = if negotiated.families.contains(&rtc) {
+                            if let Some(p) = peer_state.get_mut(&peer) {
+                                p.vpn_eor_due = Some(now + MEMBERSHIP_WAIT);
+                            }
+                            vec![rtc]
+                        } else {
+                            negotiated.families.clone()
+                        };
+                        for m in crate::vpn::Vpn::end_of_rib_markers(&now_families) {
                             let _ = tx.send(m);
                         }
                     }
@@ -1469,6 +1487,17 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                                 0
                             };
                             info!(%peer, family = crate::bgp::fsm::family_name(afi, safi), stale_removed = n, "End-of-RIB");
+                            // The peer's membership is complete: our VPN
+                            // routes for it are sent, say so.
+                            if safi == Safi::RT_CONSTRAINT {
+                                if let (Some(p), Some((tx, _))) =
+                                    (peer_state.get_mut(&peer), outboxes.get(&peer))
+                                {
+                                    if p.vpn_eor_due.take().is_some() {
+                                        send_vpn_eor(tx, &p.families);
+                                    }
+                                }
+                            }
                             if let Some(p) = peer_state.get_mut(&peer) {
                                 if vpn.stale_from(peer) == 0 {
                                     p.restart_deadline = None;
@@ -1535,6 +1564,9 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                     restart,
                 } => {
                     vpn.session_down(peer);
+                    if let Some(p) = peer_state.get_mut(&peer) {
+                        p.vpn_eor_due = None;
+                    }
                     let p = peer_state.get_mut(&peer);
                     match (restart, p) {
                         (Some((time, families)), Some(p)) if time > 0 => {
@@ -1561,6 +1593,13 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
             }
         }
         for (peer, p) in peer_state.iter_mut() {
+            if p.vpn_eor_due.is_some_and(|d| now >= d) {
+                p.vpn_eor_due = None;
+                if let Some((tx, _)) = outboxes.get(peer) {
+                    info!(%peer, "no route-target membership End-of-RIB; sending ours for the VPN families");
+                    send_vpn_eor(tx, &p.families);
+                }
+            }
             if p.restart_deadline.is_some_and(|d| now >= d) {
                 p.restart_deadline = None;
                 let n = vpn.sweep_stale(*peer, None, &mut routes, &mut fib);
@@ -1645,6 +1684,18 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
     log_counters(&all_counters);
     info!("stopped");
     Ok(())
+}
+
+/// Our End-of-RIB for the VPN families negotiated in `families`.
+fn send_vpn_eor(tx: &std::sync::mpsc::Sender<Message>, families: &[(Afi, Safi)]) {
+    let vpn: Vec<(Afi, Safi)> = families
+        .iter()
+        .copied()
+        .filter(|(_, s)| *s == Safi::MPLS_VPN)
+        .collect();
+    for m in crate::vpn::Vpn::end_of_rib_markers(&vpn) {
+        let _ = tx.send(m);
+    }
 }
 
 /// The workers' counters summed: received, sent, and each reason a packet
