@@ -1495,6 +1495,7 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                                 {
                                     if p.vpn_eor_due.take().is_some() {
                                         send_vpn_eor(tx, &p.families);
+                                        info!(%peer, "membership complete; End-of-RIB sent for the VPN families");
                                     }
                                 }
                             }

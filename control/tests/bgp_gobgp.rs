@@ -717,6 +717,65 @@ fn with_rt_constraint_we_send_a_reflector_only_the_vrfs_it_asks_for() {
     assert!(adj_in().contains("10.1.1.1/32"), "{}", adj_in());
 }
 
+/// With route-target constraint and graceful restart our VPN End-of-RIB
+/// follows the peer's membership End-of-RIB (a peer keeping our routes
+/// through our restart must not drop those it has not asked for yet).
+#[test]
+fn with_rt_constraint_our_vpn_end_of_rib_waits_for_the_peers_membership() {
+    if !vpnfwd_tests::can_run() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    let common::PeLab {
+        mut lab,
+        pe,
+        peer: rr,
+        ..
+    } = common::pe_and_peer("rtc-eor", false);
+    let (_, glog) = common::spawn_gobgpd(
+        &mut lab,
+        &rr,
+        "gobgpd-rtc-eor",
+        r#"
+[global.config]
+  as = 65001
+  router-id = "192.0.2.9"
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "192.0.2.1"
+    peer-as = 65001
+  [neighbors.graceful-restart.config]
+    enabled = true
+    restart-time = 60
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "l3vpn-ipv4-unicast"
+    [neighbors.afi-safis.mp-graceful-restart.config]
+      enabled = true
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "rtc"
+    [neighbors.afi-safis.mp-graceful-restart.config]
+      enabled = true
+"#,
+    );
+    let log = common::start_pe(&mut lab, &pe, "rtc-eor-pe", false);
+    let text = || common::read(&log);
+    assert!(
+        Lab::wait_until(Duration::from_secs(20), || text()
+            .contains("membership complete; End-of-RIB sent")),
+        "vpnfwd:\n{}\ngobgpd:\n{}",
+        text(),
+        common::read(&glog)
+    );
+    let t = text();
+    let rtc_eor = t
+        .find("family=\"rtc\"")
+        .expect("the peer's membership End-of-RIB");
+    let ours = t.find("membership complete").expect("ours");
+    assert!(rtc_eor < ours, "{t}");
+}
+
 /// The session over IPv6 transport (VPNv4 routes, IPv4 PE next hops).
 #[test]
 fn a_session_over_ipv6_transport_carries_vpnv4_routes() {
