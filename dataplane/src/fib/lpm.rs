@@ -291,6 +291,13 @@ fn sparse_entries(runs: &[(u16, usize)], mut f: impl FnMut(bool, u16, usize)) {
     }
 }
 
+/// `n` zero words from malloc, which serves small sizes from a per-thread
+/// cache; glibc's calloc (what `vec![0; n]` becomes) takes the arena lock
+/// for every one of the writer's small segments.
+fn zeroed(n: usize) -> Vec<usize> {
+    std::iter::repeat_n(0, n).collect()
+}
+
 fn build_sparse(runs: &[(u16, usize)]) -> usize {
     let (mut nl, mut ns) = (0usize, 0usize);
     sparse_entries(runs, |is_leaf, _, _| {
@@ -300,7 +307,7 @@ fn build_sparse(runs: &[(u16, usize)]) -> usize {
             ns += 1;
         }
     });
-    let mut w = vec![0usize; sparse_words(nl, ns)];
+    let mut w = zeroed(sparse_words(nl, ns));
     w[0] = nl | (ns << 32);
     let (lk, sk) = (1 + nl + ns, 1 + nl + ns + nl.div_ceil(4));
     let (mut i, mut j) = (0usize, 0usize);
@@ -1413,7 +1420,7 @@ impl Lpm {
                     (false, std::cmp::Ordering::Greater) => old(j - 1),
                 }
             };
-            let mut out = vec![0usize; sparse_words(nl, ns2)];
+            let mut out = zeroed(sparse_words(nl, ns2));
             out[0] = nl | (ns2 << 32);
             let (lk2, sk2) = (1 + nl + ns2, 1 + nl + ns2 + nl.div_ceil(4));
             for i in 0..nl {
