@@ -38,12 +38,9 @@ fn rt(i: u32) -> [u8; 8] {
     b
 }
 
-/// Pre-encoded UPDATE messages for `routes`.
-fn feed(routes: &[gen::Route]) -> Vec<u8> {
-    let ctx = Context {
-        four_octet_as: true,
-        ..Context::default()
-    };
+/// The UPDATEs of the feed: the routes spread over [`GROUPS`] RDs, labels
+/// and route targets, each UPDATE packing up to 250 routes of one group.
+pub(crate) fn updates(routes: &[gen::Route]) -> Vec<Update> {
     let mut by_group: Vec<Vec<Nlri>> = vec![Vec::new(); GROUPS as usize];
     for (i, r) in routes.iter().enumerate() {
         let g = (i as u32) % GROUPS;
@@ -61,7 +58,7 @@ fn feed(routes: &[gen::Route]) -> Vec<u8> {
         for part in nlri.chunks(250) {
             let mut nh = vec![0u8; 8];
             nh.extend_from_slice(&FEEDER.parse::<Ipv4Addr>().expect("ip").octets());
-            let u = Update::with_attrs(vec![
+            out.push(Update::with_attrs(vec![
                 Attr::Origin(Origin::Igp),
                 Attr::AsPath(vec![]),
                 Attr::LocalPref(100),
@@ -72,9 +69,40 @@ fn feed(routes: &[gen::Route]) -> Vec<u8> {
                     nexthop: nh,
                     nlri: part.to_vec(),
                 },
-            ]);
-            out.extend(wire::encode(&Message::Update(u), &ctx).expect("fits 4096 bytes"));
+            ]));
         }
+    }
+    out
+}
+
+/// The receiver's configuration: [`GROUPS`] VRFs, each importing one of
+/// the feed's targets, and the feeder as its iBGP peer.
+pub(crate) fn receiver_config() -> String {
+    let mut cfg = String::from("[dataplane]\nidle = \"sleep\"\n\n[uplink]\ninterface = \"core\"\naddress = \"192.0.2.1\"\n\n");
+    for g in 0..GROUPS {
+        cfg.push_str(&format!(
+            "[[vrf]]\nname = \"v{g}\"\nimport_targets = [\"65001:{}\"]\n\n",
+            g + 1
+        ));
+    }
+    cfg.push_str(&format!("[bgp]\nasn = 65001\nrouter_id = \"{RECEIVER}\"\nhold_time = 180\n\n[[bgp.peer]]\naddress = \"{FEEDER}\"\nasn = 65001\npassive = true\n"));
+    cfg
+}
+
+/// The feeder's peer address.
+pub(crate) fn feeder() -> std::net::IpAddr {
+    FEEDER.parse().expect("ip")
+}
+
+/// Pre-encoded UPDATE messages for `routes`.
+fn feed(routes: &[gen::Route]) -> Vec<u8> {
+    let ctx = Context {
+        four_octet_as: true,
+        ..Context::default()
+    };
+    let mut out = Vec::new();
+    for u in updates(routes) {
+        out.extend(wire::encode(&Message::Update(u), &ctx).expect("fits 4096 bytes"));
     }
     out
 }
@@ -267,14 +295,7 @@ pub fn run(opts: &Opts) -> Result<(), String> {
                 let bin = std::env::current_exe()
                     .map_err(|e| e.to_string())?
                     .with_file_name("vpnfwd");
-                let mut cfg = String::from("[dataplane]\nidle = \"sleep\"\n\n[uplink]\ninterface = \"core\"\naddress = \"192.0.2.1\"\n\n");
-                for g in 0..GROUPS {
-                    cfg.push_str(&format!(
-                        "[[vrf]]\nname = \"v{g}\"\nimport_targets = [\"65001:{}\"]\n\n",
-                        g + 1
-                    ));
-                }
-                cfg.push_str(&format!("[bgp]\nasn = 65001\nrouter_id = \"{RECEIVER}\"\nhold_time = 180\n\n[[bgp.peer]]\naddress = \"{FEEDER}\"\nasn = 65001\npassive = true\n"));
+                let cfg = receiver_config();
                 let path = dir.join("vpnfwd.toml");
                 std::fs::write(&path, cfg).map_err(|e| e.to_string())?;
                 let log = dir.join("vpnfwd.log");

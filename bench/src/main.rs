@@ -8,6 +8,7 @@
 //!                [--size B] [--destinations N] [--flows N] [--rate PPS] [--dut-core N]
 //!                [--generator afxdp|afpacket] [--seconds T]   (root)
 //! bench bgp-ingest --routes N [--target vpnfwd,gobgpd,bird,frr]   (root)
+//! bench route-install --routes N [--rounds R] [--seed S]
 //! ```
 //! Each prints a human summary and, as its last line, one JSON object.
 
@@ -16,6 +17,7 @@ mod forward;
 mod gen;
 mod lpm;
 mod pipeline;
+mod route_install;
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -48,7 +50,8 @@ impl Opts {
     }
 }
 
-const USAGE: &str = "usage: bench <lpm|pipeline|forward|bgp-ingest> [--routes N] [--seed S] [...]";
+const USAGE: &str =
+    "usage: bench <lpm|pipeline|forward|bgp-ingest|route-install> [--routes N] [--seed S] [...]";
 
 fn main() -> ExitCode {
     if let Err(e) = dataplane::check_cpu() {
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         "pipeline" => pipeline::run(&opts),
         "forward" => forward::run(&opts),
         "bgp-ingest" => bgp_ingest::run(&opts),
+        "route-install" => route_install::run(&opts),
         _ => Err(format!("unknown benchmark {cmd:?}")),
     };
     match r {

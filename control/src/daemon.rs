@@ -748,9 +748,10 @@ extern "C" fn on_signal(sig: libc::c_int) {
 /// objects in bursts (after each grace period) while it allocates segments
 /// of every size, and those merges took a tenth of its time. Without fast
 /// bins freed blocks are merged as they go; the per-thread cache still
-/// serves the most common sizes.
+/// serves the most common sizes. [`run`] calls it first; a benchmark that
+/// drives the tables in its own process calls it too.
 #[allow(unsafe_code)]
-fn tune_allocator() {
+pub fn tune_allocator() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only changes malloc's parameters (under its locks),
     // before the threads that allocate most are started.
