@@ -5,7 +5,8 @@
 //! [`Pipeline`], hand each output batch to its port, then announce a
 //! quiescent state so the control thread can reclaim table memory. Busy-poll
 //! by default; with [`Idle::Sleep`] the worker goes offline and sleeps
-//! briefly after an empty round, for laptops and CI.
+//! after an empty round, longer after each further one (up to
+//! [`SLEEP_BACKOFF`] times the base), for laptops and CI.
 
 use crate::fib::{FibReader, PortId};
 use crate::io::afpacket::AfPacketPort;
@@ -98,8 +99,22 @@ pub enum Idle {
     /// Keep polling (lowest latency, one core at 100 %).
     #[default]
     Busy,
-    /// Go offline and sleep this long.
+    /// Go offline and sleep: this long after a round with packets, twice
+    /// as long after each further empty round, up to [`SLEEP_BACKOFF`]
+    /// times this long.
     Sleep(Duration),
+}
+
+/// How many times its base an idle worker's sleep grows to.
+pub const SLEEP_BACKOFF: u32 = 8;
+
+/// The sleep after `current` (or the first, `None`) in a run of empty
+/// rounds, for a base of `base`.
+pub fn next_sleep(current: Option<Duration>, base: Duration) -> Duration {
+    match current {
+        None => base,
+        Some(c) => (c * 2).min(base * SLEEP_BACKOFF),
+    }
 }
 
 /// A worker's configuration.
@@ -144,6 +159,7 @@ pub fn run(
     let start = Instant::now();
     let mut tx_refused = 0u64;
     let nports = cfg.ports.len();
+    let mut asleep: Option<Duration> = None;
     while !stop.load(Ordering::Relaxed) {
         let mut busy = false;
         for p in 0..nports {
@@ -200,13 +216,33 @@ pub fn run(
             tx_refused += refused;
         }
         fib.quiescent();
-        if !busy {
-            if let Idle::Sleep(d) = cfg.idle {
-                fib.offline();
-                std::thread::sleep(d);
-            }
+        if busy {
+            asleep = None;
+        } else if let Idle::Sleep(d) = cfg.idle {
+            let s = next_sleep(asleep, d);
+            asleep = Some(s);
+            fib.offline();
+            std::thread::sleep(s);
         }
     }
     fib.offline();
     tx_refused
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_worker_sleeps_longer_after_each_empty_round_up_to_a_bound() {
+        let base = Duration::from_micros(200);
+        let mut s = None;
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            let n = next_sleep(s, base);
+            seen.push(n.as_micros());
+            s = Some(n);
+        }
+        assert_eq!(seen, [200, 400, 800, 1600, 1600, 1600]);
+    }
 }
