@@ -101,7 +101,12 @@ pub fn rss_bytes() -> usize {
 
 /// User plus system CPU seconds a process has used (Linux, 100 Hz ticks).
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_seconds(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// User plus system CPU seconds from the text of a `/proc/.../stat` file
+/// (a process's or a thread's).
+pub fn stat_cpu_seconds(stat: &str) -> Option<f64> {
     let rest = stat.rsplit_once(')')?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;

@@ -16,15 +16,7 @@ use std::time::Instant;
 /// CPU seconds of the calling thread and of the process's threads called
 /// `name`.
 fn cpu(name: &str) -> (f64, f64) {
-    let ticks = |stat: &str| -> f64 {
-        let f: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or("", |x| x.1)
-            .split_whitespace()
-            .collect();
-        let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        (t(11) + t(12)) / 100.0
-    };
+    let ticks = |stat: &str| crate::stat_cpu_seconds(stat).unwrap_or(0.0);
     let me = ticks(&std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default());
     let them = std::fs::read_dir("/proc/self/task")
         .map(|d| {

@@ -1700,37 +1700,54 @@ fn send_vpn_eor(tx: &std::sync::mpsc::Sender<Message>, families: &[(Afi, Safi)])
     }
 }
 
-/// The workers' counters summed: received, sent, and each reason a packet
-/// was not forwarded (every reason, zero or not).
-fn counters_json(all: &[Arc<CachePadded<Counters>>]) -> serde_json::Value {
+/// The workers' counters summed.
+struct Totals {
+    rx: u64,
+    tx: u64,
+    tx_refused: u64,
+    /// Each reason a packet was not forwarded, with its count.
+    reasons: Vec<(Reason, u64)>,
+}
+
+fn totals(all: &[Arc<CachePadded<Counters>>]) -> Totals {
     let sum = |f: &dyn Fn(&Counters) -> u64| -> u64 { all.iter().map(|c| f(c)).sum() };
-    let reasons: serde_json::Map<String, serde_json::Value> = Reason::ALL
+    Totals {
+        rx: sum(&|c| c.rx.load(Ordering::Relaxed)),
+        tx: sum(&|c| c.tx.load(Ordering::Relaxed)),
+        tx_refused: sum(&|c| c.tx_refused.load(Ordering::Relaxed)),
+        reasons: Reason::ALL
+            .iter()
+            .map(|r| (*r, sum(&|c| c.get(*r))))
+            .collect(),
+    }
+}
+
+/// The counters for `/stats`: received, sent, refused, and every reason a
+/// packet was not forwarded (zero or not).
+fn counters_json(all: &[Arc<CachePadded<Counters>>]) -> serde_json::Value {
+    let t = totals(all);
+    let reasons: serde_json::Map<String, serde_json::Value> = t
+        .reasons
         .iter()
-        .map(|r| (r.name().to_string(), sum(&|c| c.get(*r)).into()))
+        .map(|(r, n)| (r.name().to_string(), (*n).into()))
         .collect();
     serde_json::json!({
-        "rx": sum(&|c| c.rx.load(Ordering::Relaxed)),
-        "tx": sum(&|c| c.tx.load(Ordering::Relaxed)),
-        "tx_refused": sum(&|c| c.tx_refused.load(Ordering::Relaxed)),
+        "rx": t.rx,
+        "tx": t.tx,
+        "tx_refused": t.tx_refused,
         "not_forwarded": reasons,
     })
 }
 
 fn log_counters(all: &[Arc<CachePadded<Counters>>]) {
-    let rx: u64 = all.iter().map(|c| c.rx.load(Ordering::Relaxed)).sum();
-    let tx: u64 = all.iter().map(|c| c.tx.load(Ordering::Relaxed)).sum();
-    let tx_refused: u64 = all
+    let t = totals(all);
+    let reasons: Vec<String> = t
+        .reasons
         .iter()
-        .map(|c| c.tx_refused.load(Ordering::Relaxed))
-        .sum();
-    let mut reasons = String::new();
-    for r in Reason::ALL {
-        let n: u64 = all.iter().map(|c| c.get(*r)).sum();
-        if n > 0 {
-            reasons.push_str(&format!(" {}={n}", r.name()));
-        }
-    }
-    info!(rx, tx, tx_refused, not_forwarded = %reasons.trim_start(), "counters");
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| format!("{}={n}", r.name()))
+        .collect();
+    info!(rx = t.rx, tx = t.tx, tx_refused = t.tx_refused, not_forwarded = %reasons.join(" "), "counters");
 }
 
 fn now_unix() -> u64 {

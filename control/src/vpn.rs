@@ -1685,7 +1685,7 @@ asn = 65001
     }
 
     /// Two exporting VRFs, blue (65001:100, 10.1.1.1/32) and red
-    /// (65001:200, 10.2.2.2/32).
+    /// (65001:200, 10.2.2.2/32), in place of [`CFG`]'s VRF.
     const EXPORTING: &str = r#"
 [[vrf]]
 name = "blue"
@@ -1712,19 +1712,6 @@ vrf = "red"
 mac = "02:00:00:00:00:02"
 addresses = ["10.2.2.2/32"]
 gateway = "10.2.2.254"
-
-[uplink]
-interface = "core"
-mac = "02:00:00:00:00:fe"
-address = "192.0.2.1"
-
-[bgp]
-asn = 65001
-router_id = "192.0.2.1"
-
-[[bgp.peer]]
-address = "192.0.2.8"
-asn = 65001
 "#;
 
     /// The (prefix, announced) pairs of VPNv4 UPDATEs.
@@ -1777,7 +1764,11 @@ asn = 65001
 
     #[test]
     fn with_rt_constraint_a_peer_gets_only_the_vrfs_it_asks_for() {
-        let cfg = Config::parse(EXPORTING).expect("config");
+        let cfg = Config::parse(&CFG.replace(
+            "[[vrf]]\nname = \"blue\"\nimport_targets = [\"65001:100\"]\n",
+            EXPORTING,
+        ))
+        .expect("config");
         let mut vpn = Vpn::new(&cfg);
         let vpn4 = [(Afi::IPV4, Safi::MPLS_VPN)];
         let rtc = [

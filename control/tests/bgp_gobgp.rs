@@ -443,18 +443,9 @@ fn without_rt_constraint_the_reflector_sends_every_route() {
     rt_constraint(false);
 }
 
-fn rt_constraint(on: bool) {
-    if !vpnfwd_tests::can_run() {
-        eprintln!("skipped: needs root for network namespaces");
-        return;
-    }
-    let common::PeLab {
-        mut lab,
-        pe,
-        peer: rr,
-        ..
-    } = common::pe_and_peer(if on { "rtc" } else { "nortc" }, false);
-    let gconf = r#"
+/// GoBGP as route reflector for the PE (192.0.2.1), VPNv4 and RT
+/// constraint.
+const GOBGP_RR_RTC: &str = r#"
 [global.config]
   as = 65001
   router-id = "192.0.2.9"
@@ -472,11 +463,23 @@ fn rt_constraint(on: bool) {
     [neighbors.afi-safis.config]
       afi-safi-name = "rtc"
 "#;
+
+fn rt_constraint(on: bool) {
+    if !vpnfwd_tests::can_run() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    let common::PeLab {
+        mut lab,
+        pe,
+        peer: rr,
+        ..
+    } = common::pe_and_peer(if on { "rtc" } else { "nortc" }, false);
     // The control run leaves RT constraint out on both sides.
     let gconf = if on {
-        gconf.to_string()
+        GOBGP_RR_RTC.to_string()
     } else {
-        gconf.replace(
+        GOBGP_RR_RTC.replace(
             "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"rtc\"\n",
             "",
         )
@@ -585,29 +588,7 @@ fn with_rt_constraint_we_send_a_reflector_only_the_vrfs_it_asks_for() {
         peer: rr,
         ..
     } = common::pe_and_peer("rtc-out", false);
-    let (_, glog) = common::spawn_gobgpd(
-        &mut lab,
-        &rr,
-        "gobgpd-rtc-out",
-        r#"
-[global.config]
-  as = 65001
-  router-id = "192.0.2.9"
-[[neighbors]]
-  [neighbors.config]
-    neighbor-address = "192.0.2.1"
-    peer-as = 65001
-  [neighbors.route-reflector.config]
-    route-reflector-client = true
-    route-reflector-cluster-id = "192.0.2.9"
-  [[neighbors.afi-safis]]
-    [neighbors.afi-safis.config]
-      afi-safi-name = "l3vpn-ipv4-unicast"
-  [[neighbors.afi-safis]]
-    [neighbors.afi-safis.config]
-      afi-safi-name = "rtc"
-"#,
-    );
+    let (_, glog) = common::spawn_gobgpd(&mut lab, &rr, "gobgpd-rtc-out", GOBGP_RR_RTC);
     let vrf = |lab: &Lab, args: &[&str]| {
         let mut a = vec!["gobgp", "vrf"];
         a.extend_from_slice(args);

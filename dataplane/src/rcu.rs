@@ -152,12 +152,17 @@ impl Domain {
     /// `Send`); `ptr` must not be retired twice and must already be
     /// unreachable for readers that start after this call.
     pub unsafe fn retire_with(&self, ptr: *mut (), free: unsafe fn(*mut ())) {
+        self.enqueue(core::iter::once((ptr, free)));
+    }
+
+    /// Queue `items` under one new epoch, collecting once enough wait.
+    fn enqueue(&self, items: impl Iterator<Item = Retiree>) {
         let len = {
             // The epoch is taken under the lock, so that the list stays in
             // epoch order when two threads retire.
             let mut l = lock(&self.inner.retired);
             let epoch = self.inner.epoch.fetch_add(1, Ordering::SeqCst) + 1;
-            l.push(Retired { epoch, ptr, free });
+            l.extend(items.map(|(ptr, free)| Retired { epoch, ptr, free }));
             l.len()
         };
         if len >= 256 {
@@ -171,21 +176,8 @@ impl Domain {
     /// # Safety
     /// As [`Domain::retire_with`], for each item.
     pub unsafe fn retire_all(&self, items: &mut Vec<Retiree>) {
-        if items.is_empty() {
-            return;
-        }
-        let len = {
-            let mut l = lock(&self.inner.retired);
-            let epoch = self.inner.epoch.fetch_add(1, Ordering::SeqCst) + 1;
-            l.extend(
-                items
-                    .drain(..)
-                    .map(|(ptr, free)| Retired { epoch, ptr, free }),
-            );
-            l.len()
-        };
-        if len >= 256 {
-            self.collect();
+        if !items.is_empty() {
+            self.enqueue(items.drain(..));
         }
     }
 

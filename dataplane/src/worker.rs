@@ -32,7 +32,7 @@ pub trait PacketIo: Send {
         for chunk in idx.chunks(MAX_BURST) {
             let frames: arrayvec::ArrayVec<&[u8], MAX_BURST> = chunk
                 .iter()
-                .map(|i| bufs[usize::from(*i)].frame())
+                .filter_map(|i| bufs.get(usize::from(*i)).map(PacketBuf::frame))
                 .collect();
             took += self.tx_burst(&frames);
         }

@@ -425,7 +425,7 @@ impl Default for Fib {
 impl Drop for Fib {
     fn drop(&mut self) {
         self.end_batch();
-        self.sync();
+        self.wait_applied();
     }
 }
 
@@ -478,7 +478,7 @@ impl Fib {
         let Some(mut ops) = self.batch.take() else {
             return;
         };
-        self.sync();
+        self.wait_applied();
         if ops.len() < APPLIER_MIN || self.applier_ready().is_none() {
             apply_all(&mut lock(&self.tables), &ops);
             for id in std::mem::take(&mut self.removals) {
@@ -507,11 +507,6 @@ impl Fib {
     /// during it removed): what the tables hold then is everything changed
     /// before the open batch, if any.
     pub fn wait_applied(&mut self) {
-        self.sync();
-    }
-
-    /// Wait for the batch in flight, then remove the nexthops it released.
-    fn sync(&mut self) {
         if let Some(a) = &self.applier {
             a.idle();
         }
@@ -556,7 +551,7 @@ impl Fib {
     /// Delete a VRF and its routes (closing the open batch first).
     pub fn remove_vrf(&mut self, vrf: VrfId) {
         self.end_batch();
-        self.sync();
+        self.wait_applied();
         if self.vrf_ids.remove(&vrf.0).is_some() {
             self.shared.vrfs.set(vrf.0, None);
             self.tables().remove(&vrf.0);
@@ -589,7 +584,7 @@ impl Fib {
             ops.push(op);
             return Ok(None);
         }
-        self.sync();
+        self.wait_applied();
         Ok(apply(&mut lock(&self.tables), &op)?.map(NexthopId))
     }
 
@@ -699,7 +694,7 @@ impl Fib {
             self.removals.push(id.0);
             return;
         }
-        self.sync();
+        self.wait_applied();
         self.clear_nexthop(id.0);
     }
 
