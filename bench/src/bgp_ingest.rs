@@ -5,7 +5,8 @@
 //! UPDATE packing the routes of one target up to 4096 bytes) and, once the
 //! session is up, writes them to the receiver as fast as TCP takes them. The
 //! receiver runs in its own network namespace. Completion is detected the
-//! same way for every receiver: a cheap counter polled every 100 ms
+//! same way for every receiver: a cheap counter polled every 100 ms (or
+//! `--poll-ms`, the same for all)
 //! (vpnfwd: its log's held-routes count; gobgpd: `gobgp neighbor` Accepted;
 //! BIRD: `birdc show protocols all` imported). Reported: seconds from the
 //! first UPDATE to the last route held, routes/s, the receiver's peak RSS
@@ -133,6 +134,7 @@ fn drive(
     feeder_ns: &str,
     bytes: Vec<u8>,
     n: usize,
+    poll: Duration,
     pid: u32,
     mut held: impl FnMut() -> usize,
 ) -> Result<Outcome, String> {
@@ -224,7 +226,7 @@ fn drive(
         if Instant::now() > deadline {
             return Err(format!("only {} of {n} routes after 600 s", held()));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(poll);
     }
     let seconds = start.elapsed().as_secs_f64();
     let (cpu, rss) = proc_stat(pid);
@@ -279,6 +281,10 @@ pub fn run(opts: &Opts) -> Result<(), String> {
         .get("target")
         .cloned()
         .unwrap_or_else(|| "vpnfwd,gobgpd,bird,frr".into());
+    let poll = Duration::from_millis(opts.num("poll-ms", 100)?);
+    if poll.is_zero() {
+        return Err("--poll-ms must be at least 1".into());
+    }
     let routes = gen::table(n, false, 1, opts.num("seed", 1)?);
     let bytes = feed(&routes);
     println!(
@@ -311,7 +317,7 @@ pub fn run(opts: &Opts) -> Result<(), String> {
                         &log,
                     )
                     .map_err(|e| e.0)?;
-                let o = drive(&lab, &f, bytes.clone(), n, pid, || last_held(&log));
+                let o = drive(&lab, &f, bytes.clone(), n, poll, pid, || last_held(&log));
                 lab.stop(pid, Duration::from_secs(10));
                 o?
             }
@@ -339,7 +345,7 @@ pub fn run(opts: &Opts) -> Result<(), String> {
                     )
                     .map_err(|e| e.0)?;
                 let rr = r.clone();
-                let o = drive(&lab, &f, bytes.clone(), n, pid, || {
+                let o = drive(&lab, &f, bytes.clone(), n, poll, pid, || {
                     // `gobgp neighbor`: "Peer AS Up/Down State |#Received Accepted".
                     let out = lab
                         .exec(&rr, &["gobgp", "neighbor"])
@@ -378,7 +384,7 @@ pub fn run(opts: &Opts) -> Result<(), String> {
                     .map_err(|e| e.0)?;
                 let rr = r.clone();
                 let c = ctl.to_str().unwrap_or("").to_string();
-                let o = drive(&lab, &f, bytes.clone(), n, pid, || {
+                let o = drive(&lab, &f, bytes.clone(), n, poll, pid, || {
                     let out = lab
                         .exec(
                             &rr,
@@ -432,7 +438,7 @@ pub fn run(opts: &Opts) -> Result<(), String> {
                     )
                     .map_err(|e| e.0)?;
                 let rr = r.clone();
-                let o = drive(&lab, &f, bytes.clone(), n, pid, || {
+                let o = drive(&lab, &f, bytes.clone(), n, poll, pid, || {
                     let out = lab
                         .exec(
                             &rr,

@@ -44,7 +44,7 @@ use crate::rcu::{Domain, Guard};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Check a route change as a table of `max_len`-bit keys (32 or 128)
 /// would, changing nothing: the prefix `p` left-aligned in 128 bits, its
@@ -274,54 +274,59 @@ unsafe fn sparse_lower(base: *const usize, at: usize, n: usize, b: usize) -> usi
     lo
 }
 
-/// A sparse segment for `runs` (sorted, run 0 at block 0, leaf runs
-/// merged, chunk and solo runs one block each, as [`set_run`] keeps them).
-/// Call `f(is_leaf, block, word)` for each entry of a sparse segment's two
-/// lists built from `runs`: the singles, and the leaf runs but those that
-/// resume the last leaf run past singles.
-fn sparse_entries(runs: &[(u16, usize)], mut f: impl FnMut(bool, u16, usize)) {
+/// The entries `(is_leaf, block, word)` of a sparse segment's two lists
+/// built from `runs`: the singles, and the leaf runs but those that resume
+/// the last leaf run past singles.
+fn sparse_entries(runs: &[(u16, usize)]) -> impl Iterator<Item = (bool, u16, usize)> + '_ {
     let mut last_leaf = None;
-    for &(b, w) in runs {
+    runs.iter().filter_map(move |&(b, w)| {
         if w & 1 == 0 {
-            f(false, b, w);
+            Some((false, b, w))
         } else if last_leaf != Some(w) {
             last_leaf = Some(w);
-            f(true, b, w);
+            Some((true, b, w))
+        } else {
+            None
         }
+    })
+}
+
+/// Push `keys` (u16 values) four to a word, the first in the low bits.
+///
+/// Segments are built by pushing every word in order rather than by
+/// zero-filling and or-ing keys in: the optimiser turns a malloc followed
+/// by a zero fill into calloc, which in glibc skips the per-thread cache
+/// and takes the arena lock for each of the writer's small segments.
+fn push_keys(out: &mut Vec<usize>, keys: impl Iterator<Item = usize>) {
+    let (mut acc, mut n) = (0usize, 0usize);
+    for k in keys {
+        acc |= k << (16 * (n % 4));
+        n += 1;
+        if n % 4 == 0 {
+            out.push(acc);
+            acc = 0;
+        }
+    }
+    if n % 4 != 0 {
+        out.push(acc);
     }
 }
 
-/// `n` zero words from malloc, which serves small sizes from a per-thread
-/// cache; glibc's calloc (what `vec![0; n]` becomes) takes the arena lock
-/// for every one of the writer's small segments.
-fn zeroed(n: usize) -> Vec<usize> {
-    std::iter::repeat_n(0, n).collect()
-}
-
+/// A sparse segment for `runs` (sorted, run 0 at block 0, leaf runs
+/// merged, chunk and solo runs one block each, as [`set_run`] keeps them).
 fn build_sparse(runs: &[(u16, usize)]) -> usize {
-    let (mut nl, mut ns) = (0usize, 0usize);
-    sparse_entries(runs, |is_leaf, _, _| {
-        if is_leaf {
-            nl += 1;
-        } else {
-            ns += 1;
-        }
-    });
-    let mut w = zeroed(sparse_words(nl, ns));
-    w[0] = nl | (ns << 32);
-    let (lk, sk) = (1 + nl + ns, 1 + nl + ns + nl.div_ceil(4));
-    let (mut i, mut j) = (0usize, 0usize);
-    sparse_entries(runs, |is_leaf, b, word| {
-        if is_leaf {
-            w[1 + i] = word;
-            w[lk + i / 4] |= usize::from(b) << (16 * (i % 4));
-            i += 1;
-        } else {
-            w[1 + nl + j] = word;
-            w[sk + j / 4] |= usize::from(b) << (16 * (j % 4));
-            j += 1;
-        }
-    });
+    let nl = sparse_entries(runs).filter(|e| e.0).count();
+    let ns = sparse_entries(runs).count() - nl;
+    let mut w = sparse_storage(sparse_words(nl, ns));
+    w.push(nl | (ns << 32));
+    for leaves in [true, false] {
+        w.extend(sparse_entries(runs).filter(|e| e.0 == leaves).map(|e| e.2));
+    }
+    for leaves in [true, false] {
+        let keys = sparse_entries(runs).filter(|e| e.0 == leaves);
+        push_keys(&mut w, keys.map(|e| usize::from(e.1)));
+    }
+    debug_assert_eq!(w.len(), sparse_words(nl, ns));
     Box::into_raw(w.into_boxed_slice()) as *mut usize as usize
 }
 
@@ -468,13 +473,44 @@ fn set_run(runs: &mut Vec<(u16, usize)>, b: u16, w: usize) {
 unsafe fn free_sparse(p: *mut ()) {
     // SAFETY: caller's contract; word 0 is the header.
     let (nl, ns) = unsafe { sparse_counts(p as *const usize) };
+    let n = sparse_words(nl, ns);
+    if let Some(class) = POOL.get(n - 1) {
+        let mut free = class.lock().unwrap_or_else(PoisonError::into_inner);
+        if free.len() < POOL_DEPTH {
+            free.push(p as usize);
+            return;
+        }
+    }
     // SAFETY: the allocation was a boxed slice of this many words.
-    drop(unsafe {
-        Box::from_raw(std::ptr::slice_from_raw_parts_mut(
-            p as *mut usize,
-            sparse_words(nl, ns),
-        ))
-    });
+    drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p as *mut usize, n)) });
+}
+
+/// Sparse segments of up to this many words are recycled through [`POOL`].
+const POOL_WORDS: usize = 64;
+/// Most freed segments a size class of [`POOL`] keeps (4 MiB in all at
+/// most).
+const POOL_DEPTH: usize = 256;
+
+/// Freed sparse segments by size (index: words − 1), reused by the
+/// writers. A writer replaces a segment for nearly every change and the
+/// old ones are freed in bursts, one per grace period: glibc's per-thread
+/// cache keeps seven blocks of a size, so most of them went through
+/// malloc's and free's slow paths, a sixth of the writer's instructions.
+static POOL: [Mutex<Vec<usize>>; POOL_WORDS] = [const { Mutex::new(Vec::new()) }; POOL_WORDS];
+
+/// Empty storage for a sparse segment of `n` words: a recycled one of
+/// that size if [`POOL`] has one.
+fn sparse_storage(n: usize) -> Vec<usize> {
+    let recycled = POOL
+        .get(n.wrapping_sub(1))
+        .and_then(|c| c.lock().unwrap_or_else(PoisonError::into_inner).pop());
+    match recycled {
+        // SAFETY: `free_sparse` pools only boxed slices of exactly `n`
+        // words (the global allocator's layout for `n` usizes), each once,
+        // owned by nobody else once pooled.
+        Some(p) => unsafe { Vec::from_raw_parts(p as *mut usize, 0, n) },
+        None => Vec::with_capacity(n),
+    }
 }
 
 /// View the chunk whose first word is at `p`.
@@ -1371,9 +1407,21 @@ impl Lpm {
         self.replace_sparse(a, build_sparse(runs));
     }
 
+    /// Publish `new` as /8 `a`'s root word and return the word it replaces.
+    /// The writer is the only one that stores root words, so a load and a
+    /// release store do: an atomic swap (a locked instruction) would also
+    /// wait for the new segment's stores to drain, the writer's most costly
+    /// instruction when it was one.
+    fn publish_root(&self, a: usize, new: usize) -> usize {
+        let r = &self.shared.root[a];
+        let old = r.load(Ordering::Relaxed);
+        r.store(new, Ordering::Release);
+        old
+    }
+
     /// Publish the sparse segment `new` for /8 `a`, retiring the old one.
     fn replace_sparse(&mut self, a: usize, new: usize) {
-        let old = self.shared.root[a].swap(new | SPARSE_TAG, Ordering::AcqRel);
+        let old = self.publish_root(a, new | SPARSE_TAG);
         if old & 1 == 0 && old & SPARSE_TAG != 0 {
             // Just unlinked; the chunks it lists stay reachable from the new
             // one. Retired with the change.
@@ -1420,18 +1468,13 @@ impl Lpm {
                     (false, std::cmp::Ordering::Greater) => old(j - 1),
                 }
             };
-            let mut out = zeroed(sparse_words(nl, ns2));
-            out[0] = nl | (ns2 << 32);
-            let (lk2, sk2) = (1 + nl + ns2, 1 + nl + ns2 + nl.div_ceil(4));
-            for i in 0..nl {
-                out[1 + i] = *base.add(1 + i);
-                out[lk2 + i / 4] |= sparse_key(base, lk, i) << (16 * (i % 4));
-            }
-            for j in 0..ns2 {
-                let (k, word) = single(j);
-                out[1 + nl + j] = word;
-                out[sk2 + j / 4] |= k << (16 * (j % 4));
-            }
+            let mut out = sparse_storage(sparse_words(nl, ns2));
+            out.push(nl | (ns2 << 32));
+            out.extend((0..nl).map(|i| *base.add(1 + i)));
+            out.extend((0..ns2).map(|j| single(j).1));
+            push_keys(&mut out, (0..nl).map(|i| sparse_key(base, lk, i)));
+            push_keys(&mut out, (0..ns2).map(|j| single(j).0));
+            debug_assert_eq!(out.len(), sparse_words(nl, ns2));
             let new = Box::into_raw(out.into_boxed_slice()) as *mut usize as usize;
             self.replace_sparse(a, new);
         }
@@ -1574,7 +1617,7 @@ impl Lpm {
         for (b, w) in chunks {
             seg.slots[usize::from(*b)].store(*w, Ordering::Relaxed);
         }
-        let old = self.shared.root[a].swap(Box::into_raw(seg) as usize, Ordering::AcqRel);
+        let old = self.publish_root(a, Box::into_raw(seg) as usize);
         if old & 1 == 0 && old & SPARSE_TAG != 0 {
             // SAFETY: just unlinked; its chunks now hang off the dense one.
             unsafe {
@@ -1590,7 +1633,7 @@ impl Lpm {
             return;
         }
         let d = self.best_le((a << SEG_BITS) as u32, 8);
-        let old = self.shared.root[a].swap(leaf(d), Ordering::AcqRel);
+        let old = self.publish_root(a, leaf(d));
         self.mids.remove(&(a as u32));
         if old & 1 == 0 {
             if old & SPARSE_TAG != 0 {
