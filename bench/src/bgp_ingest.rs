@@ -125,6 +125,8 @@ struct Outcome {
     seconds: f64,
     cpu: f64,
     rss: u64,
+    /// The receiver's busiest threads and their CPU seconds.
+    threads: Vec<(String, f64)>,
 }
 
 /// Connect as 65001 to the receiver, bring the session up, send `bytes`,
@@ -230,7 +232,14 @@ fn drive(
     }
     let seconds = start.elapsed().as_secs_f64();
     let (cpu, rss) = proc_stat(pid);
-    Ok(Outcome { seconds, cpu, rss })
+    let mut threads = crate::thread_cpu_seconds(&pid.to_string());
+    threads.truncate(4);
+    Ok(Outcome {
+        seconds,
+        cpu,
+        rss,
+        threads,
+    })
 }
 
 fn net() -> Result<(Lab, String, String), String> {
@@ -474,6 +483,12 @@ pub fn run(opts: &Opts) -> Result<(), String> {
             outcome.rss as f64 / (1 << 20) as f64,
             outcome.cpu
         );
+        let threads: Vec<String> = outcome
+            .threads
+            .iter()
+            .map(|(name, s)| format!("{name} {s:.3} s"))
+            .collect();
+        println!("           busiest threads: {}", threads.join(", "));
         results.insert(
             target.to_string(),
             json!({"seconds": (outcome.seconds * 1000.0).round() / 1000.0, "routes_per_sec": (n as f64 / outcome.seconds).round(), "peak_rss_bytes": outcome.rss, "cpu_seconds": outcome.cpu}),

@@ -112,3 +112,28 @@ pub fn stat_cpu_seconds(stat: &str) -> Option<f64> {
     let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
     Some(ticks / 100.0)
 }
+
+/// CPU seconds of each thread of process `pid` (`self` for this one) by
+/// thread name, threads of one name summed, from the scheduler's
+/// nanosecond counts (`schedstat`): a thread's share of a run shorter than
+/// a second is lost in the 10 ms ticks of `stat`.
+pub fn thread_cpu_seconds(pid: &str) -> Vec<(String, f64)> {
+    let mut by_name: Vec<(String, f64)> = Vec::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for e in dir.flatten() {
+        let name = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        let secs = std::fs::read_to_string(e.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+            .map_or(0.0, |ns| ns / 1e9);
+        let name = name.trim();
+        match by_name.iter_mut().find(|(n, _)| n == name) {
+            Some((_, t)) => *t += secs,
+            None => by_name.push((name.to_string(), secs)),
+        }
+    }
+    by_name.sort_by(|a, b| b.1.total_cmp(&a.1));
+    by_name
+}

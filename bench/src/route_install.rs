@@ -13,28 +13,18 @@ use crate::Opts;
 use serde_json::json;
 use std::time::Instant;
 
-/// CPU seconds of the calling thread and of the process's threads called
-/// `name`, from the scheduler's nanosecond counts (`schedstat`) rather than
-/// the clock ticks of `stat`, which are as long as a tenth of a round.
+/// CPU seconds of the calling thread and of this process's threads called
+/// `name`.
 fn cpu(name: &str) -> (f64, f64) {
-    let secs = |path: std::path::PathBuf| {
-        std::fs::read_to_string(path)
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-            .map_or(0.0, |ns| ns / 1e9)
-    };
-    let me = secs("/proc/thread-self/schedstat".into());
-    let them = std::fs::read_dir("/proc/self/task")
-        .map(|d| {
-            d.flatten()
-                .filter(|e| {
-                    std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == name)
-                })
-                .map(|e| secs(e.path().join("schedstat")))
-                .sum()
-        })
-        .unwrap_or(0.0);
-    (me, them)
+    let me = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |ns| ns / 1e9);
+    let threads = crate::thread_cpu_seconds("self");
+    (
+        me,
+        threads.iter().find(|(t, _)| t == name).map_or(0.0, |t| t.1),
+    )
 }
 
 /// Run the benchmark.

@@ -337,18 +337,28 @@ impl<V: Default> WordMap<V> {
     pub fn get_or_default(&mut self, k: u32) -> &mut V {
         debug_assert_ne!(k, 0, "0 marks an empty slot");
         let s = self.shard(k);
-        if let Some(i) = self.find(s, k) {
-            return &mut self.shards[s].slots[i].1;
-        }
         let mul = self.mul;
         let sh = &mut self.shards[s];
+        // One walk of the probe run: it ends at `k` or at the empty slot
+        // where `k` goes (unless the shard must grow first).
+        let mut i = 0;
+        if !sh.slots.is_empty() {
+            let mask = sh.slots.len() - 1;
+            i = home(mul, k, sh.slots.len());
+            while sh.slots[i].0 != 0 && sh.slots[i].0 != k {
+                i = (i + 1) & mask;
+            }
+            if sh.slots[i].0 == k {
+                return &mut sh.slots[i].1;
+            }
+        }
         if (sh.len + 1) * 5 > sh.slots.len() * 4 {
             sh.grow(mul);
-        }
-        let mask = sh.slots.len() - 1;
-        let mut i = home(mul, k, sh.slots.len());
-        while sh.slots[i].0 != 0 {
-            i = (i + 1) & mask;
+            let mask = sh.slots.len() - 1;
+            i = home(mul, k, sh.slots.len());
+            while sh.slots[i].0 != 0 {
+                i = (i + 1) & mask;
+            }
         }
         sh.slots[i] = (k, V::default());
         sh.len += 1;

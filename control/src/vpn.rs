@@ -433,17 +433,30 @@ impl Rib {
 
     /// Add or replace the path of `l`'s (peer, RD); the replaced one.
     fn insert(&mut self, prefix: Prefix, l: Learned) -> Option<Learned> {
-        let Rib {
-            by_prefix,
-            sets,
-            path_lists,
-            per_peer,
-            len,
-            ..
-        } = self;
+        let e = self.by_prefix.get_or_default(&prefix);
+        Rib::add_path(
+            e,
+            &mut self.sets,
+            &mut self.path_lists,
+            &mut self.per_peer,
+            &mut self.len,
+            l,
+        )
+    }
+
+    /// [`Rib::insert`] into the entry `e` of the prefix, the other parts of
+    /// the RIB borrowed apart from its map (so that the caller can go on
+    /// with the entry).
+    fn add_path(
+        e: &mut Entry,
+        sets: &mut Slab<AttrSet>,
+        path_lists: &mut Slab<Vec<Learned>>,
+        per_peer: &mut [usize],
+        len: &mut usize,
+        l: Learned,
+    ) -> Option<Learned> {
         let (peer, rd) = (sets[l.set].peer, sets[l.set].rd);
         sets[l.set].refs += 1;
-        let e = by_prefix.get_or_default(&prefix);
         if let Some(x) = e.paths.slice_mut(path_lists).iter_mut().find(|x| {
             let s = &sets[x.set];
             s.peer == peer && s.rd == rd
@@ -581,6 +594,109 @@ struct Scratch {
     vrfs: Vec<u32>,
     now: Vec<(u32, NexthopId)>,
     members: Vec<(u32, Ipv4Addr, EncapKind)>,
+}
+
+/// What deciding a prefix's installations reads besides its entry.
+struct Decide<'a> {
+    vrfs: &'a [VrfVpn],
+    multipath: bool,
+    encap: EncapKind,
+    me: Option<Ipv4Addr>,
+    peers: &'a [IpAddr],
+    sets: &'a Slab<AttrSet>,
+    path_lists: &'a Slab<Vec<Learned>>,
+}
+
+impl Decide<'_> {
+    /// Decide what each VRF that could hold `prefix` (whose RIB entry is
+    /// `entry`) installs for it, as [`Vpn::reconcile`] says. True when the
+    /// entry is left with no path and nothing installed: the caller removes
+    /// it.
+    fn decide(
+        &self,
+        entry: &mut Entry,
+        prefix: Prefix,
+        scratch: &mut Scratch,
+        inst_lists: &mut Slab<Vec<(u32, NexthopId)>>,
+        routes: &mut RouteSet,
+        fib: &mut Fib,
+    ) -> bool {
+        let Decide {
+            vrfs,
+            multipath,
+            encap,
+            me,
+            peers,
+            sets,
+            path_lists,
+        } = *self;
+        let paths = entry.paths.slice(path_lists);
+        let Scratch {
+            vrfs: in_vrfs,
+            now,
+            members,
+        } = scratch;
+        in_vrfs.clear();
+        now.clear();
+        in_vrfs.extend(entry.installed.iter(inst_lists).map(|(v, _)| v));
+        for l in paths {
+            in_vrfs.extend_from_slice(&sets[l.set].path.vrfs);
+        }
+        if in_vrfs.len() > 1 {
+            in_vrfs.sort_unstable();
+            in_vrfs.dedup();
+        }
+        for &vi in in_vrfs.iter() {
+            let v = &vrfs[vi as usize];
+            let imports = |l: &Learned| sets[l.set].path.vrfs.binary_search(&vi).is_ok();
+            // The importable routes go through the decision process; the
+            // best (with multipath, every best leading to a distinct
+            // (label, PE), e.g. anycast over two RDs) are installed. A
+            // single path needs no decision.
+            members.clear();
+            if let [one] = paths {
+                if imports(one) {
+                    members.push((one.label(), one.pe(), encap));
+                }
+            } else {
+                let chosen: Vec<&Learned> = paths.iter().filter(|l| imports(l)).collect();
+                let cands: Vec<(&PathInfo, IpAddr)> = chosen
+                    .iter()
+                    .map(|l| {
+                        let a = &sets[l.set];
+                        (&*a.path, peers[a.peer as usize])
+                    })
+                    .collect();
+                members.extend(
+                    best_paths(&cands, multipath)
+                        .into_iter()
+                        .map(|i| (chosen[i].label(), chosen[i].pe(), encap)),
+                );
+                if members.len() > 1 {
+                    members.sort_by_key(|m| (m.0, m.1));
+                    members.dedup();
+                }
+            }
+            let old = entry
+                .installed
+                .iter(inst_lists)
+                .find(|(x, _)| *x == vi)
+                .map(|(_, n)| n);
+            let nh = match routes.set_bgp(fib, v.id, (prefix.addr, prefix.len), members, me, old) {
+                Ok(nh) => nh,
+                Err(e) => {
+                    tracing::warn!(%prefix, error = %e, "VPN route not installed");
+                    old
+                }
+            };
+            if let Some(nh) = nh {
+                now.push((vi, nh));
+            }
+        }
+        let empty = paths.is_empty();
+        entry.installed.set(inst_lists, now);
+        empty && entry.installed.is_none()
+    }
 }
 
 /// The PE address of a VPN route's next hop: a zero RD then an IPv4
@@ -820,6 +936,49 @@ impl Vpn {
 
     fn insert(&mut self, prefix: Prefix, l: Learned) -> bool {
         self.learned.insert(prefix, l).is_none()
+    }
+
+    /// Insert `l` for `prefix` and decide the prefix's installations on the
+    /// entry the insertion found ([`Vpn::reconcile`] without a second
+    /// lookup).
+    fn insert_and_decide(
+        &mut self,
+        prefix: Prefix,
+        l: Learned,
+        routes: &mut RouteSet,
+        fib: &mut Fib,
+    ) {
+        let Vpn {
+            learned,
+            vrfs,
+            multipath,
+            encap,
+            me,
+            scratch,
+            ..
+        } = self;
+        let Rib {
+            by_prefix,
+            peers,
+            sets,
+            path_lists,
+            inst_lists,
+            per_peer,
+            len,
+        } = learned;
+        let entry = by_prefix.get_or_default(&prefix);
+        Rib::add_path(entry, sets, path_lists, per_peer, len, l);
+        let cx = Decide {
+            vrfs,
+            multipath: *multipath,
+            encap: *encap,
+            me: *me,
+            peers,
+            sets,
+            path_lists,
+        };
+        // An entry with a path is never left empty.
+        cx.decide(entry, prefix, scratch, inst_lists, routes, fib);
     }
 
     fn remove(&mut self, prefix: &Prefix, peer: IpAddr, rd: &RouteDistinguisher) -> bool {
@@ -1149,72 +1308,16 @@ impl Vpn {
         let Some(entry) = by_prefix.get_mut(&prefix) else {
             return;
         };
-        let paths = entry.paths.slice(path_lists);
-        let Scratch {
-            vrfs: in_vrfs,
-            now,
-            members,
-        } = scratch;
-        in_vrfs.clear();
-        now.clear();
-        in_vrfs.extend(entry.installed.iter(inst_lists).map(|(v, _)| v));
-        for l in paths {
-            in_vrfs.extend_from_slice(&sets[l.set].path.vrfs);
-        }
-        if in_vrfs.len() > 1 {
-            in_vrfs.sort_unstable();
-            in_vrfs.dedup();
-        }
-        for &vi in in_vrfs.iter() {
-            let v = &vrfs[vi as usize];
-            let imports = |l: &Learned| sets[l.set].path.vrfs.binary_search(&vi).is_ok();
-            // The importable routes go through the decision process; the
-            // best (with multipath, every best leading to a distinct
-            // (label, PE), e.g. anycast over two RDs) are installed. A
-            // single path needs no decision.
-            members.clear();
-            if let [one] = paths {
-                if imports(one) {
-                    members.push((one.label(), one.pe(), *encap));
-                }
-            } else {
-                let chosen: Vec<&Learned> = paths.iter().filter(|l| imports(l)).collect();
-                let cands: Vec<(&PathInfo, IpAddr)> = chosen
-                    .iter()
-                    .map(|l| {
-                        let a = &sets[l.set];
-                        (&*a.path, peers[a.peer as usize])
-                    })
-                    .collect();
-                members.extend(
-                    best_paths(&cands, *multipath)
-                        .into_iter()
-                        .map(|i| (chosen[i].label(), chosen[i].pe(), *encap)),
-                );
-                if members.len() > 1 {
-                    members.sort_by_key(|m| (m.0, m.1));
-                    members.dedup();
-                }
-            }
-            let old = entry
-                .installed
-                .iter(inst_lists)
-                .find(|(x, _)| *x == vi)
-                .map(|(_, n)| n);
-            let nh = match routes.set_bgp(fib, v.id, (prefix.addr, prefix.len), members, *me, old) {
-                Ok(nh) => nh,
-                Err(e) => {
-                    tracing::warn!(%prefix, error = %e, "VPN route not installed");
-                    old
-                }
-            };
-            if let Some(nh) = nh {
-                now.push((vi, nh));
-            }
-        }
-        let empty = paths.is_empty();
-        entry.installed.set(inst_lists, now);
-        if empty && entry.installed.is_none() {
+        let cx = Decide {
+            vrfs,
+            multipath: *multipath,
+            encap: *encap,
+            me: *me,
+            peers,
+            sets,
+            path_lists,
+        };
+        if cx.decide(entry, prefix, scratch, inst_lists, routes, fib) {
             by_prefix.remove(&prefix);
         }
     }
@@ -1267,7 +1370,6 @@ impl Vpn {
                             self.learned.by_prefix.prefetch(&ahead.prefix);
                         }
                         if let Nlri::Vpn(v) = n {
-                            touched.push(v.prefix);
                             match (pe, u.treat_as_withdraw || looped) {
                                 (Some(pe), false) => {
                                     // One attribute set per RD of the UPDATE
@@ -1281,17 +1383,25 @@ impl Vpn {
                                             set
                                         }
                                     };
-                                    self.insert(
-                                        v.prefix,
-                                        Learned {
-                                            set,
-                                            label: v.label.value() & !STALE,
-                                            pe,
-                                        },
-                                    );
+                                    let l = Learned {
+                                        set,
+                                        label: v.label.value() & !STALE,
+                                        pe,
+                                    };
+                                    // A prefix is decided once its last
+                                    // path of the UPDATE is in (one prefix
+                                    // under several RDs comes in a row),
+                                    // on the entry just found.
+                                    match nlri.get(i + 1) {
+                                        Some(Nlri::Vpn(next)) if next.prefix == v.prefix => {
+                                            self.insert(v.prefix, l);
+                                        }
+                                        _ => self.insert_and_decide(v.prefix, l, routes, fib),
+                                    }
                                     ann += 1;
                                 }
                                 _ => {
+                                    touched.push(v.prefix);
                                     if self.remove(&v.prefix, peer, &v.rd) {
                                         wd += 1;
                                     }
@@ -1641,6 +1751,60 @@ asn = 65001
         vpn.peer_down(p9, &mut routes, &mut fib);
         assert_eq!(members(&fib), None, "all gone");
         assert_eq!(routes.nexthops_in_use(), 0, "no nexthop left behind");
+    }
+
+    #[test]
+    fn one_update_with_a_prefix_under_two_rds_installs_both_paths_in_any_order() {
+        // (RD, label, prefix) in the UPDATE's order: the two paths of
+        // 10.9.0.0/24 in a row, then apart.
+        let orders: [[(u32, u32, &str); 3]; 2] = [
+            [
+                (1, 3001, "10.9.0.0"),
+                (2, 3002, "10.9.0.0"),
+                (1, 3001, "10.8.0.0"),
+            ],
+            [
+                (1, 3001, "10.9.0.0"),
+                (1, 3001, "10.8.0.0"),
+                (2, 3002, "10.9.0.0"),
+            ],
+        ];
+        for order in orders {
+            let cfg = Config::parse(CFG).expect("config");
+            let crate::daemon::Built {
+                mut fib,
+                mut routes,
+                ..
+            } = crate::daemon::build(&cfg).expect("tables");
+            let mut vpn = Vpn::new(&cfg);
+            let mut u = update(1, 3001, [192, 0, 2, 8], false);
+            let Some(PathAttr {
+                attr: Attr::MpReach { nlri, .. },
+                ..
+            }) = u.attrs.first_mut()
+            else {
+                panic!("an MP_REACH_NLRI first");
+            };
+            *nlri = order
+                .iter()
+                .map(|(rd, label, p)| {
+                    Nlri::Vpn(VpnPrefix {
+                        path_id: None,
+                        label: Label::new(*label).expect("label"),
+                        rd: RouteDistinguisher::as2(65001, *rd),
+                        prefix: Prefix::new(p.parse().expect("ip"), 24).expect("prefix"),
+                    })
+                })
+                .collect();
+            let p8: IpAddr = "192.0.2.8".parse().expect("ip");
+            assert_eq!(vpn.on_update(p8, &u, &mut routes, &mut fib), (3, 0));
+            assert_eq!(members(&fib), Some(2), "{order:?}: both labels");
+            assert!(
+                fib.lookup_v4(VrfId(1), "10.8.0.1".parse().expect("ip"))
+                    .is_some(),
+                "{order:?}"
+            );
+        }
     }
 
     #[test]
