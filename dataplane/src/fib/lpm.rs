@@ -1075,6 +1075,8 @@ pub struct Lpm {
     shared: Arc<LpmShared>,
     max_len: u8,
     short: Vec<IntMap<u32, u32>>,
+    /// Bit `l` set when `short[l]` holds a route.
+    short_lens: u32,
     blocks: IntMap<u32, ChunkW>,
     seg_users: Box<[u32; 256]>,
     /// Routes of length 9–18 per /8: (18-bit block, length).
@@ -1135,6 +1137,7 @@ impl Lpm {
             shared: Arc::new(LpmShared::new(domain)),
             max_len,
             short: (0..=TOP_BITS).map(|_| IntMap::default()).collect(),
+            short_lens: 0,
             blocks: IntMap::default(),
             seg_users: Box::new([0; 256]),
             mids: IntMap::default(),
@@ -1286,13 +1289,16 @@ impl Lpm {
     /// The longest route of length `lo..=hi` covering block `blk`, probing
     /// only lengths that have routes.
     fn best_of_lengths(&self, blk: u32, lo: u32, hi: u32) -> Option<u32> {
-        (lo..=hi).rev().find_map(|l| {
-            let t = &self.short[l as usize];
-            if t.is_empty() {
-                return None;
+        // Lengths lo..=hi (hi ≤ 18) that hold routes, longest first.
+        let mut lens = self.short_lens & ((2u32 << hi) - 1) & !((1u32 << lo) - 1);
+        while lens != 0 {
+            let l = 31 - lens.leading_zeros();
+            lens &= !(1 << l);
+            if let Some(v) = self.short[l as usize].get(&(blk & top_mask(l, TOP_BITS))) {
+                return Some(*v);
             }
-            t.get(&(blk & top_mask(l, TOP_BITS))).copied()
-        })
+        }
+        None
     }
 
     /// The dense segment of /8 `a`, if it has one.
@@ -1652,10 +1658,16 @@ impl Lpm {
 
     fn set_short(&mut self, p: u128, len: u8, v: Option<u32>) -> Option<u32> {
         let key = (p >> (128 - TOP_BITS)) as u32;
+        let t = &mut self.short[usize::from(len)];
         let old = match v {
-            Some(nh) => self.short[usize::from(len)].insert(key, nh),
-            None => self.short[usize::from(len)].remove(&key),
+            Some(nh) => t.insert(key, nh),
+            None => t.remove(&key),
         };
+        if t.is_empty() {
+            self.short_lens &= !(1 << len);
+        } else {
+            self.short_lens |= 1 << len;
+        }
         if old == v {
             return old;
         }
