@@ -73,6 +73,24 @@ impl Drop for Inner {
     }
 }
 
+/// A domain named without being kept alive ([`Domain::downgrade`]).
+#[derive(Clone, Debug)]
+pub struct WeakDomain(std::sync::Weak<Inner>);
+
+impl WeakDomain {
+    /// True if `g` was issued by a reader of this domain. (The weak
+    /// reference keeps the domain's allocation, so its address cannot be
+    /// reused by another domain while this exists.)
+    pub fn owns(&self, g: &Guard<'_>) -> bool {
+        std::ptr::eq(self.0.as_ptr(), Arc::as_ptr(g.domain))
+    }
+
+    /// True while the domain exists.
+    pub fn alive(&self) -> bool {
+        self.0.strong_count() > 0
+    }
+}
+
 /// A reclamation domain: one per set of tables that share readers.
 #[derive(Clone)]
 pub struct Domain {
@@ -128,6 +146,13 @@ impl Domain {
     /// True if `g` was issued by a reader of this domain.
     pub fn owns(&self, g: &Guard<'_>) -> bool {
         Arc::ptr_eq(&self.inner, g.domain)
+    }
+
+    /// A reference that names this domain without keeping it alive, for
+    /// objects the domain itself may hold (a retired table that names its
+    /// domain strongly would keep it, and so itself, from ever being freed).
+    pub fn downgrade(&self) -> WeakDomain {
+        WeakDomain(Arc::downgrade(&self.inner))
     }
 
     /// Defer freeing `b` until every reader has passed a quiescent state.

@@ -154,3 +154,28 @@ fn readers_never_meet_a_route_whose_nexthop_is_gone() {
     assert!(seen.load(Ordering::Relaxed) > 0);
     assert_eq!(fib.lookup_v4(VRF, net(5).1), Some(nh(59)));
 }
+
+#[test]
+fn a_dropped_fib_frees_its_vrfs_tables_and_its_domain() {
+    // A VRF's tables were retired into the domain when the FIB went, and
+    // they named the domain strongly: neither was ever freed.
+    let mut fib = Fib::new();
+    let weak = fib.domain().downgrade();
+    for v in 1..=3 {
+        fib.add_vrf(VrfId(v)).expect("vrf");
+    }
+    fib.set_nexthop(nh(1), Nexthop::Drop).expect("nexthop");
+    fib.begin_batch();
+    for i in 0..1000 {
+        fib.insert_v4(VrfId(1 + i % 3), net(i).0, 24, nh(1))
+            .expect("route");
+    }
+    fib.end_batch();
+    let mut reader = fib.reader();
+    assert!(fib.lookup_v4(VrfId(1), net(3).1).is_some());
+    reader.quiescent();
+    drop(reader);
+    fib.remove_vrf(VrfId(2));
+    drop(fib);
+    assert!(!weak.alive(), "the domain outlived its FIB");
+}

@@ -40,7 +40,7 @@
 #![allow(unsafe_code)]
 
 use super::poptrie::{self, ChunkRoute, Words, CHILD, NO_ROUTE};
-use crate::rcu::{Domain, Guard};
+use crate::rcu::{Domain, Guard, WeakDomain};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -545,20 +545,18 @@ use crate::rcu::prefetch;
 /// everything reachable from it) when the last owner drops it.
 pub struct LpmShared {
     root: Box<[AtomicUsize]>,
-    domain: Domain,
+    /// The domain whose guards may read this table, named weakly: the
+    /// domain may hold this table (retired with its VRF), and a strong
+    /// reference back would keep both alive for ever.
+    domain: WeakDomain,
 }
 
 impl LpmShared {
     fn new(domain: &Domain) -> LpmShared {
         LpmShared {
             root: (0..256).map(|_| AtomicUsize::new(leaf(NO_ROUTE))).collect(),
-            domain: domain.clone(),
+            domain: domain.downgrade(),
         }
-    }
-
-    /// The domain whose guards may read this table.
-    pub fn domain(&self) -> &Domain {
-        &self.domain
     }
 
     /// Look up an IPv4 address; [`NO_ROUTE`] when nothing matches.
@@ -1073,6 +1071,8 @@ enum Change {
 /// The writer of one family's table: owns the route set and publishes changes.
 pub struct Lpm {
     shared: Arc<LpmShared>,
+    /// Where unlinked objects are retired.
+    domain: Domain,
     max_len: u8,
     short: Vec<IntMap<u32, u32>>,
     /// Bit `l` set when `short[l]` holds a route.
@@ -1135,6 +1135,7 @@ impl Lpm {
     fn new(domain: &Domain, max_len: u8) -> Lpm {
         Lpm {
             shared: Arc::new(LpmShared::new(domain)),
+            domain: domain.clone(),
             max_len,
             short: (0..=TOP_BITS).map(|_| IntMap::default()).collect(),
             short_lens: 0,
@@ -1242,7 +1243,7 @@ impl Lpm {
         if !self.hold_retired || self.retire.len() >= HOLD_MAX {
             // SAFETY: every pointer in `retire` was unlinked by a publish
             // that has happened, is retired once, with its free function.
-            unsafe { self.shared.domain.retire_all(&mut self.retire) };
+            unsafe { self.domain.retire_all(&mut self.retire) };
         }
         Ok(old)
     }
@@ -1259,7 +1260,7 @@ impl Lpm {
         self.hold_retired = false;
         // SAFETY: every pointer in `retire` was unlinked by a publish that
         // has happened, is retired once, and comes with its free function.
-        unsafe { self.shared.domain.retire_all(&mut self.retire) };
+        unsafe { self.domain.retire_all(&mut self.retire) };
     }
 
     /// The best route of length ≤ `max` covering the 18-bit block `blk`.
@@ -1627,8 +1628,7 @@ impl Lpm {
         if old & 1 == 0 && old & SPARSE_TAG != 0 {
             // SAFETY: just unlinked; its chunks now hang off the dense one.
             unsafe {
-                self.shared
-                    .domain
+                self.domain
                     .retire_with((old & !SPARSE_TAG) as *mut (), free_sparse)
             };
         }
@@ -1645,13 +1645,12 @@ impl Lpm {
             if old & SPARSE_TAG != 0 {
                 // SAFETY: just unlinked from its only parent; lists nothing.
                 unsafe {
-                    self.shared
-                        .domain
+                    self.domain
                         .retire_with((old & !SPARSE_TAG) as *mut (), free_sparse)
                 };
             } else {
                 // SAFETY: just unlinked from its only parent; holds only leaves.
-                unsafe { self.shared.domain.retire(old as *mut Segment) };
+                unsafe { self.domain.retire(old as *mut Segment) };
             }
         }
     }
@@ -1945,7 +1944,7 @@ impl Lpm {
 impl Drop for Lpm {
     fn drop(&mut self) {
         // SAFETY: unlinked, retired once, each with its free function.
-        unsafe { self.shared.domain.retire_all(&mut self.retire) };
+        unsafe { self.domain.retire_all(&mut self.retire) };
         // Published chunks stay reachable from `shared`, whose Drop frees them.
     }
 }
