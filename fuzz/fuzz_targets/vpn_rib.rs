@@ -140,6 +140,12 @@ fuzz_target!(|data: &[u8]| {
         let op = inp.byte();
         let pi = usize::from(op & 1);
         let peer = peers[pi];
+        // Some steps run inside a batch of forwarding-table changes, as the
+        // daemon's UPDATEs do.
+        let batch = op & 0x80 != 0;
+        if batch {
+            fib.begin_batch();
+        }
         match op >> 1 & 7 {
             // An UPDATE: announcements (or, with PE 0.0.0.0 or
             // treat-as-withdraw, withdrawals) of one family.
@@ -276,6 +282,9 @@ fuzz_target!(|data: &[u8]| {
                     !(k.0 == pi && path.stale && family.is_none_or(|x| x == fam))
                 });
             }
+        }
+        if batch {
+            fib.end_batch();
         }
         check(&vpn, &mut fib, &model, &seen);
     }
