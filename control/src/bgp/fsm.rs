@@ -194,7 +194,8 @@ impl Fsm {
         self.state
     }
 
-    /// What was negotiated, once Established.
+    /// What was negotiated, once the peer's OPEN is accepted (OpenConfirm
+    /// and Established).
     pub fn negotiated(&self) -> Option<&Negotiated> {
         self.negotiated.as_ref()
     }
