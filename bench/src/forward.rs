@@ -890,6 +890,17 @@ pub fn run(opts: &Opts) -> Result<(), String> {
             let pid = start_vpnfwd(&mut n, &dir, name, config)?;
             let fr = frames(&n, &dests, pop, [10, 0, 0, 1]);
             let r = measure(&n, &fr, Some(pid), secs)?;
+            // Where the packets went: the counters vpnfwd logs as it stops
+            // (its workers' and, with DPDK, each device's).
+            n.lab.stop(pid, Duration::from_secs(10));
+            let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+            for l in log
+                .lines()
+                .filter(|l| l.contains(" counters ") || l.contains("ipackets="))
+            {
+                let msg = l.split_once("INFO ").map_or(l, |(_, m)| m);
+                println!("    {}", msg.split_once(": ").map_or(msg, |(_, m)| m));
+            }
             table.push((name.to_string(), r));
         }
         if compare.split(',').any(|c| c == "kernel") {
