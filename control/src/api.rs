@@ -9,7 +9,7 @@
 //! the API costs nothing while nobody asks (a snapshot pushed after every
 //! change would cost time and memory in proportion to the whole RIB).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -48,13 +48,60 @@ fn respond(s: &mut TcpStream, code: &str, body: &str) {
     let _ = write!(s, "HTTP/1.1 {code}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
 }
 
+/// The value of `key` in the query string `q`, percent-decoded (`+` is a
+/// space); None if absent or not valid UTF-8 once decoded.
 fn query(q: &str, key: &str) -> Option<String> {
     q.split('&').find_map(|kv| {
         kv.split_once('=')
             .filter(|(k, _)| *k == key)
-            .map(|(_, v)| v.to_string())
+            .and_then(|(_, v)| percent_decode(v))
     })
 }
+
+fn percent_decode(v: &str) -> Option<String> {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A stream whose reads fail once `.1` has passed (each waits at most
+/// until then), so that a client sending a byte now and then cannot hold
+/// the API.
+struct Until(TcpStream, std::time::Instant);
+
+impl std::io::Read for Until {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.1.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.0.set_read_timeout(Some(left))?;
+        self.0.read(buf)
+    }
+}
+
+/// Most bytes of a request's line and headers together.
+const MAX_HEAD: u64 = 16 * 1024;
+/// How long a client may take to send them.
+const HEAD_WITHIN: Duration = Duration::from_secs(5);
 
 fn ask(s: &mut TcpStream, requests: &Requests, req: Request) {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -77,19 +124,40 @@ fn ask(s: &mut TcpStream, requests: &Requests, req: Request) {
 }
 
 fn handle(mut s: TcpStream, requests: &Requests) {
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let deadline = std::time::Instant::now() + HEAD_WITHIN;
     let mut line = String::new();
     let mut r = BufReader::new(match s.try_clone() {
-        Ok(c) => c,
+        Ok(c) => std::io::Read::take(Until(c, deadline), MAX_HEAD),
         Err(_) => return,
     });
-    if r.read_line(&mut line).is_err() {
+    if r.read_line(&mut line).is_err() || line.is_empty() {
         return;
     }
-    // Skip the headers.
+    // Skip the headers, up to the blank line that ends them; a head that
+    // does not end within MAX_HEAD bytes or HEAD_WITHIN is refused.
     let mut h = String::new();
-    while r.read_line(&mut h).is_ok_and(|n| n > 2) {
+    let ended = loop {
         h.clear();
+        match r.read_line(&mut h) {
+            Ok(n) if n > 0 && h.ends_with('\n') && h.trim_end().is_empty() => break true,
+            Ok(n) if n > 0 && h.ends_with('\n') => {}
+            _ => break false,
+        }
+    };
+    if !line.ends_with('\n') || !ended {
+        respond(
+            &mut s,
+            "431 Request Header Fields Too Large",
+            r#"{"error":"request line and headers must end within 16 KiB and 5 seconds"}"#,
+        );
+        // Read (a bounded amount of) what the client is still sending before
+        // closing, so that the answer reaches it rather than a reset.
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+        let until = std::time::Instant::now() + Duration::from_millis(500);
+        let mut buf = [0u8; 16384];
+        while std::time::Instant::now() < until && s.read(&mut buf).is_ok_and(|n| n > 0) {}
+        return;
     }
     let mut parts = line.split_whitespace();
     let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
@@ -157,7 +225,15 @@ pub fn serve(
     requests: Requests,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let l = TcpListener::bind(addr)?;
+    serve_on(TcpListener::bind(addr)?, requests, stop)
+}
+
+/// [`serve`] on a bound listener.
+fn serve_on(
+    l: TcpListener,
+    requests: Requests,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     l.set_nonblocking(true)?;
     Ok(std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
@@ -204,4 +280,70 @@ fn call(addr: SocketAddr, method: &str, path: &str) -> Result<String, String> {
         return Err(format!("{}: {body}", head.lines().next().unwrap_or("")));
     }
     Ok(body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An API on a free loopback port whose control thread answers each
+    /// request with its debug text.
+    fn api() -> (SocketAddr, Arc<AtomicBool>) {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let (tx, rx) = std::sync::mpsc::channel::<(Request, Sender<String>)>();
+        std::thread::spawn(move || {
+            for (req, reply) in rx {
+                let _ = reply.send(serde_json::json!(format!("{req:?}")).to_string());
+            }
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        serve_on(l, tx, stop.clone()).expect("serve");
+        (addr, stop)
+    }
+
+    fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        let _ = s.write_all(bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    }
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(
+            query("rd=65001%3A7&rt=a+b", "rd").as_deref(),
+            Some("65001:7")
+        );
+        assert_eq!(query("rd=65001%3A7&rt=a+b", "rt").as_deref(), Some("a b"));
+        assert_eq!(query("rd=%zz", "rd"), None, "bad escape");
+        assert_eq!(query("rd=%4", "rd"), None, "cut escape");
+        assert_eq!(query("rd=%ff", "rd"), None, "not UTF-8");
+        let (addr, stop) = api();
+        let body = get(addr, "/routes?family=vpnv4&rd=65001%3A7").expect("answer");
+        assert!(body.contains(r#"rd: Some(\"65001:7\")"#), "{body}");
+        stop.store(true, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn an_oversized_or_endless_request_head_is_refused_and_the_api_goes_on() {
+        let (addr, stop) = api();
+        let long_line = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(20_000));
+        assert!(raw(addr, long_line.as_bytes()).starts_with("HTTP/1.1 431"));
+        let mut flood = b"GET /ping HTTP/1.1\r\n".to_vec();
+        for i in 0..2000 {
+            flood.extend_from_slice(format!("X-Filler-{i}: yes\r\n").as_bytes());
+        }
+        flood.extend_from_slice(b"\r\n");
+        assert!(raw(addr, &flood).starts_with("HTTP/1.1 431"));
+        assert!(
+            raw(addr, b"GET /ping HTTP/1.1\r\nHost: x").starts_with("HTTP/1.1 431"),
+            "head not ended"
+        );
+        assert!(raw(addr, b"").is_empty(), "nothing asked, nothing said");
+        assert_eq!(get(addr, "/ping").expect("ping"), r#"{"status":"ok"}"#);
+        stop.store(true, Ordering::Relaxed);
+    }
 }
