@@ -44,7 +44,7 @@ use crate::rcu::{Domain, Guard, WeakDomain};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 /// Check a route change as a table of `max_len`-bit keys (32 or 128)
 /// would, changing nothing: the prefix `p` left-aligned in 128 bits, its
@@ -474,36 +474,66 @@ unsafe fn free_sparse(p: *mut ()) {
     // SAFETY: caller's contract; word 0 is the header.
     let (nl, ns) = unsafe { sparse_counts(p as *const usize) };
     let n = sparse_words(nl, ns);
-    if let Some(class) = POOL.get(n - 1) {
-        let mut free = class.lock().unwrap_or_else(PoisonError::into_inner);
-        if free.len() < POOL_DEPTH {
-            free.push(p as usize);
-            return;
-        }
+    let pooled = POOL
+        .try_with(|pool| {
+            let mut pool = pool.borrow_mut();
+            match pool.0.get_mut(n - 1) {
+                Some(free) if free.len() < POOL_DEPTH => {
+                    free.push(p as usize);
+                    true
+                }
+                _ => false,
+            }
+        })
+        .unwrap_or(false);
+    if !pooled {
+        // SAFETY: the allocation was a boxed slice of this many words.
+        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p as *mut usize, n)) });
     }
-    // SAFETY: the allocation was a boxed slice of this many words.
-    drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p as *mut usize, n)) });
 }
 
 /// Sparse segments of up to this many words are recycled through [`POOL`].
 const POOL_WORDS: usize = 64;
 /// Most freed segments a size class of [`POOL`] keeps (4 MiB in all at
-/// most).
+/// most, per thread that frees segments).
 const POOL_DEPTH: usize = 256;
 
-/// Freed sparse segments by size (index: words − 1), reused by the
-/// writers. A writer replaces a segment for nearly every change and the
-/// old ones are freed in bursts, one per grace period: glibc's per-thread
-/// cache keeps seven blocks of a size, so most of them went through
-/// malloc's and free's slow paths, a sixth of the writer's instructions.
-static POOL: [Mutex<Vec<usize>>; POOL_WORDS] = [const { Mutex::new(Vec::new()) }; POOL_WORDS];
+/// Freed sparse segments by size (index: words − 1).
+struct SegPool([Vec<usize>; POOL_WORDS]);
+
+impl Drop for SegPool {
+    fn drop(&mut self) {
+        for (i, class) in self.0.iter_mut().enumerate() {
+            for p in class.drain(..) {
+                // SAFETY: pooled pointers are boxed slices of i + 1 words
+                // that nobody else owns.
+                drop(unsafe {
+                    Box::from_raw(std::ptr::slice_from_raw_parts_mut(p as *mut usize, i + 1))
+                });
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// This thread's freed sparse segments, which its writes reuse. A
+    /// writer replaces a segment for nearly every change and the old ones
+    /// are freed in bursts, one per grace period: glibc's per-thread cache
+    /// keeps seven blocks of a size, so most of them went through malloc's
+    /// and free's slow paths, a sixth of the writer's instructions. The
+    /// thread that applies changes is the one that retires and mostly
+    /// collects what they unlinked, so its frees feed its own writes.
+    static POOL: std::cell::RefCell<SegPool> =
+        const { std::cell::RefCell::new(SegPool([const { Vec::new() }; POOL_WORDS])) };
+}
 
 /// Empty storage for a sparse segment of `n` words: a recycled one of
-/// that size if [`POOL`] has one.
+/// that size if this thread's [`POOL`] has one.
 fn sparse_storage(n: usize) -> Vec<usize> {
     let recycled = POOL
-        .get(n.wrapping_sub(1))
-        .and_then(|c| c.lock().unwrap_or_else(PoisonError::into_inner).pop());
+        .try_with(|pool| pool.borrow_mut().0.get_mut(n.wrapping_sub(1))?.pop())
+        .ok()
+        .flatten();
     match recycled {
         // SAFETY: `free_sparse` pools only boxed slices of exactly `n`
         // words (the global allocator's layout for `n` usizes), each once,
