@@ -1260,6 +1260,14 @@ impl Lpm {
 
     fn set(&mut self, p: u128, len: u8, v: Option<u32>) -> Result<Option<u32>, LpmError> {
         validate(self.max_len, p, len, v)?;
+        Ok(self.set_checked(p, len, v))
+    }
+
+    /// Insert (`Some` nexthop) or remove the route `p`/`len`, `p`
+    /// left-aligned in 128 bits, already checked with [`validate`] for
+    /// this table's family; the previous nexthop.
+    pub(crate) fn set_checked(&mut self, p: u128, len: u8, v: Option<u32>) -> Option<u32> {
+        debug_assert!(validate(self.max_len, p, len, v).is_ok());
         let old = if u32::from(len) <= TOP_BITS {
             self.set_short(p, len, v)
         } else {
@@ -1275,7 +1283,7 @@ impl Lpm {
             // that has happened, is retired once, with its free function.
             unsafe { self.domain.retire_all(&mut self.retire) };
         }
-        Ok(old)
+        old
     }
 
     /// Keep what changes unlink until [`Lpm::flush_retired`] or until

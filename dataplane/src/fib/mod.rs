@@ -239,24 +239,25 @@ fn lpm_of(t: &mut Tables, vrf: u32, v6: bool) -> Option<&mut Lpm> {
 }
 
 /// Apply validated changes in order; each run of changes to one LPM
-/// retires what it unlinked once, at its end.
+/// finds it once and retires what it unlinked once, at its end.
 fn apply_all(t: &mut Tables, ops: &[RouteOp]) {
-    let mut cur: Option<(u32, bool)> = None;
-    for op in ops {
-        if cur != Some((op.vrf, op.v6)) {
-            if let Some(l) = cur.and_then(|(vrf, v6)| lpm_of(t, vrf, v6)) {
-                l.flush_retired();
+    let mut i = 0;
+    while let Some(first) = ops.get(i) {
+        let (vrf, v6) = (first.vrf, first.v6);
+        let end = ops[i..]
+            .iter()
+            .position(|o| o.vrf != vrf || o.v6 != v6)
+            .map_or(ops.len(), |n| i + n);
+        if let Some(l) = lpm_of(t, vrf, v6) {
+            l.hold_retired();
+            for op in &ops[i..end] {
+                // Checked when queued.
+                let p = if v6 { op.prefix() } else { op.prefix() << 96 };
+                l.set_checked(p, op.len, op.nh());
             }
-            if let Some(l) = lpm_of(t, op.vrf, op.v6) {
-                l.hold_retired();
-            }
-            cur = Some((op.vrf, op.v6));
+            l.flush_retired();
         }
-        // Validated when queued: cannot fail.
-        let _ = apply(t, op);
-    }
-    if let Some(l) = cur.and_then(|(vrf, v6)| lpm_of(t, vrf, v6)) {
-        l.flush_retired();
+        i = end;
     }
 }
 
