@@ -1504,21 +1504,31 @@ impl Lpm {
             if !found && nl + 2 * ns2 + 1 > SPARSE_MAX {
                 return false;
             }
-            // Single j of the new segment: (block, word).
-            let single = |j: usize| -> (usize, usize) {
-                let old = |i: usize| (sparse_key(base, sk, i), *base.add(1 + nl + i));
-                match (found, j.cmp(&at)) {
-                    (_, std::cmp::Ordering::Equal) => (b, w),
-                    (_, std::cmp::Ordering::Less) | (true, _) => old(j),
-                    (false, std::cmp::Ordering::Greater) => old(j - 1),
-                }
-            };
+            // The old segment's parts, copied whole where they do not
+            // change: the leaf runs' words and blocks, and the singles'
+            // words around the one added or replaced (their blocks too
+            // when it is replaced).
+            let words = |from: usize, n: usize| std::slice::from_raw_parts(base.add(from), n);
             let mut out = sparse_storage(sparse_words(nl, ns2));
             out.push(nl | (ns2 << 32));
-            out.extend((0..nl).map(|i| *base.add(1 + i)));
-            out.extend((0..ns2).map(|j| single(j).1));
-            push_keys(&mut out, (0..nl).map(|i| sparse_key(base, lk, i)));
-            push_keys(&mut out, (0..ns2).map(|j| single(j).0));
+            out.extend_from_slice(words(1, nl));
+            out.extend_from_slice(words(1 + nl, at));
+            out.push(w);
+            let after = if found { at + 1 } else { at };
+            out.extend_from_slice(words(1 + nl + after, ns - after));
+            out.extend_from_slice(words(lk, nl.div_ceil(4)));
+            if found {
+                out.extend_from_slice(words(sk, ns.div_ceil(4)));
+            } else {
+                push_keys(
+                    &mut out,
+                    (0..ns2).map(|j| match j.cmp(&at) {
+                        std::cmp::Ordering::Less => sparse_key(base, sk, j),
+                        std::cmp::Ordering::Equal => b,
+                        std::cmp::Ordering::Greater => sparse_key(base, sk, j - 1),
+                    }),
+                );
+            }
             debug_assert_eq!(out.len(), sparse_words(nl, ns2));
             let new = Box::into_raw(out.into_boxed_slice()) as *mut usize as usize;
             self.replace_sparse(a, new);
