@@ -22,7 +22,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(msg) = decode(&m, &ctx) {
         if let Ok(bytes) = encode(&msg, &ctx) {
             let again = decode(&bytes, &ctx).expect("re-encoded message decodes");
-            assert_eq!(encode(&again, &ctx).ok(), Some(bytes), "encode∘decode is stable");
+            assert_eq!(
+                encode(&again, &ctx).ok(),
+                Some(bytes),
+                "encode∘decode is stable"
+            );
         }
     }
 });

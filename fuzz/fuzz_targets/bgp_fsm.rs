@@ -88,7 +88,11 @@ fuzz_target!(|data: &[u8]| {
                     assert_ne!(after, State::Established, "down while Established");
                 }
                 Action::Update(_) => {
-                    assert_eq!(before, State::Established, "an UPDATE handed on outside Established");
+                    assert_eq!(
+                        before,
+                        State::Established,
+                        "an UPDATE handed on outside Established"
+                    );
                 }
                 _ => {}
             }

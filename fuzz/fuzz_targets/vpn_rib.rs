@@ -83,7 +83,11 @@ fn prefix(inp: &mut Input<'_>) -> Prefix {
     if c & 0x80 == 0 {
         let len = [8u8, 16, 17, 18, 19, 24, 30, 32][usize::from(c & 7)];
         let addr = u32::from_be_bytes([10, a, b & 0xf0, c & 0x70]);
-        let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+        let mask = if len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(len))
+        };
         Prefix::new(Ipv4Addr::from(addr & mask).into(), len).expect("prefix")
     } else {
         let len = [32u8, 40, 48, 56, 64, 96, 127, 128][usize::from(c & 7)];
@@ -108,11 +112,19 @@ fn rt(n: u32) -> [u8; 8] {
 fn covers(q: &Prefix, p: &Prefix) -> bool {
     match (q.addr, p.addr) {
         (IpAddr::V4(q4), IpAddr::V4(p4)) => {
-            let m = if q.len == 0 { 0 } else { u32::MAX << (32 - u32::from(q.len)) };
+            let m = if q.len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(q.len))
+            };
             u32::from(p4) & m == u32::from(q4)
         }
         (IpAddr::V6(q6), IpAddr::V6(p6)) => {
-            let m = if q.len == 0 { 0 } else { u128::MAX << (128 - u32::from(q.len)) };
+            let m = if q.len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(q.len))
+            };
             u128::from(p6) & m == u128::from(q6)
         }
         _ => false,
@@ -204,7 +216,11 @@ fuzz_target!(|data: &[u8]| {
                         nexthop: nh,
                         nlri,
                     },
-                    Attr::Origin(if flags & 1 == 0 { Origin::Igp } else { Origin::Incomplete }),
+                    Attr::Origin(if flags & 1 == 0 {
+                        Origin::Igp
+                    } else {
+                        Origin::Incomplete
+                    }),
                     Attr::AsPath(if flags & 2 == 0 {
                         vec![]
                     } else {
@@ -220,6 +236,29 @@ fuzz_target!(|data: &[u8]| {
                 if flags & 0x40 != 0 && flags & 0x80 != 0 {
                     u.treat_as_withdraw = true;
                 }
+                // Sometimes the same UPDATE also withdraws a route of the
+                // family (after its announcements, in attribute order).
+                if op & 0x40 != 0 {
+                    let p = prefix(&mut inp);
+                    let rd = 1 + u32::from(inp.byte() % 3);
+                    if p.addr.is_ipv6() == v6 {
+                        seen.push(p);
+                        model.remove(&(pi, rd, p));
+                        u.attrs.push(PathAttr {
+                            flags: 0x90,
+                            attr: Attr::MpUnreach {
+                                afi,
+                                safi: Safi::MPLS_VPN,
+                                nlri: vec![Nlri::Vpn(VpnPrefix {
+                                    path_id: None,
+                                    label: Label::new(16).expect("label"),
+                                    rd: RouteDistinguisher::as2(65001, rd),
+                                    prefix: p,
+                                })],
+                            },
+                        });
+                    }
+                }
                 vpn.on_update(peer, &u, &mut routes, &mut fib);
             }
             // A withdrawal of one prefix under one RD.
@@ -228,7 +267,11 @@ fuzz_target!(|data: &[u8]| {
                 let rd = 1 + u32::from(inp.byte() % 3);
                 seen.push(p);
                 model.remove(&(pi, rd, p));
-                let afi = if p.addr.is_ipv6() { Afi::IPV6 } else { Afi::IPV4 };
+                let afi = if p.addr.is_ipv6() {
+                    Afi::IPV6
+                } else {
+                    Afi::IPV4
+                };
                 let u = Update::with_attrs(vec![Attr::MpUnreach {
                     afi,
                     safi: Safi::MPLS_VPN,
@@ -261,7 +304,11 @@ fuzz_target!(|data: &[u8]| {
                 model.retain(|k, _| {
                     k.0 != pi
                         || families.contains(&(
-                            if k.2.addr.is_ipv6() { Afi::IPV6 } else { Afi::IPV4 },
+                            if k.2.addr.is_ipv6() {
+                                Afi::IPV6
+                            } else {
+                                Afi::IPV4
+                            },
                             Safi::MPLS_VPN,
                         ))
                 });
@@ -278,7 +325,11 @@ fuzz_target!(|data: &[u8]| {
                 let family = [None, Some(Afi::IPV4), Some(Afi::IPV6)][usize::from(f)];
                 vpn.sweep_stale(peer, family, &mut routes, &mut fib);
                 model.retain(|k, path| {
-                    let fam = if k.2.addr.is_ipv6() { Afi::IPV6 } else { Afi::IPV4 };
+                    let fam = if k.2.addr.is_ipv6() {
+                        Afi::IPV6
+                    } else {
+                        Afi::IPV4
+                    };
                     !(k.0 == pi && path.stale && family.is_none_or(|x| x == fam))
                 });
             }
@@ -309,9 +360,9 @@ fn check(
     for (v, imports) in IMPORTS.iter().enumerate() {
         let vrf = VrfId(v as u32 + 1);
         for p in seen {
-            let want = model
-                .iter()
-                .any(|(k, path)| covers(&k.2, p) && path.targets.iter().any(|t| imports.contains(t)));
+            let want = model.iter().any(|(k, path)| {
+                covers(&k.2, p) && path.targets.iter().any(|t| imports.contains(t))
+            });
             let got = match p.addr {
                 IpAddr::V4(a) => fib.lookup_v4(vrf, a),
                 IpAddr::V6(a) => fib.lookup_v6(vrf, a),
