@@ -4,7 +4,7 @@
 
 use dataplane::fib::*;
 use dataplane::io::PacketBuf;
-use dataplane::pipeline::{Counters, OutBatches, Pipeline, RateLimit, Reason, Verdict};
+use dataplane::pipeline::{OutBatches, Pipeline, RateLimit, Reason, Verdict};
 use dataplane::wire::mpls::Label;
 use dataplane::wire::MacAddr;
 use libfuzzer_sys::fuzz_target;
