@@ -10,6 +10,7 @@
 pub mod lpm;
 pub mod nexthop;
 pub(crate) mod poptrie;
+mod sparse;
 
 pub use lpm::{Lpm, LpmError, LpmShared, LpmStats, MAX_NEXTHOP};
 pub use nexthop::{Encap, L2Rewrite, Nexthop, RemoteNexthop, Rewrite};

@@ -1,0 +1,316 @@
+//! Sparse segments: the compact form of a /8 whose blocks fall into few
+//! runs (see [`super::lpm`]): their word format, how readers find a block's
+//! word in one, how the writer builds and copies them, and the per-thread
+//! pool freed segments go back to.
+#![allow(unsafe_code)]
+
+use super::lpm::{leaf, SEG_LEN};
+use super::poptrie::NO_ROUTE;
+
+/// A sparse segment, immutable once published, in two sorted lists: the
+/// runs of leaves (each from its first block to the next run's; the first
+/// starts at or before the first block not in the other list) and the
+/// single blocks whose word is a chunk or solo. Word 0 holds the number of
+/// leaf runs (low 32 bits) and of single blocks (high 32 bits); then the
+/// leaf runs' words, the single blocks' words, the leaf runs' first blocks
+/// and the single blocks as u16s, four to a word. A VRF's scattered routes
+/// cost a single block each, without a leaf run to end it.
+pub(super) fn sparse_words(nl: usize, ns: usize) -> usize {
+    1 + nl + ns + nl.div_ceil(4) + ns.div_ceil(4)
+}
+
+/// The (leaf runs, single blocks) counts of the sparse segment at `base`.
+///
+/// # Safety
+/// `base` must point at a live sparse segment.
+#[inline(always)]
+pub(super) unsafe fn sparse_counts(base: *const usize) -> (usize, usize) {
+    // SAFETY: caller's contract; word 0 is the header.
+    let h = unsafe { *base };
+    (h & 0xffff_ffff, h >> 32)
+}
+
+/// Key `i` of the u16 list starting at word `at`.
+///
+/// # Safety
+/// `base` must point at a live sparse segment and key `i` lie in it.
+#[inline(always)]
+pub(super) unsafe fn sparse_key(base: *const usize, at: usize, i: usize) -> usize {
+    // SAFETY: caller's contract.
+    (unsafe { *base.add(at + i / 4) } >> (16 * (i % 4))) & 0xffff
+}
+
+/// The first of the `n` sorted keys of the list at word `at` that is not
+/// below `b` (`n` if none).
+///
+/// # Safety
+/// `base` must point at a live sparse segment holding that list.
+#[inline(always)]
+pub(super) unsafe fn sparse_lower(base: *const usize, at: usize, n: usize, b: usize) -> usize {
+    let (mut lo, mut hi) = (0usize, n);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        // SAFETY: mid < n, inside the list (caller's contract).
+        if unsafe { sparse_key(base, at, mid) } < b {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+/// The entries `(is_leaf, block, word)` of a sparse segment's two lists
+/// built from `runs`: the singles, and the leaf runs but those that resume
+/// the last leaf run past singles.
+pub(super) fn sparse_entries(
+    runs: &[(u16, usize)],
+) -> impl Iterator<Item = (bool, u16, usize)> + '_ {
+    let mut last_leaf = None;
+    runs.iter().filter_map(move |&(b, w)| {
+        if w & 1 == 0 {
+            Some((false, b, w))
+        } else if last_leaf != Some(w) {
+            last_leaf = Some(w);
+            Some((true, b, w))
+        } else {
+            None
+        }
+    })
+}
+
+/// Push `keys` (u16 values) four to a word, the first in the low bits.
+///
+/// Segments are built by pushing every word in order rather than by
+/// zero-filling and or-ing keys in: the optimiser turns a malloc followed
+/// by a zero fill into calloc, which in glibc skips the per-thread cache
+/// and takes the arena lock for each of the writer's small segments.
+pub(super) fn push_keys(out: &mut Vec<usize>, keys: impl Iterator<Item = usize>) {
+    let (mut acc, mut n) = (0usize, 0usize);
+    for k in keys {
+        acc |= k << (16 * (n % 4));
+        n += 1;
+        if n % 4 == 0 {
+            out.push(acc);
+            acc = 0;
+        }
+    }
+    if n % 4 != 0 {
+        out.push(acc);
+    }
+}
+
+/// A sparse segment for `runs` (sorted, run 0 at block 0, leaf runs
+/// merged, chunk and solo runs one block each, as [`set_run`] keeps them).
+pub(super) fn build_sparse(runs: &[(u16, usize)]) -> usize {
+    let nl = sparse_entries(runs).filter(|e| e.0).count();
+    let ns = sparse_entries(runs).count() - nl;
+    let mut w = sparse_storage(sparse_words(nl, ns));
+    w.push(nl | (ns << 32));
+    for leaves in [true, false] {
+        w.extend(sparse_entries(runs).filter(|e| e.0 == leaves).map(|e| e.2));
+    }
+    for leaves in [true, false] {
+        let keys = sparse_entries(runs).filter(|e| e.0 == leaves);
+        push_keys(&mut w, keys.map(|e| usize::from(e.1)));
+    }
+    debug_assert_eq!(w.len(), sparse_words(nl, ns));
+    Box::into_raw(w.into_boxed_slice()) as *mut usize as usize
+}
+
+/// The runs of the sparse segment at `p`, as [`build_sparse`] took them.
+///
+/// # Safety
+/// `p` (untagged) must point at a live sparse segment.
+pub(super) unsafe fn sparse_runs_of(p: usize) -> Vec<(u16, usize)> {
+    let mut out = Vec::new();
+    // SAFETY: caller's contract.
+    unsafe { sparse_runs_into(p, &mut out) };
+    out
+}
+
+/// [`sparse_runs_of`] into `out` (cleared first).
+///
+/// # Safety
+/// `p` (untagged) must point at a live sparse segment.
+pub(super) unsafe fn sparse_runs_into(p: usize, out: &mut Vec<(u16, usize)>) {
+    out.clear();
+    let base = p as *const usize;
+    // SAFETY: caller's contract, for every read below: indices stay within
+    // the counts of the header.
+    unsafe {
+        let (nl, ns) = sparse_counts(base);
+        let (lk, sk) = (1 + nl + ns, 1 + nl + ns + nl.div_ceil(4));
+        let leaf = |i: usize| (sparse_key(base, lk, i), *base.add(1 + i));
+        let single = |i: usize| (sparse_key(base, sk, i), *base.add(1 + nl + i));
+        out.reserve(nl + 2 * ns);
+        let (mut i, mut j) = (0, 0);
+        let mut current: Option<usize> = None;
+        while i < nl || j < ns {
+            let take_leaf = j >= ns || (i < nl && leaf(i).0 < single(j).0);
+            if take_leaf {
+                let (k, w) = leaf(i);
+                i += 1;
+                current = Some(w);
+                if out.last().is_none_or(|l| l.1 != w) {
+                    out.push((k as u16, w));
+                }
+            } else {
+                let (k, w) = single(j);
+                j += 1;
+                out.push((k as u16, w));
+                // The leaf in effect resumes after the block, unless the
+                // next entry starts there.
+                let next = match (i < nl, j < ns) {
+                    (true, true) => leaf(i).0.min(single(j).0),
+                    (true, false) => leaf(i).0,
+                    (false, true) => single(j).0,
+                    (false, false) => SEG_LEN,
+                };
+                if let Some(c) = current {
+                    if next != k + 1 && k + 1 < SEG_LEN {
+                        out.push(((k + 1) as u16, c));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The slot word of block `b` in the sparse segment at `p`. Out of line:
+/// the lookup loops stay compact for dense segments (measured faster).
+///
+/// # Safety
+/// `p` (untagged) must point at a live sparse segment.
+#[inline(never)]
+pub(super) unsafe fn sparse_slot(p: usize, b: usize) -> usize {
+    let base = p as *const usize;
+    // SAFETY: caller's contract, for every read below: indices stay within
+    // the counts of the header.
+    unsafe {
+        let (nl, ns) = sparse_counts(base);
+        let (lk, sk) = (1 + nl + ns, 1 + nl + ns + nl.div_ceil(4));
+        // The single block b, if listed.
+        let lo = sparse_lower(base, sk, ns, b);
+        if lo < ns && sparse_key(base, sk, lo) == b {
+            return *base.add(1 + nl + lo);
+        }
+        if nl == 0 {
+            return leaf(NO_ROUTE);
+        }
+        // The last leaf run starting at or before b (or the first).
+        let (mut lo, mut hi) = (1usize, nl);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if sparse_key(base, lk, mid) <= b {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        *base.add(lo)
+    }
+}
+
+/// Give block `b` the word `w` in a sorted run list (run 0 starts at block
+/// 0), splitting its run and merging leaf runs that end up equal.
+pub(super) fn set_run(runs: &mut Vec<(u16, usize)>, b: u16, w: usize) {
+    let i = runs.partition_point(|(s, _)| *s <= b).saturating_sub(1);
+    let Some(&(s, old)) = runs.get(i) else {
+        runs.push((0, w));
+        return;
+    };
+    if old == w {
+        return;
+    }
+    let end = runs.get(i + 1).map_or(SEG_LEN, |r| usize::from(r.0));
+    let mut with: arrayvec::ArrayVec<(u16, usize), 3> = arrayvec::ArrayVec::new();
+    if s < b {
+        with.push((s, old));
+    }
+    with.push((b, w));
+    if usize::from(b) + 1 < end {
+        with.push((b + 1, old));
+    }
+    runs.splice(i..=i, with);
+    // Only leaves merge: a run of a chunk or solo word is its one block
+    // (two blocks may hold equal solo words, each its own route).
+    runs.dedup_by(|next, prev| next.1 == prev.1 && next.1 & 1 == 1);
+}
+
+/// Free a sparse segment (not the chunks it lists).
+///
+/// # Safety
+/// `p` (untagged) from [`build_sparse`], unreachable by readers, freed once.
+pub(super) unsafe fn free_sparse(p: *mut ()) {
+    // SAFETY: caller's contract; word 0 is the header.
+    let (nl, ns) = unsafe { sparse_counts(p as *const usize) };
+    let n = sparse_words(nl, ns);
+    let pooled = POOL
+        .try_with(|pool| {
+            let mut pool = pool.borrow_mut();
+            match pool.0.get_mut(n - 1) {
+                Some(free) if free.len() < POOL_DEPTH => {
+                    free.push(p as usize);
+                    true
+                }
+                _ => false,
+            }
+        })
+        .unwrap_or(false);
+    if !pooled {
+        // SAFETY: the allocation was a boxed slice of this many words.
+        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p as *mut usize, n)) });
+    }
+}
+
+/// Sparse segments of up to this many words are recycled through [`POOL`].
+const POOL_WORDS: usize = 64;
+/// Most freed segments a size class of [`POOL`] keeps (4 MiB in all at
+/// most, per thread that frees segments).
+const POOL_DEPTH: usize = 256;
+
+/// Freed sparse segments by size (index: words − 1).
+struct SegPool([Vec<usize>; POOL_WORDS]);
+
+impl Drop for SegPool {
+    fn drop(&mut self) {
+        for (i, class) in self.0.iter_mut().enumerate() {
+            for p in class.drain(..) {
+                // SAFETY: pooled pointers are boxed slices of i + 1 words
+                // that nobody else owns.
+                drop(unsafe {
+                    Box::from_raw(std::ptr::slice_from_raw_parts_mut(p as *mut usize, i + 1))
+                });
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// This thread's freed sparse segments, which its writes reuse. A
+    /// writer replaces a segment for nearly every change and the old ones
+    /// are freed in bursts, one per grace period: glibc's per-thread cache
+    /// keeps seven blocks of a size, so most of them went through malloc's
+    /// and free's slow paths, a sixth of the writer's instructions. The
+    /// thread that applies changes is the one that retires and mostly
+    /// collects what they unlinked, so its frees feed its own writes.
+    static POOL: std::cell::RefCell<SegPool> =
+        const { std::cell::RefCell::new(SegPool([const { Vec::new() }; POOL_WORDS])) };
+}
+
+/// Empty storage for a sparse segment of `n` words: a recycled one of
+/// that size if this thread's [`POOL`] has one.
+pub(super) fn sparse_storage(n: usize) -> Vec<usize> {
+    let recycled = POOL
+        .try_with(|pool| pool.borrow_mut().0.get_mut(n.wrapping_sub(1))?.pop())
+        .ok()
+        .flatten();
+    match recycled {
+        // SAFETY: `free_sparse` pools only boxed slices of exactly `n`
+        // words (the global allocator's layout for `n` usizes), each once,
+        // owned by nobody else once pooled.
+        Some(p) => unsafe { Vec::from_raw_parts(p as *mut usize, 0, n) },
+        None => Vec::with_capacity(n),
+    }
+}
