@@ -2,19 +2,21 @@
 //! runs (see [`super::lpm`]): their word format, how readers find a block's
 //! word in one, how the writer builds and copies them, and the per-thread
 //! pool freed segments go back to.
+//!
+//! A sparse segment, immutable once published, holds two sorted lists: the
+//! runs of leaves (each from its first block to the next run's; the first
+//! starts at or before the first block not in the other list) and the
+//! single blocks whose word is a chunk or solo. Word 0 holds the number of
+//! leaf runs (low 32 bits) and of single blocks (high 32 bits); then the
+//! leaf runs' words, the single blocks' words, the leaf runs' first blocks
+//! and the single blocks as u16s, four to a word. A VRF's scattered routes
+//! cost a single block each, without a leaf run to end it.
 #![allow(unsafe_code)]
 
 use super::lpm::{leaf, SEG_LEN};
 use super::poptrie::NO_ROUTE;
 
-/// A sparse segment, immutable once published, in two sorted lists: the
-/// runs of leaves (each from its first block to the next run's; the first
-/// starts at or before the first block not in the other list) and the
-/// single blocks whose word is a chunk or solo. Word 0 holds the number of
-/// leaf runs (low 32 bits) and of single blocks (high 32 bits); then the
-/// leaf runs' words, the single blocks' words, the leaf runs' first blocks
-/// and the single blocks as u16s, four to a word. A VRF's scattered routes
-/// cost a single block each, without a leaf run to end it.
+/// Words of a sparse segment with `nl` leaf runs and `ns` single blocks.
 pub(super) fn sparse_words(nl: usize, ns: usize) -> usize {
     1 + nl + ns + nl.div_ceil(4) + ns.div_ceil(4)
 }
