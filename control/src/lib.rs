@@ -13,4 +13,5 @@ pub mod daemon;
 pub mod exceptions;
 pub mod fxmap;
 pub mod neighbor;
+mod rib;
 pub mod vpn;
