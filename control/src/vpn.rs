@@ -450,49 +450,6 @@ impl Vpn {
         self.learned.insert(prefix, l).is_none()
     }
 
-    /// Insert `l` for `prefix` and decide the prefix's installations on the
-    /// entry the insertion found ([`Vpn::reconcile`] without a second
-    /// lookup).
-    fn insert_and_decide(
-        &mut self,
-        prefix: Prefix,
-        l: Learned,
-        routes: &mut RouteSet,
-        fib: &mut Fib,
-    ) {
-        let Vpn {
-            learned,
-            vrfs,
-            multipath,
-            encap,
-            me,
-            scratch,
-            ..
-        } = self;
-        let Rib {
-            by_prefix,
-            peers,
-            sets,
-            path_lists,
-            inst_lists,
-            per_peer,
-            len,
-        } = learned;
-        let entry = by_prefix.get_or_default(&prefix);
-        Rib::add_path(entry, sets, path_lists, per_peer, len, l);
-        let cx = Decide {
-            vrfs,
-            multipath: *multipath,
-            encap: *encap,
-            me: *me,
-            peers,
-            sets,
-            path_lists,
-        };
-        // An entry with a path is never left empty.
-        cx.decide(entry, prefix, scratch, inst_lists, routes, fib);
-    }
-
     fn remove(&mut self, prefix: &Prefix, peer: IpAddr, rd: &RouteDistinguisher) -> bool {
         let Some(i) = self.learned.find_peer(peer) else {
             return false;
@@ -598,7 +555,7 @@ impl Vpn {
         }
         gone.dedup_by(|a, b| a.0 == b.0);
         for (prefix, _) in gone {
-            self.reconcile(prefix, routes, fib);
+            self.reconcile(prefix, None, routes, fib);
         }
     }
 
@@ -797,9 +754,16 @@ impl Vpn {
 
     /// Re-decide what each VRF that could hold `prefix` installs for it:
     /// the VRFs importing a target of some route for it, and those that hold
-    /// it now. A prefix left with no path and nothing installed leaves the
-    /// RIB.
-    fn reconcile(&mut self, prefix: Prefix, routes: &mut RouteSet, fib: &mut Fib) {
+    /// it now. With `add`, that path is inserted first and the decision made
+    /// on the entry the insertion found (no second lookup). A prefix left
+    /// with no path and nothing installed leaves the RIB.
+    fn reconcile(
+        &mut self,
+        prefix: Prefix,
+        add: Option<Learned>,
+        routes: &mut RouteSet,
+        fib: &mut Fib,
+    ) {
         let Vpn {
             learned,
             vrfs,
@@ -815,10 +779,19 @@ impl Vpn {
             sets,
             path_lists,
             inst_lists,
-            ..
+            per_peer,
+            len,
         } = learned;
-        let Some(entry) = by_prefix.get_mut(&prefix) else {
-            return;
+        let entry = match add {
+            Some(l) => {
+                let e = by_prefix.get_or_default(&prefix);
+                Rib::add_path(e, sets, path_lists, per_peer, len, l);
+                e
+            }
+            None => match by_prefix.get_mut(&prefix) {
+                Some(e) => e,
+                None => return,
+            },
         };
         let cx = Decide {
             vrfs,
@@ -908,7 +881,7 @@ impl Vpn {
                                         Some(Nlri::Vpn(next)) if next.prefix == v.prefix => {
                                             self.insert(v.prefix, l);
                                         }
-                                        _ => self.insert_and_decide(v.prefix, l, routes, fib),
+                                        _ => self.reconcile(v.prefix, Some(l), routes, fib),
                                     }
                                     ann += 1;
                                 }
@@ -929,7 +902,7 @@ impl Vpn {
         // prefix under several RDs) are skipped, no sort.
         touched.dedup();
         for p in touched {
-            self.reconcile(p, routes, fib);
+            self.reconcile(p, None, routes, fib);
         }
         (ann, wd)
     }

@@ -69,9 +69,7 @@ fn vpnv4_routes_flow_both_ways_with_bird() {
     let birdc = |args: &[&str]| {
         let mut a = vec!["birdc", "-s", ctl_s.as_str()];
         a.extend_from_slice(args);
-        lab.exec(&bird, &a)
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default()
+        lab.stdout(&bird, &a)
     };
     let text = || {
         format!(
@@ -202,14 +200,12 @@ fn vpnv6_routes_flow_both_ways_with_bird() {
     .expect("bird");
     let log = common::start_pe_with(&mut lab, &pe, "bird6-pe", &common::pe_config_v6(false));
     let table = || {
-        lab.exec(
+        lab.stdout(
             &bird,
             &[
                 "birdc", "-s", &ctl_s, "show", "route", "table", "vpntab6", "all",
             ],
         )
-        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-        .unwrap_or_default()
     };
     assert!(
         Lab::wait_until(Duration::from_secs(30), || table()

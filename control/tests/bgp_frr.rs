@@ -34,7 +34,7 @@ fn frr_decodes_our_vpnv4_route() {
     let d = common::spawn_frr_bgpd(&mut lab, &frr, "frr", FRR_CONF);
     let log = common::start_pe(&mut lab, &pe, "frr-pe", false);
     let show = || {
-        lab.exec(
+        lab.stdout(
             &frr,
             &[
                 "vtysh",
@@ -44,8 +44,6 @@ fn frr_decodes_our_vpnv4_route() {
                 "show bgp ipv4 vpn 10.1.1.1/32",
             ],
         )
-        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-        .unwrap_or_default()
     };
     assert!(
         Lab::wait_until(Duration::from_secs(30), || show()
@@ -94,7 +92,7 @@ fn frr_decodes_our_vpnv6_route() {
     let d = common::spawn_frr_bgpd(&mut lab, &frr, "frr6", FRR_CONF_V6);
     let log = common::start_pe_with(&mut lab, &pe, "frr6-pe", &common::pe_config_v6(false));
     let show = || {
-        lab.exec(
+        lab.stdout(
             &frr,
             &[
                 "vtysh",
@@ -104,8 +102,6 @@ fn frr_decodes_our_vpnv6_route() {
                 "show bgp ipv6 vpn 2001:db8:1::1/128",
             ],
         )
-        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-        .unwrap_or_default()
     };
     assert!(
         Lab::wait_until(Duration::from_secs(30), || show()

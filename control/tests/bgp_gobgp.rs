@@ -95,11 +95,7 @@ fn with_gobgp(passive: bool) {
     );
 
     // vpnfwd → GoBGP: our port's address with RD, label and route target.
-    let rib = || {
-        lab.exec(&rr, &["gobgp", "global", "rib", "-a", "vpnv4"])
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default()
-    };
+    let rib = || lab.stdout(&rr, &["gobgp", "global", "rib", "-a", "vpnv4"]);
     assert!(
         Lab::wait_until(Duration::from_secs(10), || rib().contains("10.1.1.1/32")),
         "GoBGP did not get our route:\n{}\n{}",
@@ -334,11 +330,7 @@ fn vpnv6_routes_flow_both_ways_with_gobgp() {
             common::read(&glog)
         )
     };
-    let rib = || {
-        lab.exec(&rr, &["gobgp", "global", "rib", "-a", "vpnv6"])
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default()
-    };
+    let rib = || lab.stdout(&rr, &["gobgp", "global", "rib", "-a", "vpnv6"]);
     assert!(
         Lab::wait_until(Duration::from_secs(30), || rib()
             .contains("2001:db8:1::1/128")),
@@ -380,11 +372,7 @@ fn vpnv6_routes_flow_both_ways_with_gobgp() {
         ],
     )
     .expect("inject");
-    let routes = || {
-        lab.exec(&pe, &[VPNFWD, "route", "list", "--family", "vpnv6"])
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default()
-    };
+    let routes = || lab.stdout(&pe, &[VPNFWD, "route", "list", "--family", "vpnv6"]);
     assert!(
         Lab::wait_until(Duration::from_secs(10), || routes()
             .contains("2001:db8:9::/64")),
@@ -525,11 +513,7 @@ fn rt_constraint(on: bool) {
             common::read(&glog)
         )
     };
-    let rtc = || {
-        lab.exec(&rr, &["gobgp", "global", "rib", "-a", "rtc"])
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default()
-    };
+    let rtc = || lab.stdout(&rr, &["gobgp", "global", "rib", "-a", "rtc"]);
     if on {
         assert!(
             Lab::wait_until(Duration::from_secs(30), || rtc().contains("65001:100")),
@@ -538,11 +522,7 @@ fn rt_constraint(on: bool) {
             logtext()
         );
     }
-    let routes = || {
-        lab.exec(&pe, &[VPNFWD, "route", "list", "--json"])
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default()
-    };
+    let routes = || lab.stdout(&pe, &[VPNFWD, "route", "list", "--json"]);
     assert!(
         Lab::wait_until(Duration::from_secs(15), || routes().contains("10.9.0.0/24")),
         "the imported target's route: {}\n{}",
@@ -637,12 +617,10 @@ fn with_rt_constraint_we_send_a_reflector_only_the_vrfs_it_asks_for() {
         )
     };
     let adj_in = || {
-        lab.exec(
+        lab.stdout(
             &rr,
             &["gobgp", "neighbor", "192.0.2.1", "adj-in", "-a", "vpnv4"],
         )
-        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-        .unwrap_or_default()
     };
     assert!(
         Lab::wait_until(Duration::from_secs(20), || adj_in().contains("10.2.2.2/32")),
@@ -652,12 +630,10 @@ fn with_rt_constraint_we_send_a_reflector_only_the_vrfs_it_asks_for() {
     );
     std::thread::sleep(Duration::from_secs(2));
     let rtc_out = || {
-        lab.exec(
+        lab.stdout(
             &rr,
             &["gobgp", "neighbor", "192.0.2.1", "adj-out", "-a", "rtc"],
         )
-        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-        .unwrap_or_default()
     };
     assert!(
         !adj_in().contains("10.1.1.1/32"),
@@ -812,11 +788,7 @@ fn a_session_over_ipv6_transport_carries_vpnv4_routes() {
             common::read(&glog)
         )
     };
-    let rib = || {
-        lab.exec(&rr, &["gobgp", "global", "rib", "-a", "vpnv4"])
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default()
-    };
+    let rib = || lab.stdout(&rr, &["gobgp", "global", "rib", "-a", "vpnv4"]);
     assert!(
         Lab::wait_until(Duration::from_secs(30), || rib().contains("10.1.1.1/32")),
         "our route over the IPv6 session:\n{}\n{}",

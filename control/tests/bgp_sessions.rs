@@ -151,9 +151,7 @@ impl Bed {
     fn routes(&self) -> Vec<serde_json::Value> {
         let out = self
             .lab
-            .exec(&self.pe, &[VPNFWD, "route", "list", "--json"])
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default();
+            .stdout(&self.pe, &[VPNFWD, "route", "list", "--json"]);
         serde_json::from_str(&out).unwrap_or_default()
     }
 
@@ -360,12 +358,7 @@ fn exceeding_max_prefixes_ends_the_session_with_cease_1() {
         "two routes within the limit\n{}",
         b.logs()
     );
-    let peers = || {
-        b.lab
-            .exec(&b.pe, &[VPNFWD, "peer", "list"])
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default()
-    };
+    let peers = || b.lab.stdout(&b.pe, &[VPNFWD, "peer", "list"]);
     assert!(
         peers()
             .lines()

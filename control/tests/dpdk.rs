@@ -116,11 +116,7 @@ fn bgp_and_arp_reach_the_kernel_twin_while_af_xdp_owns_the_uplink() {
         "ping to the twin\n{}",
         logtext()
     );
-    let rib = || {
-        lab.exec(&rr, &["gobgp", "global", "rib", "-a", "vpnv4"])
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default()
-    };
+    let rib = || lab.stdout(&rr, &["gobgp", "global", "rib", "-a", "vpnv4"]);
     assert!(
         Lab::wait_until(Duration::from_secs(10), || rib().contains("10.1.1.1/32")),
         "GoBGP did not get our route:\n{}\n{}",

@@ -108,6 +108,24 @@ fn rt(n: u32) -> [u8; 8] {
     b
 }
 
+/// An MP_UNREACH_NLRI withdrawing `p` under RD 65001:`rd`.
+fn unreach(p: Prefix, rd: u32) -> Attr {
+    Attr::MpUnreach {
+        afi: if p.addr.is_ipv6() {
+            Afi::IPV6
+        } else {
+            Afi::IPV4
+        },
+        safi: Safi::MPLS_VPN,
+        nlri: vec![Nlri::Vpn(VpnPrefix {
+            path_id: None,
+            label: Label::new(16).expect("label"),
+            rd: RouteDistinguisher::as2(65001, rd),
+            prefix: p,
+        })],
+    }
+}
+
 /// The first address of `p` and whether `q` covers it.
 fn covers(q: &Prefix, p: &Prefix) -> bool {
     match (q.addr, p.addr) {
@@ -246,16 +264,7 @@ fuzz_target!(|data: &[u8]| {
                         model.remove(&(pi, rd, p));
                         u.attrs.push(PathAttr {
                             flags: 0x90,
-                            attr: Attr::MpUnreach {
-                                afi,
-                                safi: Safi::MPLS_VPN,
-                                nlri: vec![Nlri::Vpn(VpnPrefix {
-                                    path_id: None,
-                                    label: Label::new(16).expect("label"),
-                                    rd: RouteDistinguisher::as2(65001, rd),
-                                    prefix: p,
-                                })],
-                            },
+                            attr: unreach(p, rd),
                         });
                     }
                 }
@@ -267,21 +276,7 @@ fuzz_target!(|data: &[u8]| {
                 let rd = 1 + u32::from(inp.byte() % 3);
                 seen.push(p);
                 model.remove(&(pi, rd, p));
-                let afi = if p.addr.is_ipv6() {
-                    Afi::IPV6
-                } else {
-                    Afi::IPV4
-                };
-                let u = Update::with_attrs(vec![Attr::MpUnreach {
-                    afi,
-                    safi: Safi::MPLS_VPN,
-                    nlri: vec![Nlri::Vpn(VpnPrefix {
-                        path_id: None,
-                        label: Label::new(16).expect("label"),
-                        rd: RouteDistinguisher::as2(65001, rd),
-                        prefix: p,
-                    })],
-                }]);
+                let u = Update::with_attrs(vec![unreach(p, rd)]);
                 vpn.on_update(peer, &u, &mut routes, &mut fib);
             }
             // The session drops without graceful restart.

@@ -124,6 +124,14 @@ impl Lab {
         run(Command::new("ip").args(["netns", "exec", ns]).args(args))
     }
 
+    /// Run a command in `ns`; its standard output, empty if it failed (for
+    /// polling a CLI until its answer shows something).
+    pub fn stdout(&self, ns: &str, args: &[&str]) -> String {
+        self.exec(ns, args)
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default()
+    }
+
     /// Run a command in `ns`; returns whether it succeeded (no error on failure).
     pub fn succeeds(&self, ns: &str, args: &[&str]) -> bool {
         self.exec(ns, args).is_ok()
