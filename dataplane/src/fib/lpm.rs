@@ -1723,7 +1723,34 @@ mod tests {
             vec![(0, s1), (1, s2), (2, l2)],
             vec![(0, l1), (1022, s1), (1023, s2)],
         ];
-        for runs in cases {
+        // Lists of every length up to the sparse limit, so that each
+        // search runs from zero to log2(SPARSE_MAX) steps: run starts
+        // drawn from a fixed sequence, alternately leaves and singles.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let generated = (1..=SPARSE_MAX).map(|n| {
+            let mut starts: Vec<u16> = (0..4 * n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    1 + (x % (SEG_LEN as u64 - 1)) as u16
+                })
+                .collect();
+            starts.sort_unstable();
+            starts.dedup();
+            starts.truncate(n - 1);
+            let mut runs = vec![(0u16, leaf(7))];
+            for (i, b) in starts.into_iter().enumerate() {
+                let w = match i % 3 {
+                    0 => SOLO_TAG | (i + 1) << 20,
+                    1 => leaf(i as u32 + 100),
+                    _ => leaf(i as u32 + 1000),
+                };
+                set_run(&mut runs, b, w);
+            }
+            runs
+        });
+        for runs in cases.into_iter().chain(generated) {
             let p = build_sparse(&runs);
             // SAFETY: `p` is a live segment from `build_sparse`, freed once below.
             unsafe {

@@ -49,17 +49,41 @@ pub(super) unsafe fn sparse_key(base: *const usize, at: usize, i: usize) -> usiz
 /// `base` must point at a live sparse segment holding that list.
 #[inline(always)]
 pub(super) unsafe fn sparse_lower(base: *const usize, at: usize, n: usize, b: usize) -> usize {
-    let (mut lo, mut hi) = (0usize, n);
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        // SAFETY: mid < n, inside the list (caller's contract).
-        if unsafe { sparse_key(base, at, mid) } < b {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
+    // SAFETY: forwarded contract.
+    unsafe { partition(base, at, 0, n, |k| k < b) }
+}
+
+/// The first index `i` of `lo..lo + n` whose key fails `below` (`lo + n`
+/// if none), for a `below` that holds for a prefix of the sorted keys.
+///
+/// Branch-free: the loop runs log2(n) times whatever the keys, and each
+/// step's choice is a conditional move, so a reader pays no mispredicted
+/// branch per probe (half of them would be, on random addresses).
+///
+/// # Safety
+/// `base` must point at a live sparse segment whose list at word `at`
+/// holds at least `lo + n` keys.
+#[inline(always)]
+unsafe fn partition(
+    base: *const usize,
+    at: usize,
+    lo: usize,
+    n: usize,
+    below: impl Fn(usize) -> bool,
+) -> usize {
+    if n == 0 {
+        return lo;
     }
-    lo
+    let (mut first, mut len) = (lo, n);
+    while len > 1 {
+        let half = len / 2;
+        // SAFETY: first + half < lo + n (the caller's list).
+        let k = unsafe { sparse_key(base, at, first + half) };
+        first = core::hint::select_unpredictable(below(k), first + half, first);
+        len -= half;
+    }
+    // SAFETY: first < lo + n.
+    first + usize::from(below(unsafe { sparse_key(base, at, first) }))
 }
 
 /// The entries `(is_leaf, block, word)` of a sparse segment's two lists
@@ -200,17 +224,9 @@ pub(super) unsafe fn sparse_slot(p: usize, b: usize) -> usize {
         if nl == 0 {
             return leaf(NO_ROUTE);
         }
-        // The last leaf run starting at or before b (or the first).
-        let (mut lo, mut hi) = (1usize, nl);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if sparse_key(base, lk, mid) <= b {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        *base.add(lo)
+        // The last leaf run starting at or before b (or the first): its
+        // word is the one before the first later run's.
+        *base.add(partition(base, lk, 1, nl - 1, |k| k <= b))
     }
 }
 
