@@ -41,8 +41,8 @@
 
 use super::poptrie::{self, ChunkRoute, Words, CHILD, NO_ROUTE};
 use super::sparse::{
-    build_sparse, free_sparse, push_keys, set_run, sparse_counts, sparse_key, sparse_lower,
-    sparse_runs_into, sparse_runs_of, sparse_slot, sparse_storage, sparse_words,
+    build_sparse, free_sparse, push_dirs, push_keys, set_run, sparse_counts, sparse_key,
+    sparse_lower, sparse_runs_into, sparse_runs_of, sparse_slot, sparse_storage, sparse_words,
 };
 use crate::rcu::{Domain, Guard, WeakDomain};
 use std::collections::{BTreeMap, HashMap};
@@ -1227,6 +1227,7 @@ impl Lpm {
                     }),
                 );
             }
+            push_dirs(&mut out, nl, ns2);
             debug_assert_eq!(out.len(), sparse_words(nl, ns2));
             let new = Box::into_raw(out.into_boxed_slice()) as *mut usize as usize;
             self.replace_sparse(a, new);

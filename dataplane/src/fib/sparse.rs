@@ -10,7 +10,10 @@
 //! leaf runs (low 32 bits) and of single blocks (high 32 bits); then the
 //! leaf runs' words, the single blocks' words, the leaf runs' first blocks
 //! and the single blocks as u16s, four to a word. A VRF's scattered routes
-//! cost a single block each, without a leaf run to end it.
+//! cost a single block each, without a leaf run to end it. A segment of
+//! more than [`DIR_MIN`] entries then carries a directory for each list (a
+//! byte per bucket of 16 blocks: how many keys lie below it), so that a
+//! lookup searches one bucket's few keys instead of the whole list.
 #![allow(unsafe_code)]
 
 use super::lpm::{leaf, SEG_LEN};
@@ -18,7 +21,67 @@ use super::poptrie::NO_ROUTE;
 
 /// Words of a sparse segment with `nl` leaf runs and `ns` single blocks.
 pub(super) fn sparse_words(nl: usize, ns: usize) -> usize {
-    1 + nl + ns + nl.div_ceil(4) + ns.div_ceil(4)
+    let dirs = if has_dirs(nl, ns) { 2 * DIR_WORDS } else { 0 };
+    1 + nl + ns + nl.div_ceil(4) + ns.div_ceil(4) + dirs
+}
+
+/// Segments listing more than this many runs carry a directory for each
+/// list: a lookup then searches only the keys of its block's bucket.
+const DIR_MIN: usize = 24;
+/// Blocks per directory bucket, as a shift: 32 buckets of 32 blocks.
+const BUCKET_SHIFT: usize = 4;
+/// Buckets of a directory.
+const BUCKETS: usize = SEG_LEN >> BUCKET_SHIFT;
+/// Words of one directory: BUCKETS + 1 one-byte counts (entry k: how many
+/// keys lie below bucket k's first block; the last is the list's length),
+/// padded to a word.
+const DIR_WORDS: usize = (BUCKETS + 1).div_ceil(8);
+
+/// True if a segment of `nl` leaf runs and `ns` single blocks carries
+/// directories (after its key lists: the leaf runs', then the singles').
+#[inline(always)]
+fn has_dirs(nl: usize, ns: usize) -> bool {
+    nl + ns > DIR_MIN
+}
+
+/// Append the two directories of the segment being built in `out`, whose
+/// key lists are complete, if its size calls for them.
+pub(super) fn push_dirs(out: &mut Vec<usize>, nl: usize, ns: usize) {
+    if !has_dirs(nl, ns) {
+        return;
+    }
+    let (lk, sk) = (1 + nl + ns, 1 + nl + ns + nl.div_ceil(4));
+    for (at, n) in [(lk, nl), (sk, ns)] {
+        // A histogram of the keys by bucket, then its running sum. Lists
+        // are at most SPARSE_MAX (< 256) long, so counts fit a byte.
+        let mut counts = [0u8; 8 * DIR_WORDS];
+        for i in 0..n {
+            let key = (out[at + i / 4] >> (16 * (i % 4))) & 0xffff;
+            counts[(key >> BUCKET_SHIFT) + 1] += 1;
+        }
+        for k in 1..=BUCKETS {
+            counts[k] += counts[k - 1];
+        }
+        for w in counts.chunks(8) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            out.push(u64::from_le_bytes(b) as usize);
+        }
+    }
+}
+
+/// The keys of bucket `k` of the directory at word `at`: (first, count).
+///
+/// # Safety
+/// `base` must point at a live sparse segment with that directory.
+#[inline(always)]
+unsafe fn bucket(base: *const usize, at: usize, k: usize) -> (usize, usize) {
+    let byte = |i: usize| {
+        // SAFETY: caller's contract; i ≤ BUCKETS lies in the directory.
+        (unsafe { *base.add(at + i / 8) } >> (8 * (i % 8))) & 0xff
+    };
+    let (lo, hi) = (byte(k), byte(k + 1));
+    (lo, hi.saturating_sub(lo))
 }
 
 /// The (leaf runs, single blocks) counts of the sparse segment at `base`.
@@ -140,6 +203,7 @@ pub(super) fn build_sparse(runs: &[(u16, usize)]) -> usize {
         let keys = sparse_entries(runs).filter(|e| e.0 == leaves);
         push_keys(&mut w, keys.map(|e| usize::from(e.1)));
     }
+    push_dirs(&mut w, nl, ns);
     debug_assert_eq!(w.len(), sparse_words(nl, ns));
     Box::into_raw(w.into_boxed_slice()) as *mut usize as usize
 }
@@ -216,6 +280,25 @@ pub(super) unsafe fn sparse_slot(p: usize, b: usize) -> usize {
     unsafe {
         let (nl, ns) = sparse_counts(base);
         let (lk, sk) = (1 + nl + ns, 1 + nl + ns + nl.div_ceil(4));
+        if has_dirs(nl, ns) {
+            // Only the keys of b's bucket: those before it are below b,
+            // those after it above.
+            let dl = sk + ns.div_ceil(4);
+            let k = b >> BUCKET_SHIFT;
+            let (lo, n) = bucket(base, dl + DIR_WORDS, k);
+            let i = partition(base, sk, lo, n, |key| key < b);
+            if i < ns && sparse_key(base, sk, i) == b {
+                return *base.add(1 + nl + i);
+            }
+            if nl == 0 {
+                return leaf(NO_ROUTE);
+            }
+            let (lo, n) = bucket(base, dl, k);
+            // The first run starting after b; the one before it holds b
+            // (the first run if none starts at or before b).
+            let r = partition(base, lk, lo, n, |key| key <= b);
+            return *base.add(r.max(1));
+        }
         // The single block b, if listed.
         let lo = sparse_lower(base, sk, ns, b);
         if lo < ns && sparse_key(base, sk, lo) == b {
@@ -283,9 +366,9 @@ pub(super) unsafe fn free_sparse(p: *mut ()) {
 }
 
 /// Sparse segments of up to this many words are recycled through [`POOL`].
-const POOL_WORDS: usize = 64;
-/// Most freed segments a size class of [`POOL`] keeps (4 MiB in all at
-/// most, per thread that frees segments).
+const POOL_WORDS: usize = 96;
+/// Most freed segments a size class of [`POOL`] keeps (about 9 MiB in all
+/// at most, per thread that frees segments).
 const POOL_DEPTH: usize = 256;
 
 /// Freed sparse segments by size (index: words − 1).
