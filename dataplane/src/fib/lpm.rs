@@ -1725,8 +1725,9 @@ mod tests {
             vec![(0, l1), (1022, s1), (1023, s2)],
         ];
         // Lists of every length up to the sparse limit, so that each
-        // search runs from zero to log2(SPARSE_MAX) steps: run starts
-        // drawn from a fixed sequence, alternately leaves and singles.
+        // search runs from zero to log2(SPARSE_MAX) steps, with and without
+        // directories: run starts drawn from a fixed sequence, leaves and
+        // singles in turn.
         let mut x = 0x2545_f491_4f6c_dd1du64;
         let generated = (1..=SPARSE_MAX).map(|n| {
             let mut starts: Vec<u16> = (0..4 * n)

@@ -28,7 +28,7 @@ pub(super) fn sparse_words(nl: usize, ns: usize) -> usize {
 /// Segments listing more than this many runs carry a directory for each
 /// list: a lookup then searches only the keys of its block's bucket.
 const DIR_MIN: usize = 24;
-/// Blocks per directory bucket, as a shift: 32 buckets of 32 blocks.
+/// Blocks per directory bucket, as a shift: 64 buckets of 16 blocks.
 const BUCKET_SHIFT: usize = 4;
 /// Buckets of a directory.
 const BUCKETS: usize = SEG_LEN >> BUCKET_SHIFT;
@@ -53,7 +53,9 @@ pub(super) fn push_dirs(out: &mut Vec<usize>, nl: usize, ns: usize) {
     let (lk, sk) = (1 + nl + ns, 1 + nl + ns + nl.div_ceil(4));
     for (at, n) in [(lk, nl), (sk, ns)] {
         // A histogram of the keys by bucket, then its running sum. Lists
-        // are at most SPARSE_MAX (< 256) long, so counts fit a byte.
+        // hold fewer than 256 keys (the LPM keeps a segment's runs within
+        // SPARSE_MAX), so counts fit a byte.
+        debug_assert!(n < 256, "a sparse list of {n} keys");
         let mut counts = [0u8; 8 * DIR_WORDS];
         for i in 0..n {
             let key = (out[at + i / 4] >> (16 * (i % 4))) & 0xffff;
