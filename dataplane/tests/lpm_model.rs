@@ -399,3 +399,67 @@ fn sparse_segments_turn_dense_and_go_away_with_their_routes() {
     drop(t6);
     d.synchronize();
 }
+
+/// Churn in one /8 that keeps its sparse segment near and past the size
+/// at which it carries directories: lookups, single and batched, agree
+/// with the model every few changes.
+#[test]
+fn a_churning_sparse_segment_agrees_with_the_model() {
+    let d = Domain::new();
+    let mut t = Lpm::new_v4(&d);
+    let mut model: Vec<(u128, u8, u32)> = Vec::new();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut r = d.register();
+    let lens = [16u8, 20, 22, 24, 24, 24, 24, 28];
+    for step in 0..1500 {
+        let len = lens[(next() % lens.len() as u64) as usize];
+        let a = 0x0a00_0000u32 | (next() as u32 & 0x00ff_ffff);
+        let a = if len == 32 { a } else { a & !(u32::MAX >> len) };
+        let key = (u128::from(a) << 96, len);
+        // The /8 holds between 35 and 50 routes once filled.
+        if model.len() < 35 || (model.len() < 50 && next() % 2 == 0) {
+            let nh = (next() % 50) as u32;
+            t.insert_v4(a, len, nh).expect("route");
+            model.retain(|(p, l, _)| (*p, *l) != key);
+            model.push((key.0, len, nh));
+        } else {
+            let i = (next() % model.len() as u64) as usize;
+            let (p, l, _) = model.swap_remove(i);
+            t.remove_v4((p >> 96) as u32, l).expect("remove");
+        }
+        if step % 10 != 0 {
+            continue;
+        }
+        let mut keys: Vec<u32> = (0..64)
+            .map(|_| 0x0a00_0000 | (next() as u32 & 0x00ff_ffff))
+            .collect();
+        for (p, l, _) in &model {
+            let a = (*p >> 96) as u32;
+            keys.extend([a, a | (u32::MAX >> l), a.wrapping_sub(1)]);
+        }
+        let mut out = vec![0u32; keys.len()];
+        {
+            let g = r.guard();
+            t.shared().lookup_v4_batch(&g, &keys, &mut out);
+        }
+        for (k, o) in keys.iter().zip(&out) {
+            let want = model_lookup(&model, u128::from(*k) << 96, 128);
+            assert_eq!(t.lookup_v4(*k), want, "step {step} key {k:#x}");
+            assert_eq!(*o, want, "step {step} batch key {k:#x}");
+        }
+        r.quiescent();
+    }
+    // It stayed sparse, and long enough for directories.
+    let st = t.stats();
+    assert_eq!((st.segments, st.sparse_segments), (0, 1), "{st:?}");
+    assert!(model.len() > 30, "{}", model.len());
+    drop(r);
+    drop(t);
+    d.synchronize();
+}
