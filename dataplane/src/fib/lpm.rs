@@ -467,32 +467,31 @@ impl LpmShared {
         if s & 1 == 1 {
             return (s >> 1) as u32;
         }
-        // SAFETY: as in `lookup_v4_trusted`.
-        let mut best = poptrie::default_of(unsafe { chunk(s) });
-        let mut p = s;
+        let mut p = s as *const AtomicU64;
+        // SAFETY: as in `lookup_v4_trusted`; chunk pointers (segment slots
+        // and child words) are published and retired like segments, so
+        // every `p` below is a live chunk.
+        let mut best = unsafe { poptrie::default_raw(p) };
         let mut start = TOP_BITS;
         loop {
             let w = width(start, 128);
             let k = ((ip << start) >> (128 - w)) as u32;
-            // SAFETY: chunk pointers (segment slots and child words) are
-            // published and retired like segments.
-            let d = unsafe { chunk(p) };
-            let v = poptrie::lookup(d, k << (18 - w));
+            // SAFETY: see above.
+            let v = unsafe { poptrie::lookup_raw(p, k << (18 - w)) };
             if v == NO_ROUTE {
                 return best;
             }
             if v & CHILD == 0 {
                 return v;
             }
-            let Some((kp, def)) = poptrie::kid(d, (v & !CHILD) as usize) else {
-                return best;
-            };
+            // SAFETY: `v` names a child of the live chunk `p`.
+            let (kp, def) = unsafe { poptrie::kid_raw(p, (v & !CHILD) as usize) };
             if def != NO_ROUTE {
                 best = def;
             }
-            p = kp.load(Ordering::Acquire) as usize;
+            p = kp as usize as *const AtomicU64;
             start += w;
-            if p == 0 || start >= 128 {
+            if p.is_null() || start >= 128 {
                 return best;
             }
         }

@@ -50,8 +50,9 @@ pub(crate) struct ChunkRoute {
 pub(crate) type Words = [AtomicU64];
 
 /// The value for an 18-bit key (the chunk's `W`-bit slice shifted left by
-/// `18 - W`).
-#[inline(always)]
+/// `18 - W`), every read bounds-checked: the reference the tests hold
+/// [`lookup_raw`] to.
+#[cfg(test)]
 pub(crate) fn lookup(d: &Words, key18: u32) -> u32 {
     let mut at = HDR;
     let mut shift = 12u32;
@@ -112,7 +113,9 @@ pub(crate) unsafe fn lookup_raw(first: *const AtomicU64, key18: u32) -> u32 {
     }
 }
 
-/// As [`default_of`] on a chunk known only by its first word.
+/// The value of the routes covering the whole chunk (what a lookup answers
+/// where the chunk's own routes do not cover the key), for a chunk known
+/// by its first word.
 ///
 /// # Safety
 /// `first` must point to the first word of a live chunk made by [`build`].
@@ -126,14 +129,6 @@ pub(crate) unsafe fn default_raw(first: *const AtomicU64) -> u32 {
 #[inline(always)]
 pub(crate) fn len_words(first: &AtomicU64) -> usize {
     first.load(Ordering::Relaxed) as usize
-}
-
-/// The value of the routes covering the whole chunk (what a lookup answers
-/// where the chunk's own routes do not cover the key).
-#[inline(always)]
-pub(crate) fn default_of(d: &Words) -> u32 {
-    d.get(2)
-        .map_or(NO_ROUTE, |w| w.load(Ordering::Acquire) as u32)
 }
 
 /// Change the chunk's covering value in place.
@@ -153,6 +148,27 @@ pub(crate) fn kid(d: &Words, i: usize) -> Option<(&AtomicU64, u32)> {
     let p = d.get(off + 2 * i)?;
     let def = d.get(off + 2 * i + 1)?.load(Ordering::Relaxed) as u32;
     Some((p, def))
+}
+
+/// As [`kid`] on a chunk known only by its first word, without bounds
+/// checks: the child's pointer word (read with acquire ordering: the
+/// writer publishes it in place) and default.
+///
+/// # Safety
+/// `first` must point to the first word of a live chunk made by [`build`],
+/// and `i` must be the index of a [`CHILD`] value a lookup in it returned:
+/// [`build`] writes a child array with an entry for each.
+#[inline(always)]
+pub(crate) unsafe fn kid_raw(first: *const AtomicU64, i: usize) -> (u64, u32) {
+    // SAFETY: caller's contract: word 1 is the child array's offset, and
+    // entry `i` lies inside the chunk.
+    unsafe {
+        let off = (*first.add(1)).load(Ordering::Relaxed) as usize;
+        (
+            (*first.add(off + 2 * i)).load(Ordering::Acquire),
+            (*first.add(off + 2 * i + 1)).load(Ordering::Relaxed) as u32,
+        )
+    }
 }
 
 /// Node and leaf counts of a chunk.
@@ -405,6 +421,14 @@ mod tests {
         assert_eq!(d, vec![NO_ROUTE, 9, NO_ROUTE]);
         let (p, def) = kid(&c, 1).expect("kid 1");
         assert_eq!((p.load(Ordering::Relaxed), def), (0xbb0, 9));
+        for (i, want) in [
+            (0, (0xaa0, NO_ROUTE)),
+            (1, (0xbb0, 9)),
+            (2, (0xcc0, NO_ROUTE)),
+        ] {
+            // SAFETY: `c` is a chunk made by `build` with three children.
+            assert_eq!(unsafe { kid_raw(c.as_ptr(), i) }, want);
+        }
         assert_eq!(len_words(&c[0]), c.len());
     }
 
