@@ -1187,6 +1187,13 @@ asn = 65001
         u
     }
 
+    /// The VPN layer and the tables the daemon builds from `cfg`.
+    fn tables(cfg: &str) -> (Vpn, RouteSet, Fib) {
+        let cfg = Config::parse(cfg).expect("config");
+        let crate::daemon::Built { fib, routes, .. } = crate::daemon::build(&cfg).expect("tables");
+        (Vpn::new(&cfg), routes, fib)
+    }
+
     fn members(fib: &Fib) -> Option<usize> {
         let nh = fib.lookup_v4(VrfId(1), "10.9.0.5".parse().expect("ip"))?;
         let mut r = fib.reader();
@@ -1200,13 +1207,7 @@ asn = 65001
 
     #[test]
     fn two_pes_announcing_one_prefix_under_two_rds_share_it_by_ecmp() {
-        let cfg = Config::parse(CFG).expect("config");
-        let crate::daemon::Built {
-            mut fib,
-            mut routes,
-            ..
-        } = crate::daemon::build(&cfg).expect("tables");
-        let mut vpn = Vpn::new(&cfg);
+        let (mut vpn, mut routes, mut fib) = tables(CFG);
         let (p8, p9): (IpAddr, IpAddr) = (
             "192.0.2.8".parse().expect("ip"),
             "192.0.2.9".parse().expect("ip"),
@@ -1255,13 +1256,7 @@ asn = 65001
             ],
         ];
         for order in orders {
-            let cfg = Config::parse(CFG).expect("config");
-            let crate::daemon::Built {
-                mut fib,
-                mut routes,
-                ..
-            } = crate::daemon::build(&cfg).expect("tables");
-            let mut vpn = Vpn::new(&cfg);
+            let (mut vpn, mut routes, mut fib) = tables(CFG);
             let mut u = update(1, 3001, [192, 0, 2, 8], false);
             let Some(PathAttr {
                 attr: Attr::MpReach { nlri, .. },
@@ -1295,17 +1290,10 @@ asn = 65001
     #[test]
     fn a_listed_route_names_only_the_vrfs_that_import_it() {
         // Blue imports 65001:100, red 65001:200; one prefix from each.
-        let cfg = Config::parse(&CFG.replace(
+        let (mut vpn, mut routes, mut fib) = tables(&CFG.replace(
             "[uplink]",
             "[[vrf]]\nname = \"red\"\nimport_targets = [\"65001:200\"]\n\n[uplink]",
-        ))
-        .expect("config");
-        let crate::daemon::Built {
-            mut fib,
-            mut routes,
-            ..
-        } = crate::daemon::build(&cfg).expect("tables");
-        let mut vpn = Vpn::new(&cfg);
+        ));
         let p8: IpAddr = "192.0.2.8".parse().expect("ip");
         vpn.on_update(
             p8,
@@ -1520,10 +1508,8 @@ gateway = "10.2.2.254"
     }
 
     fn setup(extra: &str) -> (Vpn, RouteSet, Fib) {
-        let cfg = Config::parse(&CFG.replace("[[bgp.peer]]", &format!("{extra}\n[[bgp.peer]]")))
-            .expect("config");
-        let crate::daemon::Built { fib, routes, .. } = crate::daemon::build(&cfg).expect("tables");
-        let mut vpn = Vpn::new(&cfg);
+        let (mut vpn, routes, fib) =
+            tables(&CFG.replace("[[bgp.peer]]", &format!("{extra}\n[[bgp.peer]]")));
         for (p, asn) in [
             ("192.0.2.8", 65001),
             ("192.0.2.9", 65001),
