@@ -45,10 +45,12 @@ use super::sparse::{
     sparse_lower, sparse_runs_into, sparse_runs_of, sparse_slot, sparse_storage, sparse_words,
 };
 use crate::rcu::{Domain, Guard, WeakDomain};
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::thread::LocalKey;
 
 /// Check a route change as a table of `max_len`-bit keys (32 or 128)
 /// would, changing nothing: the prefix `p` left-aligned in 128 bits, its
@@ -126,6 +128,33 @@ pub const MAX_NEXTHOP: u32 = CHILD - 1;
 const TOP_BITS: u32 = 18;
 const SEG_BITS: u32 = 10;
 pub(super) const SEG_LEN: usize = 1 << SEG_BITS;
+
+thread_local! {
+    /// A sparse /8's runs while they are rebuilt.
+    static RUNS: Cell<Vec<(u16, usize)>> = const { Cell::new(Vec::new()) };
+    /// The chunks a sparse /8 lists, while their defaults are refreshed.
+    static LISTED: Cell<Vec<(u16, usize)>> = const { Cell::new(Vec::new()) };
+    /// The chunks a sparse /8 lists, while its runs are recomputed.
+    static CHUNKS: Cell<Vec<(u16, usize)>> = const { Cell::new(Vec::new()) };
+    /// The blocks where a sparse /8's word may change.
+    static POINTS: Cell<Vec<u16>> = const { Cell::new(Vec::new()) };
+}
+
+/// Borrow one of the writer's per-thread scratch vectors (empty). A writer
+/// recomputes a sparse /8's runs for most changes; with vectors of their
+/// own, those changes spent a quarter of their time in malloc and free.
+/// Per thread rather than per table, so that thousands of small tables do
+/// not each keep one.
+fn scratch<T>(key: &'static LocalKey<Cell<Vec<T>>>) -> Vec<T> {
+    let mut v = key.try_with(Cell::take).unwrap_or_default();
+    v.clear();
+    v
+}
+
+/// Give back what [`scratch`] lent.
+fn unscratch<T>(key: &'static LocalKey<Cell<Vec<T>>>, v: Vec<T>) {
+    let _ = key.try_with(|c| c.set(v));
+}
 
 #[inline(always)]
 pub(super) fn leaf(v: u32) -> usize {
@@ -820,8 +849,6 @@ pub struct Lpm {
     pending: IntMap<u32, usize>,
     /// `retire` is flushed by [`Lpm::flush_retired`] only.
     hold_retired: bool,
-    /// A sparse /8's runs while one block changes.
-    runs: Vec<(u16, usize)>,
     entries: Vec<ChunkEntry>,
 }
 
@@ -876,7 +903,6 @@ impl Lpm {
             lists: Lists::default(),
             pending: IntMap::default(),
             hold_retired: false,
-            runs: Vec::new(),
             entries: Vec::new(),
         }
     }
@@ -1060,37 +1086,42 @@ impl Lpm {
         unsafe { sparse_runs_of(p) }
     }
 
-    /// The chunks of sparse /8 `a`: (block, chunk).
-    fn sparse_chunks(&self, a: usize) -> Vec<(u16, usize)> {
-        let mut r = self.published_runs(a);
-        r.retain(|(_, w)| w & 1 == 0);
-        r
+    /// The chunks of sparse /8 `a` into `out` (cleared first): (block, chunk).
+    fn sparse_chunks_into(&self, a: usize, out: &mut Vec<(u16, usize)>) {
+        out.clear();
+        if let Some(p) = self.sparse(a) {
+            // SAFETY: the writer is the only one that frees segments.
+            unsafe { sparse_runs_into(p, out) };
+            out.retain(|(_, w)| w & 1 == 0);
+        }
     }
 
-    /// The runs of /8 `a` in sparse form: where the word changes (route
-    /// ranges of length 9–18, chunk blocks) and the word from there on.
-    fn sparse_runs(&self, a: usize) -> Vec<(u16, usize)> {
+    /// The runs of /8 `a` in sparse form into `runs` (cleared first): where
+    /// the word changes (route ranges of length 9–18, chunk blocks) and the
+    /// word from there on.
+    fn sparse_runs(&self, a: usize, runs: &mut Vec<(u16, usize)>) {
+        runs.clear();
         // A /8 with no route of length 9–18 and no chunk yet (its first
         // long route is arriving): one run of its covering route.
         if self.sparse(a).is_none() && self.mids.get(&(a as u32)).is_none_or(|m| m.is_empty()) {
-            return vec![(0, leaf(self.best_le((a << SEG_BITS) as u32, TOP_BITS)))];
+            runs.push((0, leaf(self.best_le((a << SEG_BITS) as u32, TOP_BITS))));
+            return;
         }
         // The blocks' words as the writer holds them now (a solo word
         // changes with its block's default before it is republished),
         // sorted by block as the segment lists them.
-        let chunks: Vec<(u16, usize)> = self
-            .sparse_chunks(a)
-            .into_iter()
-            .map(|(b, w)| {
-                let blk = ((a << SEG_BITS) | usize::from(b)) as u32;
-                let now = match self.pending.get(&blk) {
-                    Some(p) => *p,
-                    None => self.blocks.get(&blk).map_or(w, |cw| cw.published),
-                };
-                (b, now)
-            })
-            .collect();
-        let mut points: Vec<u16> = vec![0];
+        let mut chunks = scratch(&CHUNKS);
+        self.sparse_chunks_into(a, &mut chunks);
+        for (b, w) in chunks.iter_mut() {
+            let blk = ((a << SEG_BITS) | usize::from(*b)) as u32;
+            if let Some(p) = self.pending.get(&blk) {
+                *w = *p;
+            } else if let Some(cw) = self.blocks.get(&blk) {
+                *w = cw.published;
+            }
+        }
+        let mut points = scratch(&POINTS);
+        points.push(0);
         if let Some(m) = self.mids.get(&(a as u32)) {
             for (key, len) in m {
                 let b0 = (*key as usize) & (SEG_LEN - 1);
@@ -1109,9 +1140,8 @@ impl Lpm {
         }
         points.sort_unstable();
         points.dedup();
-        let mut runs: Vec<(u16, usize)> = Vec::with_capacity(points.len());
         let mut next_chunk = chunks.iter().peekable();
-        for p in points {
+        for &p in points.iter() {
             while next_chunk.peek().is_some_and(|(b, _)| *b < p) {
                 next_chunk.next();
             }
@@ -1124,7 +1154,8 @@ impl Lpm {
                 runs.push((p, w));
             }
         }
-        runs
+        unscratch(&CHUNKS, chunks);
+        unscratch(&POINTS, points);
     }
 
     /// Publish /8 `a`'s sparse segment afresh, its runs recomputed from the
@@ -1133,8 +1164,10 @@ impl Lpm {
         if self.sparse(a).is_none() {
             return;
         }
-        let runs = self.sparse_runs(a);
+        let mut runs = scratch(&RUNS);
+        self.sparse_runs(a, &mut runs);
         self.publish_runs(a, &runs);
+        unscratch(&RUNS, runs);
     }
 
     /// Publish `runs` as /8 `a`'s sparse segment, retiring the old one; too
@@ -1241,8 +1274,10 @@ impl Lpm {
         if r & 1 == 0 {
             return;
         }
-        let runs = self.sparse_runs(a);
+        let mut runs = scratch(&RUNS);
+        self.sparse_runs(a, &mut runs);
         self.publish_runs(a, &runs);
+        unscratch(&RUNS, runs);
     }
 
     /// Point block `blk`'s slot at `word` (a chunk, or for a dense segment
@@ -1263,14 +1298,14 @@ impl Lpm {
         }
         let w = word.unwrap_or_else(|| leaf(self.best_le(blk, TOP_BITS)));
         // One block changes: split its run, merge equal neighbours.
-        let mut runs = std::mem::take(&mut self.runs);
+        let mut runs = scratch(&RUNS);
         if let Some(p) = self.sparse(a) {
             // SAFETY: the writer is the only one that frees segments.
             unsafe { sparse_runs_into(p, &mut runs) };
         }
         set_run(&mut runs, b as u16, w);
         self.publish_runs(a, &runs);
-        self.runs = runs;
+        unscratch(&RUNS, runs);
     }
 
     /// Bring block `blk`'s slot in dense /8 `a` up to date with the best
@@ -1425,10 +1460,13 @@ impl Lpm {
                     }
                 } else if self.sparse(a).is_some() {
                     // The listed chunks' covering value, then the default.
-                    for (b, w) in self.sparse_chunks(a) {
+                    let mut listed = scratch(&LISTED);
+                    self.sparse_chunks_into(a, &mut listed);
+                    for &(b, w) in listed.iter() {
                         let blk = ((a << SEG_BITS) | usize::from(b)) as u32;
                         self.block_default(blk, w);
                     }
+                    unscratch(&LISTED, listed);
                     self.publish_sparse(a);
                 } else {
                     self.shared.root[a].store(
@@ -1457,12 +1495,15 @@ impl Lpm {
                 // The covered chunks' covering value, then the runs.
                 let lo = key as usize & (SEG_LEN - 1);
                 let hi = lo + span as usize;
-                for (b, w) in self.sparse_chunks(a) {
+                let mut listed = scratch(&LISTED);
+                self.sparse_chunks_into(a, &mut listed);
+                for &(b, w) in listed.iter() {
                     if (lo..hi).contains(&usize::from(b)) {
                         let blk = ((a << SEG_BITS) | usize::from(b)) as u32;
                         self.block_default(blk, w);
                     }
                 }
+                unscratch(&LISTED, listed);
                 self.publish_sparse(a);
             }
             if v.is_none() {
