@@ -1206,6 +1206,65 @@ asn = 65001
     }
 
     #[test]
+    fn a_pes_nexthop_lives_exactly_as_long_as_routes_use_it() {
+        // Routes over one PE in a row take their references without
+        // looking the nexthop up; withdrawals must still see every one.
+        let (_, mut routes, mut fib) = tables(CFG);
+        let a = (3008, Ipv4Addr::new(192, 0, 2, 8), EncapKind::Mpls);
+        let b = (3009, Ipv4Addr::new(192, 0, 2, 9), EncapKind::Mpls);
+        let p = |i: u8| (IpAddr::from([10, 9, i, 0]), 24u8);
+        let dst = |i: u8| Ipv4Addr::new(10, 9, i, 1);
+        let set = |routes: &mut RouteSet, fib: &mut Fib, i: u8, m: &[_], old| {
+            routes
+                .set_bgp(fib, VrfId(1), p(i), m, None, old)
+                .expect("installed")
+        };
+        let live = |fib: &Fib, id: Option<NexthopId>| {
+            let id = id.expect("a nexthop");
+            fib.reader().view().nexthop(id.get()).is_some()
+        };
+        let ids: Vec<_> = (0..5)
+            .map(|i| set(&mut routes, &mut fib, i, &[a], None))
+            .collect();
+        assert!(ids.iter().all(|id| *id == ids[0]), "one nexthop for PE A");
+        let over_b = set(&mut routes, &mut fib, 9, &[b], None);
+        assert_eq!(routes.nexthops_in_use(), 2);
+        // The same nexthop again: nothing changes.
+        assert_eq!(set(&mut routes, &mut fib, 9, &[b], over_b), over_b);
+        for i in 0..4 {
+            assert_eq!(
+                set(&mut routes, &mut fib, i, &[], ids[usize::from(i)]),
+                None
+            );
+            assert_eq!(fib.lookup_v4(VrfId(1), dst(i)), None);
+        }
+        assert_eq!(routes.nexthops_in_use(), 2, "one route is still over A");
+        assert_eq!(fib.lookup_v4(VrfId(1), dst(4)), ids[4]);
+        assert!(live(&fib, ids[4]));
+        set(&mut routes, &mut fib, 4, &[], ids[4]);
+        assert_eq!(routes.nexthops_in_use(), 1, "A went with its last route");
+        // Three more over B, all withdrawn while B is the one in use.
+        let more: Vec<_> = (5..8)
+            .map(|i| set(&mut routes, &mut fib, i, &[b], None))
+            .collect();
+        for (i, id) in (5..8).zip(&more) {
+            set(&mut routes, &mut fib, i, &[], *id);
+        }
+        assert_eq!(
+            routes.nexthops_in_use(),
+            1,
+            "the first route over B holds it"
+        );
+        set(&mut routes, &mut fib, 9, &[], over_b);
+        assert_eq!(routes.nexthops_in_use(), 0, "no nexthop left behind");
+        // B comes back as a new nexthop, not the one that went.
+        let again = set(&mut routes, &mut fib, 1, &[b], None);
+        assert!(live(&fib, again));
+        assert_eq!(fib.lookup_v4(VrfId(1), dst(1)), again);
+        assert_eq!(routes.nexthops_in_use(), 1);
+    }
+
+    #[test]
     fn two_pes_announcing_one_prefix_under_two_rds_share_it_by_ecmp() {
         let (mut vpn, mut routes, mut fib) = tables(CFG);
         let (p8, p9): (IpAddr, IpAddr) = (

@@ -57,6 +57,20 @@ pub struct RouteSet {
     pub(super) group_members: FxMap<u32, Vec<RemoteKey>>,
     /// First hops being resolved.
     pub neighbors: Neighbors,
+    /// The nexthop BGP routes took last, and references taken on it not
+    /// yet counted in `nexthops` (see [`RouteSet::flush_hot`]).
+    pub(super) hot: Option<Hot>,
+}
+
+/// A run of BGP routes over one remote nexthop (an UPDATE's routes share
+/// one): each takes its reference here, without a lookup of the nexthop's
+/// key (hashing it was an eighth of the control thread's work per route).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Hot {
+    key: DynKey,
+    id: NexthopId,
+    /// References taken since the last flush, for `refs` and `bgp` alike.
+    pending: usize,
 }
 
 /// What a reload changed.
@@ -170,9 +184,24 @@ impl RouteSet {
         Ok(id)
     }
 
+    /// Count the references the hot nexthop took into its entry. Done
+    /// before anything reads or lowers a count.
+    fn flush_hot(&mut self) {
+        if let Some(h) = &mut self.hot {
+            if h.pending > 0 {
+                if let Some(n) = self.nexthops.get_mut(&remote_key(h.key)) {
+                    n.refs += h.pending;
+                    n.bgp += h.pending;
+                }
+                h.pending = 0;
+            }
+        }
+    }
+
     /// Recount every route's nexthop and drop the nexthops nothing uses
     /// (after a reload; BGP changes keep the counts incrementally).
     fn gc_nexthops(&mut self, fib: &mut Fib) {
+        self.flush_hot();
         for n in self.nexthops.values_mut() {
             n.refs = n.bgp;
         }
@@ -201,6 +230,10 @@ impl RouteSet {
     }
 
     fn drop_nexthop(&mut self, fib: &mut Fib, k: &RemoteKey) {
+        if self.hot.is_some_and(|h| remote_key(h.key) == *k) {
+            debug_assert_eq!(self.hot.map(|h| h.pending), Some(0), "flushed first");
+            self.hot = None;
+        }
         if let Some(n) = self.nexthops.remove(k) {
             fib.remove_nexthop(n.id);
             self.by_id.remove(&n.id.get());
@@ -213,6 +246,7 @@ impl RouteSet {
     }
 
     fn unref(&mut self, fib: &mut Fib, k: &RemoteKey) {
+        self.flush_hot();
         if let Some(n) = self.nexthops.get_mut(k) {
             n.refs = n.refs.saturating_sub(1);
             if n.refs == 0 {
@@ -243,23 +277,39 @@ impl RouteSet {
         let at = || format!("BGP route {}/{}", prefix.0, prefix.1);
         let want = match members {
             [] => None,
-            [one] => {
-                let key = remote_key(*one);
-                let n = match self.nexthops.get_mut(&key) {
-                    Some(n) if Some(n.id) == old => return Ok(old),
-                    Some(n) => n,
-                    None => {
-                        self.ensure_nexthop(fib, &key, me, &at())?;
-                        match self.nexthops.get_mut(&key) {
-                            Some(n) => n,
-                            None => return Err(StartError::Other(format!("{}: lost", at()))),
-                        }
+            [one] => match &mut self.hot {
+                Some(h) if h.key == *one => {
+                    if Some(h.id) == old {
+                        return Ok(old);
                     }
-                };
-                n.refs += 1;
-                n.bgp += 1;
-                Some(n.id)
-            }
+                    h.pending += 1;
+                    Some(h.id)
+                }
+                _ => {
+                    self.flush_hot();
+                    let key = remote_key(*one);
+                    let n = match self.nexthops.get_mut(&key) {
+                        Some(n) if Some(n.id) == old => return Ok(old),
+                        Some(n) => n,
+                        None => {
+                            self.ensure_nexthop(fib, &key, me, &at())?;
+                            match self.nexthops.get_mut(&key) {
+                                Some(n) => n,
+                                None => return Err(StartError::Other(format!("{}: lost", at()))),
+                            }
+                        }
+                    };
+                    n.refs += 1;
+                    n.bgp += 1;
+                    let id = n.id;
+                    self.hot = Some(Hot {
+                        key: *one,
+                        id,
+                        pending: 0,
+                    });
+                    Some(id)
+                }
+            },
             many => {
                 let mut keys: Vec<RemoteKey> = many.iter().map(|m| remote_key(*m)).collect();
                 keys.sort();
@@ -345,6 +395,7 @@ impl RouteSet {
 
     /// A BGP route stopped using nexthop `id` (a remote PE or a group).
     fn release(&mut self, fib: &mut Fib, id: NexthopId) {
+        self.flush_hot();
         if let Some(members) = self.group_members.get(&id.get()).cloned() {
             self.group_unref(fib, &members);
             return;
