@@ -294,10 +294,12 @@ impl Pipeline {
         for (st, p) in steps.iter_mut().zip(pkts[..n].iter_mut()) {
             *st = self.one(fib, port, p);
         }
-        // Stage 2: the LPMs, software-pipelined over the burst: the segment
-        // slot of packet i + 2·D and the chunk of packet i + D are fetched
-        // while packet i is resolved, so the cache misses overlap.
-        const D: usize = 16;
+        // Stage 2: the LPMs, in three passes over the burst so that the
+        // cache misses of different packets overlap: ask for every packet's
+        // segment slot, then read the slots and ask for the chunks, then
+        // resolve. (Looking 16 packets ahead within one pass instead left
+        // the chunk fetches waiting for slots not yet there: 5 % fewer
+        // packets per second.)
         let slot = |st: &Step<'_>| {
             if let Step::Lookup {
                 vrf,
@@ -320,15 +322,9 @@ impl Pipeline {
                 vrf.prefetch_v4(*dst4);
             }
         };
-        steps[..n.min(2 * D)].iter().for_each(slot);
-        steps[..n.min(D)].iter().for_each(chunk);
+        steps[..n].iter().for_each(slot);
+        steps[..n].iter().for_each(chunk);
         for i in 0..n {
-            if i + 2 * D < n {
-                slot(&steps[i + 2 * D]);
-            }
-            if i + D < n {
-                chunk(&steps[i + D]);
-            }
             if let Step::Lookup {
                 vrf,
                 off,
