@@ -465,3 +465,110 @@ fn a_churning_sparse_segment_agrees_with_the_model() {
     drop(t);
     d.synchronize();
 }
+
+/// Changes held in runs (as the forwarding-table thread applies a batch:
+/// [`Lpm::hold_retired`] … [`Lpm::flush_retired`]) keep each sparse /8's
+/// newest segment as an unpublished draft and publish it once at the end.
+/// After every run the table agrees with the model, through /8s that turn
+/// dense, go away and come back inside a run, while a reader looks up
+/// throughout.
+#[test]
+fn runs_of_held_changes_publish_what_the_model_holds() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let d = Domain::new();
+    let mut t = Lpm::new_v4(&d);
+    let shared = t.shared().clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (d, shared, stop) = (d.clone(), shared.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut r = d.register();
+            let mut k = 1u32;
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                {
+                    let g = r.guard();
+                    for _ in 0..256 {
+                        k = k.wrapping_mul(2_654_435_761).wrapping_add(12_345);
+                        let ip = 0x0a00_0000 | (k & 0x03ff_ffff);
+                        let v = shared.lookup_v4(&g, ip);
+                        assert!(v == NO_ROUTE || v < 64, "torn answer {v}");
+                        n += 1;
+                    }
+                }
+                r.quiescent();
+            }
+            n
+        })
+    };
+    let mut model: Vec<(u128, u8, u32)> = Vec::new();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let lens = [8u8, 12, 16, 18, 20, 22, 24, 24, 24, 24, 26, 32];
+    for run in 0..300 {
+        t.hold_retired();
+        // Mostly short runs; now and then one that fills a /8 past the
+        // sparse limit, or empties one.
+        let (n, fill) = match run % 50 {
+            20 => (300, true),
+            _ => ((next() % 40) as usize + 1, false),
+        };
+        for _ in 0..n {
+            let len = if fill {
+                24
+            } else {
+                lens[(next() % lens.len() as u64) as usize]
+            };
+            // Four /8s: 10 to 13 (fills go to 11).
+            let top = if fill { 11 } else { 10 + (next() % 4) as u32 };
+            let a = (top << 24) | (next() as u32 & 0x00ff_ffff);
+            let a = if len == 32 { a } else { a & !(u32::MAX >> len) };
+            let key = (u128::from(a) << 96, len);
+            let grow = model.len() < 60 || fill || next() % 3 == 0;
+            if grow {
+                let nh = (next() % 64) as u32;
+                t.insert_v4(a, len, nh).expect("route");
+                model.retain(|(p, l, _)| (*p, *l) != key);
+                model.push((key.0, len, nh));
+            } else if !model.is_empty() {
+                let i = (next() % model.len() as u64) as usize;
+                let (p, l, _) = model.swap_remove(i);
+                t.remove_v4((p >> 96) as u32, l).expect("remove");
+            }
+        }
+        if run % 50 == 40 {
+            // Empty /8 11 inside a run (its segment goes; a draft with it).
+            for (p, l, _) in model.iter().filter(|(p, _, _)| (p >> 120) == 11) {
+                t.remove_v4((*p >> 96) as u32, *l).expect("remove");
+            }
+            model.retain(|(p, _, _)| (p >> 120) != 11);
+        }
+        t.flush_retired();
+        let mut keys: Vec<u32> = (0..200)
+            .map(|_| 0x0a00_0000 | (next() as u32 & 0x03ff_ffff))
+            .collect();
+        for (p, l, _) in &model {
+            let a = (*p >> 96) as u32;
+            keys.extend([
+                a,
+                a | u32::MAX.checked_shr(u32::from(*l)).unwrap_or(0),
+                a.wrapping_sub(1),
+            ]);
+        }
+        for k in keys {
+            let want = model_lookup(&model, u128::from(k) << 96, 128);
+            assert_eq!(t.lookup_v4(k), want, "run {run} key {k:#x}");
+        }
+        d.collect();
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(reader.join().expect("reader") > 0);
+    drop(t);
+    d.synchronize();
+}

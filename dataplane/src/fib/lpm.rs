@@ -945,6 +945,10 @@ pub struct Lpm {
     pending: IntMap<u32, usize>,
     /// `retire` is flushed by [`Lpm::flush_retired`] only.
     hold_retired: bool,
+    /// While changes are held: each sparse /8's newest segment, not yet
+    /// published (0: none). A run of changes to one /8 replaces its draft,
+    /// freed at once (no reader ever saw it), and publishes once.
+    drafts: Option<Box<[usize; 256]>>,
     entries: Vec<ChunkEntry>,
 }
 
@@ -999,6 +1003,7 @@ impl Lpm {
             lists: Lists::default(),
             pending: IntMap::default(),
             hold_retired: false,
+            drafts: None,
             entries: Vec::new(),
         }
     }
@@ -1098,6 +1103,7 @@ impl Lpm {
             _ => {}
         }
         if !self.hold_retired || self.retire.len() >= HOLD_MAX {
+            self.publish_drafts();
             // SAFETY: every pointer in `retire` was unlinked by a publish
             // that has happened, is retired once, with its free function.
             unsafe { self.domain.retire_all(&mut self.retire) };
@@ -1110,14 +1116,61 @@ impl Lpm {
     /// one each, with the garbage held bounded).
     pub fn hold_retired(&mut self) {
         self.hold_retired = true;
+        if self.drafts.is_none() {
+            self.drafts = Some(Box::new([0; 256]));
+        }
     }
 
     /// Retire what changes unlinked, and stop holding.
     pub fn flush_retired(&mut self) {
         self.hold_retired = false;
+        self.publish_drafts();
+        self.drafts = None;
         // SAFETY: every pointer in `retire` was unlinked by a publish that
         // has happened, is retired once, and comes with its free function.
         unsafe { self.domain.retire_all(&mut self.retire) };
+    }
+
+    /// Publish every draft segment, retiring what each replaces. Done
+    /// before anything in `retire` goes to the domain: a chunk a draft
+    /// replaced is still listed by the published segment until then.
+    fn publish_drafts(&mut self) {
+        let Some(mut d) = self.drafts.take() else {
+            return;
+        };
+        for (a, w) in d.iter_mut().enumerate() {
+            if *w != 0 {
+                let old = self.publish_root(a, *w | SPARSE_TAG);
+                *w = 0;
+                if old & 1 == 0 && old & SPARSE_TAG != 0 {
+                    self.retire
+                        .push(((old & !SPARSE_TAG) as *mut (), free_sparse));
+                }
+            }
+        }
+        self.drafts = Some(d);
+    }
+
+    /// Free /8 `a`'s draft segment, if any: a root word is about to
+    /// replace it.
+    fn discard_draft(&mut self, a: usize) {
+        if let Some(d) = &mut self.drafts {
+            if d[a] != 0 {
+                // SAFETY: a draft was never published, so no reader holds
+                // it; the writer drops its only reference here.
+                unsafe { free_sparse(d[a] as *mut ()) };
+                d[a] = 0;
+            }
+        }
+    }
+
+    /// The root word /8 `a` has as the writer sees it: its draft if it has
+    /// one, else the published word.
+    fn root_now(&self, a: usize) -> usize {
+        match &self.drafts {
+            Some(d) if d[a] != 0 => d[a] | SPARSE_TAG,
+            _ => self.shared.root[a].load(Ordering::Acquire),
+        }
     }
 
     /// The best route of length ≤ `max` covering the 18-bit block `blk`.
@@ -1168,7 +1221,7 @@ impl Lpm {
 
     /// The published sparse segment of /8 `a`, if it has one (untagged).
     fn sparse(&self, a: usize) -> Option<usize> {
-        let r = self.shared.root[a].load(Ordering::Acquire);
+        let r = self.root_now(a);
         (r & 1 == 0 && r & SPARSE_TAG != 0).then_some(r & !SPARSE_TAG)
     }
 
@@ -1292,6 +1345,14 @@ impl Lpm {
 
     /// Publish the sparse segment `new` for /8 `a`, retiring the old one.
     fn replace_sparse(&mut self, a: usize, new: usize) {
+        if let Some(d) = &mut self.drafts {
+            let prev = std::mem::replace(&mut d[a], new);
+            if prev != 0 {
+                // SAFETY: a draft was never published (see `discard_draft`).
+                unsafe { free_sparse(prev as *mut ()) };
+            }
+            return;
+        }
         let old = self.publish_root(a, new | SPARSE_TAG);
         if old & 1 == 0 && old & SPARSE_TAG != 0 {
             // Just unlinked; the chunks it lists stay reachable from the new
@@ -1366,7 +1427,7 @@ impl Lpm {
     /// Give /8 `a` a home for block chunks: a sparse segment unless it is
     /// dense already.
     fn ensure_sparse_or_dense(&mut self, a: usize) {
-        let r = self.shared.root[a].load(Ordering::Acquire);
+        let r = self.root_now(a);
         if r & 1 == 0 {
             return;
         }
@@ -1459,7 +1520,7 @@ impl Lpm {
     /// segment).
     fn slot_word(&self, blk: u32) -> usize {
         let a = (blk >> SEG_BITS) as usize;
-        let r = self.shared.root[a].load(Ordering::Acquire);
+        let r = self.root_now(a);
         if r & 1 == 1 {
             return r;
         }
@@ -1501,6 +1562,7 @@ impl Lpm {
         for (b, w) in chunks {
             seg.slots[usize::from(*b)].store(*w, Ordering::Relaxed);
         }
+        self.discard_draft(a);
         let old = self.publish_root(a, Box::into_raw(seg) as usize);
         if old & 1 == 0 && old & SPARSE_TAG != 0 {
             // SAFETY: just unlinked; its chunks now hang off the dense one.
@@ -1516,6 +1578,7 @@ impl Lpm {
             return;
         }
         let d = self.best_le((a << SEG_BITS) as u32, 8);
+        self.discard_draft(a);
         let old = self.publish_root(a, leaf(d));
         self.mids.remove(&(a as u32));
         if old & 1 == 0 {
@@ -1826,6 +1889,9 @@ impl Lpm {
 
 impl Drop for Lpm {
     fn drop(&mut self) {
+        // Drafts are published first, so that `shared` frees what they
+        // list (only an unwinding change leaves any).
+        self.publish_drafts();
         // SAFETY: unlinked, retired once, each with its free function.
         unsafe { self.domain.retire_all(&mut self.retire) };
         // Published chunks stay reachable from `shared`, whose Drop frees them.
