@@ -400,6 +400,16 @@ fn sparse_segments_turn_dense_and_go_away_with_their_routes() {
     d.synchronize();
 }
 
+/// A seeded xorshift generator for the churn tests.
+fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
 /// Churn in one /8 that keeps its sparse segment near and past the size
 /// at which it carries directories: lookups, single and batched, agree
 /// with the model every few changes.
@@ -408,13 +418,7 @@ fn a_churning_sparse_segment_agrees_with_the_model() {
     let d = Domain::new();
     let mut t = Lpm::new_v4(&d);
     let mut model: Vec<(u128, u8, u32)> = Vec::new();
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
     let mut r = d.register();
     let lens = [16u8, 20, 22, 24, 24, 24, 24, 28];
     for step in 0..1500 {
@@ -423,7 +427,7 @@ fn a_churning_sparse_segment_agrees_with_the_model() {
         let a = if len == 32 { a } else { a & !(u32::MAX >> len) };
         let key = (u128::from(a) << 96, len);
         // The /8 holds between 35 and 50 routes once filled.
-        if model.len() < 35 || (model.len() < 50 && next() % 2 == 0) {
+        if model.len() < 35 || (model.len() < 50 && next().is_multiple_of(2)) {
             let nh = (next() % 50) as u32;
             t.insert_v4(a, len, nh).expect("route");
             model.retain(|(p, l, _)| (*p, *l) != key);
@@ -503,13 +507,7 @@ fn runs_of_held_changes_publish_what_the_model_holds() {
         })
     };
     let mut model: Vec<(u128, u8, u32)> = Vec::new();
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut next = xorshift(0x2545_f491_4f6c_dd1du64);
     let lens = [8u8, 12, 16, 18, 20, 22, 24, 24, 24, 24, 26, 32];
     for run in 0..300 {
         t.hold_retired();
@@ -530,7 +528,7 @@ fn runs_of_held_changes_publish_what_the_model_holds() {
             let a = (top << 24) | (next() as u32 & 0x00ff_ffff);
             let a = if len == 32 { a } else { a & !(u32::MAX >> len) };
             let key = (u128::from(a) << 96, len);
-            let grow = model.len() < 60 || fill || next() % 3 == 0;
+            let grow = model.len() < 60 || fill || next().is_multiple_of(3);
             if grow {
                 let nh = (next() % 64) as u32;
                 t.insert_v4(a, len, nh).expect("route");
