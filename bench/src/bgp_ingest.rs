@@ -317,8 +317,8 @@ pub fn run(opts: &Opts) -> Result<(), String> {
         "bgp-ingest: {n} VPNv4 routes in {} bytes of UPDATEs, {GROUPS} RDs/RTs",
         bytes.len()
     );
-    let dir = std::env::temp_dir().join(format!("vpnfwd-ingest-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let scratch = crate::ScratchDir::new("vpnfwd-ingest")?;
+    let dir = scratch.0.clone();
     let mut results = serde_json::Map::new();
     for target in targets.split(',') {
         let (mut lab, f, r) = net()?;
@@ -514,7 +514,7 @@ pub fn run(opts: &Opts) -> Result<(), String> {
             json!({"seconds": (outcome.seconds * 1000.0).round() / 1000.0, "routes_per_sec": (n as f64 / outcome.seconds).round(), "peak_rss_bytes": outcome.rss, "cpu_seconds": outcome.cpu}),
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(scratch);
     println!("{}", json!({ "results": results }));
     Ok(())
 }

@@ -836,8 +836,8 @@ pub fn run(opts: &Opts) -> Result<(), String> {
         .filter(|d| covered(*d))
         .take(ndest)
         .collect();
-    let dir = std::env::temp_dir().join(format!("vpnfwd-forward-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let scratch = crate::ScratchDir::new("vpnfwd-forward")?;
+    let dir = scratch.0.clone();
     let route_file = dir.join("routes.txt");
     let mut text = String::with_capacity(nroutes * 20);
     for r in &routes {
@@ -1026,7 +1026,7 @@ pub fn run(opts: &Opts) -> Result<(), String> {
             }),
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(scratch);
     println!("{}", json!({ "results": results }));
     Ok(())
 }

@@ -87,6 +87,29 @@ fn main() -> ExitCode {
     }
 }
 
+/// A directory of this process's own under the system's temporary
+/// directory, removed with everything in it when dropped: a run that stops
+/// on an error leaves nothing behind either.
+pub struct ScratchDir(pub std::path::PathBuf);
+
+impl ScratchDir {
+    /// Create `<tmp>/<name>-<pid>`.
+    ///
+    /// # Errors
+    /// The directory could not be created.
+    pub fn new(name: &str) -> Result<ScratchDir, String> {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        Ok(ScratchDir(dir))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Resident set size of this process in bytes (Linux), for memory deltas.
 pub fn rss_bytes() -> usize {
     std::fs::read_to_string("/proc/self/statm")
