@@ -141,10 +141,10 @@ thread_local! {
 }
 
 /// Borrow one of the writer's per-thread scratch vectors (empty). A writer
-/// recomputes a sparse /8's runs for most changes; with vectors of their
-/// own, those changes spent a quarter of their time in malloc and free.
-/// Per thread rather than per table, so that thousands of small tables do
-/// not each keep one.
+/// recomputes a sparse /8's runs for many changes; with vectors of their
+/// own, those were half of a route install's malloc and free calls. Per
+/// thread rather than per table, so that thousands of small tables do not
+/// each keep one.
 fn scratch<T>(key: &'static LocalKey<Cell<Vec<T>>>) -> Vec<T> {
     let mut v = key.try_with(Cell::take).unwrap_or_default();
     v.clear();
@@ -1113,7 +1113,10 @@ impl Lpm {
 
     /// Keep what changes unlink until [`Lpm::flush_retired`] or until
     /// [`HOLD_MAX`] objects wait (one retire for many changes instead of
-    /// one each, with the garbage held bounded).
+    /// one each, with the garbage held bounded). Until then, too, a sparse
+    /// /8's new segment stays a draft: readers see the changes to such /8s
+    /// when they are published, each /8 all at once (changes to dense /8s
+    /// they see as they are made, as before).
     pub fn hold_retired(&mut self) {
         self.hold_retired = true;
         if self.drafts.is_none() {
