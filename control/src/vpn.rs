@@ -3,7 +3,7 @@
 //! labeled VPN routes with their route distinguisher and export targets
 //! (§4.3.2, §4.3.4).
 //!
-//! Routes learned from peers are kept in [`crate::rib`]: per (prefix, peer,
+//! Routes learned from peers are kept in the `rib` module: per (prefix, peer,
 //! RD), each pointing at the path attributes of the UPDATE that carried
 //! it. For each VRF and prefix, the importable routes go through the
 //! decision process of RFC 4271 §9.1.2.2: highest LOCAL_PREF, shortest

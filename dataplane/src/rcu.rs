@@ -346,7 +346,7 @@ pub struct Guard<'r> {
 
 /// A lazily allocated, fixed-capacity array of RCU-managed boxes indexed by
 /// `u32`: the nexthop, label, port and VRF tables. Readers load without
-/// waiting; the writer replaces an entry with [`SlotArray::set`], which
+/// waiting; the writer replaces an entry with `SlotArray::set`, which
 /// retires the previous box.
 pub struct SlotArray<T: Send + Sync> {
     domain: Domain,

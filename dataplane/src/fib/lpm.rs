@@ -13,7 +13,7 @@
 //! As in Poptrie, the first 18 bits are direct-indexed, so an IPv4 /24 is a
 //! leaf of a chunk's root node. Routes of length ≤ 18 live in the root and
 //! segments (painted as leaves or as a segment slot's default); longer routes
-//! live in the chunk that owns their length range (see [`super::poptrie`]). A
+//! live in the chunk that owns their length range (see the `poptrie` module). A
 //! chunk answers "none" where none of its own routes cover the key and the
 //! lookup falls back to the best covering route seen on the way down, so a
 //! change to a short route never rebuilds a chunk.
