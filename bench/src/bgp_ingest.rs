@@ -121,6 +121,9 @@ fn proc_stat(pid: u32) -> (f64, u64) {
     (cpu, hwm * 1024)
 }
 
+/// When the feed began, and the receiver's threads' CPU seconds then.
+type Started = (Instant, Vec<(String, f64)>);
+
 struct Outcome {
     seconds: f64,
     cpu: f64,
@@ -142,89 +145,86 @@ fn drive(
     mut held: impl FnMut() -> usize,
 ) -> Result<Outcome, String> {
     let t = lab
-        .in_ns(
-            feeder_ns,
-            move || -> Result<(Instant, Vec<(String, f64)>), String> {
-                let mut s = None;
-                for _ in 0..100 {
-                    match TcpStream::connect_timeout(
-                        &format!("{RECEIVER}:179").parse().expect("addr"),
-                        Duration::from_secs(1),
-                    ) {
-                        Ok(c) => {
-                            s = Some(c);
-                            break;
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(100)),
-                    }
-                }
-                let mut s = s.ok_or("receiver never accepted the connection")?;
-                let ctx = Context::default();
-                let open = Open::new(
-                    65001,
-                    180,
-                    FEEDER.parse().expect("ip"),
-                    vec![
-                        wire::Capability::Multiprotocol(Afi::IPV4, Safi::MPLS_VPN),
-                        wire::Capability::RouteRefresh,
-                    ],
-                );
-                s.write_all(&wire::encode(&Message::Open(open), &ctx).expect("open"))
-                    .map_err(|e| e.to_string())?;
-                s.write_all(&wire::encode(&Message::Keepalive, &ctx).expect("keepalive"))
-                    .map_err(|e| e.to_string())?;
-                // Drain what the receiver sends until its KEEPALIVE has come.
-                let mut r = s.try_clone().map_err(|e| e.to_string())?;
-                let mut got = Vec::new();
-                let mut buf = [0u8; 4096];
-                let deadline = Instant::now() + Duration::from_secs(10);
-                r.set_read_timeout(Some(Duration::from_millis(200)))
-                    .map_err(|e| e.to_string())?;
-                let mut seen_keepalive = false;
-                while !seen_keepalive && Instant::now() < deadline {
-                    if let Ok(k) = r.read(&mut buf) {
-                        got.extend_from_slice(&buf[..k]);
-                    }
-                    let mut at = 0;
-                    while let Ok(Some(len)) = wire::frame_len(&got[at..]) {
-                        if got.len() < at + len {
-                            break;
-                        }
-                        seen_keepalive |= got[at + 18] == 4;
-                        at += len;
-                    }
-                }
-                if !seen_keepalive {
-                    return Err("no KEEPALIVE from the receiver".into());
-                }
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 65536];
-                    let _ = r.set_read_timeout(None);
-                    while let Ok(k) = r.read(&mut buf) {
-                        if k == 0 {
-                            break;
-                        }
-                    }
-                });
-                // The receiver's threads' CPU so far (start-up, the session's
-                // opening), so that the feed's share can be told apart.
-                let before = crate::thread_cpu_seconds(&pid.to_string());
-                let start = Instant::now();
-                s.write_all(&bytes).map_err(|e| e.to_string())?;
-                // Keep the session alive until the caller is done.
-                std::thread::spawn(move || loop {
-                    std::thread::sleep(Duration::from_secs(20));
-                    if s.write_all(
-                        &wire::encode(&Message::Keepalive, &Context::default()).unwrap_or_default(),
-                    )
-                    .is_err()
-                    {
+        .in_ns(feeder_ns, move || -> Result<Started, String> {
+            let mut s = None;
+            for _ in 0..100 {
+                match TcpStream::connect_timeout(
+                    &format!("{RECEIVER}:179").parse().expect("addr"),
+                    Duration::from_secs(1),
+                ) {
+                    Ok(c) => {
+                        s = Some(c);
                         break;
                     }
-                });
-                Ok((start, before))
-            },
-        )
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+            let mut s = s.ok_or("receiver never accepted the connection")?;
+            let ctx = Context::default();
+            let open = Open::new(
+                65001,
+                180,
+                FEEDER.parse().expect("ip"),
+                vec![
+                    wire::Capability::Multiprotocol(Afi::IPV4, Safi::MPLS_VPN),
+                    wire::Capability::RouteRefresh,
+                ],
+            );
+            s.write_all(&wire::encode(&Message::Open(open), &ctx).expect("open"))
+                .map_err(|e| e.to_string())?;
+            s.write_all(&wire::encode(&Message::Keepalive, &ctx).expect("keepalive"))
+                .map_err(|e| e.to_string())?;
+            // Drain what the receiver sends until its KEEPALIVE has come.
+            let mut r = s.try_clone().map_err(|e| e.to_string())?;
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            let deadline = Instant::now() + Duration::from_secs(10);
+            r.set_read_timeout(Some(Duration::from_millis(200)))
+                .map_err(|e| e.to_string())?;
+            let mut seen_keepalive = false;
+            while !seen_keepalive && Instant::now() < deadline {
+                if let Ok(k) = r.read(&mut buf) {
+                    got.extend_from_slice(&buf[..k]);
+                }
+                let mut at = 0;
+                while let Ok(Some(len)) = wire::frame_len(&got[at..]) {
+                    if got.len() < at + len {
+                        break;
+                    }
+                    seen_keepalive |= got[at + 18] == 4;
+                    at += len;
+                }
+            }
+            if !seen_keepalive {
+                return Err("no KEEPALIVE from the receiver".into());
+            }
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                let _ = r.set_read_timeout(None);
+                while let Ok(k) = r.read(&mut buf) {
+                    if k == 0 {
+                        break;
+                    }
+                }
+            });
+            // The receiver's threads' CPU so far (start-up, the session's
+            // opening), so that the feed's share can be told apart.
+            let before = crate::thread_cpu_seconds(&pid.to_string());
+            let start = Instant::now();
+            s.write_all(&bytes).map_err(|e| e.to_string())?;
+            // Keep the session alive until the caller is done.
+            std::thread::spawn(move || loop {
+                std::thread::sleep(Duration::from_secs(20));
+                if s.write_all(
+                    &wire::encode(&Message::Keepalive, &Context::default()).unwrap_or_default(),
+                )
+                .is_err()
+                {
+                    break;
+                }
+            });
+            Ok((start, before))
+        })
         .map_err(|e| e.to_string())?;
     let (start, before) = t.join().map_err(|_| "feeder thread failed".to_string())??;
     let deadline = start + Duration::from_secs(600);

@@ -64,7 +64,8 @@ pub struct RouteSet {
 
 /// A run of BGP routes over one remote nexthop (an UPDATE's routes share
 /// one): each takes its reference here, without a lookup of the nexthop's
-/// key (hashing it was an eighth of the control thread's work per route).
+/// key (hashing it was about a tenth of the control thread's instructions
+/// per route).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Hot {
     key: DynKey,

@@ -1222,14 +1222,16 @@ impl Lpm {
         (r & (1 | SPARSE_TAG) == 0).then(|| unsafe { &*(r as *const Segment) })
     }
 
-    /// The published sparse segment of /8 `a`, if it has one (untagged).
+    /// The sparse segment of /8 `a` as the writer sees it, if it has one
+    /// (untagged): its draft while changes are held, else the published one.
     fn sparse(&self, a: usize) -> Option<usize> {
         let r = self.root_now(a);
         (r & 1 == 0 && r & SPARSE_TAG != 0).then_some(r & !SPARSE_TAG)
     }
 
-    /// The runs sparse /8 `a` publishes: the writer reads them back from
-    /// the segment readers use rather than keeping a second copy.
+    /// The runs of sparse /8 `a`: the writer reads them back from its
+    /// segment (the one readers use, outside held changes) rather than
+    /// keeping a second copy.
     fn published_runs(&self, a: usize) -> Vec<(u16, usize)> {
         let Some(p) = self.sparse(a) else {
             return Vec::new();
