@@ -10,7 +10,9 @@
 //! (vpnfwd: its log's held-routes count; gobgpd: `gobgp neighbor` Accepted;
 //! BIRD: `birdc show protocols all` imported). Reported: seconds from the
 //! first UPDATE to the last route held, routes/s, the receiver's peak RSS
-//! and CPU seconds. vpnfwd takes the routes into its VPN table, its 1000
+//! and CPU seconds, for each of `--rounds` rounds (3 by default; each
+//! round runs every target once, in turn) and their medians, which the
+//! JSON line carries. vpnfwd takes the routes into its VPN table, its 1000
 //! VRFs (each importing one target) and the forwarding tables.
 
 use crate::gen;
@@ -296,225 +298,298 @@ fn last_held(log: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// One ingest of the feed by `target`, in a fresh pair of namespaces, its
+/// files in `dir` (empty).
+fn ingest_once(
+    target: &str,
+    dir: &Path,
+    bytes: &[u8],
+    n: usize,
+    poll: Duration,
+) -> Result<Outcome, String> {
+    let (mut lab, f, r) = net()?;
+    let outcome = match target {
+        "vpnfwd" => {
+            let bin = std::env::current_exe()
+                .map_err(|e| e.to_string())?
+                .with_file_name("vpnfwd");
+            let cfg = receiver_config();
+            let path = dir.join("vpnfwd.toml");
+            std::fs::write(&path, cfg).map_err(|e| e.to_string())?;
+            let log = dir.join("vpnfwd.log");
+            let pid = lab
+                .spawn(
+                    &r,
+                    &[
+                        bin.to_str().unwrap_or("vpnfwd"),
+                        "run",
+                        "--config",
+                        path.to_str().unwrap_or(""),
+                    ],
+                    &log,
+                )
+                .map_err(|e| e.0)?;
+            let o = drive(&lab, &f, bytes.to_vec(), n, poll, pid, || last_held(&log));
+            lab.stop(pid, Duration::from_secs(10));
+            o?
+        }
+        "gobgpd" => {
+            let path = dir.join("gobgpd.toml");
+            std::fs::write(
+                &path,
+                format!("[global.config]\n  as = 65001\n  router-id = \"{RECEIVER}\"\n[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{FEEDER}\"\n    peer-as = 65001\n  [neighbors.transport.config]\n    passive-mode = true\n  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"l3vpn-ipv4-unicast\"\n"),
+            )
+            .map_err(|e| e.to_string())?;
+            let log = dir.join("gobgpd.log");
+            let pid = lab
+                .spawn(
+                    &r,
+                    &[
+                        "gobgpd",
+                        "-t",
+                        "toml",
+                        "-f",
+                        path.to_str().unwrap_or(""),
+                        "-l",
+                        "warn",
+                    ],
+                    &log,
+                )
+                .map_err(|e| e.0)?;
+            let rr = r.clone();
+            let o = drive(&lab, &f, bytes.to_vec(), n, poll, pid, || {
+                // `gobgp neighbor`: "Peer AS Up/Down State |#Received Accepted".
+                let out = lab
+                    .exec(&rr, &["gobgp", "neighbor"])
+                    .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+                    .unwrap_or_default();
+                out.lines()
+                    .find(|l| l.starts_with(FEEDER))
+                    .and_then(|l| l.split_whitespace().last()?.parse::<usize>().ok())
+                    .unwrap_or(0)
+            });
+            lab.stop(pid, Duration::from_secs(10));
+            o?
+        }
+        "bird" => {
+            let path = dir.join("bird.conf");
+            let ctl = dir.join("bird.ctl");
+            std::fs::write(
+                &path,
+                format!("router id {RECEIVER};\nvpn4 table vpntab;\nprotocol device {{ }}\nprotocol bgp feed {{\n  local {RECEIVER} as 65001;\n  neighbor {FEEDER} as 65001;\n  passive on;\n  vpn4 mpls {{ table vpntab; import all; export none; }};\n}}\n"),
+            )
+            .map_err(|e| e.to_string())?;
+            let log = dir.join("bird.log");
+            let pid = lab
+                .spawn(
+                    &r,
+                    &[
+                        "bird",
+                        "-f",
+                        "-c",
+                        path.to_str().unwrap_or(""),
+                        "-s",
+                        ctl.to_str().unwrap_or(""),
+                    ],
+                    &log,
+                )
+                .map_err(|e| e.0)?;
+            let rr = r.clone();
+            let c = ctl.to_str().unwrap_or("").to_string();
+            let o = drive(&lab, &f, bytes.to_vec(), n, poll, pid, || {
+                let out = lab
+                    .exec(
+                        &rr,
+                        &["birdc", "-s", &c, "show", "protocols", "all", "feed"],
+                    )
+                    .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+                    .unwrap_or_default();
+                out.lines()
+                    .find(|l| l.contains("imported"))
+                    .and_then(|l| l.split_whitespace().find_map(|w| w.parse::<usize>().ok()))
+                    .unwrap_or(0)
+            });
+            lab.stop(pid, Duration::from_secs(10));
+            o?
+        }
+        "frr" => {
+            // FRR's bgpd alone (no zebra), as the interop test runs it.
+            let fd = dir.join("frr");
+            std::fs::create_dir_all(&fd).map_err(|e| e.to_string())?;
+            let d = fd.to_str().unwrap_or("").to_string();
+            let conf = fd.join("bgpd.conf");
+            std::fs::write(
+                &conf,
+                format!("hostname ingest\nrouter bgp 65001\n bgp router-id {RECEIVER}\n no bgp default ipv4-unicast\n no bgp ebgp-requires-policy\n neighbor {FEEDER} remote-as 65001\n neighbor {FEEDER} passive\n address-family ipv4 vpn\n  neighbor {FEEDER} activate\n exit-address-family\n"),
+            )
+            .map_err(|e| e.to_string())?;
+            let pidf = format!("{d}/bgpd.pid");
+            let zs = format!("{d}/zserv");
+            let pid = lab
+                .spawn(
+                    &r,
+                    &[
+                        "/usr/lib/frr/bgpd",
+                        "-Z",
+                        "-S",
+                        "-n",
+                        "-f",
+                        conf.to_str().unwrap_or(""),
+                        "-i",
+                        &pidf,
+                        "-z",
+                        &zs,
+                        "--vty_socket",
+                        &d,
+                        "-A",
+                        "127.0.0.1",
+                        "-P",
+                        "0",
+                    ],
+                    &fd.join("bgpd.log"),
+                )
+                .map_err(|e| e.0)?;
+            let rr = r.clone();
+            let o = drive(&lab, &f, bytes.to_vec(), n, poll, pid, || {
+                let out = lab
+                    .exec(
+                        &rr,
+                        &[
+                            "vtysh",
+                            "--vty_socket",
+                            &d,
+                            "-c",
+                            "show bgp ipv4 vpn summary json",
+                        ],
+                    )
+                    .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+                    .unwrap_or_default();
+                // One family asked: the peers are at the top level.
+                serde_json::from_str::<serde_json::Value>(&out)
+                    .ok()
+                    .and_then(|v| v["peers"][FEEDER]["pfxRcd"].as_u64())
+                    .unwrap_or(0) as usize
+            });
+            lab.stop(pid, Duration::from_secs(10));
+            o?
+        }
+        other => {
+            return Err(format!(
+                "unknown target {other:?} (vpnfwd, gobgpd, bird, frr)"
+            ))
+        }
+    };
+    Ok(outcome)
+}
+
+/// The median of `v` (the mean of the middle two of an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 /// Run the benchmark.
 pub fn run(opts: &Opts) -> Result<(), String> {
     if !vpnfwd_tests::can_run() {
         return Err("bgp-ingest needs root (it builds network namespaces)".into());
     }
     let n: usize = opts.num("routes", 1_000_000)?;
-    let targets = opts
+    let targets: Vec<String> = opts
         .0
         .get("target")
-        .cloned()
-        .unwrap_or_else(|| "vpnfwd,gobgpd,bird,frr".into());
+        .map_or("vpnfwd,gobgpd,bird,frr", String::as_str)
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    if let Some(t) = targets
+        .iter()
+        .find(|t| !["vpnfwd", "gobgpd", "bird", "frr"].contains(&t.as_str()))
+    {
+        return Err(format!("unknown target {t:?} (vpnfwd, gobgpd, bird, frr)"));
+    }
     let poll = Duration::from_millis(opts.num("poll-ms", 100)?);
     if poll.is_zero() {
         return Err("--poll-ms must be at least 1".into());
     }
+    let rounds: usize = opts.num("rounds", 3)?;
+    if rounds == 0 {
+        return Err("--rounds must be at least 1".into());
+    }
     let routes = gen::table(n, false, 1, opts.num("seed", 1)?);
     let bytes = feed(&routes);
     println!(
-        "bgp-ingest: {n} VPNv4 routes in {} bytes of UPDATEs, {GROUPS} RDs/RTs",
+        "bgp-ingest: {n} VPNv4 routes in {} bytes of UPDATEs, {GROUPS} RDs/RTs, {rounds} round(s), targets taking turns",
         bytes.len()
     );
     let scratch = crate::ScratchDir::new("vpnfwd-ingest")?;
-    let dir = scratch.0.clone();
-    let mut results = serde_json::Map::new();
-    for target in targets.split(',') {
-        let (mut lab, f, r) = net()?;
-        let outcome = match target {
-            "vpnfwd" => {
-                let bin = std::env::current_exe()
-                    .map_err(|e| e.to_string())?
-                    .with_file_name("vpnfwd");
-                let cfg = receiver_config();
-                let path = dir.join("vpnfwd.toml");
-                std::fs::write(&path, cfg).map_err(|e| e.to_string())?;
-                let log = dir.join("vpnfwd.log");
-                let pid = lab
-                    .spawn(
-                        &r,
-                        &[
-                            bin.to_str().unwrap_or("vpnfwd"),
-                            "run",
-                            "--config",
-                            path.to_str().unwrap_or(""),
-                        ],
-                        &log,
-                    )
-                    .map_err(|e| e.0)?;
-                let o = drive(&lab, &f, bytes.clone(), n, poll, pid, || last_held(&log));
-                lab.stop(pid, Duration::from_secs(10));
-                o?
-            }
-            "gobgpd" => {
-                let path = dir.join("gobgpd.toml");
-                std::fs::write(
-                    &path,
-                    format!("[global.config]\n  as = 65001\n  router-id = \"{RECEIVER}\"\n[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{FEEDER}\"\n    peer-as = 65001\n  [neighbors.transport.config]\n    passive-mode = true\n  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"l3vpn-ipv4-unicast\"\n"),
-                )
-                .map_err(|e| e.to_string())?;
-                let log = dir.join("gobgpd.log");
-                let pid = lab
-                    .spawn(
-                        &r,
-                        &[
-                            "gobgpd",
-                            "-t",
-                            "toml",
-                            "-f",
-                            path.to_str().unwrap_or(""),
-                            "-l",
-                            "warn",
-                        ],
-                        &log,
-                    )
-                    .map_err(|e| e.0)?;
-                let rr = r.clone();
-                let o = drive(&lab, &f, bytes.clone(), n, poll, pid, || {
-                    // `gobgp neighbor`: "Peer AS Up/Down State |#Received Accepted".
-                    let out = lab
-                        .exec(&rr, &["gobgp", "neighbor"])
-                        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-                        .unwrap_or_default();
-                    out.lines()
-                        .find(|l| l.starts_with(FEEDER))
-                        .and_then(|l| l.split_whitespace().last()?.parse::<usize>().ok())
-                        .unwrap_or(0)
-                });
-                lab.stop(pid, Duration::from_secs(10));
-                o?
-            }
-            "bird" => {
-                let path = dir.join("bird.conf");
-                let ctl = dir.join("bird.ctl");
-                std::fs::write(
-                    &path,
-                    format!("router id {RECEIVER};\nvpn4 table vpntab;\nprotocol device {{ }}\nprotocol bgp feed {{\n  local {RECEIVER} as 65001;\n  neighbor {FEEDER} as 65001;\n  passive on;\n  vpn4 mpls {{ table vpntab; import all; export none; }};\n}}\n"),
-                )
-                .map_err(|e| e.to_string())?;
-                let log = dir.join("bird.log");
-                let pid = lab
-                    .spawn(
-                        &r,
-                        &[
-                            "bird",
-                            "-f",
-                            "-c",
-                            path.to_str().unwrap_or(""),
-                            "-s",
-                            ctl.to_str().unwrap_or(""),
-                        ],
-                        &log,
-                    )
-                    .map_err(|e| e.0)?;
-                let rr = r.clone();
-                let c = ctl.to_str().unwrap_or("").to_string();
-                let o = drive(&lab, &f, bytes.clone(), n, poll, pid, || {
-                    let out = lab
-                        .exec(
-                            &rr,
-                            &["birdc", "-s", &c, "show", "protocols", "all", "feed"],
-                        )
-                        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-                        .unwrap_or_default();
-                    out.lines()
-                        .find(|l| l.contains("imported"))
-                        .and_then(|l| l.split_whitespace().find_map(|w| w.parse::<usize>().ok()))
-                        .unwrap_or(0)
-                });
-                lab.stop(pid, Duration::from_secs(10));
-                o?
-            }
-            "frr" => {
-                // FRR's bgpd alone (no zebra), as the interop test runs it.
-                let fd = dir.join("frr");
-                std::fs::create_dir_all(&fd).map_err(|e| e.to_string())?;
-                let d = fd.to_str().unwrap_or("").to_string();
-                let conf = fd.join("bgpd.conf");
-                std::fs::write(
-                    &conf,
-                    format!("hostname ingest\nrouter bgp 65001\n bgp router-id {RECEIVER}\n no bgp default ipv4-unicast\n no bgp ebgp-requires-policy\n neighbor {FEEDER} remote-as 65001\n neighbor {FEEDER} passive\n address-family ipv4 vpn\n  neighbor {FEEDER} activate\n exit-address-family\n"),
-                )
-                .map_err(|e| e.to_string())?;
-                let pidf = format!("{d}/bgpd.pid");
-                let zs = format!("{d}/zserv");
-                let pid = lab
-                    .spawn(
-                        &r,
-                        &[
-                            "/usr/lib/frr/bgpd",
-                            "-Z",
-                            "-S",
-                            "-n",
-                            "-f",
-                            conf.to_str().unwrap_or(""),
-                            "-i",
-                            &pidf,
-                            "-z",
-                            &zs,
-                            "--vty_socket",
-                            &d,
-                            "-A",
-                            "127.0.0.1",
-                            "-P",
-                            "0",
-                        ],
-                        &fd.join("bgpd.log"),
-                    )
-                    .map_err(|e| e.0)?;
-                let rr = r.clone();
-                let o = drive(&lab, &f, bytes.clone(), n, poll, pid, || {
-                    let out = lab
-                        .exec(
-                            &rr,
-                            &[
-                                "vtysh",
-                                "--vty_socket",
-                                &d,
-                                "-c",
-                                "show bgp ipv4 vpn summary json",
-                            ],
-                        )
-                        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-                        .unwrap_or_default();
-                    // One family asked: the peers are at the top level.
-                    serde_json::from_str::<serde_json::Value>(&out)
-                        .ok()
-                        .and_then(|v| v["peers"][FEEDER]["pfxRcd"].as_u64())
-                        .unwrap_or(0) as usize
-                });
-                lab.stop(pid, Duration::from_secs(10));
-                o?
-            }
-            other => {
-                return Err(format!(
-                    "unknown target {other:?} (vpnfwd, gobgpd, bird, frr)"
-                ))
-            }
-        };
-        println!(
-            "  {target:<8} {:>8.2} s  {:>10.0} routes/s  peak RSS {:>7.1} MiB  CPU {:>6.2} s",
-            outcome.seconds,
-            n as f64 / outcome.seconds,
-            outcome.rss as f64 / (1 << 20) as f64,
-            outcome.cpu
-        );
-        let threads: Vec<String> = outcome
-            .threads
-            .iter()
-            .map(|(name, s)| format!("{name} {s:.3} s"))
-            .collect();
-        println!(
-            "           busiest threads from the first UPDATE on: {}",
-            threads.join(", ")
-        );
-        results.insert(
-            target.to_string(),
-            json!({"seconds": (outcome.seconds * 1000.0).round() / 1000.0, "routes_per_sec": (n as f64 / outcome.seconds).round(), "peak_rss_bytes": outcome.rss, "cpu_seconds": outcome.cpu}),
-        );
+    let mut runs: Vec<Vec<Outcome>> = targets.iter().map(|_| Vec::new()).collect();
+    // Round-robin: each round runs every target once, so that the
+    // machine's slow and fast spells fall on all of them alike.
+    for round in 0..rounds {
+        for (target, done) in targets.iter().zip(runs.iter_mut()) {
+            // A directory of its own per run: its log starts empty.
+            let dir = scratch.0.join(format!("{round}-{target}"));
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let outcome = ingest_once(target, &dir, &bytes, n, poll)?;
+            println!(
+                "  {round}  {target:<8} {:>8.3} s  {:>10.0} routes/s  peak RSS {:>7.1} MiB  CPU {:>6.2} s",
+                outcome.seconds,
+                n as f64 / outcome.seconds,
+                outcome.rss as f64 / (1 << 20) as f64,
+                outcome.cpu
+            );
+            let threads: Vec<String> = outcome
+                .threads
+                .iter()
+                .map(|(name, s)| format!("{name} {s:.3} s"))
+                .collect();
+            println!(
+                "              busiest threads from the first UPDATE on: {}",
+                threads.join(", ")
+            );
+            done.push(outcome);
+        }
     }
     drop(scratch);
+    let mut results = serde_json::Map::new();
+    let mut medians = Vec::new();
+    println!("medians of {rounds} round(s):");
+    for (target, done) in targets.iter().zip(&runs) {
+        let seconds = median(done.iter().map(|o| o.seconds).collect());
+        let rss = median(done.iter().map(|o| o.rss as f64).collect()) as u64;
+        let cpu = median(done.iter().map(|o| o.cpu).collect());
+        println!(
+            "  {target:<8} {seconds:>8.3} s  {:>10.0} routes/s  peak RSS {:>7.1} MiB  CPU {cpu:>6.2} s",
+            n as f64 / seconds,
+            rss as f64 / (1 << 20) as f64,
+        );
+        medians.push((target.as_str(), seconds, rss));
+        results.insert(
+            target.to_string(),
+            json!({
+                "seconds": (seconds * 1000.0).round() / 1000.0,
+                "routes_per_sec": (n as f64 / seconds).round(),
+                "peak_rss_bytes": rss,
+                "cpu_seconds": cpu,
+                "rounds_seconds": done.iter().map(|o| (o.seconds * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
+            }),
+        );
+    }
+    if let Some((_, ours, our_rss)) = medians.iter().find(|m| m.0 == "vpnfwd") {
+        let others = medians.iter().filter(|m| m.0 != "vpnfwd");
+        if let Some((name, best, _)) = others.clone().min_by(|a, b| a.1.total_cmp(&b.1)) {
+            let least_rss = others.map(|m| m.2).min().unwrap_or(0);
+            println!(
+                "vpnfwd: {:.2}x the fastest other ({name}), peak RSS {:.2}x the least other's",
+                best / ours,
+                *our_rss as f64 / least_rss.max(1) as f64
+            );
+        }
+    }
     println!("{}", json!({ "results": results }));
     Ok(())
 }

@@ -7,7 +7,7 @@
 //!                [--backend afpacket|dpdk] [--vdev net_af_xdp|net_af_packet]
 //!                [--size B] [--destinations N] [--flows N] [--rate PPS] [--dut-core N]
 //!                [--generator afxdp|afpacket] [--seconds T]   (root)
-//! bench bgp-ingest --routes N [--target vpnfwd,gobgpd,bird,frr]   (root)
+//! bench bgp-ingest --routes N [--target vpnfwd,gobgpd,bird,frr] [--rounds R] [--poll-ms P]   (root)
 //! bench route-install --routes N [--rounds R] [--seed S]
 //! ```
 //! Each prints a human summary and, as its last line, one JSON object.
