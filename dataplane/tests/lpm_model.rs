@@ -4,7 +4,7 @@ use dataplane::fib::{Lpm, NO_ROUTE};
 use dataplane::rcu::Domain;
 use proptest::prelude::*;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 enum Op {
     Insert(u128, u8, u32),
     Remove(u128, u8),
@@ -78,7 +78,12 @@ fn ops(bits: u32) -> impl Strategy<Value = Vec<Op>> {
     prop::collection::vec(op, 1..120)
 }
 
-fn run(bits: u32, ops: Vec<Op>, probes: Vec<u128>) {
+/// Apply `ops` to a table and to the model, checking every answer. With
+/// `held` > 0 the ops go in runs of that many, each held
+/// ([`Lpm::hold_retired`] … [`Lpm::flush_retired`], as the
+/// forwarding-table thread applies a batch), and lookups are checked after
+/// each run; the previous nexthop each change returns is checked always.
+fn run(bits: u32, ops: Vec<Op>, probes: Vec<u128>, held: usize) {
     let d = Domain::new();
     let mut t = if bits == 32 {
         Lpm::new_v4(&d)
@@ -87,33 +92,41 @@ fn run(bits: u32, ops: Vec<Op>, probes: Vec<u128>) {
     };
     let mut model: Vec<(u128, u8, u32)> = Vec::new();
     let shift = 128 - bits;
-    for op in ops {
-        match op {
-            Op::Insert(p, l, nh) => {
-                let r = if bits == 32 {
-                    t.insert_v4(p as u32, l, nh)
-                } else {
-                    t.insert_v6(p, l, nh)
-                };
-                let old = model
-                    .iter()
-                    .position(|(mp, ml, _)| *mp == p && *ml == l)
-                    .map(|i| model.remove(i).2);
-                assert_eq!(r.expect("valid route"), old);
-                model.push((p, l, nh));
+    for group in ops.chunks(held.max(1)) {
+        if held > 0 {
+            t.hold_retired();
+        }
+        for op in group.iter().copied() {
+            match op {
+                Op::Insert(p, l, nh) => {
+                    let r = if bits == 32 {
+                        t.insert_v4(p as u32, l, nh)
+                    } else {
+                        t.insert_v6(p, l, nh)
+                    };
+                    let old = model
+                        .iter()
+                        .position(|(mp, ml, _)| *mp == p && *ml == l)
+                        .map(|i| model.remove(i).2);
+                    assert_eq!(r.expect("valid route"), old);
+                    model.push((p, l, nh));
+                }
+                Op::Remove(p, l) => {
+                    let r = if bits == 32 {
+                        t.remove_v4(p as u32, l)
+                    } else {
+                        t.remove_v6(p, l)
+                    };
+                    let old = model
+                        .iter()
+                        .position(|(mp, ml, _)| *mp == p && *ml == l)
+                        .map(|i| model.remove(i).2);
+                    assert_eq!(r.expect("valid route"), old);
+                }
             }
-            Op::Remove(p, l) => {
-                let r = if bits == 32 {
-                    t.remove_v4(p as u32, l)
-                } else {
-                    t.remove_v6(p, l)
-                };
-                let old = model
-                    .iter()
-                    .position(|(mp, ml, _)| *mp == p && *ml == l)
-                    .map(|i| model.remove(i).2);
-                assert_eq!(r.expect("valid route"), old);
-            }
+        }
+        if held > 0 {
+            t.flush_retired();
         }
         assert_eq!(t.len(), model.len());
         let mut keys: Vec<u128> = probes.clone();
@@ -179,12 +192,30 @@ proptest! {
 
     #[test]
     fn ipv4_lpm_matches_a_linear_scan(ops in ops(32), probes in prop::collection::vec(addr(32), 8)) {
-        run(32, ops, probes);
+        run(32, ops, probes, 0);
     }
 
     #[test]
     fn ipv6_lpm_matches_a_linear_scan(ops in ops(128), probes in prop::collection::vec(addr(128), 8)) {
-        run(128, ops, probes);
+        run(128, ops, probes, 0);
+    }
+
+    #[test]
+    fn ipv4_lpm_changed_in_held_runs_matches_a_linear_scan(
+        ops in ops(32),
+        probes in prop::collection::vec(addr(32), 8),
+        held in 1usize..48,
+    ) {
+        run(32, ops, probes, held);
+    }
+
+    #[test]
+    fn ipv6_lpm_changed_in_held_runs_matches_a_linear_scan(
+        ops in ops(128),
+        probes in prop::collection::vec(addr(128), 8),
+        held in 1usize..48,
+    ) {
+        run(128, ops, probes, held);
     }
 }
 
@@ -471,8 +502,9 @@ fn a_churning_sparse_segment_agrees_with_the_model() {
 }
 
 /// Changes held in runs (as the forwarding-table thread applies a batch:
-/// [`Lpm::hold_retired`] … [`Lpm::flush_retired`]) keep each sparse /8's
-/// newest segment as an unpublished draft and publish it once at the end.
+/// [`Lpm::hold_retired`] … [`Lpm::flush_retired`]) change each sparse
+/// /8's runs in an unpublished draft, built into a segment and published
+/// once at the end.
 /// After every run the table agrees with the model, through /8s that turn
 /// dense, go away and come back inside a run, while a reader looks up
 /// throughout.

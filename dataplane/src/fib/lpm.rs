@@ -41,8 +41,9 @@
 
 use super::poptrie::{self, ChunkRoute, Words, CHILD, NO_ROUTE};
 use super::sparse::{
-    build_sparse, free_sparse, push_dirs, push_keys, set_run, sparse_counts, sparse_key,
-    sparse_lower, sparse_runs_into, sparse_runs_of, sparse_slot, sparse_storage, sparse_words,
+    build_sparse, free_sparse, push_dirs, push_keys, set_run, sparse_counts, sparse_entries,
+    sparse_key, sparse_lower, sparse_runs_into, sparse_runs_of, sparse_slot, sparse_storage,
+    sparse_words,
 };
 use crate::rcu::{Domain, Guard, WeakDomain};
 use std::cell::Cell;
@@ -138,6 +139,37 @@ thread_local! {
     static CHUNKS: Cell<Vec<(u16, usize)>> = const { Cell::new(Vec::new()) };
     /// The blocks where a sparse /8's word may change.
     static POINTS: Cell<Vec<u16>> = const { Cell::new(Vec::new()) };
+    /// Spare run lists for sparse /8s' drafts while changes are held.
+    static DRAFTS: Cell<Vec<Vec<(u16, usize)>>> = const { Cell::new(Vec::new()) };
+}
+
+/// An empty run list for a draft: a spare one of this thread's if it has
+/// one. A run of changes drafts dozens of /8s, each list growing to a few
+/// dozen runs; growing fresh ones took more of the writer's time than it
+/// saved.
+fn draft_list() -> Vec<(u16, usize)> {
+    DRAFTS
+        .try_with(|c| {
+            let mut spare = c.take();
+            let v = spare.pop();
+            c.set(spare);
+            v
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Vec::with_capacity(32))
+}
+
+/// Give back a draft's run list (up to 256 kept per thread, one per /8).
+fn spare_draft_list(mut v: Vec<(u16, usize)>) {
+    v.clear();
+    let _ = DRAFTS.try_with(|c| {
+        let mut spare = c.take();
+        if spare.len() < 256 {
+            spare.push(v);
+        }
+        c.set(spare);
+    });
 }
 
 /// Borrow one of the writer's per-thread scratch vectors (empty). A writer
@@ -920,6 +952,9 @@ enum Change {
     Removed,
 }
 
+/// Per /8, the runs of its draft (see [`Lpm::hold_retired`]).
+type Drafts = [Option<Vec<(u16, usize)>>; 256];
+
 /// The writer of one family's table: owns the route set and publishes changes.
 pub struct Lpm {
     shared: Arc<LpmShared>,
@@ -945,10 +980,10 @@ pub struct Lpm {
     pending: IntMap<u32, usize>,
     /// `retire` is flushed by [`Lpm::flush_retired`] only.
     hold_retired: bool,
-    /// While changes are held: each sparse /8's newest segment, not yet
-    /// published (0: none). A run of changes to one /8 replaces its draft,
-    /// freed at once (no reader ever saw it), and publishes once.
-    drafts: Option<Box<[usize; 256]>>,
+    /// While changes are held: the runs of each sparse /8 changed in the
+    /// run, changed in place and not yet published (None: unchanged). A
+    /// /8's segment is built and published once, when the run ends.
+    drafts: Option<Box<Drafts>>,
     entries: Vec<ChunkEntry>,
 }
 
@@ -1114,13 +1149,14 @@ impl Lpm {
     /// Keep what changes unlink until [`Lpm::flush_retired`] or until
     /// [`HOLD_MAX`] objects wait (one retire for many changes instead of
     /// one each, with the garbage held bounded). Until then, too, a sparse
-    /// /8's new segment stays a draft: readers see the changes to such /8s
-    /// when they are published, each /8 all at once (changes to dense /8s
-    /// they see as they are made, as before).
+    /// /8's changes go to a draft of its runs, changed in place; its
+    /// segment is built once from the draft when the draft is published.
+    /// Readers see the changes to such /8s then, each /8 all at once
+    /// (changes to dense /8s they see as they are made, as before).
     pub fn hold_retired(&mut self) {
         self.hold_retired = true;
         if self.drafts.is_none() {
-            self.drafts = Some(Box::new([0; 256]));
+            self.drafts = Some(Box::new([const { None }; 256]));
         }
     }
 
@@ -1134,46 +1170,64 @@ impl Lpm {
         unsafe { self.domain.retire_all(&mut self.retire) };
     }
 
-    /// Publish every draft segment, retiring what each replaces. Done
-    /// before anything in `retire` goes to the domain: a chunk a draft
-    /// replaced is still listed by the published segment until then.
+    /// Build and publish a segment for every draft, retiring what each
+    /// replaces. Done before anything in `retire` goes to the domain: a
+    /// chunk a draft replaced is still listed by the published segment
+    /// until then.
     fn publish_drafts(&mut self) {
         let Some(mut d) = self.drafts.take() else {
             return;
         };
-        for (a, w) in d.iter_mut().enumerate() {
-            if *w != 0 {
-                let old = self.publish_root(a, *w | SPARSE_TAG);
-                *w = 0;
+        for (a, runs) in d.iter_mut().enumerate() {
+            if let Some(runs) = runs.take() {
+                let old = self.publish_root(a, build_sparse(&runs) | SPARSE_TAG);
                 if old & 1 == 0 && old & SPARSE_TAG != 0 {
                     self.retire
                         .push(((old & !SPARSE_TAG) as *mut (), free_sparse));
                 }
+                spare_draft_list(runs);
             }
         }
         self.drafts = Some(d);
     }
 
-    /// Free /8 `a`'s draft segment, if any: a root word is about to
-    /// replace it.
+    /// Drop /8 `a`'s draft, if any: a root word is about to replace it.
     fn discard_draft(&mut self, a: usize) {
-        if let Some(d) = &mut self.drafts {
-            if d[a] != 0 {
-                // SAFETY: a draft was never published, so no reader holds
-                // it; the writer drops its only reference here.
-                unsafe { free_sparse(d[a] as *mut ()) };
-                d[a] = 0;
-            }
+        if let Some(runs) = self.drafts.as_mut().and_then(|d| d[a].take()) {
+            spare_draft_list(runs);
         }
     }
 
-    /// The root word /8 `a` has as the writer sees it: its draft if it has
-    /// one, else the published word.
-    fn root_now(&self, a: usize) -> usize {
-        match &self.drafts {
-            Some(d) if d[a] != 0 => d[a] | SPARSE_TAG,
-            _ => self.shared.root[a].load(Ordering::Acquire),
+    /// /8 `a`'s draft runs, if it has one.
+    fn draft(&self, a: usize) -> Option<&Vec<(u16, usize)>> {
+        self.drafts.as_ref()?[a].as_ref()
+    }
+
+    /// /8 `a`'s draft runs while changes are held, made from its published
+    /// segment on its first change in the run. None when changes are not
+    /// held, or when the /8 has neither a draft nor a sparse segment.
+    fn draft_mut(&mut self, a: usize) -> Option<&mut Vec<(u16, usize)>> {
+        let p = self.published_sparse(a);
+        let slot = &mut self.drafts.as_mut()?[a];
+        if slot.is_none() {
+            let mut runs = draft_list();
+            // SAFETY: the writer is the only one that frees segments.
+            unsafe { sparse_runs_into(p?, &mut runs) };
+            *slot = Some(runs);
         }
+        slot.as_mut()
+    }
+
+    /// The sparse segment readers see for /8 `a` (untagged), if any.
+    fn published_sparse(&self, a: usize) -> Option<usize> {
+        let r = self.shared.root[a].load(Ordering::Acquire);
+        (r & 1 == 0 && r & SPARSE_TAG != 0).then_some(r & !SPARSE_TAG)
+    }
+
+    /// True if /8 `a` is sparse as the writer sees it: it has a draft or
+    /// a published sparse segment.
+    fn is_sparse(&self, a: usize) -> bool {
+        self.draft(a).is_some() || self.published_sparse(a).is_some()
     }
 
     /// The best route of length ≤ `max` covering the 18-bit block `blk`.
@@ -1222,18 +1276,14 @@ impl Lpm {
         (r & (1 | SPARSE_TAG) == 0).then(|| unsafe { &*(r as *const Segment) })
     }
 
-    /// The sparse segment of /8 `a` as the writer sees it, if it has one
-    /// (untagged): its draft while changes are held, else the published one.
-    fn sparse(&self, a: usize) -> Option<usize> {
-        let r = self.root_now(a);
-        (r & 1 == 0 && r & SPARSE_TAG != 0).then_some(r & !SPARSE_TAG)
-    }
-
-    /// The runs of sparse /8 `a`: the writer reads them back from its
-    /// segment (the one readers use, outside held changes) rather than
-    /// keeping a second copy.
+    /// The runs of sparse /8 `a`: its draft's while changes are held, else
+    /// read back from its segment (the one readers use) rather than kept
+    /// in a second copy.
     fn published_runs(&self, a: usize) -> Vec<(u16, usize)> {
-        let Some(p) = self.sparse(a) else {
+        if let Some(runs) = self.draft(a) {
+            return runs.clone();
+        }
+        let Some(p) = self.published_sparse(a) else {
             return Vec::new();
         };
         // SAFETY: the writer is the only one that frees segments.
@@ -1243,7 +1293,9 @@ impl Lpm {
     /// The chunks of sparse /8 `a` into `out` (cleared first): (block, chunk).
     fn sparse_chunks_into(&self, a: usize, out: &mut Vec<(u16, usize)>) {
         out.clear();
-        if let Some(p) = self.sparse(a) {
+        if let Some(runs) = self.draft(a) {
+            out.extend(runs.iter().filter(|(_, w)| w & 1 == 0));
+        } else if let Some(p) = self.published_sparse(a) {
             // SAFETY: the writer is the only one that frees segments.
             unsafe { sparse_runs_into(p, out) };
             out.retain(|(_, w)| w & 1 == 0);
@@ -1257,7 +1309,7 @@ impl Lpm {
         runs.clear();
         // A /8 with no route of length 9–18 and no chunk yet (its first
         // long route is arriving): one run of its covering route.
-        if self.sparse(a).is_none() && self.mids.get(&(a as u32)).is_none_or(|m| m.is_empty()) {
+        if !self.is_sparse(a) && self.mids.get(&(a as u32)).is_none_or(|m| m.is_empty()) {
             runs.push((0, leaf(self.best_le((a << SEG_BITS) as u32, TOP_BITS))));
             return;
         }
@@ -1315,7 +1367,7 @@ impl Lpm {
     /// Publish /8 `a`'s sparse segment afresh, its runs recomputed from the
     /// writer's state (after a change of a route of length ≤ 18).
     fn publish_sparse(&mut self, a: usize) {
-        if self.sparse(a).is_none() {
+        if !self.is_sparse(a) {
             return;
         }
         let mut runs = scratch(&RUNS);
@@ -1324,13 +1376,20 @@ impl Lpm {
         unscratch(&RUNS, runs);
     }
 
-    /// Publish `runs` as /8 `a`'s sparse segment, retiring the old one; too
-    /// many runs make the /8 dense instead.
+    /// Publish `runs` as /8 `a`'s sparse segment, retiring the old one
+    /// (while changes are held: make them its draft); too many runs make
+    /// the /8 dense instead.
     fn publish_runs(&mut self, a: usize, runs: &[(u16, usize)]) {
         if runs.len() > SPARSE_MAX {
             let chunks: Vec<(u16, usize)> =
                 runs.iter().copied().filter(|(_, w)| w & 1 == 0).collect();
             self.make_dense(a, &chunks);
+            return;
+        }
+        if let Some(d) = &mut self.drafts {
+            let draft = d[a].get_or_insert_with(draft_list);
+            draft.clear();
+            draft.extend_from_slice(runs);
             return;
         }
         self.replace_sparse(a, build_sparse(runs));
@@ -1348,16 +1407,13 @@ impl Lpm {
         old
     }
 
-    /// Publish the sparse segment `new` for /8 `a`, retiring the old one.
+    /// Publish the sparse segment `new` for /8 `a`, retiring the old one
+    /// (changes not held).
     fn replace_sparse(&mut self, a: usize, new: usize) {
-        if let Some(d) = &mut self.drafts {
-            let prev = std::mem::replace(&mut d[a], new);
-            if prev != 0 {
-                // SAFETY: a draft was never published (see `discard_draft`).
-                unsafe { free_sparse(prev as *mut ()) };
-            }
-            return;
-        }
+        debug_assert!(
+            self.drafts.is_none(),
+            "a segment published while changes are held"
+        );
         let old = self.publish_root(a, new | SPARSE_TAG);
         if old & 1 == 0 && old & SPARSE_TAG != 0 {
             // Just unlinked; the chunks it lists stay reachable from the new
@@ -1373,10 +1429,10 @@ impl Lpm {
     /// the /8 stays within [`SPARSE_MAX`] runs). False when the general
     /// path must run.
     fn sparse_put_single(&mut self, a: usize, b: u16, w: usize) -> bool {
-        if w & 1 == 1 {
+        if w & 1 == 1 || self.drafts.is_some() {
             return false;
         }
-        let Some(p) = self.sparse(a) else {
+        let Some(p) = self.published_sparse(a) else {
             return false;
         };
         let base = p as *const usize;
@@ -1432,8 +1488,7 @@ impl Lpm {
     /// Give /8 `a` a home for block chunks: a sparse segment unless it is
     /// dense already.
     fn ensure_sparse_or_dense(&mut self, a: usize) {
-        let r = self.root_now(a);
-        if r & 1 == 0 {
+        if self.draft(a).is_some() || self.shared.root[a].load(Ordering::Acquire) & 1 == 0 {
             return;
         }
         let mut runs = scratch(&RUNS);
@@ -1452,16 +1507,26 @@ impl Lpm {
             seg.slots[b].store(w, Ordering::Release);
             return;
         }
-        if self.sparse(a).is_none() {
+        if !self.is_sparse(a) {
             return;
         }
         if word.is_some_and(|w| self.sparse_put_single(a, b as u16, w)) {
             return;
         }
         let w = word.unwrap_or_else(|| leaf(self.best_le(blk, TOP_BITS)));
-        // One block changes: split its run, merge equal neighbours.
+        // One block changes: split its run, merge equal neighbours. While
+        // changes are held, in the /8's draft.
+        if let Some(runs) = self.draft_mut(a) {
+            set_run(runs, b as u16, w);
+            if runs.len() > SPARSE_MAX {
+                let chunks: Vec<(u16, usize)> =
+                    runs.iter().copied().filter(|(_, w)| w & 1 == 0).collect();
+                self.make_dense(a, &chunks);
+            }
+            return;
+        }
         let mut runs = scratch(&RUNS);
-        if let Some(p) = self.sparse(a) {
+        if let Some(p) = self.published_sparse(a) {
             // SAFETY: the writer is the only one that frees segments.
             unsafe { sparse_runs_into(p, &mut runs) };
         }
@@ -1525,12 +1590,17 @@ impl Lpm {
     /// segment).
     fn slot_word(&self, blk: u32) -> usize {
         let a = (blk >> SEG_BITS) as usize;
-        let r = self.root_now(a);
+        let b = blk as usize & (SEG_LEN - 1);
+        if let Some(runs) = self.draft(a) {
+            let i = runs.partition_point(|(s, _)| usize::from(*s) <= b);
+            return runs[i.saturating_sub(1)].1;
+        }
+        let r = self.shared.root[a].load(Ordering::Acquire);
         if r & 1 == 1 {
             return r;
         }
         // SAFETY: the writer is the only one that frees segments.
-        unsafe { slot_of(r, blk as usize & (SEG_LEN - 1)) }
+        unsafe { slot_of(r, b) }
     }
 
     /// The writer's shadow of block `blk`'s chunk, taken out to change:
@@ -1622,7 +1692,7 @@ impl Lpm {
                     for b in 0..SEG_LEN {
                         self.refresh_slot(a, ((a << SEG_BITS) | b) as u32);
                     }
-                } else if self.sparse(a).is_some() {
+                } else if self.is_sparse(a) {
                     // The listed chunks' covering value, then the default.
                     let mut listed = scratch(&LISTED);
                     self.sparse_chunks_into(a, &mut listed);
@@ -1655,7 +1725,7 @@ impl Lpm {
                 for blk in key..key + span {
                     self.refresh_slot(a, blk);
                 }
-            } else if self.sparse(a).is_some() {
+            } else if self.is_sparse(a) {
                 // The covered chunks' covering value, then the runs.
                 let lo = key as usize & (SEG_LEN - 1);
                 let hi = lo + span as usize;
@@ -1843,7 +1913,7 @@ impl Lpm {
         }
         let mut st = LpmStats {
             segments: (0..256).filter(|a| self.segment(*a).is_some()).count(),
-            sparse_segments: (0..256).filter(|a| self.sparse(*a).is_some()).count(),
+            sparse_segments: (0..256).filter(|a| self.is_sparse(*a)).count(),
             ..LpmStats::default()
         };
         for cw in self.blocks.values() {
@@ -1881,11 +1951,17 @@ impl Lpm {
         256 * 8
             + segs * core::mem::size_of::<Segment>()
             + (0..256)
-                .filter_map(|a| self.sparse(a))
-                .map(|p| {
-                    // SAFETY: the writer is the only one that frees segments.
-                    let (nl, ns) = unsafe { sparse_counts(p as *const usize) };
-                    sparse_words(nl, ns) * 8
+                .map(|a| match (self.draft(a), self.published_sparse(a)) {
+                    (Some(runs), _) => {
+                        let nl = sparse_entries(runs).filter(|e| e.0).count();
+                        sparse_words(nl, sparse_entries(runs).count() - nl) * 8
+                    }
+                    (None, Some(p)) => {
+                        // SAFETY: the writer is the only one that frees segments.
+                        let (nl, ns) = unsafe { sparse_counts(p as *const usize) };
+                        sparse_words(nl, ns) * 8
+                    }
+                    (None, None) => 0,
                 })
                 .sum::<usize>()
             + self.blocks.values().map(walk).sum::<usize>()
@@ -1915,6 +1991,42 @@ mod tests {
                 runs[i].1
             })
             .collect()
+    }
+
+    /// `set_run` against a word per block: after every change the runs
+    /// give each block its word, start at block 0, ascend, and no two
+    /// neighbouring leaf runs hold the same word (the form segments are
+    /// built from and read back in).
+    #[test]
+    fn set_run_keeps_runs_merged_and_every_blocks_word() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..40 {
+            let mut runs = vec![(0u16, leaf(0))];
+            let mut model = vec![leaf(0); SEG_LEN];
+            for _ in 0..300 {
+                // Blocks bunched in a few places, so that runs meet and
+                // merge; words from a few leaves and solos.
+                let b = ((next() % 8) * 128 + next() % 6) as u16;
+                let w = match next() % 4 {
+                    0 => SOLO_TAG | ((next() % 2) as usize + 1) << 20,
+                    _ => leaf((next() % 3) as u32),
+                };
+                set_run(&mut runs, b, w);
+                model[usize::from(b)] = w;
+                assert_eq!(expand(&runs), model);
+                assert_eq!(runs[0].0, 0);
+                for pair in runs.windows(2) {
+                    assert!(pair[0].0 < pair[1].0, "{runs:?}");
+                    assert!(pair[0].1 != pair[1].1 || pair[0].1 & 1 == 0, "{runs:?}");
+                }
+            }
+        }
     }
 
     #[test]
