@@ -179,3 +179,44 @@ fn a_dropped_fib_frees_its_vrfs_tables_and_its_domain() {
     drop(fib);
     assert!(!weak.alive(), "the domain outlived its FIB");
 }
+
+/// A batch checks each change against the VRFs and nexthops that exist
+/// when it is queued, also right after a change to the same VRF over the
+/// same nexthop passed: one that has gone since is refused.
+#[test]
+fn a_change_to_a_vrf_or_nexthop_that_went_since_the_last_one_is_refused() {
+    use dataplane::fib::FibError;
+    let mut fib = Fib::new();
+    let other = VrfId(2);
+    fib.add_vrf(VRF).expect("vrf");
+    fib.add_vrf(other).expect("other vrf");
+    let (a, b) = (nh(1), nh(2));
+    fib.set_nexthop(a, Nexthop::Drop).expect("a");
+    fib.set_nexthop(b, Nexthop::Drop).expect("b");
+    fib.begin_batch();
+    fib.insert_v4(VRF, net(0).0, 24, a).expect("over a");
+    fib.end_batch();
+    fib.remove_nexthop(a);
+    fib.wait_applied();
+    fib.collect();
+    assert!(fib.reader().view().nexthop(a.get()).is_none(), "a is gone");
+    fib.begin_batch();
+    assert_eq!(
+        fib.insert_v4(VRF, net(1).0, 24, a),
+        Err(FibError::NoNexthop(a))
+    );
+    fib.insert_v4(other, net(2).0, 24, b)
+        .expect("into the other vrf");
+    fib.end_batch();
+    fib.remove_vrf(other);
+    fib.begin_batch();
+    assert_eq!(
+        fib.insert_v4(other, net(3).0, 24, b),
+        Err(FibError::NoVrf(other))
+    );
+    fib.insert_v4(VRF, net(3).0, 24, b).expect("over b");
+    fib.end_batch();
+    fib.wait_applied();
+    assert_eq!(fib.lookup_v4(VRF, net(3).1), Some(b));
+    assert_eq!(fib.lookup_v4(VRF, net(1).1), None);
+}

@@ -407,6 +407,10 @@ pub struct Fib {
     in_flight_removals: Vec<u32>,
     /// An empty vector for the next batch.
     spare: Vec<RouteOp>,
+    /// The VRF and the nexthop the last queued change was checked
+    /// against (u32::MAX: none); a run of changes to one VRF over one
+    /// nexthop checks them once. Forgotten when either goes.
+    checked: (u32, u32),
 }
 
 impl core::fmt::Debug for Fib {
@@ -450,6 +454,7 @@ impl Fib {
             removals: Vec::new(),
             in_flight_removals: Vec::new(),
             spare: Vec::new(),
+            checked: (u32::MAX, u32::MAX),
         }
     }
 
@@ -554,6 +559,7 @@ impl Fib {
     pub fn remove_vrf(&mut self, vrf: VrfId) {
         self.end_batch();
         self.wait_applied();
+        self.checked.0 = u32::MAX;
         if self.vrf_ids.remove(&vrf.0).is_some() {
             self.shared.vrfs.set(vrf.0, None);
             self.tables().remove(&vrf.0);
@@ -571,11 +577,17 @@ impl Fib {
     /// `Ok(None)`: the previous nexthop is not known yet), or apply it now.
     fn route(&mut self, op: RouteOp) -> Result<Option<NexthopId>, FibError> {
         if let Some(nh) = op.nh() {
-            self.check_nh(NexthopId(nh))?;
+            if nh != self.checked.1 {
+                self.check_nh(NexthopId(nh))?;
+                self.checked.1 = nh;
+            }
         }
         if let Some(ops) = &mut self.batch {
-            if !self.vrf_ids.contains_key(&op.vrf) {
-                return Err(FibError::NoVrf(VrfId(op.vrf)));
+            if op.vrf != self.checked.0 {
+                if !self.vrf_ids.contains_key(&op.vrf) {
+                    return Err(FibError::NoVrf(VrfId(op.vrf)));
+                }
+                self.checked.0 = op.vrf;
             }
             let (max, p) = if op.v6 {
                 (128, op.prefix())
@@ -692,6 +704,9 @@ impl Fib {
     /// Inside a batch the nexthop stays until the batch's routes are
     /// applied (they may be what moves routes off it).
     pub fn remove_nexthop(&mut self, id: NexthopId) {
+        if self.checked.1 == id.0 {
+            self.checked.1 = u32::MAX;
+        }
         if self.batch.is_some() {
             self.removals.push(id.0);
             return;
