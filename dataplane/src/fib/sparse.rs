@@ -337,16 +337,31 @@ pub(super) fn set_run(runs: &mut Vec<(u16, usize)>, b: u16, w: usize) {
     }
     let end = runs.get(i + 1).map_or(SEG_LEN, |r| usize::from(r.0));
     // Run i becomes up to three: its part before b, b, its part after b.
-    let mut at = i;
-    if s < b {
-        at += 1;
-        runs.insert(at, (b, w));
-    } else {
-        runs[at] = (b, w);
-    }
-    if usize::from(b) + 1 < end {
-        runs.insert(at + 1, (b + 1, old));
-    }
+    let at = match (s < b, usize::from(b) + 1 < end) {
+        (true, true) => {
+            // b inside the run (a scattered route's block, the usual
+            // change): both neighbours hold `old`, so nothing merges.
+            let len = runs.len();
+            runs.resize(len + 2, (0, 0));
+            runs.copy_within(i + 1..len, i + 3);
+            runs[i + 1] = (b, w);
+            runs[i + 2] = (b + 1, old);
+            return;
+        }
+        (true, false) => {
+            runs.insert(i + 1, (b, w));
+            i + 1
+        }
+        (false, true) => {
+            runs[i] = (b, w);
+            runs.insert(i + 1, (b + 1, old));
+            i
+        }
+        (false, false) => {
+            runs[i] = (b, w);
+            i
+        }
+    };
     // Only leaves merge: a run of a chunk or solo word is its one block
     // (two blocks may hold equal solo words, each its own route). Runs
     // merged before, so only those around b can merge now.
