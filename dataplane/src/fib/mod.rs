@@ -273,13 +273,24 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Most batches handed over and not yet applied: the control thread goes
+/// on deciding while the applier is up to this many batches behind. With
+/// one, the two threads waited for each other at every batch whose
+/// deciding and applying took unequal times, and a quarter of the two
+/// cores stayed idle during a full table's ingest.
+const QUEUE_DEPTH: usize = 4;
+
 /// The hand-over between the control thread and the route applier.
 #[derive(Debug, Default)]
 struct Job {
-    /// The batch handed over (empty, with its capacity, when returned).
-    ops: Vec<RouteOp>,
-    /// `ops` waits for the applier.
-    queued: bool,
+    /// Batches handed over and waiting for the applier, oldest first.
+    queue: std::collections::VecDeque<Vec<RouteOp>>,
+    /// Emptied batch vectors (with their capacity) to fill next.
+    spares: Vec<Vec<RouteOp>>,
+    /// Batches handed over so far.
+    handed: u64,
+    /// Batches applied so far.
+    applied: u64,
     /// The applier is applying a batch.
     busy: bool,
     /// The applier should exit.
@@ -320,25 +331,27 @@ impl Applier {
             .spawn(move || loop {
                 let mut ops = {
                     let mut g = lock(&j.0);
-                    while !g.queued && !g.quit {
+                    while g.queue.is_empty() && !g.quit {
                         g =
                             j.1.wait(g)
                                 .unwrap_or_else(std::sync::PoisonError::into_inner);
                     }
-                    if g.quit {
+                    let Some(ops) = g.queue.pop_front() else {
                         return;
-                    }
-                    g.queued = false;
+                    };
                     g.busy = true;
-                    std::mem::take(&mut g.ops)
+                    ops
                 };
                 let guard = FailGuard(&j);
                 apply_all(&mut lock(&tables), &ops);
                 drop(guard);
                 ops.clear();
                 let mut g = lock(&j.0);
-                g.ops = ops;
+                if g.spares.len() < QUEUE_DEPTH {
+                    g.spares.push(ops);
+                }
                 g.busy = false;
+                g.applied += 1;
                 j.1.notify_all();
             })?;
         Ok(Applier {
@@ -350,7 +363,7 @@ impl Applier {
     /// Wait until no batch is queued or being applied.
     fn idle(&self) {
         let mut g = lock(&self.job.0);
-        while (g.queued || g.busy) && !g.failed {
+        while (!g.queue.is_empty() || g.busy) && !g.failed {
             g = self
                 .job
                 .1
@@ -360,14 +373,30 @@ impl Applier {
         assert!(!g.failed, "the forwarding-table thread failed");
     }
 
-    /// Hand over `ops` (the applier must be idle); returns an empty vector
-    /// to fill next.
-    fn hand(&self, ops: Vec<RouteOp>) -> Vec<RouteOp> {
+    /// How many batches have been applied.
+    fn applied(&self) -> u64 {
+        lock(&self.job.0).applied
+    }
+
+    /// Queue `ops` behind the batches already handed over, first waiting
+    /// while [`QUEUE_DEPTH`] of them wait; returns the batch's number
+    /// (counting from 1) and an empty vector to fill next.
+    fn hand(&self, ops: Vec<RouteOp>) -> (u64, Vec<RouteOp>) {
         let mut g = lock(&self.job.0);
-        let spare = std::mem::replace(&mut g.ops, ops);
-        g.queued = true;
+        while g.queue.len() >= QUEUE_DEPTH && !g.failed {
+            g = self
+                .job
+                .1
+                .wait(g)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        assert!(!g.failed, "the forwarding-table thread failed");
+        g.queue.push_back(ops);
+        g.handed += 1;
+        let n = g.handed;
+        let spare = g.spares.pop().unwrap_or_default();
         self.job.1.notify_all();
-        spare
+        (n, spare)
     }
 }
 
@@ -385,11 +414,12 @@ impl Drop for Applier {
 ///
 /// Route changes can be batched ([`Fib::begin_batch`] …
 /// [`Fib::end_batch`]): they are checked at once and queued, and a second
-/// thread applies the batch to the LPMs, in order, while the control thread
-/// goes on with the next. A removed nexthop stays installed until the
-/// routes of its batch are applied and every reader has passed a quiescent
-/// state since, so no reader meets a route whose nexthop is gone. Every
-/// other change, and every lookup, first waits for the batch in flight:
+/// thread applies the batches to the LPMs, in order, while the control
+/// thread goes on with the next ones (up to a few batches ahead). A
+/// removed nexthop stays installed until the routes of its batch are
+/// applied and every reader has passed a quiescent state since, so no
+/// reader meets a route whose nexthop is gone. Every other change, and
+/// every lookup, first waits for the batches in flight:
 /// outside batches the tables behave as if each change were applied on the
 /// spot.
 pub struct Fib {
@@ -403,8 +433,9 @@ pub struct Fib {
     batch: Option<Vec<RouteOp>>,
     /// Nexthops removed during the open batch.
     removals: Vec<u32>,
-    /// Nexthops to remove once the batch in flight is applied.
-    in_flight_removals: Vec<u32>,
+    /// Nexthops to remove once the batch of each number (see
+    /// [`Applier::hand`]) is applied, oldest batch first.
+    in_flight_removals: std::collections::VecDeque<(u64, Vec<u32>)>,
     /// An empty vector for the next batch.
     spare: Vec<RouteOp>,
     /// The VRF and the nexthop the last queued change was checked
@@ -452,7 +483,7 @@ impl Fib {
             vrf_ids: IntMap::default(),
             batch: None,
             removals: Vec::new(),
-            in_flight_removals: Vec::new(),
+            in_flight_removals: std::collections::VecDeque::new(),
             spare: Vec::new(),
             checked: (u32::MAX, u32::MAX),
         }
@@ -485,8 +516,9 @@ impl Fib {
         let Some(mut ops) = self.batch.take() else {
             return;
         };
-        self.wait_applied();
         if ops.len() < APPLIER_MIN || self.applier_ready().is_none() {
+            // After the batches handed over, in order.
+            self.wait_applied();
             apply_all(&mut lock(&self.tables), &ops);
             for id in std::mem::take(&mut self.removals) {
                 self.clear_nexthop(id);
@@ -495,10 +527,35 @@ impl Fib {
             self.spare = ops;
             return;
         }
-        if let Some(a) = &self.applier {
-            self.spare = a.hand(ops);
+        let Some(a) = &self.applier else {
+            return;
+        };
+        let (n, spare) = a.hand(ops);
+        self.spare = spare;
+        let removed = std::mem::take(&mut self.removals);
+        if !removed.is_empty() {
+            self.in_flight_removals.push_back((n, removed));
         }
-        std::mem::swap(&mut self.in_flight_removals, &mut self.removals);
+        self.remove_released();
+    }
+
+    /// Remove the nexthops released during batches applied by now.
+    fn remove_released(&mut self) {
+        if self.in_flight_removals.is_empty() {
+            return;
+        }
+        let applied = self.applier.as_ref().map_or(u64::MAX, Applier::applied);
+        while self
+            .in_flight_removals
+            .front()
+            .is_some_and(|(n, _)| *n <= applied)
+        {
+            if let Some((_, ids)) = self.in_flight_removals.pop_front() {
+                for id in ids {
+                    self.clear_nexthop(id);
+                }
+            }
+        }
     }
 
     /// The applier thread, started on first use; None if no thread can be
@@ -517,8 +574,10 @@ impl Fib {
         if let Some(a) = &self.applier {
             a.idle();
         }
-        for id in std::mem::take(&mut self.in_flight_removals) {
-            self.clear_nexthop(id);
+        for (_, ids) in std::mem::take(&mut self.in_flight_removals) {
+            for id in ids {
+                self.clear_nexthop(id);
+            }
         }
     }
 
