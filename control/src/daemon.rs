@@ -756,6 +756,8 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
     let mut bgp_changes = 0usize;
     let mut last_tick = Instant::now() - Duration::from_secs(1);
     let uplink_addr = cfg.uplink.as_ref().and_then(|u| u.address);
+    // A BGP event that arrived while the loop waited for work.
+    let mut arrived: Option<SessionEvent> = None;
     while !STOP.load(Ordering::SeqCst) {
         let mut did = false;
         while let Some(e) = exceptions.pop() {
@@ -795,7 +797,7 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
                 }
             }
         }
-        while let Ok(ev) = bgp_rx.try_recv() {
+        while let Some(ev) = arrived.take().or_else(|| bgp_rx.try_recv().ok()) {
             did = true;
             match ev {
                 SessionEvent::Up { peer, negotiated } => {
@@ -1033,9 +1035,11 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
             }
             let _ = reply.send(answer(req, &vpn, &peer_state));
         }
-        // One summary line per absorbed batch of BGP updates (the queue was
-        // drained above), once the forwarding tables hold them too.
-        if bgp_changes > 0 {
+        // One summary line per absorbed run of BGP updates (the queue was
+        // drained above), once the forwarding tables hold them too. Not
+        // waited for: the batches still being applied would stall the
+        // next UPDATEs' decisions; the line comes on a later turn.
+        if bgp_changes > 0 && fib.is_applied() {
             fib.wait_applied();
             info!(changes = bgp_changes, held = vpn.learned(), "VPN routes");
             bgp_changes = 0;
@@ -1046,7 +1050,9 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
         }
         fib.collect();
         if !did {
-            std::thread::sleep(Duration::from_micros(500));
+            // Nothing to do: wait for BGP (taken up at once when it comes)
+            // or for the next look at the other sources.
+            arrived = bgp_rx.recv_timeout(Duration::from_micros(500)).ok();
         }
         if last_stats.elapsed() > Duration::from_secs(60) {
             last_stats = Instant::now();

@@ -373,6 +373,14 @@ impl Applier {
         assert!(!g.failed, "the forwarding-table thread failed");
     }
 
+    /// True if no batch is queued or being applied, or if the applier
+    /// failed (so that a caller goes on to [`Applier::idle`], which says
+    /// so).
+    fn is_idle(&self) -> bool {
+        let g = lock(&self.job.0);
+        g.failed || (g.queue.is_empty() && !g.busy)
+    }
+
     /// How many batches have been applied.
     fn applied(&self) -> u64 {
         lock(&self.job.0).applied
@@ -579,6 +587,11 @@ impl Fib {
                 self.clear_nexthop(id);
             }
         }
+    }
+
+    /// True if every closed batch is applied (without waiting for it).
+    pub fn is_applied(&self) -> bool {
+        self.applier.as_ref().is_none_or(Applier::is_idle)
     }
 
     /// The LPMs, once no batch is in flight.
