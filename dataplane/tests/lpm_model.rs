@@ -188,32 +188,24 @@ fn run(bits: u32, ops: Vec<Op>, probes: Vec<u128>, held: usize) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 192, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 320, .. ProptestConfig::default() })]
 
+    // Half the cases change the table one change at a time, half in held
+    // runs of up to 47 changes (see `run`).
     #[test]
-    fn ipv4_lpm_matches_a_linear_scan(ops in ops(32), probes in prop::collection::vec(addr(32), 8)) {
-        run(32, ops, probes, 0);
-    }
-
-    #[test]
-    fn ipv6_lpm_matches_a_linear_scan(ops in ops(128), probes in prop::collection::vec(addr(128), 8)) {
-        run(128, ops, probes, 0);
-    }
-
-    #[test]
-    fn ipv4_lpm_changed_in_held_runs_matches_a_linear_scan(
+    fn ipv4_lpm_matches_a_linear_scan(
         ops in ops(32),
         probes in prop::collection::vec(addr(32), 8),
-        held in 1usize..48,
+        held in prop_oneof![Just(0usize), 1usize..48],
     ) {
         run(32, ops, probes, held);
     }
 
     #[test]
-    fn ipv6_lpm_changed_in_held_runs_matches_a_linear_scan(
+    fn ipv6_lpm_matches_a_linear_scan(
         ops in ops(128),
         probes in prop::collection::vec(addr(128), 8),
-        held in 1usize..48,
+        held in prop_oneof![Just(0usize), 1usize..48],
     ) {
         run(128, ops, probes, held);
     }
