@@ -1052,7 +1052,15 @@ pub fn run(path: &str, cfg: &Config) -> Result<(), StartError> {
         if !did {
             // Nothing to do: wait for BGP (taken up at once when it comes)
             // or for the next look at the other sources.
-            arrived = bgp_rx.recv_timeout(Duration::from_micros(500)).ok();
+            match bgp_rx.recv_timeout(Duration::from_micros(500)) {
+                Ok(ev) => arrived = Some(ev),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                // No session left to send (the loop holds a sender, so
+                // not expected): wait as long anyway rather than spin.
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+            }
         }
         if last_stats.elapsed() > Duration::from_secs(60) {
             last_stats = Instant::now();
