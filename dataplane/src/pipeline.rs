@@ -311,7 +311,11 @@ impl Pipeline {
                 vrf.prefetch_slot_v4(*dst4);
             }
         };
-        let chunk = |st: &Step<'_>| {
+        // The slot words read in the second pass, finished in the third (a
+        // sparse /8's list is searched once).
+        let mut words = [0usize; MAX_BURST];
+        steps[..n].iter().for_each(slot);
+        for (st, w) in steps[..n].iter().zip(words.iter_mut()) {
             if let Step::Lookup {
                 vrf,
                 v6: false,
@@ -319,11 +323,9 @@ impl Pipeline {
                 ..
             } = st
             {
-                vrf.prefetch_v4(*dst4);
+                *w = vrf.slot_v4(*dst4);
             }
-        };
-        steps[..n].iter().for_each(slot);
-        steps[..n].iter().for_each(chunk);
+        }
         for i in 0..n {
             if let Step::Lookup {
                 vrf,
@@ -339,7 +341,7 @@ impl Pipeline {
                     a.copy_from_slice(&pkts[i].frame()[o + 24..o + 40]);
                     vrf.lookup_v6(u128::from_be_bytes(a))
                 } else {
-                    vrf.lookup_v4(dst4)
+                    vrf.resolve_v4(dst4, words[i])
                 };
                 steps[i] = if nh == NO_ROUTE {
                     Step::stop(Reason::NoRoute)

@@ -395,16 +395,12 @@ impl LpmShared {
                 word[i % RING] = r;
                 slot_at[i % RING] = 0;
             } else if r & SPARSE_TAG != 0 {
-                // A small /8: its list is short and read now.
-                // SAFETY: see `lookup_v4_trusted`.
-                let s =
-                    unsafe { sparse_slot(r & !SPARSE_TAG, ((ip >> 14) as usize) & (SEG_LEN - 1)) };
-                if s & 3 == 0 {
-                    prefetch(s as *const u8);
-                    prefetch((s + 64) as *const u8);
-                }
-                word[i % RING] = s;
-                slot_at[i % RING] = 0;
+                // A sparse /8: its header is asked for now, and its list
+                // searched in stage B (tagged: slot addresses are
+                // 8-aligned).
+                prefetch((r & !SPARSE_TAG) as *const u8);
+                word[i % RING] = r;
+                slot_at[i % RING] = SPARSE_TAG;
             } else {
                 // SAFETY: see `lookup_v4_trusted`.
                 let seg = unsafe { &*(r as *const Segment) };
@@ -415,7 +411,18 @@ impl LpmShared {
         };
         let stage_b = |i: usize, slot_at: &[usize; RING], word: &mut [usize; RING]| {
             let at = slot_at[i % RING];
-            if at != 0 {
+            if at == SPARSE_TAG {
+                let r = word[i % RING];
+                // SAFETY: see `lookup_v4_trusted`.
+                let s = unsafe {
+                    sparse_slot(r & !SPARSE_TAG, ((ips[i] >> 14) as usize) & (SEG_LEN - 1))
+                };
+                if s & 3 == 0 {
+                    prefetch(s as *const u8);
+                    prefetch((s + 64) as *const u8);
+                }
+                word[i % RING] = s;
+            } else if at != 0 {
                 // SAFETY: `at` is a slot of a live segment (stage A).
                 let s = unsafe { &*(at as *const AtomicUsize) }.load(Ordering::Acquire);
                 if s & 3 == 0 {
@@ -458,14 +465,63 @@ impl LpmShared {
         }
     }
 
-    /// Start fetching the segment slot a lookup of `ip` will read.
+    /// Start fetching the segment slot a lookup of `ip` will read (for a
+    /// sparse /8, its segment's first line).
     #[inline(always)]
     pub(crate) fn prefetch_slot_v4(&self, ip: u32) {
         let r = self.root[(ip >> 24) as usize].load(Ordering::Acquire);
-        if r & (1 | SPARSE_TAG) == 0 {
-            // SAFETY: see `lookup_v4_trusted`.
-            let seg = unsafe { &*(r as *const Segment) };
-            prefetch(core::ptr::from_ref(&seg.slots[((ip >> 14) as usize) & (SEG_LEN - 1)]).cast());
+        if r & 1 == 1 {
+            return;
+        }
+        if r & SPARSE_TAG != 0 {
+            prefetch((r & !SPARSE_TAG) as *const u8);
+            return;
+        }
+        // SAFETY: see `lookup_v4_trusted`.
+        let seg = unsafe { &*(r as *const Segment) };
+        prefetch(core::ptr::from_ref(&seg.slots[((ip >> 14) as usize) & (SEG_LEN - 1)]).cast());
+    }
+
+    /// The slot word a lookup of `ip` goes on from (a leaf root word for a
+    /// /8 without a segment), having started to fetch the chunk it names:
+    /// the first half of a lookup, finished by [`LpmShared::resolve_v4`]
+    /// once the chunk is likely cached.
+    #[inline(always)]
+    pub(crate) fn slot_v4(&self, ip: u32) -> usize {
+        let r = self.root[(ip >> 24) as usize].load(Ordering::Acquire);
+        if r & 1 == 1 {
+            return r;
+        }
+        // SAFETY: see `lookup_v4_trusted`.
+        let s = unsafe { slot_of(r, ((ip >> 14) as usize) & (SEG_LEN - 1)) };
+        if is_chunk(s) {
+            prefetch(s as *const u8);
+            prefetch((s + 64) as *const u8);
+            prefetch((s + 128) as *const u8);
+        }
+        s
+    }
+
+    /// The rest of a lookup of `ip` from its slot word `s`, as
+    /// [`LpmShared::slot_v4`] returned it inside the same read-side
+    /// section.
+    #[inline(always)]
+    pub(crate) fn resolve_v4(&self, ip: u32, s: usize) -> u32 {
+        if s & 1 == 1 {
+            return (s >> 1) as u32;
+        }
+        if s & SOLO_TAG != 0 {
+            return solo_lookup(s, ip & 0x3fff);
+        }
+        let first = s as *const AtomicU64;
+        // SAFETY: `s` was read from a live segment in this read-side
+        // section, so its chunk is live (see `lookup_v4_trusted`).
+        let v = unsafe { poptrie::lookup_raw(first, (ip & 0x3fff) << 4) };
+        if v == NO_ROUTE {
+            // SAFETY: as above.
+            unsafe { poptrie::default_raw(first) }
+        } else {
+            v
         }
     }
 
@@ -1991,6 +2047,62 @@ mod tests {
                 runs[i].1
             })
             .collect()
+    }
+
+    /// The pipeline's lookup in two halves (`slot_v4`, then `resolve_v4`)
+    /// answers as the whole lookup does, for addresses in a sparse /8 (solo
+    /// words and chunks), a dense one, one covered by a /8 route alone and
+    /// one with no route.
+    #[test]
+    fn a_lookup_in_two_halves_answers_as_a_whole_one() {
+        let d = Domain::new();
+        let mut t = Lpm::new_v4(&d);
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for i in 0..60u32 {
+            let len = [24u8, 24, 24, 26, 20, 16][(i % 6) as usize];
+            let a = (10 << 24) | (next() as u32 & 0x00ff_ffff);
+            t.insert_v4(a & !(u32::MAX >> len), len, i + 1)
+                .expect("route");
+        }
+        for i in 0..400u32 {
+            let a = (11 << 24) | (next() as u32 & 0x00ff_ff00);
+            t.insert_v4(a, 24, 100 + i).expect("route");
+        }
+        t.insert_v4(12 << 24, 8, 7).expect("route");
+        // A /16 over blocks with longer routes: where they do not cover an
+        // address, the block's default answers.
+        for (a, len, nh) in [
+            (0x0ac8_0000u32, 16u8, 5000u32),
+            (0x0ac8_0100, 26, 5001),
+            (0x0ac8_0180, 26, 5002),
+            (0x0ac8_4000, 24, 5003),
+        ] {
+            t.insert_v4(a, len, nh).expect("route");
+        }
+        let st = t.stats();
+        assert!(
+            st.sparse_segments >= 1 && st.segments >= 1 && st.solos >= 1,
+            "{st:?}"
+        );
+        let shared = t.shared().clone();
+        for i in 0..20_000 {
+            let ip = if i % 4 == 0 {
+                0x0ac8_0000 | (next() as u32 & 0x7fff)
+            } else {
+                ((10 + next() % 4) << 24) as u32 | (next() as u32 & 0x00ff_ffff)
+            };
+            assert_eq!(
+                shared.resolve_v4(ip, shared.slot_v4(ip)),
+                shared.lookup_v4_trusted(ip),
+                "{ip:#x}"
+            );
+        }
     }
 
     /// `set_run` against a word per block: after every change the runs

@@ -937,6 +937,19 @@ impl VrfFib {
     pub fn prefetch_v4(&self, ip: u32) {
         self.v4.prefetch_v4(ip);
     }
+    /// The first half of an IPv4 lookup: the slot word it goes on from,
+    /// with its chunk asked for. [`VrfFib::resolve_v4`] finishes it inside
+    /// the same [`FibView`].
+    #[inline]
+    pub fn slot_v4(&self, ip: u32) -> usize {
+        self.v4.slot_v4(ip)
+    }
+    /// The second half of an IPv4 lookup, from the word
+    /// [`VrfFib::slot_v4`] gave for the same address.
+    #[inline]
+    pub fn resolve_v4(&self, ip: u32, slot: usize) -> u32 {
+        self.v4.resolve_v4(ip, slot)
+    }
     /// IPv6 LPM inside a [`FibView`].
     #[inline]
     pub fn lookup_v6(&self, ip: u128) -> u32 {
