@@ -41,7 +41,7 @@
 
 use super::poptrie::{self, ChunkRoute, Words, CHILD, NO_ROUTE};
 use super::sparse::{
-    build_sparse, free_sparse, push_dirs, push_keys, set_run, sparse_counts, sparse_entries,
+    build_sparse, free_sparse, push_keys, push_maps, set_run, sparse_counts, sparse_entries,
     sparse_key, sparse_lower, sparse_runs_into, sparse_runs_of, sparse_slot, sparse_storage,
     sparse_words,
 };
@@ -1533,7 +1533,7 @@ impl Lpm {
                     }),
                 );
             }
-            push_dirs(&mut out, nl, ns2);
+            push_maps(&mut out, nl, ns2);
             debug_assert_eq!(out.len(), sparse_words(nl, ns2));
             let new = Box::into_raw(out.into_boxed_slice()) as *mut usize as usize;
             self.replace_sparse(a, new);
@@ -2157,8 +2157,9 @@ mod tests {
         ];
         // Lists of every length up to the sparse limit, so that each
         // search runs from zero to log2(SPARSE_MAX) steps, with and without
-        // directories: run starts drawn from a fixed sequence, leaves and
-        // singles in turn.
+        // bitmaps: run starts drawn from a fixed sequence, leaves and
+        // singles in turn; every other list with block 0 a single, so that
+        // its first leaf run starts later.
         let mut x = 0x2545_f491_4f6c_dd1du64;
         let generated = (1..=SPARSE_MAX).map(|n| {
             let mut starts: Vec<u16> = (0..4 * n)
@@ -2180,6 +2181,9 @@ mod tests {
                     _ => leaf(i as u32 + 1000),
                 };
                 set_run(&mut runs, b, w);
+            }
+            if n % 2 == 0 {
+                set_run(&mut runs, 0, SOLO_TAG | 9 << 20);
             }
             runs
         });

@@ -11,9 +11,10 @@
 //! leaf runs' words, the single blocks' words, the leaf runs' first blocks
 //! and the single blocks as u16s, four to a word. A VRF's scattered routes
 //! cost a single block each, without a leaf run to end it. A segment of
-//! more than [`DIR_MIN`] entries then carries a directory for each list (a
-//! byte per bucket of 16 blocks: how many keys lie below it), so that a
-//! lookup searches one bucket's few keys instead of the whole list.
+//! more than [`MAP_MIN`] entries then carries a bitmap of its blocks for
+//! each list (a bit per block that is a single, or starts a leaf run), with
+//! the count of set bits before each bitmap word: a lookup finds its word
+//! with a popcount instead of searching the lists.
 #![allow(unsafe_code)]
 
 use super::lpm::{leaf, SEG_LEN};
@@ -21,69 +22,73 @@ use super::poptrie::NO_ROUTE;
 
 /// Words of a sparse segment with `nl` leaf runs and `ns` single blocks.
 pub(super) fn sparse_words(nl: usize, ns: usize) -> usize {
-    let dirs = if has_dirs(nl, ns) { 2 * DIR_WORDS } else { 0 };
-    1 + nl + ns + nl.div_ceil(4) + ns.div_ceil(4) + dirs
+    let maps = if has_maps(nl, ns) { MAP_WORDS } else { 0 };
+    1 + nl + ns + nl.div_ceil(4) + ns.div_ceil(4) + maps
 }
 
-/// Segments listing more than this many runs carry a directory for each
-/// list: a lookup then searches only the keys of its block's bucket.
-const DIR_MIN: usize = 24;
-/// Blocks per directory bucket, as a shift: 64 buckets of 16 blocks.
-const BUCKET_SHIFT: usize = 4;
-/// Buckets of a directory.
-const BUCKETS: usize = SEG_LEN >> BUCKET_SHIFT;
-/// Words of one directory: BUCKETS + 1 one-byte counts (entry k: how many
-/// keys lie below bucket k's first block; the last is the list's length),
-/// padded to a word.
-const DIR_WORDS: usize = (BUCKETS + 1).div_ceil(8);
+/// Segments listing more than this many entries carry bitmaps (see the
+/// module's text): a lookup then reads two words and a count instead of
+/// searching two lists.
+const MAP_MIN: usize = 12;
+/// Words of one list's bitmap: a bit per block.
+const MAP_BITS_WORDS: usize = SEG_LEN / 64;
+/// Words of one list's counts: a byte per bitmap word, the number of set
+/// bits in the words before it.
+const MAP_COUNT_WORDS: usize = MAP_BITS_WORDS / 8;
+/// Words of both lists' bitmaps and counts: the singles' bitmap, the leaf
+/// runs' bitmap, then the singles' counts and the leaf runs' counts.
+const MAP_WORDS: usize = 2 * (MAP_BITS_WORDS + MAP_COUNT_WORDS);
 
 /// True if a segment of `nl` leaf runs and `ns` single blocks carries
-/// directories (after its key lists: the leaf runs', then the singles').
+/// bitmaps (after its key lists).
 #[inline(always)]
-fn has_dirs(nl: usize, ns: usize) -> bool {
-    nl + ns > DIR_MIN
+fn has_maps(nl: usize, ns: usize) -> bool {
+    nl + ns > MAP_MIN
 }
 
-/// Append the two directories of the segment being built in `out`, whose
-/// key lists are complete, if its size calls for them.
-pub(super) fn push_dirs(out: &mut Vec<usize>, nl: usize, ns: usize) {
-    if !has_dirs(nl, ns) {
+/// Append the bitmaps and counts of the segment being built in `out`,
+/// whose key lists are complete, if its size calls for them.
+pub(super) fn push_maps(out: &mut Vec<usize>, nl: usize, ns: usize) {
+    if !has_maps(nl, ns) {
         return;
     }
     let (lk, sk) = (1 + nl + ns, 1 + nl + ns + nl.div_ceil(4));
-    for (at, n) in [(lk, nl), (sk, ns)] {
-        // A histogram of the keys by bucket, then its running sum. Lists
-        // hold fewer than 256 keys (the LPM keeps a segment's runs within
-        // SPARSE_MAX), so counts fit a byte.
-        debug_assert!(n < 256, "a sparse list of {n} keys");
-        let mut counts = [0u8; 8 * DIR_WORDS];
+    let mut bits = [[0usize; MAP_BITS_WORDS]; 2];
+    for (map, (at, n)) in bits.iter_mut().zip([(sk, ns), (lk, nl)]) {
         for i in 0..n {
             let key = (out[at + i / 4] >> (16 * (i % 4))) & 0xffff;
-            counts[(key >> BUCKET_SHIFT) + 1] += 1;
+            map[key / 64] |= 1 << (key % 64);
         }
-        for k in 1..=BUCKETS {
-            counts[k] += counts[k - 1];
+    }
+    for map in &bits {
+        out.extend_from_slice(map);
+    }
+    for map in &bits {
+        // Lists hold fewer than 256 keys (the LPM keeps a segment's runs
+        // within SPARSE_MAX), so counts fit a byte.
+        let mut counts = [0u8; 8 * MAP_COUNT_WORDS];
+        let mut total = 0u32;
+        for (c, w) in counts.iter_mut().zip(map) {
+            *c = u8::try_from(total).expect("fewer than 256 keys in a sparse list");
+            total += w.count_ones();
         }
-        for w in counts.chunks(8) {
+        for c in counts.chunks(8) {
             let mut b = [0u8; 8];
-            b.copy_from_slice(w);
+            b.copy_from_slice(c);
             out.push(u64::from_le_bytes(b) as usize);
         }
     }
 }
 
-/// The keys of bucket `k` of the directory at word `at`: (first, count).
+/// The count byte `i` of the counts at word `at`.
 ///
 /// # Safety
-/// `base` must point at a live sparse segment with that directory.
+/// `base` must point at a live sparse segment with bitmaps whose counts
+/// start at word `at`, and `i` < [`MAP_BITS_WORDS`].
 #[inline(always)]
-unsafe fn bucket(base: *const usize, at: usize, k: usize) -> (usize, usize) {
-    let byte = |i: usize| {
-        // SAFETY: caller's contract; i ≤ BUCKETS lies in the directory.
-        (unsafe { *base.add(at + i / 8) } >> (8 * (i % 8))) & 0xff
-    };
-    let (lo, hi) = (byte(k), byte(k + 1));
-    (lo, hi.saturating_sub(lo))
+unsafe fn map_count(base: *const usize, at: usize, i: usize) -> usize {
+    // SAFETY: caller's contract.
+    (unsafe { *base.add(at + i / 8) } >> (8 * (i % 8))) & 0xff
 }
 
 /// The (leaf runs, single blocks) counts of the sparse segment at `base`.
@@ -195,7 +200,7 @@ pub(super) fn push_keys(out: &mut Vec<usize>, keys: impl Iterator<Item = usize>)
 /// merged, chunk and solo runs one block each, as [`set_run`] keeps them).
 ///
 /// One pass sorts the runs into the two lists (on the stack: a segment
-/// lists fewer than 256 of each, see [`push_dirs`]), then the words go out
+/// lists fewer than 256 of each, see [`push_maps`]), then the words go out
 /// in order. Four passes of filtered iterators over the runs cost the
 /// writer three times as many instructions per segment.
 pub(super) fn build_sparse(runs: &[(u16, usize)]) -> usize {
@@ -214,7 +219,7 @@ pub(super) fn build_sparse(runs: &[(u16, usize)]) -> usize {
     w.extend(singles.iter().map(|e| e.1));
     push_keys(&mut w, leaves.iter().map(|e| usize::from(e.0)));
     push_keys(&mut w, singles.iter().map(|e| usize::from(e.0)));
-    push_dirs(&mut w, nl, ns);
+    push_maps(&mut w, nl, ns);
     debug_assert_eq!(w.len(), sparse_words(nl, ns));
     Box::into_raw(w.into_boxed_slice()) as *mut usize as usize
 }
@@ -291,23 +296,23 @@ pub(super) unsafe fn sparse_slot(p: usize, b: usize) -> usize {
     unsafe {
         let (nl, ns) = sparse_counts(base);
         let (lk, sk) = (1 + nl + ns, 1 + nl + ns + nl.div_ceil(4));
-        if has_dirs(nl, ns) {
-            // Only the keys of b's bucket: those before it are below b,
-            // those after it above.
-            let dl = sk + ns.div_ceil(4);
-            let k = b >> BUCKET_SHIFT;
-            let (lo, n) = bucket(base, dl + DIR_WORDS, k);
-            let i = partition(base, sk, lo, n, |key| key < b);
-            if i < ns && sparse_key(base, sk, i) == b {
+        if has_maps(nl, ns) {
+            let ms = sk + ns.div_ceil(4);
+            let (ml, cs) = (ms + MAP_BITS_WORDS, ms + 2 * MAP_BITS_WORDS);
+            let cl = cs + MAP_COUNT_WORDS;
+            let (w, bit) = (b / 64, 1usize << (b % 64));
+            let singles = *base.add(ms + w);
+            if singles & bit != 0 {
+                let i = map_count(base, cs, w) + (singles & (bit - 1)).count_ones() as usize;
                 return *base.add(1 + nl + i);
             }
             if nl == 0 {
                 return leaf(NO_ROUTE);
             }
-            let (lo, n) = bucket(base, dl, k);
-            // The first run starting after b; the one before it holds b
-            // (the first run if none starts at or before b).
-            let r = partition(base, lk, lo, n, |key| key <= b);
+            // The leaf runs starting at or before b: the last of them
+            // holds b (the first run if none does).
+            let starts = *base.add(ml + w);
+            let r = map_count(base, cl, w) + (starts & (bit | (bit - 1))).count_ones() as usize;
             return *base.add(r.max(1));
         }
         // The single block b, if listed.
