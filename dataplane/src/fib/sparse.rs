@@ -315,18 +315,42 @@ pub(super) unsafe fn sparse_slot(p: usize, b: usize) -> usize {
             let r = map_count(base, cl, w) + (starts & (bit | (bit - 1))).count_ones() as usize;
             return *base.add(r.max(1));
         }
-        // The single block b, if listed.
-        let lo = sparse_lower(base, sk, ns, b);
-        if lo < ns && sparse_key(base, sk, lo) == b {
-            return *base.add(1 + nl + lo);
+        // A short list: its keys at or below b counted four at a time.
+        // The single block b, if listed, is the last of them.
+        let r = count_le(base, sk, ns, b);
+        if r > 0 && sparse_key(base, sk, r - 1) == b {
+            return *base.add(nl + r);
         }
         if nl == 0 {
             return leaf(NO_ROUTE);
         }
-        // The last leaf run starting at or before b (or the first): its
-        // word is the one before the first later run's.
-        *base.add(partition(base, lk, 1, nl - 1, |k| k <= b))
+        // The last leaf run starting at or before b (or the first).
+        *base.add(count_le(base, lk, nl, b).max(1))
     }
+}
+
+/// How many of the `n` keys of the list at word `at` are at most `b`,
+/// counted four keys (one word) at a time: in each 16-bit lane, `b` with
+/// the lane's top bit set, less the key, keeps that bit exactly when the
+/// key is at most `b` (keys and `b` are below 2^10, so no lane borrows from
+/// the next). The last word's unused lanes hold 0, which counts, and are
+/// taken off.
+///
+/// # Safety
+/// `base` must point at a live sparse segment whose list at word `at`
+/// holds `n` keys.
+#[inline(always)]
+unsafe fn count_le(base: *const usize, at: usize, n: usize, b: usize) -> usize {
+    const TOP: u64 = 0x8000_8000_8000_8000;
+    let probe = (b as u64).wrapping_mul(0x0001_0001_0001_0001) | TOP;
+    let words = n.div_ceil(4);
+    let mut c = 0;
+    for w in 0..words {
+        // SAFETY: w < n.div_ceil(4), inside the caller's list.
+        let keys = unsafe { *base.add(at + w) } as u64;
+        c += (probe.wrapping_sub(keys) & TOP).count_ones() as usize;
+    }
+    c - (words * 4 - n)
 }
 
 /// Give block `b` the word `w` in a sorted run list (run 0 starts at block
