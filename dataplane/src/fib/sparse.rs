@@ -14,7 +14,8 @@
 //! more than [`MAP_MIN`] entries then carries a bitmap of its blocks for
 //! each list (a bit per block that is a single, or starts a leaf run), with
 //! the count of set bits before each bitmap word: a lookup finds its word
-//! with a popcount instead of searching the lists.
+//! with a popcount. In a shorter segment a lookup counts each list's keys
+//! at or below its block, four keys (a word) at a time.
 #![allow(unsafe_code)]
 
 use super::lpm::{leaf, SEG_LEN};
@@ -28,7 +29,9 @@ pub(super) fn sparse_words(nl: usize, ns: usize) -> usize {
 
 /// Segments listing more than this many entries carry bitmaps (see the
 /// module's text): a lookup then reads two words and a count instead of
-/// searching two lists.
+/// counting through two lists. 8 took the peak memory of 1000 VRFs of 1000
+/// routes from 94 to 101 MiB; 16 looked up a fifth fewer addresses in a
+/// 20k-route table.
 const MAP_MIN: usize = 12;
 /// Words of one list's bitmap: a bit per block.
 const MAP_BITS_WORDS: usize = SEG_LEN / 64;
