@@ -313,7 +313,7 @@ impl Pipeline {
         };
         // The slot words read in the second pass, finished in the third (a
         // sparse /8's list is searched once).
-        let mut words = [0usize; MAX_BURST];
+        let mut words = [crate::fib::SlotWord::default(); MAX_BURST];
         steps[..n].iter().for_each(slot);
         for (st, w) in steps[..n].iter().zip(words.iter_mut()) {
             if let Step::Lookup {

@@ -351,6 +351,43 @@ unsafe fn free_chunk_words(p: *mut ()) {
 
 use crate::rcu::prefetch;
 
+/// The slot word an IPv4 lookup goes on from ([`crate::fib::VrfFib::slot_v4`]),
+/// good for the read-side section it was read in (its lifetime).
+#[derive(Clone, Copy, Debug)]
+pub struct SlotWord<'s>(usize, core::marker::PhantomData<&'s ()>);
+
+impl Default for SlotWord<'_> {
+    /// A word that answers "no route".
+    fn default() -> Self {
+        SlotWord(leaf(NO_ROUTE), core::marker::PhantomData)
+    }
+}
+
+/// The rest of an IPv4 lookup of `ip` from its block's slot word `s`: a
+/// leaf, a solo word or a chunk.
+///
+/// # Safety
+/// `s` must be a slot (or leaf root) word read from a live table inside
+/// the read-side section still in force.
+#[inline(always)]
+unsafe fn resolve_word(ip: u32, s: usize) -> u32 {
+    if s & 1 == 1 {
+        return (s >> 1) as u32;
+    }
+    if s & SOLO_TAG != 0 {
+        return solo_lookup(s, ip & 0x3fff);
+    }
+    let first = s as *const AtomicU64;
+    // SAFETY: caller's contract: a chunk published in a live segment.
+    let v = unsafe { poptrie::lookup_raw(first, (ip & 0x3fff) << 4) };
+    if v == NO_ROUTE {
+        // SAFETY: as above.
+        unsafe { poptrie::default_raw(first) }
+    } else {
+        v
+    }
+}
+
 /// The part of a table readers see. Owned by an `Arc`; freed (with
 /// everything reachable from it) when the last owner drops it.
 pub struct LpmShared {
@@ -454,22 +491,9 @@ impl LpmShared {
             if i + AHEAD < n {
                 stage_b(i + AHEAD, &slot_at, &mut word);
             }
-            let w = word[i % RING];
-            *o = if w & 1 == 1 {
-                (w >> 1) as u32
-            } else if w & SOLO_TAG != 0 {
-                solo_lookup(w, ips[i] & 0x3fff)
-            } else {
-                let ip = ips[i];
-                // SAFETY: `w` is a chunk published in a live segment's slot.
-                let v = unsafe { poptrie::lookup_raw(w as *const AtomicU64, (ip & 0x3fff) << 4) };
-                if v == NO_ROUTE {
-                    // SAFETY: as above.
-                    unsafe { poptrie::default_raw(w as *const AtomicU64) }
-                } else {
-                    v
-                }
-            };
+            // SAFETY: `word` holds the word stages A and B read for this
+            // key inside the caller's read-side section.
+            *o = unsafe { resolve_word(ips[i], word[i % RING]) };
         }
     }
 
@@ -495,10 +519,10 @@ impl LpmShared {
     /// the first half of a lookup, finished by [`LpmShared::resolve_v4`]
     /// once the chunk is likely cached.
     #[inline(always)]
-    pub(crate) fn slot_v4(&self, ip: u32) -> usize {
+    pub(crate) fn slot_v4(&self, ip: u32) -> SlotWord<'_> {
         let r = self.root[(ip >> 24) as usize].load(Ordering::Acquire);
         if r & 1 == 1 {
-            return r;
+            return SlotWord(r, core::marker::PhantomData);
         }
         // SAFETY: see `lookup_v4_trusted`.
         let s = unsafe { slot_of(r, ((ip >> 14) as usize) & (SEG_LEN - 1)) };
@@ -507,30 +531,17 @@ impl LpmShared {
             prefetch((s + 64) as *const u8);
             prefetch((s + 128) as *const u8);
         }
-        s
+        SlotWord(s, core::marker::PhantomData)
     }
 
-    /// The rest of a lookup of `ip` from its slot word `s`, as
-    /// [`LpmShared::slot_v4`] returned it inside the same read-side
-    /// section.
+    /// The rest of a lookup of `ip` from its slot word, as
+    /// [`LpmShared::slot_v4`] returned it (for `ip`, or another address
+    /// of any table of the same domain: the answer is then that word's).
     #[inline(always)]
-    pub(crate) fn resolve_v4(&self, ip: u32, s: usize) -> u32 {
-        if s & 1 == 1 {
-            return (s >> 1) as u32;
-        }
-        if s & SOLO_TAG != 0 {
-            return solo_lookup(s, ip & 0x3fff);
-        }
-        let first = s as *const AtomicU64;
-        // SAFETY: `s` was read from a live segment in this read-side
-        // section, so its chunk is live (see `lookup_v4_trusted`).
-        let v = unsafe { poptrie::lookup_raw(first, (ip & 0x3fff) << 4) };
-        if v == NO_ROUTE {
-            // SAFETY: as above.
-            unsafe { poptrie::default_raw(first) }
-        } else {
-            v
-        }
+    pub(crate) fn resolve_v4(&self, ip: u32, s: SlotWord<'_>) -> u32 {
+        // SAFETY: a SlotWord is made only by `slot_v4`, from a live table
+        // inside a read-side section its lifetime keeps in force.
+        unsafe { resolve_word(ip, s.0) }
     }
 
     /// Start fetching the cache lines a lookup of `ip` will touch (root,
@@ -562,21 +573,8 @@ impl LpmShared {
         // period, and the caller is inside a read-side section of this
         // table's domain.
         let s = unsafe { slot_of(r, ((ip >> 14) as usize) & (SEG_LEN - 1)) };
-        if s & 1 == 1 {
-            return (s >> 1) as u32;
-        }
-        if s & SOLO_TAG != 0 {
-            return solo_lookup(s, ip & 0x3fff);
-        }
-        let first = s as *const AtomicU64;
-        // SAFETY: as above, for a chunk published in a segment slot.
-        let v = unsafe { poptrie::lookup_raw(first, (ip & 0x3fff) << 4) };
-        if v == NO_ROUTE {
-            // SAFETY: as above.
-            unsafe { poptrie::default_raw(first) }
-        } else {
-            v
-        }
+        // SAFETY: as above, for the word just read.
+        unsafe { resolve_word(ip, s) }
     }
 
     #[inline]

@@ -12,7 +12,7 @@ pub mod nexthop;
 pub(crate) mod poptrie;
 mod sparse;
 
-pub use lpm::{Lpm, LpmError, LpmShared, LpmStats, MAX_NEXTHOP};
+pub use lpm::{Lpm, LpmError, LpmShared, LpmStats, SlotWord, MAX_NEXTHOP};
 pub use nexthop::{Encap, L2Rewrite, Nexthop, RemoteNexthop, Rewrite};
 pub use poptrie::NO_ROUTE;
 
@@ -941,13 +941,13 @@ impl VrfFib {
     /// with its chunk asked for. [`VrfFib::resolve_v4`] finishes it inside
     /// the same [`FibView`].
     #[inline]
-    pub fn slot_v4(&self, ip: u32) -> usize {
+    pub fn slot_v4(&self, ip: u32) -> SlotWord<'_> {
         self.v4.slot_v4(ip)
     }
     /// The second half of an IPv4 lookup, from the word
     /// [`VrfFib::slot_v4`] gave for the same address.
     #[inline]
-    pub fn resolve_v4(&self, ip: u32, slot: usize) -> u32 {
+    pub fn resolve_v4(&self, ip: u32, slot: SlotWord<'_>) -> u32 {
         self.v4.resolve_v4(ip, slot)
     }
     /// IPv6 LPM inside a [`FibView`].
