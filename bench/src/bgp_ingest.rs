@@ -310,25 +310,7 @@ fn ingest_once(
     let (mut lab, f, r) = net()?;
     let outcome = match target {
         "vpnfwd" => {
-            let bin = std::env::current_exe()
-                .map_err(|e| e.to_string())?
-                .with_file_name("vpnfwd");
-            let cfg = receiver_config();
-            let path = dir.join("vpnfwd.toml");
-            std::fs::write(&path, cfg).map_err(|e| e.to_string())?;
-            let log = dir.join("vpnfwd.log");
-            let pid = lab
-                .spawn(
-                    &r,
-                    &[
-                        bin.to_str().unwrap_or("vpnfwd"),
-                        "run",
-                        "--config",
-                        path.to_str().unwrap_or(""),
-                    ],
-                    &log,
-                )
-                .map_err(|e| e.0)?;
+            let (pid, log) = crate::spawn_vpnfwd(&mut lab, &r, dir, "vpnfwd", &receiver_config())?;
             let o = drive(&lab, &f, bytes.to_vec(), n, poll, pid, || last_held(&log));
             lab.stop(pid, Duration::from_secs(10));
             o?

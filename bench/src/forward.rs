@@ -40,7 +40,7 @@ use dataplane::io::afxdp::AfXdpTx;
 use dataplane::io::PacketBuf;
 use hdrhistogram::Histogram;
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -475,38 +475,9 @@ fn which(prog: &str) -> Option<String> {
         .map(|p| p.display().to_string())
 }
 
-fn vpnfwd_binary() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let p = exe.with_file_name("vpnfwd");
-    if p.exists() {
-        Ok(p)
-    } else {
-        Err(format!(
-            "{} not found: build it first with `cargo build --release -p control`",
-            p.display()
-        ))
-    }
-}
-
 fn start_vpnfwd(n: &mut Net, dir: &Path, name: &str, config: String) -> Result<u32, String> {
-    let bin = vpnfwd_binary()?;
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, config).map_err(|e| e.to_string())?;
-    let log = dir.join(format!("{name}.log"));
     let d = n.d.clone();
-    let pid = n
-        .lab
-        .spawn(
-            &d,
-            &[
-                bin.to_str().unwrap_or("vpnfwd"),
-                "run",
-                "--config",
-                path.to_str().unwrap_or(""),
-            ],
-            &log,
-        )
-        .map_err(|e| e.0)?;
+    let (pid, log) = crate::spawn_vpnfwd(&mut n.lab, &d, dir, name, &config)?;
     // Wait until it has loaded the routes and opened its ports.
     let ok = Lab::wait_until(Duration::from_secs(120), || {
         std::fs::read_to_string(&log)

@@ -110,6 +110,42 @@ impl Drop for ScratchDir {
     }
 }
 
+/// Start `target/release/vpnfwd` (beside this binary) in namespace `ns`
+/// of `lab` with `config`, written with its log to `dir` as `name`.toml and
+/// `name`.log; its pid and log's path.
+pub fn spawn_vpnfwd(
+    lab: &mut vpnfwd_tests::Lab,
+    ns: &str,
+    dir: &std::path::Path,
+    name: &str,
+    config: &str,
+) -> Result<(u32, std::path::PathBuf), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bin = exe.with_file_name("vpnfwd");
+    if !bin.exists() {
+        return Err(format!(
+            "{} not found: build it first with `cargo build --release -p control`",
+            bin.display()
+        ));
+    }
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, config).map_err(|e| e.to_string())?;
+    let log = dir.join(format!("{name}.log"));
+    let pid = lab
+        .spawn(
+            ns,
+            &[
+                bin.to_str().unwrap_or("vpnfwd"),
+                "run",
+                "--config",
+                path.to_str().unwrap_or(""),
+            ],
+            &log,
+        )
+        .map_err(|e| e.0)?;
+    Ok((pid, log))
+}
+
 /// Resident set size of this process in bytes (Linux), for memory deltas.
 pub fn rss_bytes() -> usize {
     std::fs::read_to_string("/proc/self/statm")

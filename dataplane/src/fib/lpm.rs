@@ -544,23 +544,6 @@ impl LpmShared {
         unsafe { resolve_word(ip, s.0) }
     }
 
-    /// Start fetching the cache lines a lookup of `ip` will touch (root,
-    /// segment slot, the chunk's first lines), without waiting for them.
-    #[inline]
-    pub(crate) fn prefetch_v4(&self, ip: u32) {
-        let r = self.root[(ip >> 24) as usize].load(Ordering::Acquire);
-        if r & 1 == 1 {
-            return;
-        }
-        // SAFETY: see `lookup_v4_trusted`.
-        let s = unsafe { slot_of(r, ((ip >> 14) as usize) & (SEG_LEN - 1)) };
-        if s & 3 == 0 {
-            prefetch(s as *const u8);
-            prefetch((s + 64) as *const u8);
-            prefetch((s + 128) as *const u8);
-        }
-    }
-
     /// Lookup for a caller that checked the guard's domain once.
     #[inline(always)]
     pub(crate) fn lookup_v4_trusted(&self, ip: u32) -> u32 {

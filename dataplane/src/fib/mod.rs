@@ -524,7 +524,12 @@ impl Fib {
         let Some(mut ops) = self.batch.take() else {
             return;
         };
-        if ops.len() < APPLIER_MIN || self.applier_ready().is_none() {
+        let applier = if ops.len() < APPLIER_MIN {
+            None
+        } else {
+            self.applier_ready()
+        };
+        let Some(a) = applier else {
             // After the batches handed over, in order.
             self.wait_applied();
             apply_all(&mut lock(&self.tables), &ops);
@@ -533,9 +538,6 @@ impl Fib {
             }
             ops.clear();
             self.spare = ops;
-            return;
-        }
-        let Some(a) = &self.applier else {
             return;
         };
         let (n, spare) = a.hand(ops);
@@ -930,12 +932,6 @@ impl VrfFib {
     #[inline]
     pub fn prefetch_slot_v4(&self, ip: u32) {
         self.v4.prefetch_slot_v4(ip);
-    }
-    /// Start fetching the chunk an IPv4 lookup of `ip` will read (the
-    /// segment slot should already be cached).
-    #[inline]
-    pub fn prefetch_v4(&self, ip: u32) {
-        self.v4.prefetch_v4(ip);
     }
     /// The first half of an IPv4 lookup: the slot word it goes on from,
     /// with its chunk asked for. [`VrfFib::resolve_v4`] finishes it inside
