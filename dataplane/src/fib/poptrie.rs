@@ -106,9 +106,19 @@ pub(crate) unsafe fn lookup_raw(first: *const AtomicU64, key18: u32) -> u32 {
                 HDR + NODE * ((bases as u32 as usize) + (vector & (bit - 1)).count_ones() as usize);
             shift -= 6;
         } else {
-            let rank = (word(at + 1) & (bit | (bit - 1))).count_ones() as usize;
+            // The runs starting at or before slot j: the last holds it.
+            let rank = (word(at + 1) << (63 - j)).count_ones() as usize;
             let pos = (bases >> 32) as usize + rank - 1;
-            return (word(pos / 2) >> ((pos & 1) * 32)) as u32;
+            // Leaf `pos` is the low half of word pos / 2 when pos is even:
+            // the u32 at index pos on a little-endian machine.
+            let half = if cfg!(target_endian = "big") {
+                pos ^ 1
+            } else {
+                pos
+            };
+            // SAFETY: that u32 lies inside the chunk (as above); leaves are
+            // never written once the chunk is published.
+            return unsafe { first.cast::<u32>().add(half).read() };
         }
     }
 }
