@@ -123,6 +123,34 @@ pub(crate) unsafe fn lookup_raw(first: *const AtomicU64, key18: u32) -> u32 {
     }
 }
 
+/// A chunk that answers [`NO_ROUTE`] everywhere, default included, as
+/// [`build`] makes it for no routes: lookups walk it in place of a chunk
+/// where a slot holds none, so that their path does not branch on what the
+/// slot holds.
+#[repr(align(64))]
+pub(crate) struct EmptyChunk([AtomicU64; 7]);
+
+/// The one [`EmptyChunk`].
+pub(crate) static EMPTY: EmptyChunk = EmptyChunk([
+    AtomicU64::new(7),
+    AtomicU64::new(0),
+    AtomicU64::new(NO_ROUTE as u64),
+    // The root node: no child, one run from slot 0, whose leaf is the
+    // u32 at index 12 (word 6).
+    AtomicU64::new(0),
+    AtomicU64::new(1),
+    AtomicU64::new((12 << 32) | 1),
+    AtomicU64::new(u64::MAX),
+]);
+
+impl EmptyChunk {
+    /// Its first word, as a chunk pointer.
+    #[inline(always)]
+    pub(crate) fn first(&'static self) -> *const AtomicU64 {
+        self.0.as_ptr()
+    }
+}
+
 /// The value of the routes covering the whole chunk (what a lookup answers
 /// where the chunk's own routes do not cover the key), for a chunk known
 /// by its first word.
@@ -361,6 +389,22 @@ impl Builder<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_chunk_is_what_build_makes_of_no_routes() {
+        let built = build(14, &[], &[], &mut Vec::new(), NO_ROUTE);
+        let words = |d: &Words| {
+            d.iter()
+                .map(|w| w.load(Ordering::Relaxed))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(words(&built), words(&EMPTY.0));
+        for k in [0, 1, 0x3fff, 0x2a5c] {
+            // SAFETY: EMPTY is a static, well-formed chunk.
+            let v = unsafe { lookup_raw(EMPTY.first(), k << 4) };
+            assert_eq!(v, NO_ROUTE);
+        }
+    }
 
     fn model(w: u32, routes: &[ChunkRoute], k: u32) -> u32 {
         routes
