@@ -386,7 +386,7 @@ unsafe fn resolve_word(ip: u32, s: usize) -> u32 {
     // the static empty chunk.
     let (v, d) = unsafe {
         (
-            poptrie::lookup_raw(first, (ip & 0x3fff) << 4),
+            poptrie::lookup14_raw(first, ip & 0x3fff),
             poptrie::default_raw(first),
         )
     };

@@ -151,6 +151,43 @@ impl EmptyChunk {
     }
 }
 
+/// As [`lookup_raw`] for an IPv4 chunk (14 key bits, `low14` below 2^14),
+/// with the usual case, an answer at the root node (routes up to /24),
+/// straight through and the walk down to a child node out of line.
+///
+/// # Safety
+/// As for [`lookup_raw`].
+#[inline(always)]
+pub(crate) unsafe fn lookup14_raw(first: *const AtomicU64, low14: u32) -> u32 {
+    // SAFETY: as in `lookup_raw`: the header and root node exist.
+    let word = |i: usize| unsafe { (*first.add(i)).load(Ordering::Relaxed) };
+    let j = (low14 >> 8) & 63;
+    if (word(HDR) >> j) & 1 != 0 {
+        // SAFETY: caller's contract.
+        return unsafe { lookup_deep(first, low14 << 4) };
+    }
+    let rank = (word(HDR + 1) << (63 - j)).count_ones() as usize;
+    let pos = (word(HDR + 2) >> 32) as usize + rank - 1;
+    let half = if cfg!(target_endian = "big") {
+        pos ^ 1
+    } else {
+        pos
+    };
+    // SAFETY: as in `lookup_raw`: the root node's leaf lies in the chunk.
+    unsafe { first.cast::<u32>().add(half).read() }
+}
+
+/// [`lookup_raw`], out of line.
+///
+/// # Safety
+/// As for [`lookup_raw`].
+#[cold]
+#[inline(never)]
+unsafe fn lookup_deep(first: *const AtomicU64, key18: u32) -> u32 {
+    // SAFETY: caller's contract.
+    unsafe { lookup_raw(first, key18) }
+}
+
 /// The value of the routes covering the whole chunk (what a lookup answers
 /// where the chunk's own routes do not cover the key), for a chunk known
 /// by its first word.
@@ -425,6 +462,10 @@ mod tests {
             assert_eq!(lookup(&c, k << (18 - w)), want, "width {w} key {k:#06x}");
             // SAFETY: `c` is a chunk made by `build`.
             assert_eq!(unsafe { lookup_raw(c.as_ptr(), k << (18 - w)) }, want);
+            if w == 14 {
+                // SAFETY: as above; k is below 2^14.
+                assert_eq!(unsafe { lookup14_raw(c.as_ptr(), k) }, want, "key {k:#06x}");
+            }
         }
     }
 
