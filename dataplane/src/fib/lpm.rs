@@ -340,6 +340,18 @@ unsafe fn sparse_word_v4(r: usize, ip: u32) -> usize {
     s
 }
 
+/// Start fetching the first three lines (header, root node, the first
+/// leaves) of the chunk slot word `s` names, without a branch: a word that
+/// names none has the empty chunk's line asked for instead (a cache hit).
+/// A tenth of a full table's slot words are leaves, at random.
+#[inline(always)]
+fn prefetch_chunk(s: usize) {
+    let c = core::hint::select_unpredictable(s & 3 == 0, s, poptrie::EMPTY.first() as usize);
+    prefetch(c as *const u8);
+    prefetch((c + 64) as *const u8);
+    prefetch((c + 128) as *const u8);
+}
+
 /// Free a chunk (not its children).
 ///
 /// # Safety
@@ -476,13 +488,7 @@ impl LpmShared {
             // SAFETY: `a` is the address of a slot of a live segment, a
             // root word, or an entry of `found` (the pass above).
             let s = unsafe { *(*a as *const usize) };
-            // Without a branch: a slot word that names no chunk has the
-            // empty chunk's line asked for instead (a cache hit).
-            let c =
-                core::hint::select_unpredictable(s & 3 == 0, s, poptrie::EMPTY.first() as usize);
-            prefetch(c as *const u8);
-            prefetch((c + 64) as *const u8);
-            prefetch((c + 128) as *const u8);
+            prefetch_chunk(s);
             *a = s;
         }
         for ((&ip, &s), o) in ks.iter().zip(at.iter()).zip(os.iter_mut()) {
@@ -521,11 +527,7 @@ impl LpmShared {
         }
         // SAFETY: see `lookup_v4_trusted`.
         let s = unsafe { slot_of(r, ((ip >> 14) as usize) & (SEG_LEN - 1)) };
-        if is_chunk(s) {
-            prefetch(s as *const u8);
-            prefetch((s + 64) as *const u8);
-            prefetch((s + 128) as *const u8);
-        }
+        prefetch_chunk(s);
         SlotWord(s, core::marker::PhantomData)
     }
 
