@@ -486,8 +486,11 @@ impl LpmShared {
         }
         for a in at.iter_mut().take(ks.len()) {
             // SAFETY: `a` is the address of a slot of a live segment, a
-            // root word, or an entry of `found` (the pass above).
-            let s = unsafe { *(*a as *const usize) };
+            // root word, or an entry of `found` (the pass above), each a
+            // word read here atomically: the writer stores slot and root
+            // words in place (`found`, a plain usize of this thread, has
+            // the same layout and no other access).
+            let s = unsafe { &*(*a as *const AtomicUsize) }.load(Ordering::Acquire);
             prefetch_chunk(s);
             *a = s;
         }
