@@ -319,27 +319,6 @@ unsafe fn chunk<'a>(p: usize) -> &'a Words {
     unsafe { std::slice::from_raw_parts(first, len) }
 }
 
-/// The slot word of `ip`'s block under the sparse root word `r`, having
-/// started to fetch the chunk it names. Out of line, so that the batch
-/// lookup's loop stays compact for dense segments. (Searching sparse lists
-/// in the batch's second stage instead, after asking for the segment in
-/// the first, looked up 10 % more addresses of 20k–100k-route tables but
-/// 2–7 % fewer of a full table.)
-///
-/// # Safety
-/// `r` must be the root word of a live sparse segment read inside a
-/// read-side section.
-#[inline(never)]
-unsafe fn sparse_word_v4(r: usize, ip: u32) -> usize {
-    // SAFETY: caller's contract.
-    let s = unsafe { sparse_slot(r & !SPARSE_TAG, ((ip >> 14) as usize) & (SEG_LEN - 1)) };
-    if is_chunk(s) {
-        prefetch(s as *const u8);
-        prefetch((s + 64) as *const u8);
-    }
-    s
-}
-
 /// Start fetching the first three lines (header, root node, the first
 /// leaves) of the chunk slot word `s` names, without a branch: a word that
 /// names none has the empty chunk's line asked for instead (a cache hit).
@@ -479,8 +458,14 @@ impl LpmShared {
             } else if r & 1 == 1 {
                 core::ptr::from_ref(&root[top]) as usize
             } else {
+                // A sparse /8: its list is searched now (out of line, so
+                // that this loop stays compact for dense segments), and
+                // the chunk asked for in the next pass with the others.
+                // (Searching in the second pass instead, after asking for
+                // the segment here, looked up 10 % more addresses of
+                // 20k–100k-route tables but 2–7 % fewer of a full table.)
                 // SAFETY: see `lookup_v4_trusted`.
-                *f = unsafe { sparse_word_v4(r, ip) };
+                *f = unsafe { sparse_slot(r & !SPARSE_TAG, ((ip >> 14) as usize) & (SEG_LEN - 1)) };
                 core::ptr::from_ref(f) as usize
             };
         }

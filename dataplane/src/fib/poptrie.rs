@@ -106,21 +106,34 @@ pub(crate) unsafe fn lookup_raw(first: *const AtomicU64, key18: u32) -> u32 {
                 HDR + NODE * ((bases as u32 as usize) + (vector & (bit - 1)).count_ones() as usize);
             shift -= 6;
         } else {
-            // The runs starting at or before slot j: the last holds it.
-            let rank = (word(at + 1) << (63 - j)).count_ones() as usize;
-            let pos = (bases >> 32) as usize + rank - 1;
-            // Leaf `pos` is the low half of word pos / 2 when pos is even:
-            // the u32 at index pos on a little-endian machine.
-            let half = if cfg!(target_endian = "big") {
-                pos ^ 1
-            } else {
-                pos
-            };
-            // SAFETY: that u32 lies inside the chunk (as above); leaves are
-            // never written once the chunk is published.
-            return unsafe { first.cast::<u32>().add(half).read() };
+            // SAFETY: the node at `at` answers slot j with a leaf (as above).
+            return unsafe { leaf_raw(first, word(at + 1), bases, j) };
         }
     }
+}
+
+/// The leaf a node answers slot `j` with, from its `leafvec` and `bases`
+/// words.
+///
+/// # Safety
+/// `first` must point to the first word of a live chunk made by [`build`],
+/// and the node whose words these are must not descend at slot `j`: then
+/// `base_leaf` + rank − 1 indexes one of the chunk's leaves.
+#[inline(always)]
+unsafe fn leaf_raw(first: *const AtomicU64, leafvec: u64, bases: u64, j: u32) -> u32 {
+    // The runs starting at or before slot j: the last holds it.
+    let rank = (leafvec << (63 - j)).count_ones() as usize;
+    let pos = (bases >> 32) as usize + rank - 1;
+    // Leaf `pos` is the low half of word pos / 2 when pos is even: the u32
+    // at index pos on a little-endian machine.
+    let half = if cfg!(target_endian = "big") {
+        pos ^ 1
+    } else {
+        pos
+    };
+    // SAFETY: caller's contract: that u32 lies inside the chunk; leaves are
+    // never written once the chunk is published.
+    unsafe { first.cast::<u32>().add(half).read() }
 }
 
 /// A chunk that answers [`NO_ROUTE`] everywhere, default included, as
@@ -166,15 +179,8 @@ pub(crate) unsafe fn lookup14_raw(first: *const AtomicU64, low14: u32) -> u32 {
         // SAFETY: caller's contract.
         return unsafe { lookup_deep(first, low14 << 4) };
     }
-    let rank = (word(HDR + 1) << (63 - j)).count_ones() as usize;
-    let pos = (word(HDR + 2) >> 32) as usize + rank - 1;
-    let half = if cfg!(target_endian = "big") {
-        pos ^ 1
-    } else {
-        pos
-    };
-    // SAFETY: as in `lookup_raw`: the root node's leaf lies in the chunk.
-    unsafe { first.cast::<u32>().add(half).read() }
+    // SAFETY: the root node does not descend at slot j.
+    unsafe { leaf_raw(first, word(HDR + 1), word(HDR + 2), j) }
 }
 
 /// [`lookup_raw`], out of line.
