@@ -362,15 +362,28 @@ fn family(n: usize, v6: bool, opts: &Opts, which: &Baseline) -> Result<(Figures,
     let nexthops: u32 = opts.num("nexthops", 4096)?;
     let nkeys: usize = opts.num("keys", 1 << 20)?;
     let routes = gen::table(n, v6, nexthops, seed);
-    let keys = gen::keys(&routes, nkeys, v6, seed ^ 0x5eed);
+    let mut keys = gen::keys(&routes, nkeys, v6, seed ^ 0x5eed);
+    // `--distinct-keys N`: the stream repeats its first N keys, so that
+    // the lines they touch stay cached: the lookup's cost without misses.
+    let distinct: usize = opts.num("distinct-keys", keys.len())?;
+    if distinct == 0 {
+        return Err("--distinct-keys: at least 1".into());
+    }
+    if distinct < keys.len() {
+        let (head, tail) = keys.split_at_mut(distinct);
+        for (i, k) in tail.iter_mut().enumerate() {
+            *k = head[i % distinct];
+        }
+    }
     let mut rng = gen::Rng::new(seed ^ 0xabcd);
     let updates: Vec<usize> = (0..n.min(200_000))
         .map(|_| rng.below(n as u64) as usize)
         .collect();
     let fam = if v6 { "IPv6" } else { "IPv4" };
     println!(
-        "{fam}: {n} routes, {} keys, {nexthops} nexthops, seed {seed}",
-        keys.len()
+        "{fam}: {n} routes, {} keys ({} distinct), {nexthops} nexthops, seed {seed}",
+        keys.len(),
+        distinct.min(keys.len())
     );
     let base = which.run(&routes, &keys, v6, &updates)?;
     let o = ours(&routes, &keys, v6, &updates);
