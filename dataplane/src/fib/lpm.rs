@@ -305,22 +305,19 @@ unsafe fn slot_of(r: usize, b: usize) -> usize {
     }
 }
 
-/// View the chunk whose first word is at `p`.
+/// View the chunk whose pointer is `p` (all its words).
 ///
 /// # Safety
-/// `p` must point to the first word of a live chunk built by
-/// [`poptrie::build`] (published and not yet freed).
+/// `p` must be the pointer of a live chunk from [`poptrie::into_raw`]
+/// (published and not yet freed).
 #[inline(always)]
 unsafe fn chunk<'a>(p: usize) -> &'a Words {
-    let first = p as *const AtomicU64;
-    // SAFETY: the caller guarantees a live chunk; its first word holds its length.
-    let len = poptrie::len_words(unsafe { &*first });
-    // SAFETY: the chunk is one allocation of `len` words starting at `first`.
-    unsafe { std::slice::from_raw_parts(first, len) }
+    // SAFETY: caller's contract.
+    unsafe { poptrie::words(p as *const AtomicU64) }
 }
 
-/// Start fetching the first three lines (header, root node, the first
-/// leaves) of the chunk slot word `s` names, without a branch: a word that
+/// Start fetching the first three lines (root node and covering value, the
+/// root's leaves) of the chunk slot word `s` names, without a branch: a word that
 /// names none has the empty chunk's line asked for instead (a cache hit).
 /// A tenth of a full table's slot words are leaves, at random.
 #[inline(always)]
@@ -334,13 +331,11 @@ fn prefetch_chunk(s: usize) {
 /// Free a chunk (not its children).
 ///
 /// # Safety
-/// `p` must be the first word of a chunk from `Box::into_raw`, unreachable by
-/// any reader, freed once.
+/// `p` must be the pointer of a chunk from [`poptrie::into_raw`],
+/// unreachable by any reader, freed once.
 unsafe fn free_chunk_words(p: *mut ()) {
     // SAFETY: caller's contract.
-    let len = poptrie::len_words(unsafe { &*(p as *const AtomicU64) });
-    // SAFETY: the allocation was a boxed slice of `len` words.
-    drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p as *mut AtomicU64, len)) });
+    unsafe { poptrie::free(p as *const AtomicU64) };
 }
 
 use crate::rcu::prefetch;
@@ -1915,7 +1910,7 @@ impl Lpm {
                     .collect();
                 let words =
                     poptrie::build(w, &self.scratch, &kids, &mut self.kid_defaults, default);
-                Box::into_raw(words) as *mut AtomicU64 as usize
+                poptrie::into_raw(words) as usize
             }
         };
         if is_chunk(old) {

@@ -8,18 +8,28 @@
 //! and found with one popcount; children of a node are contiguous.
 //!
 //! A chunk is one allocation of 64-bit words, referenced by a thin pointer to
-//! its first word:
+//! its root node, two words in (word offsets below are from that pointer):
 //!
 //! ```text
-//!  [0] length in words   [1] offset of the child array (0: none)
-//!  [2] the value of the routes covering the whole chunk (updated in place)
-//!  [2..] nodes, three words each: vector, leafvec, base_leaf << 32 | base_child
-//!  then the leaves, two u32 per word
+//!  [-2] length in words
+//!  [-1] u32 index of the root node's first leaf << 32 | offset of the child array (0: none)
+//!  [0] the root node: vector, leafvec,
+//!      the value of the routes covering the whole chunk << 32 (updated in
+//!      place) | offset of the root's first child node
+//!  IPv4 (14 bits): [3..] the root node's leaves, two u32 per word (u32
+//!      index 6 onwards), then the other nodes, then their leaves
+//!  IPv6 (16 bits): [3..] the other nodes, then all leaves, the root's first
+//!  a node other than the root: vector, leafvec,
+//!      u32 index of its first leaf << 32 | offset of its first child node
 //!  then the child array, two words per child: pointer (updated in place), default
 //! ```
 //!
-//! The root node and the first leaves share the chunk's first cache lines, so
-//! a key answered at the root costs one or two misses.
+//! What an IPv4 lookup answered at the root reads — nearly all of them:
+//! the root node, the covering value and the root's leaves — starts at the
+//! pointer, in as few cache lines as the root's leaves allow (ten leaves
+//! fit the first 64 bytes). IPv6 walks go down two or three nodes more
+//! often than not, so an IPv6 chunk keeps its nodes together. The words
+//! only the writer and deep walks need lie before the pointer or after.
 //!
 //! Values: [`NO_ROUTE`] (no route of this chunk covers the key), a nexthop
 //! id, or [`CHILD`]`| i` (descend to child chunk `i`). Building costs time in
@@ -34,8 +44,12 @@ pub const NO_ROUTE: u32 = u32::MAX;
 /// Flag on a value that names a child chunk.
 pub const CHILD: u32 = 0x8000_0000;
 
-const HDR: usize = 3;
+/// Words of the allocation before the root node (length, child array).
+const PRE: usize = 2;
+/// Words of a node.
 const NODE: usize = 3;
+/// u32 index (from the root node) of the root node's first leaf.
+const ROOT_LEAF: usize = 2 * NODE;
 
 /// A route owned by a chunk: `start` is the first key slice it covers, `len`
 /// its length within the chunk (1..=W bits).
@@ -54,10 +68,12 @@ pub(crate) type Words = [AtomicU64];
 /// [`lookup_raw`] to.
 #[cfg(test)]
 pub(crate) fn lookup(d: &Words, key18: u32) -> u32 {
-    let mut at = HDR;
+    let mut at = 0;
     let mut shift = 12u32;
     loop {
-        let (Some(v), Some(lv), Some(b)) = (d.get(at), d.get(at + 1), d.get(at + 2)) else {
+        let (Some(v), Some(lv), Some(b)) =
+            (d.get(PRE + at), d.get(PRE + at + 1), d.get(PRE + at + 2))
+        else {
             return NO_ROUTE;
         };
         let vector = v.load(Ordering::Relaxed);
@@ -65,12 +81,17 @@ pub(crate) fn lookup(d: &Words, key18: u32) -> u32 {
         let j = (key18 >> shift) & 63;
         let bit = 1u64 << j;
         if vector & bit != 0 && shift > 0 {
-            let idx = (bases as u32 as usize) + (vector & (bit - 1)).count_ones() as usize;
-            at = HDR + NODE * idx;
+            at = (bases as u32 as usize) + NODE * (vector & (bit - 1)).count_ones() as usize;
             shift -= 6;
         } else {
             let rank = (lv.load(Ordering::Relaxed) & (bit | (bit - 1))).count_ones() as usize;
-            let pos = ((bases >> 32) as usize + rank).wrapping_sub(1);
+            let base_leaf = if at == 0 {
+                d.get(1)
+                    .map_or(0, |w| (w.load(Ordering::Relaxed) >> 32) as usize)
+            } else {
+                (bases >> 32) as usize
+            };
+            let pos = (2 * PRE + base_leaf + rank).wrapping_sub(1);
             return d.get(pos / 2).map_or(NO_ROUTE, |w| {
                 (w.load(Ordering::Relaxed) >> ((pos & 1) * 32)) as u32
             });
@@ -86,15 +107,16 @@ pub(crate) fn lookup(d: &Words, key18: u32) -> u32 {
 #[inline(always)]
 pub(crate) unsafe fn lookup_raw(first: *const AtomicU64, key18: u32) -> u32 {
     let word = |i: usize| {
-        // SAFETY: `build` lays out HDR words, then nodes whose `base_child`
-        // indexes existing nodes (children are contiguous, counted by the
-        // vector's popcount) and whose `base_leaf` + rank − 1 indexes an
-        // existing leaf (every non-child slot belongs to a run whose start is
-        // marked in `leafvec`); the depth is at most three (`shift` reaches
-        // 0). So every `i` passed here is inside the chunk.
+        // SAFETY: `build` lays out the root node at the pointer, then
+        // nodes whose first-child offset names an existing node (children
+        // are contiguous, counted by the vector's popcount) and whose first
+        // leaf + rank − 1 indexes an existing leaf (every non-child slot
+        // belongs to a run whose start is marked in `leafvec`); the depth is
+        // at most three (`shift` reaches 0). So every `i` passed here is
+        // inside the chunk.
         unsafe { (*first.add(i)).load(Ordering::Relaxed) }
     };
-    let mut at = HDR;
+    let mut at = 0;
     let mut shift = 12u32;
     loop {
         let vector = word(at);
@@ -102,28 +124,36 @@ pub(crate) unsafe fn lookup_raw(first: *const AtomicU64, key18: u32) -> u32 {
         let j = (key18 >> shift) & 63;
         let bit = 1u64 << j;
         if vector & bit != 0 && shift > 0 {
-            at =
-                HDR + NODE * ((bases as u32 as usize) + (vector & (bit - 1)).count_ones() as usize);
+            at = (bases as u32 as usize) + NODE * (vector & (bit - 1)).count_ones() as usize;
             shift -= 6;
         } else {
+            // The root's first leaf is named in the word before it, the
+            // other nodes' in their third word.
+            let named = if at == 0 {
+                // SAFETY: every chunk has its PRE words before the root.
+                unsafe { (*first.sub(1)).load(Ordering::Relaxed) }
+            } else {
+                bases
+            };
+            let base_leaf = (named >> 32) as usize;
             // SAFETY: the node at `at` answers slot j with a leaf (as above).
-            return unsafe { leaf_raw(first, word(at + 1), bases, j) };
+            return unsafe { leaf_raw(first, word(at + 1), base_leaf, j) };
         }
     }
 }
 
-/// The leaf a node answers slot `j` with, from its `leafvec` and `bases`
-/// words.
+/// The leaf a node answers slot `j` with, from its `leafvec` and the u32
+/// index of its first leaf.
 ///
 /// # Safety
-/// `first` must point to the first word of a live chunk made by [`build`],
-/// and the node whose words these are must not descend at slot `j`: then
+/// `first` must be the pointer of a live chunk made by [`build`], and the
+/// node whose words these are must not descend at slot `j`: then
 /// `base_leaf` + rank − 1 indexes one of the chunk's leaves.
 #[inline(always)]
-unsafe fn leaf_raw(first: *const AtomicU64, leafvec: u64, bases: u64, j: u32) -> u32 {
+unsafe fn leaf_raw(first: *const AtomicU64, leafvec: u64, base_leaf: usize, j: u32) -> u32 {
     // The runs starting at or before slot j: the last holds it.
     let rank = (leafvec << (63 - j)).count_ones() as usize;
-    let pos = (bases >> 32) as usize + rank - 1;
+    let pos = base_leaf + rank - 1;
     // Leaf `pos` is the low half of word pos / 2 when pos is even: the u32
     // at index pos on a little-endian machine.
     let half = if cfg!(target_endian = "big") {
@@ -141,26 +171,25 @@ unsafe fn leaf_raw(first: *const AtomicU64, leafvec: u64, bases: u64, j: u32) ->
 /// where a slot holds none, so that their path does not branch on what the
 /// slot holds.
 #[repr(align(64))]
-pub(crate) struct EmptyChunk([AtomicU64; 7]);
+pub(crate) struct EmptyChunk([AtomicU64; 6]);
 
 /// The one [`EmptyChunk`].
 pub(crate) static EMPTY: EmptyChunk = EmptyChunk([
-    AtomicU64::new(7),
-    AtomicU64::new(0),
-    AtomicU64::new(NO_ROUTE as u64),
-    // The root node: no child, one run from slot 0, whose leaf is the
-    // u32 at index 12 (word 6).
+    AtomicU64::new(6),
+    AtomicU64::new((ROOT_LEAF as u64) << 32),
+    // The root node: no child, one run from slot 0, whose leaf (the first
+    // u32 after the node) is "none", as is the covering value.
     AtomicU64::new(0),
     AtomicU64::new(1),
-    AtomicU64::new((12 << 32) | 1),
+    AtomicU64::new((NO_ROUTE as u64) << 32),
     AtomicU64::new(u64::MAX),
 ]);
 
 impl EmptyChunk {
-    /// Its first word, as a chunk pointer.
+    /// Its chunk pointer (its root node).
     #[inline(always)]
     pub(crate) fn first(&'static self) -> *const AtomicU64 {
-        self.0.as_ptr()
+        self.0[PRE..].as_ptr()
     }
 }
 
@@ -172,15 +201,15 @@ impl EmptyChunk {
 /// As for [`lookup_raw`].
 #[inline(always)]
 pub(crate) unsafe fn lookup14_raw(first: *const AtomicU64, low14: u32) -> u32 {
-    // SAFETY: as in `lookup_raw`: the header and root node exist.
+    // SAFETY: as in `lookup_raw`: the root node exists.
     let word = |i: usize| unsafe { (*first.add(i)).load(Ordering::Relaxed) };
     let j = (low14 >> 8) & 63;
-    if (word(HDR) >> j) & 1 != 0 {
+    if (word(0) >> j) & 1 != 0 {
         // SAFETY: caller's contract.
         return unsafe { lookup_deep(first, low14 << 4) };
     }
     // SAFETY: the root node does not descend at slot j.
-    unsafe { leaf_raw(first, word(HDR + 1), word(HDR + 2), j) }
+    unsafe { leaf_raw(first, word(1), ROOT_LEAF, j) }
 }
 
 /// [`lookup_raw`], out of line.
@@ -196,38 +225,76 @@ unsafe fn lookup_deep(first: *const AtomicU64, key18: u32) -> u32 {
 
 /// The value of the routes covering the whole chunk (what a lookup answers
 /// where the chunk's own routes do not cover the key), for a chunk known
-/// by its first word.
+/// by its pointer.
 ///
 /// # Safety
-/// `first` must point to the first word of a live chunk made by [`build`].
+/// `first` must be the pointer of a live chunk made by [`build`].
 #[inline(always)]
 pub(crate) unsafe fn default_raw(first: *const AtomicU64) -> u32 {
-    // SAFETY: every chunk has its HDR words; word 2 is the default.
-    unsafe { (*first.add(2)).load(Ordering::Acquire) as u32 }
+    // SAFETY: every chunk has its root node; its third word holds the
+    // covering value in its high half.
+    unsafe { ((*first.add(2)).load(Ordering::Acquire) >> 32) as u32 }
 }
 
-/// Number of words (read from the header).
+/// Hand a chunk [`build`] made to the readers' structure: its pointer
+/// (8-aligned, as slot words need). Freed by [`free`].
+pub(crate) fn into_raw(words: Box<Words>) -> *const AtomicU64 {
+    // SAFETY: `build` makes at least PRE words before the root node.
+    unsafe {
+        Box::into_raw(words)
+            .cast::<AtomicU64>()
+            .cast_const()
+            .add(PRE)
+    }
+}
+
+/// The whole chunk (its words from the length on) whose pointer is `first`.
+///
+/// # Safety
+/// `first` must be the pointer of a live chunk from [`into_raw`].
 #[inline(always)]
-pub(crate) fn len_words(first: &AtomicU64) -> usize {
-    first.load(Ordering::Relaxed) as usize
+pub(crate) unsafe fn words<'a>(first: *const AtomicU64) -> &'a Words {
+    // SAFETY: caller's contract: the allocation starts PRE words before
+    // the pointer, with its length in words.
+    unsafe {
+        let start = first.sub(PRE);
+        let len = (*start).load(Ordering::Relaxed) as usize;
+        std::slice::from_raw_parts(start, len)
+    }
+}
+
+/// Free a chunk (not its children).
+///
+/// # Safety
+/// `first` must be the pointer of a chunk from [`into_raw`], unreachable by
+/// any reader, freed once.
+pub(crate) unsafe fn free(first: *const AtomicU64) {
+    // SAFETY: caller's contract: a live chunk, given up here.
+    let d = unsafe { words(first) };
+    let p = std::ptr::slice_from_raw_parts_mut(d.as_ptr().cast_mut(), d.len());
+    // SAFETY: the allocation was a boxed slice of `d.len()` words.
+    drop(unsafe { Box::from_raw(p) });
 }
 
 /// Change the chunk's covering value in place.
 pub(crate) fn set_default(d: &Words, v: u32) {
-    if let Some(w) = d.get(2) {
-        w.store(u64::from(v), Ordering::Release);
+    if let Some(w) = d.get(PRE + 2) {
+        // The low half (the root's first child) never changes, and only
+        // the writer stores here.
+        let low = w.load(Ordering::Relaxed) & 0xffff_ffff;
+        w.store((u64::from(v) << 32) | low, Ordering::Release);
     }
 }
 
 /// The child array: (pointer word, default) of child `i`.
 #[inline(always)]
 pub(crate) fn kid(d: &Words, i: usize) -> Option<(&AtomicU64, u32)> {
-    let off = d.get(1)?.load(Ordering::Relaxed) as usize;
+    let off = (d.get(1)?.load(Ordering::Relaxed) & 0xffff_ffff) as usize;
     if off == 0 {
         return None;
     }
-    let p = d.get(off + 2 * i)?;
-    let def = d.get(off + 2 * i + 1)?.load(Ordering::Relaxed) as u32;
+    let p = d.get(PRE + off + 2 * i)?;
+    let def = d.get(PRE + off + 2 * i + 1)?.load(Ordering::Relaxed) as u32;
     Some((p, def))
 }
 
@@ -241,10 +308,10 @@ pub(crate) fn kid(d: &Words, i: usize) -> Option<(&AtomicU64, u32)> {
 /// [`build`] writes a child array with an entry for each.
 #[inline(always)]
 pub(crate) unsafe fn kid_raw(first: *const AtomicU64, i: usize) -> (u64, u32) {
-    // SAFETY: caller's contract: word 1 is the child array's offset, and
-    // entry `i` lies inside the chunk.
+    // SAFETY: caller's contract: the word before the root node is the
+    // child array's offset, and entry `i` lies inside the chunk.
     unsafe {
-        let off = (*first.add(1)).load(Ordering::Relaxed) as usize;
+        let off = ((*first.sub(1)).load(Ordering::Relaxed) & 0xffff_ffff) as usize;
         (
             (*first.add(off + 2 * i)).load(Ordering::Acquire),
             (*first.add(off + 2 * i + 1)).load(Ordering::Relaxed) as u32,
@@ -252,16 +319,25 @@ pub(crate) unsafe fn kid_raw(first: *const AtomicU64, i: usize) -> (u64, u32) {
     }
 }
 
-/// Node and leaf counts of a chunk.
+/// Node and leaf counts of a chunk: nodes reached from the root, and the
+/// runs their `leafvec`s mark.
 pub(crate) fn counts(d: &Words) -> (usize, usize) {
-    // The leaves start where the first node's base_leaf points.
-    let base_leaf = d
-        .get(HDR + 2)
-        .map_or(0, |b| (b.load(Ordering::Relaxed) >> 32) as usize);
-    let nodes = (base_leaf / 2 - HDR) / NODE;
-    let off = d.get(1).map_or(0, |o| o.load(Ordering::Relaxed) as usize);
-    let end = if off == 0 { d.len() } else { off };
-    (nodes, (end * 2).saturating_sub(base_leaf))
+    fn walk(d: &Words, at: usize, depth: u32, acc: &mut (usize, usize)) {
+        let w = |i: usize| d.get(PRE + at + i).map_or(0, |w| w.load(Ordering::Relaxed));
+        let (vector, leafvec, bases) = (w(0), w(1), w(2));
+        acc.0 += 1;
+        acc.1 += leafvec.count_ones() as usize;
+        if depth < 2 {
+            for c in 0..vector.count_ones() as usize {
+                walk(d, bases as u32 as usize + NODE * c, depth + 1, acc);
+            }
+        }
+    }
+    let mut acc = (0, 0);
+    if d.len() >= PRE + NODE {
+        walk(d, 0, 0, &mut acc);
+    }
+    acc
 }
 
 struct Builder<'a> {
@@ -292,26 +368,70 @@ pub(crate) fn build(
         kid_defaults,
     };
     b.node(0, 0, 0, routes, &keys, 0, NO_ROUTE);
-    let leaves_at = HDR + NODE * b.nodes.len();
-    let leaf_words = b.leaves.len().div_ceil(2);
+    // The root's leaves are the first (it is finished before its
+    // children). An IPv4 chunk has them right after the root node, so that
+    // a lookup answered at the root — nearly all IPv4 lookups — reads few
+    // lines; an IPv6 chunk has its nodes together first, as its walks go
+    // down two or three nodes more often than not.
+    let root_leaves = b.nodes[0][1].count_ones() as usize;
+    let root_first = width == 14;
+    let nodes_at = if root_first {
+        NODE + root_leaves.div_ceil(2)
+    } else {
+        NODE
+    };
+    // Word offset (from the root) of node `i`; the root is node 0.
+    let node_at = |i: u64| {
+        if i == 0 {
+            0
+        } else {
+            nodes_at as u64 + NODE as u64 * (i - 1)
+        }
+    };
+    let leaves_at = nodes_at + NODE * (b.nodes.len() - 1);
+    // u32 index of leaf i, and the words the leaves after the nodes take.
+    let (skip, root_leaf, rest_words) = if root_first {
+        let rest = b.leaves.len() - root_leaves;
+        (root_leaves, ROOT_LEAF, rest.div_ceil(2))
+    } else {
+        (0, 2 * leaves_at, b.leaves.len().div_ceil(2))
+    };
     let kids_at = if kids.is_empty() {
         0
     } else {
-        leaves_at + leaf_words
+        leaves_at + rest_words
     };
-    let total = leaves_at + leaf_words + 2 * kids.len();
+    let total = PRE + leaves_at + rest_words + 2 * kids.len();
     let mut w: Vec<u64> = Vec::with_capacity(total);
     w.push(total as u64);
-    w.push(kids_at as u64);
-    w.push(u64::from(default));
-    let leaf_pos0 = (2 * leaves_at) as u64;
-    for n in &b.nodes {
-        w.extend([n[0], n[1], n[2] + (leaf_pos0 << 32)]);
+    w.push(((root_leaf as u64) << 32) | kids_at as u64);
+    // A node's third word: its first child's offset (where it has one)
+    // and, above, the u32 index of its first leaf.
+    let child_of = |n: &[u64; 3]| {
+        if n[0] == 0 {
+            0
+        } else {
+            node_at(n[2] & 0xffff_ffff)
+        }
+    };
+    let root = &b.nodes[0];
+    w.extend([
+        root[0],
+        root[1],
+        (u64::from(default) << 32) | child_of(root),
+    ]);
+    let pairs = |w: &mut Vec<u64>, leaves: &[u32]| {
+        for pair in leaves.chunks(2) {
+            let hi = pair.get(1).copied().unwrap_or(NO_ROUTE);
+            w.push(u64::from(pair[0]) | (u64::from(hi) << 32));
+        }
+    };
+    pairs(&mut w, &b.leaves[..skip]);
+    for n in &b.nodes[1..] {
+        let base_leaf = (2 * leaves_at) as u64 + (n[2] >> 32) - skip as u64;
+        w.extend([n[0], n[1], (base_leaf << 32) | child_of(n)]);
     }
-    for pair in b.leaves.chunks(2) {
-        let hi = pair.get(1).copied().unwrap_or(NO_ROUTE);
-        w.push(u64::from(pair[0]) | (u64::from(hi) << 32));
-    }
+    pairs(&mut w, &b.leaves[skip..]);
     for (i, (_, ptr)) in kids.iter().enumerate() {
         w.extend([*ptr, u64::from(b.kid_defaults[i])]);
     }
@@ -433,6 +553,11 @@ impl Builder<'_> {
 mod tests {
     use super::*;
 
+    /// The pointer of a chunk `build` made.
+    fn root(d: &Words) -> *const AtomicU64 {
+        d[PRE..].as_ptr()
+    }
+
     #[test]
     fn empty_chunk_is_what_build_makes_of_no_routes() {
         let built = build(14, &[], &[], &mut Vec::new(), NO_ROUTE);
@@ -467,10 +592,10 @@ mod tests {
             let want = model(w, &routes, k);
             assert_eq!(lookup(&c, k << (18 - w)), want, "width {w} key {k:#06x}");
             // SAFETY: `c` is a chunk made by `build`.
-            assert_eq!(unsafe { lookup_raw(c.as_ptr(), k << (18 - w)) }, want);
+            assert_eq!(unsafe { lookup_raw(root(&c), k << (18 - w)) }, want);
             if w == 14 {
                 // SAFETY: as above; k is below 2^14.
-                assert_eq!(unsafe { lookup14_raw(c.as_ptr(), k) }, want, "key {k:#06x}");
+                assert_eq!(unsafe { lookup14_raw(root(&c), k) }, want, "key {k:#06x}");
             }
         }
     }
@@ -528,9 +653,9 @@ mod tests {
             (2, (0xcc0, NO_ROUTE)),
         ] {
             // SAFETY: `c` is a chunk made by `build` with three children.
-            assert_eq!(unsafe { kid_raw(c.as_ptr(), i) }, want);
+            assert_eq!(unsafe { kid_raw(root(&c), i) }, want);
         }
-        assert_eq!(len_words(&c[0]), c.len());
+        assert_eq!(c[0].load(Ordering::Relaxed) as usize, c.len());
     }
 
     #[test]
