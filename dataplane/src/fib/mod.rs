@@ -7,6 +7,7 @@
 //! route changes are applied by a thread of the writer's own, in order,
 //! while the control thread prepares the next batch.
 
+mod arena;
 pub mod lpm;
 pub mod nexthop;
 pub(crate) mod poptrie;

@@ -1,0 +1,209 @@
+//! Memory for poptrie chunks, in 2 MB regions the kernel may back with
+//! transparent huge pages (`madvise(MADV_HUGEPAGE)`).
+//!
+//! A full table's lookups land on random chunks across megabytes; in 4 KiB
+//! pages nearly every one needs a page walk. Here the chunks of all tables
+//! share regions aligned to 2 MB, so that one TLB entry covers thousands of
+//! chunks wherever the system's THP setting is `madvise` or `always`
+//! (Debian's default is `madvise`). Where it is `never`, or a region cannot
+//! be mapped, the memory is ordinary pages or the heap: nothing changes but
+//! speed.
+//!
+//! Blocks come in size classes (2-word steps up to 64 words, 16-word steps
+//! up to [`MAX_WORDS`]); a freed block goes on its class's free list and is
+//! reused by the next chunk of that class. Regions are kept for the
+//! process's life. Larger chunks (rare: an IPv6 chunk with hundreds of
+//! nodes) come from the heap. Only writers allocate and free (chunks are
+//! freed after readers' grace periods), so a mutex is enough.
+
+#![allow(unsafe_code)]
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+
+/// Bytes of a region (one transparent huge page).
+const REGION: usize = 2 << 20;
+/// Largest block, in words, the regions serve.
+pub(crate) const MAX_WORDS: usize = 1024;
+/// Number of size classes.
+const CLASSES: usize = 32 + (MAX_WORDS - 64) / 16;
+
+/// The size class of a block of `words` (1..=MAX_WORDS) and the words it
+/// holds.
+fn class(words: usize) -> (usize, usize) {
+    if words <= 64 {
+        let c = words.div_ceil(2).max(1);
+        (c - 1, 2 * c)
+    } else {
+        let c = (words - 64).div_ceil(16);
+        (31 + c, 64 + 16 * c)
+    }
+}
+
+struct Pool {
+    /// Head of each class's free list (0: empty); a free block's first
+    /// word holds the next.
+    free: [usize; CLASSES],
+    /// Unused part of the current region.
+    next: usize,
+    end: usize,
+    /// Whether mapping regions failed (then the heap serves every block).
+    no_regions: bool,
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    free: [0; CLASSES],
+    next: 0,
+    end: 0,
+    no_regions: false,
+});
+
+/// Map a 2 MB-aligned region of [`REGION`] bytes, asking for huge pages.
+fn map_region() -> Option<usize> {
+    // Map twice the size and trim to the alignment.
+    let len = 2 * REGION;
+    // SAFETY: an anonymous private mapping at an address of the kernel's
+    // choosing touches no existing memory.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    let start = p as usize;
+    let aligned = start.next_multiple_of(REGION);
+    // SAFETY: both ranges lie inside the mapping just made and nothing
+    // refers to them.
+    unsafe {
+        if aligned > start {
+            libc::munmap(p, aligned - start);
+        }
+        let tail = start + len - (aligned + REGION);
+        if tail > 0 {
+            libc::munmap((aligned + REGION) as *mut libc::c_void, tail);
+        }
+        // Advice only: without THP the region is ordinary pages.
+        libc::madvise(aligned as *mut libc::c_void, REGION, libc::MADV_HUGEPAGE);
+    }
+    Some(aligned)
+}
+
+/// A block of at least `words` words (1..=[`MAX_WORDS`]), 16-byte
+/// aligned, its contents unspecified; `None` where no region could be
+/// mapped (the caller uses the heap).
+pub(crate) fn alloc(words: usize) -> Option<*mut AtomicU64> {
+    debug_assert!((1..=MAX_WORDS).contains(&words));
+    let (c, size) = class(words);
+    let mut pool = POOL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let head = pool.free[c];
+    if head != 0 {
+        // SAFETY: a free block of this class (see `free`), its first word
+        // the next free block.
+        pool.free[c] = unsafe { *(head as *const usize) };
+        return Some(head as *mut AtomicU64);
+    }
+    let bytes = size * 8;
+    if pool.end - pool.next < bytes {
+        if pool.no_regions {
+            return None;
+        }
+        // The rest of the old region goes to the free lists, in the
+        // largest classes that fit.
+        let mut rest = pool.end - pool.next;
+        while rest >= 16 {
+            let w = (rest / 8).min(MAX_WORDS);
+            let (mut rc, mut rs) = class(w);
+            if rs > w {
+                rc -= 1;
+                rs = class_words(rc);
+            }
+            let b = pool.next;
+            // SAFETY: b is unused memory of a mapped region.
+            unsafe { *(b as *mut usize) = pool.free[rc] };
+            pool.free[rc] = b;
+            pool.next += rs * 8;
+            rest -= rs * 8;
+        }
+        match map_region() {
+            Some(r) => {
+                pool.next = r;
+                pool.end = r + REGION;
+            }
+            None => {
+                pool.no_regions = true;
+                return None;
+            }
+        }
+    }
+    let b = pool.next;
+    pool.next += bytes;
+    Some(b as *mut AtomicU64)
+}
+
+/// Words of a block of class `c`.
+fn class_words(c: usize) -> usize {
+    if c < 32 {
+        2 * (c + 1)
+    } else {
+        64 + 16 * (c - 31)
+    }
+}
+
+/// Give back a block [`alloc`] returned for `words` words.
+///
+/// # Safety
+/// `p` must come from [`alloc`] with the same `words`, be unreachable by
+/// any reader, and be given back once.
+pub(crate) unsafe fn free(p: *mut AtomicU64, words: usize) {
+    let (c, _) = class(words);
+    let mut pool = POOL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // SAFETY: caller's contract: the block is ours again.
+    unsafe { *(p as *mut usize) = pool.free[c] };
+    pool.free[c] = p as usize;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_hold_their_sizes_and_reuse_freed_blocks() {
+        for w in 1..=MAX_WORDS {
+            let (c, s) = class(w);
+            assert!(c < CLASSES && s >= w && s == class_words(c), "{w}");
+            assert!(s - w < if w <= 64 { 2 } else { 16 }, "{w}");
+        }
+        let Some(a) = alloc(10) else {
+            return; // no region could be mapped here: the heap serves
+        };
+        assert_eq!(a as usize % 16, 0);
+        // SAFETY: a fresh block of 10 words, ours.
+        unsafe {
+            for i in 0..10 {
+                (*a.add(i)).store(i as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            free(a, 10);
+        }
+        let b = alloc(9).expect("a region is mapped");
+        // Other tests' tables allocate too, so b need not be a; but b is a
+        // whole, writable block of its class.
+        // SAFETY: as above.
+        unsafe {
+            for i in 0..9 {
+                (*b.add(i)).store(0, std::sync::atomic::Ordering::Relaxed);
+            }
+            free(b, 9);
+        }
+    }
+}
