@@ -11,10 +11,13 @@
 //!
 //! Blocks come in size classes (2-word steps up to 64 words, 16-word steps
 //! up to [`MAX_WORDS`]); a freed block goes on its class's free list and is
-//! reused by the next chunk of that class. Regions are kept for the
-//! process's life. Larger chunks (rare: an IPv6 chunk with hundreds of
-//! nodes) come from the heap. Only writers allocate and free (chunks are
-//! freed after readers' grace periods), so a mutex is enough.
+//! reused by the next block of that class. Regions are kept for the
+//! process's life: memory a table gives back serves later blocks of the
+//! same size class only. Larger blocks (rare: an IPv6 chunk with hundreds
+//! of nodes) come from the heap, as every block does where no region can
+//! be mapped. Only writers allocate and free (blocks are freed after
+//! readers' grace periods), so a mutex is enough. Dense segments (1024
+//! slot words) come from here too.
 
 #![allow(unsafe_code)]
 
@@ -49,6 +52,8 @@ struct Pool {
     end: usize,
     /// Whether mapping regions failed (then the heap serves every block).
     no_regions: bool,
+    /// Start addresses of the regions, sorted.
+    regions: Vec<usize>,
 }
 
 static POOL: Mutex<Pool> = Mutex::new(Pool {
@@ -56,7 +61,40 @@ static POOL: Mutex<Pool> = Mutex::new(Pool {
     next: 0,
     end: 0,
     no_regions: false,
+    regions: Vec::new(),
 });
+
+fn pool() -> std::sync::MutexGuard<'static, Pool> {
+    POOL.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The heap's layout for a block of `words` words.
+fn heap_layout(words: usize) -> std::alloc::Layout {
+    // 16-byte alignment, as region blocks have. A chunk's words number far
+    // fewer than isize::MAX / 8.
+    std::alloc::Layout::from_size_align(words.max(1) * 8, 16).expect("block size")
+}
+
+/// A block of at least `words` words, 16-byte aligned, its contents
+/// unspecified: from a region where one serves that size, else from the
+/// heap. Give it back with [`free`].
+///
+/// Aborts, as `Box` does, when the heap is out of memory.
+pub(crate) fn alloc(words: usize) -> *mut AtomicU64 {
+    if (1..=MAX_WORDS).contains(&words) {
+        if let Some(p) = alloc_in_region(words) {
+            return p;
+        }
+    }
+    let layout = heap_layout(words);
+    // SAFETY: the layout has a non-zero size.
+    let p = unsafe { std::alloc::alloc(layout) };
+    if p.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    p.cast()
+}
 
 /// Map a 2 MB-aligned region of [`REGION`] bytes, asking for huge pages.
 fn map_region() -> Option<usize> {
@@ -95,15 +133,11 @@ fn map_region() -> Option<usize> {
     Some(aligned)
 }
 
-/// A block of at least `words` words (1..=[`MAX_WORDS`]), 16-byte
-/// aligned, its contents unspecified; `None` where no region could be
-/// mapped (the caller uses the heap).
-pub(crate) fn alloc(words: usize) -> Option<*mut AtomicU64> {
-    debug_assert!((1..=MAX_WORDS).contains(&words));
+/// A region block of at least `words` words (1..=[`MAX_WORDS`]); `None`
+/// where no region could be mapped.
+fn alloc_in_region(words: usize) -> Option<*mut AtomicU64> {
     let (c, size) = class(words);
-    let mut pool = POOL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut pool = pool();
     let head = pool.free[c];
     if head != 0 {
         // SAFETY: a free block of this class (see `free`), its first word
@@ -137,6 +171,8 @@ pub(crate) fn alloc(words: usize) -> Option<*mut AtomicU64> {
             Some(r) => {
                 pool.next = r;
                 pool.end = r + REGION;
+                let at = pool.regions.partition_point(|&x| x < r);
+                pool.regions.insert(at, r);
             }
             None => {
                 pool.no_regions = true;
@@ -164,13 +200,20 @@ fn class_words(c: usize) -> usize {
 /// `p` must come from [`alloc`] with the same `words`, be unreachable by
 /// any reader, and be given back once.
 pub(crate) unsafe fn free(p: *mut AtomicU64, words: usize) {
-    let (c, _) = class(words);
-    let mut pool = POOL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    // SAFETY: caller's contract: the block is ours again.
-    unsafe { *(p as *mut usize) = pool.free[c] };
-    pool.free[c] = p as usize;
+    let a = p as usize;
+    let mut pool = pool();
+    let i = pool.regions.partition_point(|&r| r <= a);
+    if i > 0 && a < pool.regions[i - 1] + REGION {
+        let (c, _) = class(words);
+        // SAFETY: caller's contract: the block is ours again.
+        unsafe { *(p as *mut usize) = pool.free[c] };
+        pool.free[c] = a;
+        return;
+    }
+    drop(pool);
+    // SAFETY: not in a region, so `alloc` took it from the heap with this
+    // layout.
+    unsafe { std::alloc::dealloc(p.cast(), heap_layout(words)) };
 }
 
 #[cfg(test)]
@@ -184,9 +227,7 @@ mod tests {
             assert!(c < CLASSES && s >= w && s == class_words(c), "{w}");
             assert!(s - w < if w <= 64 { 2 } else { 16 }, "{w}");
         }
-        let Some(a) = alloc(10) else {
-            return; // no region could be mapped here: the heap serves
-        };
+        let a = alloc(10);
         assert_eq!(a as usize % 16, 0);
         // SAFETY: a fresh block of 10 words, ours.
         unsafe {
@@ -195,7 +236,7 @@ mod tests {
             }
             free(a, 10);
         }
-        let b = alloc(9).expect("a region is mapped");
+        let b = alloc(9);
         // Other tests' tables allocate too, so b need not be a; but b is a
         // whole, writable block of its class.
         // SAFETY: as above.
@@ -204,6 +245,10 @@ mod tests {
                 (*b.add(i)).store(0, std::sync::atomic::Ordering::Relaxed);
             }
             free(b, 9);
+            // A block too large for the regions comes from the heap.
+            let big = alloc(MAX_WORDS + 1);
+            (*big.add(MAX_WORDS)).store(1, std::sync::atomic::Ordering::Relaxed);
+            free(big, MAX_WORDS + 1);
         }
     }
 }

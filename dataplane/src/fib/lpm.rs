@@ -214,8 +214,34 @@ impl Hasher for IntHasher {
 }
 pub(crate) type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
 
+/// A dense /8's slots, in an [`super::arena`] block of [`SEG_LEN`] words.
+#[repr(C)]
 struct Segment {
     slots: [AtomicUsize; SEG_LEN],
+}
+
+impl Segment {
+    /// A new segment, every slot 0, not yet shared.
+    fn alloc() -> *mut Segment {
+        let p = super::arena::alloc(SEG_LEN);
+        for i in 0..SEG_LEN {
+            // SAFETY: the block holds SEG_LEN words and is ours.
+            unsafe { p.add(i).write(AtomicU64::new(0)) };
+        }
+        // A segment is SEG_LEN words (repr(C), one array of usize, which
+        // is 64 bits: see the assertion by SOLO_TAG).
+        p.cast()
+    }
+}
+
+/// Free a segment (not its chunks).
+///
+/// # Safety
+/// `p` must come from [`Segment::alloc`], be unreachable by any reader,
+/// and be freed once.
+unsafe fn free_segment(p: *mut ()) {
+    // SAFETY: caller's contract.
+    unsafe { super::arena::free(p.cast(), SEG_LEN) };
 }
 
 /// Most runs a sparse segment lists before its /8 turns dense.
@@ -799,7 +825,7 @@ impl Drop for LpmShared {
                 continue;
             }
             // SAFETY: last owner; the segment is reachable only from here.
-            let seg = unsafe { Box::from_raw(r as *mut Segment) };
+            let seg = unsafe { &*(r as *const Segment) };
             for s in seg.slots.iter() {
                 let s = s.load(Ordering::Acquire);
                 if is_chunk(s) {
@@ -807,6 +833,8 @@ impl Drop for LpmShared {
                     unsafe { free_tree(s) };
                 }
             }
+            // SAFETY: as above; its chunks are freed.
+            unsafe { free_segment(r as *mut ()) };
         }
     }
 }
@@ -1652,9 +1680,9 @@ impl Lpm {
         if self.segment(a).is_some() {
             return;
         }
-        let seg = Box::new(Segment {
-            slots: core::array::from_fn(|_| AtomicUsize::new(0)),
-        });
+        let p = Segment::alloc();
+        // SAFETY: just made, not yet shared.
+        let seg = unsafe { &*p };
         for b in 0..SEG_LEN {
             let d = self.best_le(((a << SEG_BITS) | b) as u32, TOP_BITS);
             seg.slots[b].store(leaf(d), Ordering::Relaxed);
@@ -1663,7 +1691,7 @@ impl Lpm {
             seg.slots[usize::from(*b)].store(*w, Ordering::Relaxed);
         }
         self.discard_draft(a);
-        let old = self.publish_root(a, Box::into_raw(seg) as usize);
+        let old = self.publish_root(a, p as usize);
         if old & 1 == 0 && old & SPARSE_TAG != 0 {
             // SAFETY: just unlinked; its chunks now hang off the dense one.
             unsafe {
@@ -1690,7 +1718,7 @@ impl Lpm {
                 };
             } else {
                 // SAFETY: just unlinked from its only parent; holds only leaves.
-                unsafe { self.domain.retire(old as *mut Segment) };
+                unsafe { self.domain.retire_with(old as *mut (), free_segment) };
             }
         }
     }
@@ -1910,7 +1938,7 @@ impl Lpm {
                     .collect();
                 let words =
                     poptrie::build(w, &self.scratch, &kids, &mut self.kid_defaults, default);
-                poptrie::into_raw(words) as usize
+                poptrie::into_raw(&words) as usize
             }
         };
         if is_chunk(old) {

@@ -237,33 +237,18 @@ pub(crate) unsafe fn default_raw(first: *const AtomicU64) -> u32 {
     unsafe { ((*first.add(2)).load(Ordering::Acquire) >> 32) as u32 }
 }
 
-/// Flag on a chunk's length word: its memory is an [`arena`] block.
-const IN_ARENA: u64 = 1 << 63;
-
 /// Hand a chunk [`build`] made to the readers' structure: its pointer
-/// (8-aligned, as slot words need), the words moved to an [`arena`] block
-/// where one is to be had. Freed by [`free`].
-pub(crate) fn into_raw(words: Box<Words>) -> *const AtomicU64 {
-    let n = words.len();
-    if n <= arena::MAX_WORDS {
-        if let Some(p) = arena::alloc(n) {
-            for (i, w) in words.iter().enumerate() {
-                let v = w.load(Ordering::Relaxed) | if i == 0 { IN_ARENA } else { 0 };
-                // SAFETY: the block holds at least n words, is ours and
-                // is not yet shared.
-                unsafe { p.add(i).write(AtomicU64::new(v)) };
-            }
-            // SAFETY: `build` makes at least PRE words before the root node.
-            return unsafe { p.cast_const().add(PRE) };
-        }
+/// (8-aligned, as slot words need), the words copied to an [`arena`] block.
+/// Freed by [`free`].
+pub(crate) fn into_raw(words: &Words) -> *const AtomicU64 {
+    let p = arena::alloc(words.len());
+    for (i, w) in words.iter().enumerate() {
+        // SAFETY: the block holds at least words.len() words, is ours and
+        // is not yet shared.
+        unsafe { p.add(i).write(AtomicU64::new(w.load(Ordering::Relaxed))) };
     }
-    // SAFETY: as above.
-    unsafe {
-        Box::into_raw(words)
-            .cast::<AtomicU64>()
-            .cast_const()
-            .add(PRE)
-    }
+    // SAFETY: `build` makes at least PRE words before the root node.
+    unsafe { p.cast_const().add(PRE) }
 }
 
 /// The whole chunk (its words from the length on) whose pointer is `first`.
@@ -276,7 +261,7 @@ pub(crate) unsafe fn words<'a>(first: *const AtomicU64) -> &'a Words {
     // the pointer, with its length in words.
     unsafe {
         let start = first.sub(PRE);
-        let len = ((*start).load(Ordering::Relaxed) & !IN_ARENA) as usize;
+        let len = (*start).load(Ordering::Relaxed) as usize;
         std::slice::from_raw_parts(start, len)
     }
 }
@@ -289,15 +274,8 @@ pub(crate) unsafe fn words<'a>(first: *const AtomicU64) -> &'a Words {
 pub(crate) unsafe fn free(first: *const AtomicU64) {
     // SAFETY: caller's contract: a live chunk, given up here.
     let d = unsafe { words(first) };
-    let start = d.as_ptr().cast_mut();
-    if d[0].load(Ordering::Relaxed) & IN_ARENA != 0 {
-        // SAFETY: the block came from `arena::alloc` for d.len() words.
-        unsafe { arena::free(start, d.len()) };
-        return;
-    }
-    let p = std::ptr::slice_from_raw_parts_mut(start, d.len());
-    // SAFETY: the allocation was a boxed slice of `d.len()` words.
-    drop(unsafe { Box::from_raw(p) });
+    // SAFETY: the block came from `arena::alloc` for d.len() words.
+    unsafe { arena::free(d.as_ptr().cast_mut(), d.len()) };
 }
 
 /// Change the chunk's covering value in place.
