@@ -334,7 +334,7 @@ unsafe fn slot_of(r: usize, b: usize) -> usize {
 /// View the chunk whose pointer is `p` (all its words).
 ///
 /// # Safety
-/// `p` must be the pointer of a live chunk from [`poptrie::into_raw`]
+/// `p` must be the pointer of a live chunk from [`poptrie::build_raw`]
 /// (published and not yet freed).
 #[inline(always)]
 unsafe fn chunk<'a>(p: usize) -> &'a Words {
@@ -357,7 +357,7 @@ fn prefetch_chunk(s: usize) {
 /// Free a chunk (not its children).
 ///
 /// # Safety
-/// `p` must be the pointer of a chunk from [`poptrie::into_raw`],
+/// `p` must be the pointer of a chunk from [`poptrie::build_raw`],
 /// unreachable by any reader, freed once.
 unsafe fn free_chunk_words(p: *mut ()) {
     // SAFETY: caller's contract.
@@ -1936,9 +1936,8 @@ impl Lpm {
                         (*k, kid.published as u64)
                     })
                     .collect();
-                let words =
-                    poptrie::build(w, &self.scratch, &kids, &mut self.kid_defaults, default);
-                poptrie::into_raw(&words) as usize
+                poptrie::build_raw(w, &self.scratch, &kids, &mut self.kid_defaults, default)
+                    as usize
             }
         };
         if is_chunk(old) {

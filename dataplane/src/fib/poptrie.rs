@@ -237,24 +237,10 @@ pub(crate) unsafe fn default_raw(first: *const AtomicU64) -> u32 {
     unsafe { ((*first.add(2)).load(Ordering::Acquire) >> 32) as u32 }
 }
 
-/// Hand a chunk [`build`] made to the readers' structure: its pointer
-/// (8-aligned, as slot words need), the words copied to an [`arena`] block.
-/// Freed by [`free`].
-pub(crate) fn into_raw(words: &Words) -> *const AtomicU64 {
-    let p = arena::alloc(words.len());
-    for (i, w) in words.iter().enumerate() {
-        // SAFETY: the block holds at least words.len() words, is ours and
-        // is not yet shared.
-        unsafe { p.add(i).write(AtomicU64::new(w.load(Ordering::Relaxed))) };
-    }
-    // SAFETY: `build` makes at least PRE words before the root node.
-    unsafe { p.cast_const().add(PRE) }
-}
-
 /// The whole chunk (its words from the length on) whose pointer is `first`.
 ///
 /// # Safety
-/// `first` must be the pointer of a live chunk from [`into_raw`].
+/// `first` must be the pointer of a live chunk from [`build_raw`].
 #[inline(always)]
 pub(crate) unsafe fn words<'a>(first: *const AtomicU64) -> &'a Words {
     // SAFETY: caller's contract: the allocation starts PRE words before
@@ -269,7 +255,7 @@ pub(crate) unsafe fn words<'a>(first: *const AtomicU64) -> &'a Words {
 /// Free a chunk (not its children).
 ///
 /// # Safety
-/// `first` must be the pointer of a chunk from [`into_raw`], unreachable by
+/// `first` must be the pointer of a chunk from [`build_raw`], unreachable by
 /// any reader, freed once.
 pub(crate) unsafe fn free(first: *const AtomicU64) {
     // SAFETY: caller's contract: a live chunk, given up here.
@@ -352,6 +338,7 @@ struct Builder<'a> {
 /// Build a chunk over `width`-bit keys. `routes` must be sorted by (start,
 /// len), each aligned to its length; `kids` sorted by key, each with the
 /// current pointer word of that child chunk. Returns the words.
+#[cfg(test)]
 pub(crate) fn build(
     width: u32,
     routes: &[ChunkRoute],
@@ -359,6 +346,47 @@ pub(crate) fn build(
     kid_defaults: &mut Vec<u32>,
     default: u32,
 ) -> Box<Words> {
+    let mut w = Vec::new();
+    build_words(width, routes, kids, kid_defaults, default, &mut w);
+    w.into_iter().map(AtomicU64::new).collect()
+}
+
+thread_local! {
+    /// The words of the chunk being built, kept between builds.
+    static WORDS: std::cell::Cell<Vec<u64>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// [`build`] straight into an [`arena`] block: the chunk's pointer, for the
+/// readers' structure. Freed by [`free`].
+pub(crate) fn build_raw(
+    width: u32,
+    routes: &[ChunkRoute],
+    kids: &[(u16, u64)],
+    kid_defaults: &mut Vec<u32>,
+    default: u32,
+) -> *const AtomicU64 {
+    let mut w = WORDS.try_with(std::cell::Cell::take).unwrap_or_default();
+    build_words(width, routes, kids, kid_defaults, default, &mut w);
+    let p = arena::alloc(w.len());
+    for (i, v) in w.iter().enumerate() {
+        // SAFETY: the block holds at least w.len() words, is ours and is
+        // not yet shared.
+        unsafe { p.add(i).write(AtomicU64::new(*v)) };
+    }
+    let _ = WORDS.try_with(|c| c.set(w));
+    // SAFETY: `build_words` makes at least PRE words before the root node.
+    unsafe { p.cast_const().add(PRE) }
+}
+
+/// [`build`]'s words, into `w` (cleared first).
+fn build_words(
+    width: u32,
+    routes: &[ChunkRoute],
+    kids: &[(u16, u64)],
+    kid_defaults: &mut Vec<u32>,
+    default: u32,
+    w: &mut Vec<u64>,
+) {
     debug_assert!(width == 14 || width == 16);
     kid_defaults.clear();
     kid_defaults.resize(kids.len(), NO_ROUTE);
@@ -404,7 +432,8 @@ pub(crate) fn build(
         leaves_at + rest_words
     };
     let total = PRE + leaves_at + rest_words + 2 * kids.len();
-    let mut w: Vec<u64> = Vec::with_capacity(total);
+    w.clear();
+    w.reserve(total);
     w.push(total as u64);
     w.push(((root_leaf as u64) << 32) | kids_at as u64);
     // A node's third word: its first child's offset (where it has one)
@@ -428,17 +457,16 @@ pub(crate) fn build(
             w.push(u64::from(pair[0]) | (u64::from(hi) << 32));
         }
     };
-    pairs(&mut w, &b.leaves[..skip]);
+    pairs(w, &b.leaves[..skip]);
     for n in &b.nodes[1..] {
         let base_leaf = (2 * leaves_at) as u64 + (n[2] >> 32) - skip as u64;
         w.extend([n[0], n[1], (base_leaf << 32) | child_of(n)]);
     }
-    pairs(&mut w, &b.leaves[skip..]);
+    pairs(w, &b.leaves[skip..]);
     for (i, (_, ptr)) in kids.iter().enumerate() {
         w.extend([*ptr, u64::from(b.kid_defaults[i])]);
     }
     debug_assert_eq!(w.len(), total);
-    w.into_iter().map(AtomicU64::new).collect()
 }
 
 impl Builder<'_> {
@@ -658,6 +686,31 @@ mod tests {
             assert_eq!(unsafe { kid_raw(root(&c), i) }, want);
         }
         assert_eq!(c[0].load(Ordering::Relaxed) as usize, c.len());
+    }
+
+    #[test]
+    fn a_published_chunk_holds_the_words_build_makes() {
+        let r = |start, len, value| ChunkRoute { start, len, value };
+        let routes = vec![r(0x0100, 6, 1), r(0x0140, 10, 2), r(0x0141, 14, 3)];
+        let kids = [(0x2000u16, 0xaa0)];
+        for width in [14, 16] {
+            let mut d = Vec::new();
+            let want = build(width, &routes, &kids, &mut d, 7);
+            let p = build_raw(width, &routes, &kids, &mut d, 7);
+            // SAFETY: `p` is a chunk build_raw just made, ours alone.
+            let got = unsafe { words(p) };
+            let load = |d: &Words| {
+                d.iter()
+                    .map(|w| w.load(Ordering::Relaxed))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(load(got), load(&want), "width {width}");
+            // SAFETY: as above; freed once.
+            unsafe {
+                assert_eq!(default_raw(p), 7);
+                free(p);
+            }
+        }
     }
 
     #[test]
