@@ -136,53 +136,78 @@ fn map_region() -> Option<usize> {
 /// A region block of at least `words` words (1..=[`MAX_WORDS`]); `None`
 /// where no region could be mapped.
 fn alloc_in_region(words: usize) -> Option<*mut AtomicU64> {
-    let (c, size) = class(words);
-    let mut pool = pool();
-    let head = pool.free[c];
-    if head != 0 {
-        // SAFETY: a free block of this class (see `free`), its first word
-        // the next free block.
-        pool.free[c] = unsafe { *(head as *const usize) };
-        return Some(head as *mut AtomicU64);
-    }
-    let bytes = size * 8;
-    if pool.end - pool.next < bytes {
-        if pool.no_regions {
-            return None;
+    pool().take(words, map_region)
+}
+
+impl Pool {
+    /// A block for `words` words (1..=[`MAX_WORDS`]): a free one of its
+    /// class, else the current region's next, else a larger free block
+    /// split, else the first of a new region from `map`; `None` when `map`
+    /// fails.
+    fn take(
+        &mut self,
+        words: usize,
+        map: impl FnOnce() -> Option<usize>,
+    ) -> Option<*mut AtomicU64> {
+        let (c, size) = class(words);
+        if let Some(b) = self.pop(c) {
+            return Some(b as *mut AtomicU64);
         }
-        // The rest of the old region goes to the free lists, in the
-        // largest classes that fit.
-        let mut rest = pool.end - pool.next;
-        while rest >= 16 {
-            let w = (rest / 8).min(MAX_WORDS);
-            let (mut rc, mut rs) = class(w);
-            if rs > w {
-                rc -= 1;
-                rs = class_words(rc);
+        let bytes = size * 8;
+        if self.end - self.next < bytes {
+            if let Some((big, b)) = (c + 1..CLASSES).find_map(|k| self.pop(k).map(|b| (k, b))) {
+                self.give(b + bytes, class_words(big) - size);
+                return Some(b as *mut AtomicU64);
             }
-            let b = pool.next;
-            // SAFETY: b is unused memory of a mapped region.
-            unsafe { *(b as *mut usize) = pool.free[rc] };
-            pool.free[rc] = b;
-            pool.next += rs * 8;
-            rest -= rs * 8;
-        }
-        match map_region() {
-            Some(r) => {
-                pool.next = r;
-                pool.end = r + REGION;
-                let at = pool.regions.partition_point(|&x| x < r);
-                pool.regions.insert(at, r);
-            }
-            None => {
-                pool.no_regions = true;
+            if self.no_regions {
                 return None;
             }
+            // The rest of the old region goes to the free lists.
+            self.give(self.next, (self.end - self.next) / 8);
+            let Some(r) = map() else {
+                self.no_regions = true;
+                return None;
+            };
+            self.next = r;
+            self.end = r + REGION;
+            let at = self.regions.partition_point(|&x| x < r);
+            self.regions.insert(at, r);
+        }
+        let b = self.next;
+        self.next += bytes;
+        Some(b as *mut AtomicU64)
+    }
+
+    /// The first free block of class `c`, unlinked.
+    fn pop(&mut self, c: usize) -> Option<usize> {
+        let head = self.free[c];
+        if head == 0 {
+            return None;
+        }
+        // SAFETY: a free block of this class (see `give`), its first word
+        // the next free block.
+        self.free[c] = unsafe { *(head as *const usize) };
+        Some(head)
+    }
+
+    /// Put the unused span of `words` words at `at` (16-byte aligned, in a
+    /// region, an even number of words) on the free lists, in the largest
+    /// blocks that fit.
+    fn give(&mut self, mut at: usize, mut words: usize) {
+        while words >= 2 {
+            let w = words.min(MAX_WORDS);
+            let (mut c, mut size) = class(w);
+            if size > w {
+                c -= 1;
+                size = class_words(c);
+            }
+            // SAFETY: caller's contract: unused memory of a region.
+            unsafe { *(at as *mut usize) = self.free[c] };
+            self.free[c] = at;
+            at += size * 8;
+            words -= size;
         }
     }
-    let b = pool.next;
-    pool.next += bytes;
-    Some(b as *mut AtomicU64)
 }
 
 /// Words of a block of class `c`.
@@ -204,10 +229,8 @@ pub(crate) unsafe fn free(p: *mut AtomicU64, words: usize) {
     let mut pool = pool();
     let i = pool.regions.partition_point(|&r| r <= a);
     if i > 0 && a < pool.regions[i - 1] + REGION {
-        let (c, _) = class(words);
-        // SAFETY: caller's contract: the block is ours again.
-        unsafe { *(p as *mut usize) = pool.free[c] };
-        pool.free[c] = a;
+        // The class's whole block is the caller's again.
+        pool.give(a, class(words).1);
         return;
     }
     drop(pool);
@@ -219,6 +242,60 @@ pub(crate) unsafe fn free(p: *mut AtomicU64, words: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pool_reuses_and_splits_freed_blocks_before_it_grows() {
+        // Two stand-in regions of 2 MB each, 16-byte aligned.
+        let mut one = vec![0u128; REGION / 16];
+        let mut two = vec![0u128; REGION / 16];
+        let (r1, r2) = (one.as_mut_ptr() as usize, two.as_mut_ptr() as usize);
+        let mut pool = Pool {
+            free: [0; CLASSES],
+            next: 0,
+            end: 0,
+            no_regions: false,
+            regions: Vec::new(),
+        };
+        let a = pool.take(1024, || Some(r1)).expect("first region") as usize;
+        assert_eq!(a, r1);
+        // Fill the first region but for 112 words (a class's size).
+        let mut used = 1024;
+        while REGION / 8 - used >= 1124 {
+            pool.take(1024, || None).expect("room");
+            used += 1024;
+        }
+        pool.take(REGION / 8 - used - 112, || None).expect("room");
+        pool.give(a, 1024);
+        // A freed block of the class first; then the region's rest; then a
+        // larger freed block, split; a new region only after all that.
+        let b = pool.take(1000, || None).expect("the freed block") as usize;
+        assert_eq!(b, a);
+        let c = pool.take(100, || None).expect("the region's rest") as usize;
+        assert_eq!(c, r1 + (REGION / 8 - 112) * 8);
+        // b was the 1024-word block split: its last 16 words are free.
+        pool.give(b, 1008);
+        let d = pool.take(10, || None).expect("the smallest split block") as usize;
+        assert_eq!(d, a + 1008 * 8);
+        let e = pool.take(64, || None).expect("b's block, split") as usize;
+        assert_eq!(e, a);
+        let mut f = 0;
+        for _ in 0..20 {
+            f = pool.take(1024, || Some(r2)).expect("the second region") as usize;
+        }
+        assert!(f >= r2 && f < r2 + REGION);
+        assert_eq!(pool.regions.len(), 2);
+        // Without regions, nothing more.
+        let mut empty = Pool {
+            free: [0; CLASSES],
+            next: 0,
+            end: 0,
+            no_regions: false,
+            regions: Vec::new(),
+        };
+        assert!(empty.take(8, || None).is_none());
+        assert!(empty.no_regions);
+        drop((one, two));
+    }
 
     #[test]
     fn classes_hold_their_sizes_and_reuse_freed_blocks() {
