@@ -444,11 +444,12 @@ impl LpmShared {
         self.lookup_v6_trusted(ip)
     }
 
-    /// Look up a batch of IPv4 addresses, 64 at a time, in three passes
-    /// over each 64: find every key's segment slot and ask for it; read
-    /// every slot and ask for the chunk it names; walk every chunk. The
-    /// cache misses of different keys overlap instead of adding up, and
-    /// each pass is a short loop without the bookkeeping of a pipeline.
+    /// Look up a batch of IPv4 addresses, 64 at a time, in two passes over
+    /// each 64: read every key's segment slot and ask for the chunk it
+    /// names; walk every chunk. The cache misses of different keys overlap
+    /// instead of adding up (the slot reads of the first pass are
+    /// independent, so the processor has dozens in flight), and each pass
+    /// is a short loop without the bookkeeping of a pipeline.
     ///
     /// # Panics
     /// Panics if `g` belongs to another domain or `out` is shorter than `ips`.
@@ -464,44 +465,22 @@ impl LpmShared {
     #[inline(always)]
     fn batch_v4(&self, ks: &[u32], os: &mut [u32]) {
         let root = &*self.root;
-        // Per key: the address of its slot word, then the word itself.
+        // Per key: its slot word (for a /8 without a segment, its root
+        // word).
         let mut at = [0usize; BATCH];
-        // Words found in sparse segments, read back from here.
-        let mut found = [0usize; BATCH];
-        for ((&ip, a), f) in ks.iter().zip(at.iter_mut()).zip(found.iter_mut()) {
-            let top = (ip >> 24) as usize;
-            let r = root[top].load(Ordering::Acquire);
-            *a = if r & 3 == 0 {
-                // A dense segment: its slots are its only field.
-                let p = r + (((ip >> 14) as usize) & (SEG_LEN - 1)) * 8;
-                prefetch(p as *const u8);
-                p
-            } else if r & 1 == 1 {
-                core::ptr::from_ref(&root[top]) as usize
+        for (&ip, a) in ks.iter().zip(at.iter_mut()) {
+            let r = root[(ip >> 24) as usize].load(Ordering::Acquire);
+            let s = if r & 1 == 1 {
+                r
             } else {
-                // A sparse /8: its list is searched now (out of line, so
-                // that this loop stays compact for dense segments), and
-                // the chunk asked for in the next pass with the others.
-                // (Searching in the second pass instead, after asking for
-                // the segment here, looked up 10 % more addresses of
-                // 20k–100k-route tables but 2–7 % fewer of a full table.)
                 // SAFETY: see `lookup_v4_trusted`.
-                *f = unsafe { sparse_slot(r & !SPARSE_TAG, ((ip >> 14) as usize) & (SEG_LEN - 1)) };
-                core::ptr::from_ref(f) as usize
+                unsafe { slot_of(r, ((ip >> 14) as usize) & (SEG_LEN - 1)) }
             };
-        }
-        for a in at.iter_mut().take(ks.len()) {
-            // SAFETY: `a` is the address of a slot of a live segment, a
-            // root word, or an entry of `found` (the pass above), each a
-            // word read here atomically: the writer stores slot and root
-            // words in place (`found`, a plain usize of this thread, has
-            // the same layout and no other access).
-            let s = unsafe { &*(*a as *const AtomicUsize) }.load(Ordering::Acquire);
             prefetch_chunk(s);
             *a = s;
         }
         for ((&ip, &s), o) in ks.iter().zip(at.iter()).zip(os.iter_mut()) {
-            // SAFETY: `s` is the word the passes above read for this key
+            // SAFETY: `s` is the word the pass above read for this key
             // inside the caller's read-side section.
             *o = unsafe { resolve_word(ip, s) };
         }
