@@ -1,5 +1,6 @@
-//! Memory for poptrie chunks, in 2 MB regions the kernel may back with
-//! transparent huge pages (`madvise(MADV_HUGEPAGE)`).
+//! Memory for the LPM's poptrie chunks and dense segments, in 2 MB regions
+//! the kernel may back with transparent huge pages
+//! (`madvise(MADV_HUGEPAGE)`).
 //!
 //! A full table's lookups land on random chunks across megabytes; in 4 KiB
 //! pages nearly every one needs a page walk. Here the chunks of all tables
@@ -10,14 +11,14 @@
 //! speed.
 //!
 //! Blocks come in size classes (2-word steps up to 64 words, 16-word steps
-//! up to [`MAX_WORDS`]); a freed block goes on its class's free list and is
-//! reused by the next block of that class. Regions are kept for the
-//! process's life: memory a table gives back serves later blocks of the
-//! same size class only. Larger blocks (rare: an IPv6 chunk with hundreds
+//! up to [`MAX_WORDS`], a dense segment's 1024 slot words the largest); a
+//! freed block goes on its class's free list and is reused by the next
+//! block of that class, or split for a smaller one before the regions
+//! grow. Regions are kept for the process's life, so the tables' memory is
+//! their high-water mark. Larger blocks (rare: an IPv6 chunk with hundreds
 //! of nodes) come from the heap, as every block does where no region can
 //! be mapped. Only writers allocate and free (blocks are freed after
-//! readers' grace periods), so a mutex is enough. Dense segments (1024
-//! slot words) come from here too.
+//! readers' grace periods), so a mutex is enough.
 
 #![allow(unsafe_code)]
 
@@ -73,7 +74,8 @@ fn pool() -> std::sync::MutexGuard<'static, Pool> {
 fn heap_layout(words: usize) -> std::alloc::Layout {
     // 16-byte alignment, as region blocks have. A chunk's words number far
     // fewer than isize::MAX / 8.
-    std::alloc::Layout::from_size_align(words.max(1) * 8, 16).expect("block size")
+    std::alloc::Layout::from_size_align(words.max(1) * 8, 16)
+        .expect("a chunk's bytes are far below isize::MAX")
 }
 
 /// A block of at least `words` words, 16-byte aligned, its contents
@@ -136,7 +138,8 @@ fn map_region() -> Option<usize> {
 /// A region block of at least `words` words (1..=[`MAX_WORDS`]); `None`
 /// where no region could be mapped.
 fn alloc_in_region(words: usize) -> Option<*mut AtomicU64> {
-    pool().take(words, map_region)
+    // SAFETY: `map_region` returns fresh regions of REGION bytes.
+    unsafe { pool().take(words, map_region) }
 }
 
 impl Pool {
@@ -144,7 +147,11 @@ impl Pool {
     /// class, else the current region's next, else a larger free block
     /// split, else the first of a new region from `map`; `None` when `map`
     /// fails.
-    fn take(
+    ///
+    /// # Safety
+    /// `map` must return the start of [`REGION`] bytes of writable memory,
+    /// 16-byte aligned, that nothing else uses for as long as the pool does.
+    unsafe fn take(
         &mut self,
         words: usize,
         map: impl FnOnce() -> Option<usize>,
@@ -156,14 +163,16 @@ impl Pool {
         let bytes = size * 8;
         if self.end - self.next < bytes {
             if let Some((big, b)) = (c + 1..CLASSES).find_map(|k| self.pop(k).map(|b| (k, b))) {
-                self.give(b + bytes, class_words(big) - size);
+                // SAFETY: the rest of a free block, now split off it.
+                unsafe { self.give(b + bytes, class_words(big) - size) };
                 return Some(b as *mut AtomicU64);
             }
             if self.no_regions {
                 return None;
             }
             // The rest of the old region goes to the free lists.
-            self.give(self.next, (self.end - self.next) / 8);
+            // SAFETY: the region's unused tail.
+            unsafe { self.give(self.next, (self.end - self.next) / 8) };
             let Some(r) = map() else {
                 self.no_regions = true;
                 return None;
@@ -190,10 +199,13 @@ impl Pool {
         Some(head)
     }
 
-    /// Put the unused span of `words` words at `at` (16-byte aligned, in a
-    /// region, an even number of words) on the free lists, in the largest
-    /// blocks that fit.
-    fn give(&mut self, mut at: usize, mut words: usize) {
+    /// Put the unused span of `words` words at `at` on the free lists, in
+    /// the largest blocks that fit.
+    ///
+    /// # Safety
+    /// The span must be writable memory of one of the pool's regions,
+    /// 16-byte aligned, an even number of words, used by nothing else.
+    unsafe fn give(&mut self, mut at: usize, mut words: usize) {
         while words >= 2 {
             let w = words.min(MAX_WORDS);
             let (mut c, mut size) = class(w);
@@ -201,7 +213,8 @@ impl Pool {
                 c -= 1;
                 size = class_words(c);
             }
-            // SAFETY: caller's contract: unused memory of a region.
+            // SAFETY: caller's contract: unused memory of a region, at
+            // least `size` words.
             unsafe { *(at as *mut usize) = self.free[c] };
             self.free[c] = at;
             at += size * 8;
@@ -229,8 +242,8 @@ pub(crate) unsafe fn free(p: *mut AtomicU64, words: usize) {
     let mut pool = pool();
     let i = pool.regions.partition_point(|&r| r <= a);
     if i > 0 && a < pool.regions[i - 1] + REGION {
-        // The class's whole block is the caller's again.
-        pool.give(a, class(words).1);
+        // SAFETY: caller's contract: the class's whole block is unused.
+        unsafe { pool.give(a, class(words).1) };
         return;
     }
     drop(pool);
@@ -256,34 +269,40 @@ mod tests {
             no_regions: false,
             regions: Vec::new(),
         };
-        let a = pool.take(1024, || Some(r1)).expect("first region") as usize;
-        assert_eq!(a, r1);
-        // Fill the first region but for 112 words (a class's size).
-        let mut used = 1024;
-        while REGION / 8 - used >= 1124 {
-            pool.take(1024, || None).expect("room");
-            used += 1024;
+        // SAFETY: the stand-in regions are the test's own 2 MB buffers,
+        // alive to its end and used by nothing else; what is given back
+        // was taken, with its class's size.
+        unsafe {
+            let a = pool.take(1024, || Some(r1)).expect("first region") as usize;
+            assert_eq!(a, r1);
+            // Fill the first region but for 112 words (a class's size).
+            let mut used = 1024;
+            while REGION / 8 - used >= 1124 {
+                pool.take(1024, || None).expect("room");
+                used += 1024;
+            }
+            pool.take(REGION / 8 - used - 112, || None).expect("room");
+            pool.give(a, 1024);
+            // No room left for 1008 words: the freed 1024-word block, split
+            // (16 words back on a free list), before any new region.
+            let b = pool.take(1000, || None).expect("the freed block") as usize;
+            assert_eq!(b, a);
+            // Room for 112: the region's rest.
+            let c = pool.take(100, || None).expect("the region's rest") as usize;
+            assert_eq!(c, r1 + (REGION / 8 - 112) * 8);
+            // The smallest larger free block serves first: the 16 words.
+            pool.give(b, 1008);
+            let d = pool.take(10, || None).expect("the smallest split block") as usize;
+            assert_eq!(d, a + 1008 * 8);
+            let e = pool.take(64, || None).expect("b's block, split") as usize;
+            assert_eq!(e, a);
+            let mut f = 0;
+            for _ in 0..20 {
+                f = pool.take(1024, || Some(r2)).expect("the second region") as usize;
+            }
+            assert!(f >= r2 && f < r2 + REGION);
+            assert_eq!(pool.regions.len(), 2);
         }
-        pool.take(REGION / 8 - used - 112, || None).expect("room");
-        pool.give(a, 1024);
-        // A freed block of the class first; then the region's rest; then a
-        // larger freed block, split; a new region only after all that.
-        let b = pool.take(1000, || None).expect("the freed block") as usize;
-        assert_eq!(b, a);
-        let c = pool.take(100, || None).expect("the region's rest") as usize;
-        assert_eq!(c, r1 + (REGION / 8 - 112) * 8);
-        // b was the 1024-word block split: its last 16 words are free.
-        pool.give(b, 1008);
-        let d = pool.take(10, || None).expect("the smallest split block") as usize;
-        assert_eq!(d, a + 1008 * 8);
-        let e = pool.take(64, || None).expect("b's block, split") as usize;
-        assert_eq!(e, a);
-        let mut f = 0;
-        for _ in 0..20 {
-            f = pool.take(1024, || Some(r2)).expect("the second region") as usize;
-        }
-        assert!(f >= r2 && f < r2 + REGION);
-        assert_eq!(pool.regions.len(), 2);
         // Without regions, nothing more.
         let mut empty = Pool {
             free: [0; CLASSES],
@@ -292,7 +311,8 @@ mod tests {
             no_regions: false,
             regions: Vec::new(),
         };
-        assert!(empty.take(8, || None).is_none());
+        // SAFETY: `map` gives nothing.
+        assert!(unsafe { empty.take(8, || None) }.is_none());
         assert!(empty.no_regions);
         drop((one, two));
     }
