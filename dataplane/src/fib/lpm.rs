@@ -234,6 +234,11 @@ impl Segment {
     }
 }
 
+const _: () = assert!(
+    core::mem::size_of::<Segment>() == SEG_LEN * 8,
+    "a segment is the arena block of SEG_LEN words it is made in"
+);
+
 /// Free a segment (not its chunks).
 ///
 /// # Safety
