@@ -57,13 +57,7 @@ struct Pool {
     regions: Vec<usize>,
 }
 
-static POOL: Mutex<Pool> = Mutex::new(Pool {
-    free: [0; CLASSES],
-    next: 0,
-    end: 0,
-    no_regions: false,
-    regions: Vec::new(),
-});
+static POOL: Mutex<Pool> = Mutex::new(Pool::empty());
 
 fn pool() -> std::sync::MutexGuard<'static, Pool> {
     POOL.lock()
@@ -143,6 +137,17 @@ fn alloc_in_region(words: usize) -> Option<*mut AtomicU64> {
 }
 
 impl Pool {
+    /// A pool with no region yet.
+    const fn empty() -> Pool {
+        Pool {
+            free: [0; CLASSES],
+            next: 0,
+            end: 0,
+            no_regions: false,
+            regions: Vec::new(),
+        }
+    }
+
     /// A block for `words` words (1..=[`MAX_WORDS`]): a free one of its
     /// class, else the current region's next, else a larger free block
     /// split, else the first of a new region from `map`; `None` when `map`
@@ -262,13 +267,7 @@ mod tests {
         let mut one = vec![0u128; REGION / 16];
         let mut two = vec![0u128; REGION / 16];
         let (r1, r2) = (one.as_mut_ptr() as usize, two.as_mut_ptr() as usize);
-        let mut pool = Pool {
-            free: [0; CLASSES],
-            next: 0,
-            end: 0,
-            no_regions: false,
-            regions: Vec::new(),
-        };
+        let mut pool = Pool::empty();
         // SAFETY: the stand-in regions are the test's own 2 MB buffers,
         // alive to its end and used by nothing else; what is given back
         // was taken, with its class's size.
@@ -304,13 +303,7 @@ mod tests {
             assert_eq!(pool.regions.len(), 2);
         }
         // Without regions, nothing more.
-        let mut empty = Pool {
-            free: [0; CLASSES],
-            next: 0,
-            end: 0,
-            no_regions: false,
-            regions: Vec::new(),
-        };
+        let mut empty = Pool::empty();
         // SAFETY: `map` gives nothing.
         assert!(unsafe { empty.take(8, || None) }.is_none());
         assert!(empty.no_regions);

@@ -141,6 +141,8 @@ thread_local! {
     static POINTS: Cell<Vec<u16>> = const { Cell::new(Vec::new()) };
     /// Spare run lists for sparse /8s' drafts while changes are held.
     static DRAFTS: Cell<Vec<Vec<(u16, usize)>>> = const { Cell::new(Vec::new()) };
+    /// The words of a chunk while it is built.
+    static WORDS: Cell<Vec<u64>> = const { Cell::new(Vec::new()) };
 }
 
 /// An empty run list for a draft: a spare one of this thread's if it has
@@ -221,12 +223,12 @@ struct Segment {
 }
 
 impl Segment {
-    /// A new segment, every slot 0, not yet shared.
-    fn alloc() -> *mut Segment {
+    /// A new segment, slot b holding `slot(b)`, not yet shared.
+    fn alloc(mut slot: impl FnMut(usize) -> usize) -> *mut Segment {
         let p = super::arena::alloc(SEG_LEN);
-        for i in 0..SEG_LEN {
+        for b in 0..SEG_LEN {
             // SAFETY: the block holds SEG_LEN words and is ours.
-            unsafe { p.add(i).write(AtomicU64::new(0)) };
+            unsafe { p.add(b).write(AtomicU64::new(slot(b) as u64)) };
         }
         // A segment is SEG_LEN words (repr(C), one array of usize, which
         // is 64 bits: see the assertion by SOLO_TAG).
@@ -1664,13 +1666,9 @@ impl Lpm {
         if self.segment(a).is_some() {
             return;
         }
-        let p = Segment::alloc();
+        let p = Segment::alloc(|b| leaf(self.best_le(((a << SEG_BITS) | b) as u32, TOP_BITS)));
         // SAFETY: just made, not yet shared.
         let seg = unsafe { &*p };
-        for b in 0..SEG_LEN {
-            let d = self.best_le(((a << SEG_BITS) | b) as u32, TOP_BITS);
-            seg.slots[b].store(leaf(d), Ordering::Relaxed);
-        }
         for (b, w) in chunks {
             seg.slots[usize::from(*b)].store(*w, Ordering::Relaxed);
         }
@@ -1920,8 +1918,17 @@ impl Lpm {
                         (*k, kid.published as u64)
                     })
                     .collect();
-                poptrie::build_raw(w, &self.scratch, &kids, &mut self.kid_defaults, default)
-                    as usize
+                let mut words = scratch(&WORDS);
+                let p = poptrie::build_raw(
+                    w,
+                    &self.scratch,
+                    &kids,
+                    &mut self.kid_defaults,
+                    default,
+                    &mut words,
+                );
+                unscratch(&WORDS, words);
+                p as usize
             }
         };
         if is_chunk(old) {

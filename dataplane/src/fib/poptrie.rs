@@ -351,12 +351,8 @@ pub(crate) fn build(
     w.into_iter().map(AtomicU64::new).collect()
 }
 
-thread_local! {
-    /// The words of the chunk being built, kept between builds.
-    static WORDS: std::cell::Cell<Vec<u64>> = const { std::cell::Cell::new(Vec::new()) };
-}
-
-/// [`build`] straight into an [`arena`] block: the chunk's pointer, for the
+/// [`build`] into an [`arena`] block, the words laid out in `w` first (a
+/// buffer the caller keeps between builds): the chunk's pointer, for the
 /// readers' structure. Freed by [`free`].
 pub(crate) fn build_raw(
     width: u32,
@@ -364,16 +360,15 @@ pub(crate) fn build_raw(
     kids: &[(u16, u64)],
     kid_defaults: &mut Vec<u32>,
     default: u32,
+    w: &mut Vec<u64>,
 ) -> *const AtomicU64 {
-    let mut w = WORDS.try_with(std::cell::Cell::take).unwrap_or_default();
-    build_words(width, routes, kids, kid_defaults, default, &mut w);
+    build_words(width, routes, kids, kid_defaults, default, w);
     let p = arena::alloc(w.len());
     for (i, v) in w.iter().enumerate() {
         // SAFETY: the block holds at least w.len() words, is ours and is
         // not yet shared.
         unsafe { p.add(i).write(AtomicU64::new(*v)) };
     }
-    let _ = WORDS.try_with(|c| c.set(w));
     // SAFETY: `build_words` makes at least PRE words before the root node.
     unsafe { p.cast_const().add(PRE) }
 }
@@ -588,15 +583,15 @@ mod tests {
         d[PRE..].as_ptr()
     }
 
+    /// A chunk's words, as values.
+    fn values(d: &Words) -> Vec<u64> {
+        d.iter().map(|w| w.load(Ordering::Relaxed)).collect()
+    }
+
     #[test]
     fn empty_chunk_is_what_build_makes_of_no_routes() {
         let built = build(14, &[], &[], &mut Vec::new(), NO_ROUTE);
-        let words = |d: &Words| {
-            d.iter()
-                .map(|w| w.load(Ordering::Relaxed))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(words(&built), words(&EMPTY.0));
+        assert_eq!(values(&built), values(&EMPTY.0));
         for k in [0, 1, 0x3fff, 0x2a5c] {
             // SAFETY: EMPTY is a static, well-formed chunk.
             let v = unsafe { lookup_raw(EMPTY.first(), k << 4) };
@@ -696,15 +691,10 @@ mod tests {
         for width in [14, 16] {
             let mut d = Vec::new();
             let want = build(width, &routes, &kids, &mut d, 7);
-            let p = build_raw(width, &routes, &kids, &mut d, 7);
+            let p = build_raw(width, &routes, &kids, &mut d, 7, &mut Vec::new());
             // SAFETY: `p` is a chunk build_raw just made, ours alone.
             let got = unsafe { words(p) };
-            let load = |d: &Words| {
-                d.iter()
-                    .map(|w| w.load(Ordering::Relaxed))
-                    .collect::<Vec<_>>()
-            };
-            assert_eq!(load(got), load(&want), "width {width}");
+            assert_eq!(values(got), values(&want), "width {width}");
             // SAFETY: as above; freed once.
             unsafe {
                 assert_eq!(default_raw(p), 7);
