@@ -83,13 +83,17 @@ fn ops(bits: u32) -> impl Strategy<Value = Vec<Op>> {
 /// ([`Lpm::hold_retired`] … [`Lpm::flush_retired`], as the
 /// forwarding-table thread applies a batch), and lookups are checked after
 /// each run; the previous nexthop each change returns is checked always.
-fn run(bits: u32, ops: Vec<Op>, probes: Vec<u128>, held: usize) {
+/// `flat`: give the IPv4 table its flat slot array from the start.
+fn run(bits: u32, ops: Vec<Op>, probes: Vec<u128>, held: usize, flat: bool) {
     let d = Domain::new();
     let mut t = if bits == 32 {
         Lpm::new_v4(&d)
     } else {
         Lpm::new_v6(&d)
     };
+    if flat {
+        t.set_flat_at(0);
+    }
     let mut model: Vec<(u128, u8, u32)> = Vec::new();
     let shift = 128 - bits;
     for group in ops.chunks(held.max(1)) {
@@ -197,8 +201,9 @@ proptest! {
         ops in ops(32),
         probes in prop::collection::vec(addr(32), 8),
         held in prop_oneof![Just(0usize), 1usize..48],
+        flat in any::<bool>(),
     ) {
-        run(32, ops, probes, held);
+        run(32, ops, probes, held, flat);
     }
 
     #[test]
@@ -207,7 +212,7 @@ proptest! {
         probes in prop::collection::vec(addr(128), 8),
         held in prop_oneof![Just(0usize), 1usize..48],
     ) {
-        run(128, ops, probes, held);
+        run(128, ops, probes, held, false);
     }
 }
 

@@ -26,7 +26,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 /// Bytes of a region (one transparent huge page).
-const REGION: usize = 2 << 20;
+pub(crate) const REGION: usize = 2 << 20;
 /// Largest block, in words, the regions serve.
 pub(crate) const MAX_WORDS: usize = 1024;
 /// Number of size classes.
@@ -127,6 +127,24 @@ fn map_region() -> Option<usize> {
         libc::madvise(aligned as *mut libc::c_void, REGION, libc::MADV_HUGEPAGE);
     }
     Some(aligned)
+}
+
+/// A region of [`REGION`] bytes of its own, zeroed, 2 MB-aligned and
+/// marked for huge pages, outside the pool (a large IPv4 table's flat slot
+/// array); `None` if it cannot be mapped. Give it back with
+/// [`unmap_region`].
+pub(crate) fn own_region() -> Option<*mut u8> {
+    map_region().map(|p| p as *mut u8)
+}
+
+/// Unmap a region from [`own_region`].
+///
+/// # Safety
+/// `p` must come from [`own_region`], be unreachable by any reader and be
+/// given back once.
+pub(crate) unsafe fn unmap_region(p: *mut u8) {
+    // SAFETY: caller's contract: a whole mapping of REGION bytes of ours.
+    unsafe { libc::munmap(p.cast(), REGION) };
 }
 
 /// A region block of at least `words` words (1..=[`MAX_WORDS`]); `None`

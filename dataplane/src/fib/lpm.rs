@@ -31,6 +31,14 @@
 //! cost tens of bytes per /8 instead of 8 KiB. A /8 turns dense when its
 //! runs outgrow the list.
 //!
+//! A large IPv4 table (at least [`FLAT_AT`] dense segments: a full table
+//! has 221) also gives readers a *flat* array of all 2^18 slot words, one
+//! 2 MB region in a huge page, mirroring what root and segments say: a
+//! lookup then reads its slot word with one load from one array, and a
+//! batch of lookups finds the table's mode once, not per key. The writer
+//! keeps root and segments as the source and stores every word it changes
+//! in both. The array goes again when the table shrinks below half that.
+//!
 //! Updates are incremental: the writer rebuilds only the chunk that owns the
 //! changed route (and its parent when a child chunk appears or disappears),
 //! publishes it with one atomic store, and retires the old one through QSBR
@@ -39,6 +47,7 @@
 //! proportional to the routes held: an empty table is a 2 KiB root.
 #![allow(unsafe_code)]
 
+use super::arena;
 use super::poptrie::{self, ChunkRoute, Words, CHILD, NO_ROUTE};
 use super::sparse::{
     build_sparse, free_sparse, push_keys, push_maps, set_run, sparse_counts, sparse_entries,
@@ -49,7 +58,7 @@ use crate::rcu::{Domain, Guard, WeakDomain};
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::LocalKey;
 
@@ -121,6 +130,8 @@ pub struct LpmStats {
     /// Blocks whose only long route is held in their slot word, without a
     /// chunk.
     pub solos: usize,
+    /// Whether readers have the flat slot array.
+    pub flat: bool,
 }
 
 /// Largest nexthop id a table can hold.
@@ -130,9 +141,44 @@ const TOP_BITS: u32 = 18;
 const SEG_BITS: u32 = 10;
 pub(super) const SEG_LEN: usize = 1 << SEG_BITS;
 
+/// Words of an IPv4 table's flat slot array: one per /18 block.
+const FLAT_LEN: usize = 1 << TOP_BITS;
+const _: () = assert!(
+    FLAT_LEN * core::mem::size_of::<AtomicUsize>() == arena::REGION,
+    "a flat slot array is exactly one region"
+);
+
+/// Dense segments at which an IPv4 table gets its flat slot array, unless
+/// [`Lpm::set_flat_at`] says otherwise: half the /8s, 1 MiB of segments,
+/// where the array's 2 MiB is a modest share of the table.
+pub const FLAT_AT: usize = 128;
+
+/// The slot word of `ip`'s block in the flat array `f`.
+///
+/// # Safety
+/// `f` must be a live flat array read inside a read-side section of its
+/// table's domain (or by the writer).
+#[inline(always)]
+unsafe fn flat_slot(f: *const AtomicUsize, ip: u32) -> usize {
+    // SAFETY: caller's contract; ip >> 14 is below FLAT_LEN.
+    unsafe { (*f.add((ip >> (32 - TOP_BITS)) as usize)).load(Ordering::Acquire) }
+}
+
+/// Unmap a flat slot array.
+///
+/// # Safety
+/// `p` must be a flat array unreachable by any reader, freed once.
+unsafe fn free_flat(p: *mut ()) {
+    // SAFETY: caller's contract: a region from `arena::own_region`.
+    unsafe { arena::unmap_region(p.cast()) };
+}
+
 thread_local! {
     /// A sparse /8's runs while they are rebuilt.
     static RUNS: Cell<Vec<(u16, usize)>> = const { Cell::new(Vec::new()) };
+    /// A sparse /8's runs while they are copied to the flat array (inside
+    /// changes that hold `RUNS`).
+    static FLAT_RUNS: Cell<Vec<(u16, usize)>> = const { Cell::new(Vec::new()) };
     /// The chunks a sparse /8 lists, while their defaults are refreshed.
     static LISTED: Cell<Vec<(u16, usize)>> = const { Cell::new(Vec::new()) };
     /// The chunks a sparse /8 lists, while its runs are recomputed.
@@ -417,6 +463,8 @@ unsafe fn resolve_word(ip: u32, s: usize) -> u32 {
 /// everything reachable from it) when the last owner drops it.
 pub struct LpmShared {
     root: Box<[AtomicUsize; 256]>,
+    /// A large IPv4 table's flat slot array (null: none).
+    flat: AtomicPtr<AtomicUsize>,
     /// The domain whose guards may read this table, named weakly: the
     /// domain may hold this table (retired with its VRF), and a strong
     /// reference back would keep both alive for ever.
@@ -427,6 +475,7 @@ impl LpmShared {
     fn new(domain: &Domain) -> LpmShared {
         LpmShared {
             root: Box::new(std::array::from_fn(|_| AtomicUsize::new(leaf(NO_ROUTE)))),
+            flat: AtomicPtr::new(core::ptr::null_mut()),
             domain: domain.downgrade(),
         }
     }
@@ -471,10 +520,25 @@ impl LpmShared {
     /// [`LpmShared::lookup_v4_batch`] for at most [`BATCH`] keys.
     #[inline(always)]
     fn batch_v4(&self, ks: &[u32], os: &mut [u32]) {
-        let root = &*self.root;
         // Per key: its slot word (for a /8 without a segment, its root
         // word).
         let mut at = [0usize; BATCH];
+        let flat = self.flat.load(Ordering::Acquire);
+        if !flat.is_null() {
+            for (&ip, a) in ks.iter().zip(at.iter_mut()) {
+                // SAFETY: a published flat array, read inside the caller's
+                // read-side section: retired only after being unlinked.
+                let s = unsafe { flat_slot(flat, ip) };
+                prefetch_chunk(s);
+                *a = s;
+            }
+            for ((&ip, &s), o) in ks.iter().zip(at.iter()).zip(os.iter_mut()) {
+                // SAFETY: as below.
+                *o = unsafe { resolve_word(ip, s) };
+            }
+            return;
+        }
+        let root = &*self.root;
         for (&ip, a) in ks.iter().zip(at.iter_mut()) {
             let r = root[(ip >> 24) as usize].load(Ordering::Acquire);
             let s = if r & 1 == 1 {
@@ -497,6 +561,11 @@ impl LpmShared {
     /// sparse /8, its segment's first line).
     #[inline(always)]
     pub(crate) fn prefetch_slot_v4(&self, ip: u32) {
+        let flat = self.flat.load(Ordering::Acquire);
+        if !flat.is_null() {
+            prefetch(flat.wrapping_add((ip >> (32 - TOP_BITS)) as usize).cast());
+            return;
+        }
         let r = self.root[(ip >> 24) as usize].load(Ordering::Acquire);
         if r & 1 == 1 {
             return;
@@ -516,6 +585,13 @@ impl LpmShared {
     /// once the chunk is likely cached.
     #[inline(always)]
     pub(crate) fn slot_v4(&self, ip: u32) -> SlotWord<'_> {
+        let flat = self.flat.load(Ordering::Acquire);
+        if !flat.is_null() {
+            // SAFETY: see `lookup_v4_trusted`.
+            let s = unsafe { flat_slot(flat, ip) };
+            prefetch_chunk(s);
+            return SlotWord(s, core::marker::PhantomData);
+        }
         let r = self.root[(ip >> 24) as usize].load(Ordering::Acquire);
         if r & 1 == 1 {
             return SlotWord(r, core::marker::PhantomData);
@@ -539,6 +615,13 @@ impl LpmShared {
     /// Lookup for a caller that checked the guard's domain once.
     #[inline(always)]
     pub(crate) fn lookup_v4_trusted(&self, ip: u32) -> u32 {
+        let flat = self.flat.load(Ordering::Acquire);
+        if !flat.is_null() {
+            // SAFETY: a published flat array holds only words readers may
+            // resolve, and is unmapped only after being unlinked and a grace
+            // period; the caller is inside a read-side section.
+            return unsafe { resolve_word(ip, flat_slot(flat, ip)) };
+        }
         let r = self.root[(ip >> 24) as usize].load(Ordering::Acquire);
         if r & 1 == 1 {
             return (r >> 1) as u32;
@@ -789,6 +872,12 @@ unsafe fn free_tree(p: usize) {
 
 impl Drop for LpmShared {
     fn drop(&mut self) {
+        let flat = self.flat.load(Ordering::Acquire);
+        if !flat.is_null() {
+            // SAFETY: last owner; the array's words name chunks freed below
+            // through the segments that also hold them.
+            unsafe { free_flat(flat.cast()) };
+        }
         for r in self.root.iter() {
             let r = r.load(Ordering::Acquire);
             if r & 1 == 1 {
@@ -1005,6 +1094,10 @@ pub struct Lpm {
     short_lens: u32,
     blocks: IntMap<u32, ChunkW>,
     seg_users: Box<[u32; 256]>,
+    /// Dense segments published.
+    dense: usize,
+    /// Dense segments at which readers get the flat array (IPv4).
+    flat_at: usize,
     /// Routes of length 9–18 per /8: (18-bit block, length).
     mids: IntMap<u32, std::collections::BTreeSet<(u32, u8)>>,
     routes: usize,
@@ -1069,6 +1162,8 @@ impl Lpm {
             short_lens: 0,
             blocks: IntMap::default(),
             seg_users: Box::new([0; 256]),
+            dense: 0,
+            flat_at: FLAT_AT,
             mids: IntMap::default(),
             routes: 0,
             retire: Vec::new(),
@@ -1443,7 +1538,96 @@ impl Lpm {
         let r = &self.shared.root[a];
         let old = r.load(Ordering::Relaxed);
         r.store(new, Ordering::Release);
+        if let Some(f) = self.flat() {
+            self.fill_flat(f, a);
+        }
         old
+    }
+
+    /// The flat slot array readers have, if any (the writer's view).
+    fn flat(&self) -> Option<&[AtomicUsize]> {
+        let p = self.shared.flat.load(Ordering::Relaxed);
+        // SAFETY: a published flat array of FLAT_LEN words, unmapped only
+        // by this writer (retired) or with the table.
+        (!p.is_null()).then(|| unsafe { std::slice::from_raw_parts(p.cast_const(), FLAT_LEN) })
+    }
+
+    /// Store slot word `w` for block `blk` in the flat array, if any.
+    fn flat_put(&self, blk: u32, w: usize) {
+        if let Some(f) = self.flat() {
+            f[blk as usize].store(w, Ordering::Release);
+        }
+    }
+
+    /// Bring /8 `a`'s 1024 words of the flat array `f` up to date with its
+    /// published root word (and segment), storing only those that differ.
+    fn fill_flat(&self, f: &[AtomicUsize], a: usize) {
+        let put = |d: &AtomicUsize, w: usize| {
+            if d.load(Ordering::Relaxed) != w {
+                d.store(w, Ordering::Release);
+            }
+        };
+        let dst = &f[a << SEG_BITS..(a + 1) << SEG_BITS];
+        let r = self.shared.root[a].load(Ordering::Acquire);
+        if r & 1 == 1 {
+            dst.iter().for_each(|d| put(d, r));
+        } else if r & SPARSE_TAG != 0 {
+            let mut runs = scratch(&FLAT_RUNS);
+            // SAFETY: the writer is the only one that frees segments.
+            unsafe { sparse_runs_into(r & !SPARSE_TAG, &mut runs) };
+            for (i, &(start, w)) in runs.iter().enumerate() {
+                let end = runs.get(i + 1).map_or(SEG_LEN, |n| usize::from(n.0));
+                dst[usize::from(start)..end].iter().for_each(|d| put(d, w));
+            }
+            unscratch(&FLAT_RUNS, runs);
+        } else if let Some(seg) = self.segment(a) {
+            for (d, s) in dst.iter().zip(seg.slots.iter()) {
+                put(d, s.load(Ordering::Relaxed));
+            }
+        }
+    }
+
+    /// Give readers the flat array when the table has [`Lpm::set_flat_at`]
+    /// dense segments, and take it away below half that (IPv4 only). A
+    /// table where no region can be mapped goes on without.
+    fn flat_check(&mut self) {
+        if self.max_len != 32 {
+            return;
+        }
+        let on = self.flat().is_some();
+        if !on && self.dense >= self.flat_at {
+            let Some(p) = arena::own_region() else {
+                return;
+            };
+            let p = p.cast::<AtomicUsize>();
+            // SAFETY: a fresh zeroed region of FLAT_LEN words, not shared
+            // yet; zero is a valid AtomicUsize.
+            let f = unsafe { std::slice::from_raw_parts(p.cast_const(), FLAT_LEN) };
+            for a in 0..256 {
+                self.fill_flat(f, a);
+            }
+            self.shared.flat.store(p, Ordering::Release);
+        } else if on && self.dense < self.flat_at / 2 {
+            let p = self
+                .shared
+                .flat
+                .swap(core::ptr::null_mut(), Ordering::AcqRel);
+            // Just unlinked; retired with the change.
+            self.retire.push((p.cast(), free_flat));
+        }
+    }
+
+    /// Give readers the flat slot array once the table has `segments`
+    /// dense segments (0: from now on, whatever its size), and take it away
+    /// when it has fewer than half that ([`FLAT_AT`] by default). IPv4
+    /// tables only; an IPv6 table ignores it.
+    pub fn set_flat_at(&mut self, segments: usize) {
+        self.flat_at = segments;
+        self.flat_check();
+        if !self.hold_retired {
+            // SAFETY: unlinked above, retired once, with its free function.
+            unsafe { self.domain.retire_all(&mut self.retire) };
+        }
     }
 
     /// Publish the sparse segment `new` for /8 `a`, retiring the old one
@@ -1544,6 +1728,7 @@ impl Lpm {
         if let Some(seg) = self.segment(a) {
             let w = word.unwrap_or_else(|| leaf(self.best_le(blk, TOP_BITS)));
             seg.slots[b].store(w, Ordering::Release);
+            self.flat_put(blk, w);
             return;
         }
         if !self.is_sparse(a) {
@@ -1593,6 +1778,7 @@ impl Lpm {
         if new != s {
             if let Some(seg) = self.segment(a) {
                 seg.slots[b].store(new, Ordering::Release);
+                self.flat_put(blk, new);
             }
         }
     }
@@ -1681,6 +1867,8 @@ impl Lpm {
                     .retire_with((old & !SPARSE_TAG) as *mut (), free_sparse)
             };
         }
+        self.dense += 1;
+        self.flat_check();
     }
 
     fn drop_segment_if_unused(&mut self, a: usize) {
@@ -1701,6 +1889,8 @@ impl Lpm {
             } else {
                 // SAFETY: just unlinked from its only parent; holds only leaves.
                 unsafe { self.domain.retire_with(old as *mut (), free_segment) };
+                self.dense -= 1;
+                self.flat_check();
             }
         }
     }
@@ -1738,10 +1928,7 @@ impl Lpm {
                     unscratch(&LISTED, listed);
                     self.publish_sparse(a);
                 } else {
-                    self.shared.root[a].store(
-                        leaf(self.best_le((a << SEG_BITS) as u32, 8)),
-                        Ordering::Release,
-                    );
+                    self.publish_root(a, leaf(self.best_le((a << SEG_BITS) as u32, 8)));
                 }
             }
         } else {
@@ -1957,6 +2144,7 @@ impl Lpm {
         let mut st = LpmStats {
             segments: (0..256).filter(|a| self.segment(*a).is_some()).count(),
             sparse_segments: (0..256).filter(|a| self.is_sparse(*a)).count(),
+            flat: self.flat().is_some(),
             ..LpmStats::default()
         };
         for cw in self.blocks.values() {
@@ -1993,6 +2181,7 @@ impl Lpm {
         let segs = (0..256).filter(|a| self.segment(*a).is_some()).count();
         256 * 8
             + segs * core::mem::size_of::<Segment>()
+            + self.flat().map_or(0, |_| arena::REGION)
             + (0..256)
                 .map(|a| match (self.draft(a), self.published_sparse(a)) {
                     (Some(runs), _) => {
@@ -2039,11 +2228,20 @@ mod tests {
     /// The pipeline's lookup in two halves (`slot_v4`, then `resolve_v4`)
     /// answers as the whole lookup does, for addresses in a sparse /8 (solo
     /// words and chunks), a dense one, one covered by a /8 route alone and
-    /// one with no route.
+    /// one with no route; with and without the flat array.
     #[test]
     fn a_lookup_in_two_halves_answers_as_a_whole_one() {
+        for flat in [false, true] {
+            lookup_in_two_halves(flat);
+        }
+    }
+
+    fn lookup_in_two_halves(flat: bool) {
         let d = Domain::new();
         let mut t = Lpm::new_v4(&d);
+        if flat {
+            t.set_flat_at(0);
+        }
         let mut x = 0x2545_f491_4f6c_dd1du64;
         let mut next = move || {
             x ^= x << 13;
@@ -2074,7 +2272,7 @@ mod tests {
         }
         let st = t.stats();
         assert!(
-            st.sparse_segments >= 1 && st.segments >= 1 && st.solos >= 1,
+            st.sparse_segments >= 1 && st.segments >= 1 && st.solos >= 1 && st.flat == flat,
             "{st:?}"
         );
         let shared = t.shared().clone();
@@ -2183,6 +2381,102 @@ mod tests {
                 assert_eq!(words, expand(&runs), "{runs:?}");
                 free_sparse(p as *mut ());
             }
+        }
+    }
+
+    /// Every word of the flat array is the word root and segments give its
+    /// block.
+    fn assert_flat_mirrors(t: &Lpm) {
+        let f = t.flat().expect("a flat array");
+        for (blk, w) in f.iter().enumerate() {
+            let r = t.shared.root[blk >> SEG_BITS].load(Ordering::Acquire);
+            let want = if r & 1 == 1 {
+                r
+            } else {
+                // SAFETY: the writer's own published segment.
+                unsafe { slot_of(r, blk & (SEG_LEN - 1)) }
+            };
+            assert_eq!(w.load(Ordering::Acquire), want, "block {blk:#x}");
+        }
+    }
+
+    /// Churn over short, /24 and deeper routes in a few /8s, some made
+    /// dense, one at a time and in held runs: after every change the flat
+    /// array mirrors root and segments. It comes when the table reaches two
+    /// dense segments, goes when the table empties, and comes again; the
+    /// answers match the table's without it all along.
+    #[test]
+    fn the_flat_array_mirrors_root_and_segments_through_churn() {
+        let d = Domain::new();
+        let mut t = Lpm::new_v4(&d);
+        t.set_flat_at(2);
+        let mut plain = Lpm::new_v4(&d);
+        let mut x = 0x853c_49e6_748f_ea9bu64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut held: Vec<(u32, u8)> = Vec::new();
+        let mut seen = [false; 2];
+        let mut reader = d.register();
+        for round in 0..6 {
+            // Fill: enough /24s in 10/8 and 11/8 to make both dense (on
+            // even rounds), plus short and deep routes everywhere.
+            let n = if round % 2 == 0 { 700 } else { 120 };
+            if round % 3 == 2 {
+                t.hold_retired();
+            }
+            for i in 0..n {
+                let top = [10u32, 11, 12, 0][(next() % 4) as usize];
+                let len = [24u8, 24, 24, 8, 12, 16, 20, 26, 30][(next() % 9) as usize];
+                let a = (top << 24 | (next() as u32 & 0x00ff_ffff)) & !(u32::MAX >> len);
+                let nh = i + 1;
+                t.insert_v4(a, len, nh).expect("route");
+                plain.insert_v4(a, len, nh).expect("route");
+                held.push((a, len));
+                if round % 3 != 2 {
+                    assert_flat_mirrors_if_any(&t);
+                }
+            }
+            t.flush_retired();
+            assert_flat_mirrors_if_any(&t);
+            seen[usize::from(t.stats().flat)] = true;
+            // Drain most of it (all of it, twice), in random order.
+            let keep = if round % 3 == 1 { 0 } else { 40 };
+            while held.len() > keep {
+                let i = (next() % held.len() as u64) as usize;
+                let (a, len) = held.swap_remove(i);
+                t.remove_v4(a, len).expect("route");
+                plain.remove_v4(a, len).expect("route");
+                assert_flat_mirrors_if_any(&t);
+            }
+            seen[usize::from(t.stats().flat)] = true;
+            let shared = t.shared().clone();
+            let keys: Vec<u32> = (0..4096)
+                .map(|_| {
+                    ([10u32, 11, 12, 0, 13][(next() % 5) as usize] << 24)
+                        | (next() as u32 & 0x00ff_ffff)
+                })
+                .collect();
+            let mut out = vec![0u32; keys.len()];
+            {
+                let g = reader.guard();
+                shared.lookup_v4_batch(&g, &keys, &mut out);
+            }
+            reader.quiescent();
+            for (k, o) in keys.iter().zip(&out) {
+                assert_eq!(*o, plain.lookup_v4(*k), "{k:#x}");
+                assert_eq!(t.lookup_v4(*k), *o, "{k:#x}");
+            }
+        }
+        assert_eq!(seen, [true, true], "the flat array came and went");
+    }
+
+    fn assert_flat_mirrors_if_any(t: &Lpm) {
+        if t.flat().is_some() {
+            assert_flat_mirrors(t);
         }
     }
 }
