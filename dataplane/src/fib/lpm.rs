@@ -453,14 +453,26 @@ unsafe fn resolve_word(ip: u32, s: usize) -> u32 {
         core::hint::select_unpredictable(s & 1 == 0, s as *const AtomicU64, poptrie::EMPTY.first());
     // SAFETY: caller's contract: a chunk published in a live segment, or
     // the static empty chunk.
+    let v = unsafe { chunk_answer(ip, first) };
+    core::hint::select_unpredictable(s & 1 == 1, (s >> 1) as u32, v)
+}
+
+/// An IPv4 chunk's answer for `ip`: its own routes', else its covering
+/// value.
+///
+/// # Safety
+/// `first` must be the pointer of a live IPv4 chunk, read inside the
+/// read-side section still in force (or the static empty chunk).
+#[inline(always)]
+unsafe fn chunk_answer(ip: u32, first: *const AtomicU64) -> u32 {
+    // SAFETY: caller's contract.
     let (v, d) = unsafe {
         (
             poptrie::lookup14_raw(first, ip & 0x3fff),
             poptrie::default_raw(first),
         )
     };
-    let v = core::hint::select_unpredictable(v == NO_ROUTE, d, v);
-    core::hint::select_unpredictable(s & 1 == 1, (s >> 1) as u32, v)
+    core::hint::select_unpredictable(v == NO_ROUTE, d, v)
 }
 
 /// The part of a table readers see. Owned by an `Arc`; freed (with
@@ -549,17 +561,10 @@ impl LpmShared {
                 *o = if s & 3 == SOLO_TAG {
                     solo_lookup(s, ip & 0x3fff)
                 } else {
-                    let first = s as *const AtomicU64;
                     // SAFETY: a flat array's word that is not solo is a
                     // chunk published in a live table (never a leaf),
                     // read in the caller's read-side section.
-                    let (v, d) = unsafe {
-                        (
-                            poptrie::lookup14_raw(first, ip & 0x3fff),
-                            poptrie::default_raw(first),
-                        )
-                    };
-                    core::hint::select_unpredictable(v == NO_ROUTE, d, v)
+                    unsafe { chunk_answer(ip, s as *const AtomicU64) }
                 };
             }
             return;
@@ -1670,7 +1675,8 @@ impl Lpm {
                 .swap(core::ptr::null_mut(), Ordering::AcqRel);
             // Just unlinked; retired with the change.
             self.retire.push((p.cast(), free_flat));
-            self.retire_values();
+            let values = std::mem::take(&mut *self.values());
+            self.retire_value_chunks(values);
         }
     }
 
@@ -1693,14 +1699,12 @@ impl Lpm {
             // Just unlinked; retired with the change.
             self.retire.push((old.cast(), free_flat));
         }
-        for (_, c) in old_values {
-            self.retire.push((c as *mut (), free_chunk_words));
-        }
+        self.retire_value_chunks(old_values);
     }
 
-    /// Retire every value chunk (the flat array naming them is unlinked).
-    fn retire_values(&mut self) {
-        let values = std::mem::take(&mut *self.values());
+    /// Retire value chunks taken out of the map (the flat array naming
+    /// them is unlinked).
+    fn retire_value_chunks(&mut self, values: IntMap<u32, usize>) {
         for (_, c) in values {
             self.retire.push((c as *mut (), free_chunk_words));
         }
@@ -2500,7 +2504,6 @@ mod tests {
     fn assert_flat_mirrors(t: &Lpm) {
         let f = t.flat().expect("a flat array");
         let values = t.values().clone();
-        let mut used = std::collections::HashSet::new();
         for (blk, w) in f.iter().enumerate() {
             let w = w.load(Ordering::Acquire);
             let r = t.shared.root[blk >> SEG_BITS].load(Ordering::Acquire);
@@ -2516,7 +2519,6 @@ mod tests {
             }
             let v = (want >> 1) as u32;
             assert_eq!(values.get(&v), Some(&w), "block {blk:#x}: value {v}");
-            used.insert(v);
             // SAFETY: a live value chunk of the writer's.
             let d = unsafe { chunk(w) };
             for k in [0u32, 0x1234, 0x3fff] {
