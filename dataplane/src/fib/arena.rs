@@ -57,10 +57,15 @@ struct Pool {
     regions: Vec<usize>,
 }
 
+/// Chunks and segments.
 static POOL: Mutex<Pool> = Mutex::new(Pool::empty());
+/// The flat arrays' leaf lists, in regions of their own: a full table's
+/// lookups read one list each, and packed together they take a few
+/// megabytes of lines that stay cached.
+static LISTS: Mutex<Pool> = Mutex::new(Pool::empty());
 
-fn pool() -> std::sync::MutexGuard<'static, Pool> {
-    POOL.lock()
+fn lock(pool: &'static Mutex<Pool>) -> std::sync::MutexGuard<'static, Pool> {
+    pool.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -78,8 +83,18 @@ fn heap_layout(words: usize) -> std::alloc::Layout {
 ///
 /// Aborts, as `Box` does, when the heap is out of memory.
 pub(crate) fn alloc(words: usize) -> *mut AtomicU64 {
+    alloc_in(&POOL, words)
+}
+
+/// As [`alloc`], for a flat array's leaf list. Give it back with
+/// [`free_list`].
+pub(crate) fn alloc_list(words: usize) -> *mut AtomicU64 {
+    alloc_in(&LISTS, words)
+}
+
+fn alloc_in(pool: &'static Mutex<Pool>, words: usize) -> *mut AtomicU64 {
     if (1..=MAX_WORDS).contains(&words) {
-        if let Some(p) = alloc_in_region(words) {
+        if let Some(p) = alloc_in_region(pool, words) {
             return p;
         }
     }
@@ -94,8 +109,14 @@ pub(crate) fn alloc(words: usize) -> *mut AtomicU64 {
 
 /// Map a 2 MB-aligned region of [`REGION`] bytes, asking for huge pages.
 fn map_region() -> Option<usize> {
-    // Map twice the size and trim to the alignment.
-    let len = 2 * REGION;
+    map_aligned(REGION)
+}
+
+/// Map `size` bytes (a multiple of [`REGION`]) 2 MB-aligned, asking for
+/// huge pages.
+fn map_aligned(size: usize) -> Option<usize> {
+    // Map the size and one region more, and trim to the alignment.
+    let len = size + REGION;
     // SAFETY: an anonymous private mapping at an address of the kernel's
     // choosing touches no existing memory.
     let p = unsafe {
@@ -119,39 +140,42 @@ fn map_region() -> Option<usize> {
         if aligned > start {
             libc::munmap(p, aligned - start);
         }
-        let tail = start + len - (aligned + REGION);
+        let tail = start + len - (aligned + size);
         if tail > 0 {
-            libc::munmap((aligned + REGION) as *mut libc::c_void, tail);
+            libc::munmap((aligned + size) as *mut libc::c_void, tail);
         }
         // Advice only: without THP the region is ordinary pages.
-        libc::madvise(aligned as *mut libc::c_void, REGION, libc::MADV_HUGEPAGE);
+        libc::madvise(aligned as *mut libc::c_void, size, libc::MADV_HUGEPAGE);
     }
     Some(aligned)
 }
 
-/// A region of [`REGION`] bytes of its own, zeroed, 2 MB-aligned and
-/// marked for huge pages, outside the pool (a large IPv4 table's flat slot
-/// array); `None` if it cannot be mapped. Give it back with
-/// [`unmap_region`].
-pub(crate) fn own_region() -> Option<*mut u8> {
-    map_region().map(|p| p as *mut u8)
+/// [`OWN_REGIONS`] regions of their own, contiguous, zeroed, 2 MB-aligned
+/// and marked for huge pages, outside the pool (a large IPv4 table's flat
+/// array); `None` if they cannot be mapped. Give them back with
+/// [`unmap_own`].
+pub(crate) fn own_regions() -> Option<*mut u8> {
+    map_aligned(OWN_REGIONS * REGION).map(|p| p as *mut u8)
 }
 
-/// Unmap a region from [`own_region`].
+/// Regions [`own_regions`] maps.
+pub(crate) const OWN_REGIONS: usize = 2;
+
+/// Unmap regions from [`own_regions`].
 ///
 /// # Safety
-/// `p` must come from [`own_region`], be unreachable by any reader and be
+/// `p` must come from [`own_regions`], be unreachable by any reader and be
 /// given back once.
-pub(crate) unsafe fn unmap_region(p: *mut u8) {
-    // SAFETY: caller's contract: a whole mapping of REGION bytes of ours.
-    unsafe { libc::munmap(p.cast(), REGION) };
+pub(crate) unsafe fn unmap_own(p: *mut u8) {
+    // SAFETY: caller's contract: a whole mapping of ours.
+    unsafe { libc::munmap(p.cast(), OWN_REGIONS * REGION) };
 }
 
 /// A region block of at least `words` words (1..=[`MAX_WORDS`]); `None`
 /// where no region could be mapped.
-fn alloc_in_region(words: usize) -> Option<*mut AtomicU64> {
+fn alloc_in_region(pool: &'static Mutex<Pool>, words: usize) -> Option<*mut AtomicU64> {
     // SAFETY: `map_region` returns fresh regions of REGION bytes.
-    unsafe { pool().take(words, map_region) }
+    unsafe { lock(pool).take(words, map_region) }
 }
 
 impl Pool {
@@ -261,8 +285,24 @@ fn class_words(c: usize) -> usize {
 /// `p` must come from [`alloc`] with the same `words`, be unreachable by
 /// any reader, and be given back once.
 pub(crate) unsafe fn free(p: *mut AtomicU64, words: usize) {
+    // SAFETY: caller's contract.
+    unsafe { free_in(&POOL, p, words) }
+}
+
+/// Give back a block [`alloc_list`] returned for `words` words.
+///
+/// # Safety
+/// As for [`free`], for a block from [`alloc_list`].
+pub(crate) unsafe fn free_list(p: *mut AtomicU64, words: usize) {
+    // SAFETY: caller's contract.
+    unsafe { free_in(&LISTS, p, words) }
+}
+
+/// # Safety
+/// As for [`free`], for a block from `pool`.
+unsafe fn free_in(pool: &'static Mutex<Pool>, p: *mut AtomicU64, words: usize) {
     let a = p as usize;
-    let mut pool = pool();
+    let mut pool = lock(pool);
     let i = pool.regions.partition_point(|&r| r <= a);
     if i > 0 && a < pool.regions[i - 1] + REGION {
         // SAFETY: caller's contract: the class's whole block is unused.

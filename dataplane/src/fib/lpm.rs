@@ -32,16 +32,20 @@
 //! runs outgrow the list.
 //!
 //! A large IPv4 table (at least [`FLAT_AT`] dense segments: a full table
-//! has 221) also gives readers a *flat* array of all 2^18 slot words, one
-//! 2 MB region in a huge page, mirroring what root and segments say: a
-//! lookup then reads its slot word with one load from one array, and a
-//! batch of lookups finds the table's mode once, not per key. The writer
-//! keeps root and segments as the source and stores every word it changes
-//! in both. The array goes again when the table shrinks below half that.
-//! Its words are never leaves: a block answered by a leaf gets a *value
-//! chunk* instead, a chunk of no routes covered by the leaf's value, one
-//! per value for the whole table. So a lookup's second step is always a
-//! chunk walk (or a solo word), without choosing between leaf and chunk.
+//! has 221) also gives readers a *flat* array: one word per /18 block (2
+//! MB in a huge page), each naming the block's *leaf list*, a compact copy
+//! of what the block answers per /24 slot: the chunk root's `leafvec` (a
+//! bit where a run of equal answers starts), the block's default, and a
+//! 16-bit leaf per run, an index into the array's *dictionary* of values
+//! (or "none": the default answers; or "deep": the /24 holds longer
+//! routes, and the list's last word names the chunk to walk). A lookup
+//! is then one load from the array and one list, whose head and leaf
+//! share a line or two, and the lists of a full table lie packed in 4 MB
+//! of their own regions; a batch finds the table's mode once, not per key.
+//! The writer keeps root, segments and chunks as the source and makes a
+//! block's list again whenever its slot word or default changes. A leaf's
+//! blocks share one list per value. The array goes again when the table
+//! shrinks below half that.
 //!
 //! Updates are incremental: the writer rebuilds only the chunk that owns the
 //! changed route (and its parent when a child chunk appears or disappears),
@@ -134,7 +138,7 @@ pub struct LpmStats {
     /// Blocks whose only long route is held in their slot word, without a
     /// chunk.
     pub solos: usize,
-    /// Whether readers have the flat slot array.
+    /// Whether readers have the flat array.
     pub flat: bool,
 }
 
@@ -145,37 +149,150 @@ const TOP_BITS: u32 = 18;
 const SEG_BITS: u32 = 10;
 pub(super) const SEG_LEN: usize = 1 << SEG_BITS;
 
-/// Words of an IPv4 table's flat slot array: one per /18 block.
+/// Words of an IPv4 table's flat array: one per /18 block.
 const FLAT_LEN: usize = 1 << TOP_BITS;
+/// Values a flat array's dictionary holds: list leaves name values by a
+/// 16-bit index, the two highest being markers ([`L_DEEP`], [`L_NONE`]).
+const DICT_LEN: usize = 1 << 16;
 const _: () = assert!(
-    FLAT_LEN * core::mem::size_of::<AtomicUsize>() == arena::REGION,
-    "a flat slot array is exactly one region"
+    FLAT_LEN * 8 == arena::REGION && DICT_LEN * 4 <= arena::REGION,
+    "a flat array's words fill one region, its dictionary part of the next"
 );
+const _: () = assert!(arena::OWN_REGIONS == 2);
 
-/// Dense segments at which an IPv4 table gets its flat slot array, unless
+/// Dense segments at which an IPv4 table gets its flat array, unless
 /// [`Lpm::set_flat_at`] says otherwise: half the /8s, 1 MiB of segments,
-/// where the array's 2 MiB is a modest share of the table.
+/// where the array's 2.25 MiB is a modest share of the table.
 pub const FLAT_AT: usize = 128;
 
-/// The slot word of `ip`'s block in the flat array `f`.
+/// A list leaf: no route of the block's own covers the key, and the list's
+/// default answers.
+const L_NONE: u16 = u16::MAX;
+/// A list leaf: the /24 slot holds longer routes (or a value the
+/// dictionary had no room for), and root and segments answer.
+const L_DEEP: u16 = u16::MAX - 1;
+
+/// Tag on a flat word whose list is its block's own (made from the block's
+/// chunk), not one shared by blocks that answer alike.
+const OWN_LIST: usize = 1;
+
+/// Bytes of a leaf list before its leaves: its `leafvec` (bit j: a run of
+/// equal answers starts at /24 slot j; bit 0 always) and default.
+const LIST_HEAD: usize = 12;
+
+/// Words of a leaf list of `n` leaves.
+fn list_words(n: usize) -> usize {
+    (LIST_HEAD + 2 * n).div_ceil(8)
+}
+
+/// The answer of the leaf list at `l` (a flat word, its tag cleared) for
+/// `ip`, its leaves' values in `dict`; for a slot with longer routes, the
+/// block's chunk's, or where the list names none, `deep`'s.
+///
+/// # Safety
+/// `l` must be a list named by a flat array whose dictionary is `dict`,
+/// read in a read-side section still in force (or by the writer).
+#[inline(always)]
+unsafe fn list_answer(dict: *const u32, ip: u32, l: usize, deep: impl FnOnce() -> u32) -> u32 {
+    // SAFETY: caller's contract: a published list, never written again:
+    // its leafvec, default and popcount(leafvec) leaves; the runs
+    // starting at or before the key's /24 slot number at least one (slot
+    // 0 starts one), the last of them holds the slot.
+    unsafe {
+        let lv = *(l as *const u64);
+        let rank = (lv << (63 - ((ip >> 8) & 63))).count_ones() as usize;
+        let leaf = *((l + LIST_HEAD - 2 + 2 * rank) as *const u16);
+        if leaf < L_DEEP {
+            // Every index a published list names is set, and stays while
+            // the array lives.
+            *dict.add(usize::from(leaf))
+        } else if leaf == L_NONE {
+            *((l + 8) as *const u32)
+        } else {
+            list_deep(ip, l, deep)
+        }
+    }
+}
+
+/// The flat word of `ip`'s block in the flat array `f`.
 ///
 /// # Safety
 /// `f` must be a live flat array read inside a read-side section of its
 /// table's domain (or by the writer).
 #[inline(always)]
-unsafe fn flat_slot(f: *const AtomicUsize, ip: u32) -> usize {
+unsafe fn flat_word(f: *const AtomicUsize, ip: u32) -> usize {
     // SAFETY: caller's contract; ip >> 14 is below FLAT_LEN.
     unsafe { (*f.add((ip >> (32 - TOP_BITS)) as usize)).load(Ordering::Acquire) }
 }
 
-/// Unmap a flat slot array.
+/// [`list_answer`] for a key whose leaf is [`L_DEEP`]: the chunk the
+/// list names walked, or where it names none, `deep`'s answer.
+///
+/// # Safety
+/// As for [`list_answer`].
+#[cold]
+#[inline(never)]
+unsafe fn list_deep(ip: u32, l: usize, deep: impl FnOnce() -> u32) -> u32 {
+    // SAFETY: caller's contract: a list with an L_DEEP leaf ends with the
+    // word naming its block's chunk, live as long as the list is (retired
+    // together: a new chunk gets a new list).
+    unsafe {
+        let n = (*(l as *const u64)).count_ones() as usize;
+        let c = *((l + 8 * list_words(n)) as *const usize);
+        if c == 0 {
+            deep()
+        } else {
+            chunk_answer(ip, c as *const AtomicU64)
+        }
+    }
+}
+
+/// Start fetching the lines of the list flat word `w` names: its head and
+/// the line after (leaves beyond the 26th).
+#[inline(always)]
+fn prefetch_list(w: usize) {
+    let l = w & !OWN_LIST;
+    prefetch(l as *const u8);
+    prefetch(l.wrapping_add(64) as *const u8);
+}
+
+/// Unmap a flat array (words and dictionary).
 ///
 /// # Safety
 /// `p` must be a flat array unreachable by any reader, freed once.
 unsafe fn free_flat(p: *mut ()) {
-    // SAFETY: caller's contract: a region from `arena::own_region`.
-    unsafe { arena::unmap_region(p.cast()) };
+    // SAFETY: caller's contract: regions from `arena::own_regions`.
+    unsafe { arena::unmap_own(p.cast()) };
 }
+
+/// Free a leaf list.
+///
+/// # Safety
+/// `p` must be a list from `Lpm::new_list`, unreachable by any reader,
+/// freed once.
+unsafe fn free_list(p: *mut ()) {
+    // SAFETY: caller's contract.
+    unsafe { arena::free_list(p.cast(), list_size(p as usize)) };
+}
+
+/// Words of the live list at `l`: its head and leaves, and where a leaf is
+/// [`L_DEEP`], a last word naming the block's chunk (0: none, a solo
+/// word's block).
+///
+/// # Safety
+/// `l` must be a live list.
+unsafe fn list_size(l: usize) -> usize {
+    // SAFETY: caller's contract: its leafvec counts its leaves.
+    unsafe {
+        let n = (*(l as *const u64)).count_ones() as usize;
+        let leaves = std::slice::from_raw_parts((l + LIST_HEAD) as *const u16, n);
+        list_words(n) + usize::from(leaves.contains(&L_DEEP))
+    }
+}
+
+/// Shared leaf lists a flat array keeps at least before a fresh array
+/// trims those not in use.
+const LISTS_MIN: usize = 4096;
 
 thread_local! {
     /// A sparse /8's runs while they are rebuilt.
@@ -426,12 +543,15 @@ use crate::rcu::prefetch;
 /// The slot word an IPv4 lookup goes on from ([`crate::fib::VrfFib::slot_v4`]),
 /// good for the read-side section it was read in (its lifetime).
 #[derive(Clone, Copy, Debug)]
-pub struct SlotWord<'s>(usize, core::marker::PhantomData<&'s ()>);
+///
+/// From a table with the flat array: the key's leaf list and the array's
+/// dictionary (never 0); else the slot word and 0.
+pub struct SlotWord<'s>(usize, usize, core::marker::PhantomData<&'s ()>);
 
 impl Default for SlotWord<'_> {
     /// A word that answers "no route".
     fn default() -> Self {
-        SlotWord(leaf(NO_ROUTE), core::marker::PhantomData)
+        SlotWord(leaf(NO_ROUTE), 0, core::marker::PhantomData)
     }
 }
 
@@ -479,11 +599,14 @@ unsafe fn chunk_answer(ip: u32, first: *const AtomicU64) -> u32 {
 /// everything reachable from it) when the last owner drops it.
 pub struct LpmShared {
     root: Box<[AtomicUsize; 256]>,
-    /// A large IPv4 table's flat slot array (null: none).
+    /// A large IPv4 table's flat array: [`FLAT_LEN`] words, each naming
+    /// its block's leaf list, then the dictionary of the values the lists'
+    /// leaves name (null: none).
     flat: AtomicPtr<AtomicUsize>,
-    /// The flat array's value chunks by value. Only the writer uses it
-    /// (the mutex is never contended); here because they must live as long
-    /// as readers may hold the table, which may outlive its writer.
+    /// The flat array's shared leaf lists, for blocks a leaf answers, by
+    /// its value. Only the writer uses it (the mutex is
+    /// never contended); here because they must live as long as readers
+    /// may hold the table, which may outlive its writer.
     values: std::sync::Mutex<IntMap<u32, usize>>,
     /// The domain whose guards may read this table, named weakly: the
     /// domain may hold this table (retired with its VRF), and a strong
@@ -549,23 +672,15 @@ impl LpmShared {
             for (&ip, a) in ks.iter().zip(at.iter_mut()) {
                 // SAFETY: a published flat array, read inside the caller's
                 // read-side section: retired only after being unlinked.
-                let s = unsafe { flat_slot(flat, ip) };
-                // A chunk's first lines. (A solo word, 3 % of a full
-                // table's, asks for a meaningless address: harmless.)
-                prefetch(s as *const u8);
-                prefetch(s.wrapping_add(64) as *const u8);
-                prefetch(s.wrapping_add(128) as *const u8);
-                *a = s;
+                let w = unsafe { flat_word(flat, ip) };
+                prefetch_list(w);
+                *a = w & !OWN_LIST;
             }
-            for ((&ip, &s), o) in ks.iter().zip(at.iter()).zip(os.iter_mut()) {
-                *o = if s & 3 == SOLO_TAG {
-                    solo_lookup(s, ip & 0x3fff)
-                } else {
-                    // SAFETY: a flat array's word that is not solo is a
-                    // chunk published in a live table (never a leaf),
-                    // read in the caller's read-side section.
-                    unsafe { chunk_answer(ip, s as *const AtomicU64) }
-                };
+            let dict = flat.wrapping_add(FLAT_LEN).cast::<u32>();
+            for ((&ip, &l), o) in ks.iter().zip(at.iter()).zip(os.iter_mut()) {
+                // SAFETY: a list the array named, read in the caller's
+                // read-side section, still in force.
+                *o = unsafe { list_answer(dict, ip, l, || self.deep_v4(ip)) };
             }
             return;
         }
@@ -619,18 +734,19 @@ impl LpmShared {
         let flat = self.flat.load(Ordering::Acquire);
         if !flat.is_null() {
             // SAFETY: see `lookup_v4_trusted`.
-            let s = unsafe { flat_slot(flat, ip) };
-            prefetch_chunk(s);
-            return SlotWord(s, core::marker::PhantomData);
+            let w = unsafe { flat_word(flat, ip) };
+            prefetch_list(w);
+            let dict = flat.wrapping_add(FLAT_LEN) as usize;
+            return SlotWord(w & !OWN_LIST, dict, core::marker::PhantomData);
         }
         let r = self.root[(ip >> 24) as usize].load(Ordering::Acquire);
         if r & 1 == 1 {
-            return SlotWord(r, core::marker::PhantomData);
+            return SlotWord(r, 0, core::marker::PhantomData);
         }
         // SAFETY: see `lookup_v4_trusted`.
         let s = unsafe { slot_of(r, ((ip >> 14) as usize) & (SEG_LEN - 1)) };
         prefetch_chunk(s);
-        SlotWord(s, core::marker::PhantomData)
+        SlotWord(s, 0, core::marker::PhantomData)
     }
 
     /// The rest of a lookup of `ip` from its slot word, as
@@ -639,8 +755,15 @@ impl LpmShared {
     #[inline(always)]
     pub(crate) fn resolve_v4(&self, ip: u32, s: SlotWord<'_>) -> u32 {
         // SAFETY: a SlotWord is made only by `slot_v4`, from a live table
-        // inside a read-side section its lifetime keeps in force.
-        unsafe { resolve_word(ip, s.0) }
+        // inside a read-side section its lifetime keeps in force (from its
+        // flat array when the second field is not 0).
+        unsafe {
+            if s.1 != 0 {
+                list_answer(s.1 as *const u32, ip, s.0, || self.deep_v4(ip))
+            } else {
+                resolve_word(ip, s.0)
+            }
+        }
     }
 
     /// Lookup for a caller that checked the guard's domain once.
@@ -648,11 +771,28 @@ impl LpmShared {
     pub(crate) fn lookup_v4_trusted(&self, ip: u32) -> u32 {
         let flat = self.flat.load(Ordering::Acquire);
         if !flat.is_null() {
-            // SAFETY: a published flat array holds only words readers may
-            // resolve, and is unmapped only after being unlinked and a grace
+            // SAFETY: a published flat array names only leaves readers may
+            // read, and is unmapped only after being unlinked and a grace
             // period; the caller is inside a read-side section.
-            return unsafe { resolve_word(ip, flat_slot(flat, ip)) };
+            return unsafe {
+                let l = flat_word(flat, ip) & !OWN_LIST;
+                list_answer(flat.add(FLAT_LEN).cast(), ip, l, || self.deep_v4(ip))
+            };
         }
+        self.lookup_v4_segments(ip)
+    }
+
+    /// A flat lookup whose /24 slot holds longer routes ([`L_DEEP`]):
+    /// through root and segments, which the flat array mirrors.
+    #[cold]
+    #[inline(never)]
+    fn deep_v4(&self, ip: u32) -> u32 {
+        self.lookup_v4_segments(ip)
+    }
+
+    /// Lookup through root and segments (without the flat array).
+    #[inline(always)]
+    fn lookup_v4_segments(&self, ip: u32) -> u32 {
         let r = self.root[(ip >> 24) as usize].load(Ordering::Acquire);
         if r & 1 == 1 {
             return (r >> 1) as u32;
@@ -905,18 +1045,24 @@ impl Drop for LpmShared {
     fn drop(&mut self) {
         let flat = self.flat.load(Ordering::Acquire);
         if !flat.is_null() {
-            // SAFETY: last owner; the array's words name value chunks, freed
-            // here, and chunks freed below through the segments that also
-            // hold them.
+            // SAFETY: last owner; the array's words name its blocks' own
+            // lists and shared ones (in the map), freed here; chunks are
+            // freed below through the segments.
             unsafe {
+                for i in 0..FLAT_LEN {
+                    let w = (*flat.add(i)).load(Ordering::Relaxed);
+                    if w & OWN_LIST != 0 {
+                        free_list((w & !OWN_LIST) as *mut ());
+                    }
+                }
                 free_flat(flat.cast());
-                for (_, c) in self
+                for (_, l) in self
                     .values
                     .get_mut()
                     .unwrap_or_else(|e| e.into_inner())
                     .drain()
                 {
-                    free_chunk_words(c as *mut ());
+                    free_list(l as *mut ());
                 }
             }
         }
@@ -1140,6 +1286,16 @@ pub struct Lpm {
     dense: usize,
     /// Dense segments at which readers get the flat array (IPv4).
     flat_at: usize,
+    /// Shared leaf lists at which a fresh flat array trims those not in
+    /// use.
+    lists_at: usize,
+    /// Dictionary values at which a fresh flat array trims those not in
+    /// use.
+    dict_at: usize,
+    /// The flat array's dictionary indexes by value (the writer's side).
+    dict_ix: IntMap<u32, u16>,
+    /// Per block, the slot word its flat word was made from (0: none yet).
+    src: Vec<usize>,
     /// Routes of length 9–18 per /8: (18-bit block, length).
     mids: IntMap<u32, std::collections::BTreeSet<(u32, u8)>>,
     routes: usize,
@@ -1206,6 +1362,10 @@ impl Lpm {
             seg_users: Box::new([0; 256]),
             dense: 0,
             flat_at: FLAT_AT,
+            lists_at: LISTS_MIN,
+            dict_at: 1024,
+            dict_ix: IntMap::default(),
+            src: Vec::new(),
             mids: IntMap::default(),
             routes: 0,
             retire: Vec::new(),
@@ -1313,9 +1473,7 @@ impl Lpm {
             (Some(_), None) => self.routes -= 1,
             _ => {}
         }
-        if u32::from(len) <= TOP_BITS {
-            self.trim_values();
-        }
+        self.trim_values();
         if !self.hold_retired || self.retire.len() >= HOLD_MAX {
             self.publish_drafts();
             // SAFETY: every pointer in `retire` was unlinked by a publish
@@ -1579,17 +1737,20 @@ impl Lpm {
     /// release store do: an atomic swap (a locked instruction) would also
     /// wait for the new segment's stores to drain, the writer's most costly
     /// instruction when it was one.
-    fn publish_root(&self, a: usize, new: usize) -> usize {
+    fn publish_root(&mut self, a: usize, new: usize) -> usize {
         let r = &self.shared.root[a];
         let old = r.load(Ordering::Relaxed);
         r.store(new, Ordering::Release);
         if let Some(f) = self.flat() {
+            // SAFETY: the array outlives this call: only this writer
+            // unlinks it.
+            let f = unsafe { &*core::ptr::from_ref(f) };
             self.fill_flat(f, a);
         }
         old
     }
 
-    /// The flat slot array readers have, if any (the writer's view).
+    /// The flat array readers have, if any (the writer's view).
     fn flat(&self) -> Option<&[AtomicUsize]> {
         let p = self.shared.flat.load(Ordering::Relaxed);
         // SAFETY: a published flat array of FLAT_LEN words, unmapped only
@@ -1597,7 +1758,7 @@ impl Lpm {
         (!p.is_null()).then(|| unsafe { std::slice::from_raw_parts(p.cast_const(), FLAT_LEN) })
     }
 
-    /// The flat array's value chunks (the writer's side).
+    /// The flat array's shared leaf lists (the writer's side).
     fn values(&self) -> std::sync::MutexGuard<'_, IntMap<u32, usize>> {
         self.shared
             .values
@@ -1605,55 +1766,180 @@ impl Lpm {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The flat array's word for slot word `w`: a leaf becomes its value's
-    /// chunk (made on first use), anything else stays.
-    fn flat_word(values: &mut IntMap<u32, usize>, w: usize) -> usize {
-        if w & 1 == 0 {
-            return w;
+    /// A new leaf list: `leafvec`, `default` and the leaves (as many as
+    /// `leafvec` marks runs, at most 64), and if one is [`L_DEEP`], the
+    /// block's chunk (0: none).
+    fn new_list(leafvec: u64, default: u32, leaves: &[u16], chunk: usize) -> usize {
+        debug_assert_eq!(leafvec.count_ones() as usize, leaves.len());
+        debug_assert!(leafvec & 1 == 1);
+        let mut words = list_words(leaves.len());
+        let mut buf = [0u64; 19];
+        if leaves.contains(&L_DEEP) {
+            buf[words] = chunk as u64;
+            words += 1;
         }
-        *values.entry((w >> 1) as u32).or_insert_with(|| {
-            let mut words = scratch(&WORDS);
-            let mut kd = Vec::new();
-            let p = poptrie::build_raw(14, &[], &[], &mut kd, (w >> 1) as u32, &mut words);
-            unscratch(&WORDS, words);
-            p as usize
-        })
+        buf[0] = leafvec;
+        buf[1] = u64::from(default);
+        for (i, l) in leaves.iter().enumerate() {
+            let at = LIST_HEAD / 2 + i;
+            buf[at / 4] |= u64::from(*l) << (16 * (at % 4));
+        }
+        let p = arena::alloc_list(words);
+        for (i, w) in buf[..words].iter().enumerate() {
+            // SAFETY: the block holds `words` words, is ours and is not
+            // yet shared.
+            unsafe { p.add(i).write(AtomicU64::new(*w)) };
+        }
+        p as usize
+    }
+
+    /// The dictionary index of value `v` in the flat array `f`, made on
+    /// first use; `L_DEEP` (root and segments answer) when the dictionary
+    /// is full.
+    fn dict_index(&mut self, f: *const AtomicUsize, v: u32) -> u16 {
+        if let Some(i) = self.dict_ix.get(&v) {
+            return *i;
+        }
+        let i = self.dict_ix.len();
+        if i >= usize::from(L_DEEP) {
+            return L_DEEP;
+        }
+        // SAFETY: the dictionary of the writer's flat array: DICT_LEN u32s
+        // after its words; index i is unused, so no reader reads it until
+        // a list naming it is published after this store.
+        unsafe { f.add(FLAT_LEN).cast::<u32>().cast_mut().add(i).write(v) };
+        self.dict_ix.insert(v, i as u16);
+        i as u16
+    }
+
+    /// The flat word for a block whose slot word is `w`, in the flat array
+    /// `f`: a list of the block's own, made from its chunk's root or its
+    /// solo word; for a leaf, the list shared by the blocks of its value.
+    fn flat_word_for(&mut self, f: *const AtomicUsize, w: usize) -> usize {
+        if w & 1 == 1 {
+            return self.shared_list((w >> 1) as u32);
+        }
+        if w & 3 == SOLO_TAG {
+            let start = (w >> 2) & 0x3fff;
+            let lw = (w >> 16) & 0xf;
+            let nh = ((w >> 20) & SOLO_NONE as usize) as u32;
+            let default = match (w >> 42) as u32 {
+                SOLO_NONE => NO_ROUTE,
+                d => d,
+            };
+            // The route's /24 slots, or the one it lies inside.
+            let js = start >> 8;
+            let (mid, je) = if lw <= 6 {
+                (self.dict_index(f, nh), js + (1 << (6 - lw)))
+            } else {
+                (L_DEEP, js + 1)
+            };
+            let mut leaves = arrayvec::ArrayVec::<u16, 3>::new();
+            let mut lv = 1u64;
+            if js > 0 {
+                leaves.push(L_NONE);
+                lv |= 1 << js;
+            }
+            leaves.push(mid);
+            if je < 64 {
+                leaves.push(L_NONE);
+                lv |= 1 << je;
+            }
+            return Self::new_list(lv, default, &leaves, 0) | OWN_LIST;
+        }
+        // SAFETY: a chunk published in a live segment of the writer's: its
+        // root node (vector, leafvec, default) and, from u32 index
+        // ROOT_LEAF, one leaf per run its leafvec marks.
+        let (leafvec, default, leaves) = unsafe {
+            let c = w as *const AtomicU64;
+            let lv = (*c.add(1)).load(Ordering::Relaxed);
+            let n = lv.count_ones() as usize;
+            let leaves = std::slice::from_raw_parts(c.cast::<u32>().add(6), n);
+            (lv, poptrie::default_raw(c), leaves)
+        };
+        let mut mapped = [0u16; 64];
+        for (m, &v) in mapped.iter_mut().zip(leaves) {
+            *m = match v {
+                NO_ROUTE => L_NONE,
+                poptrie::DEEP => L_DEEP,
+                v => self.dict_index(f, v),
+            };
+        }
+        Self::new_list(leafvec, default, &mapped[..leaves.len()], w) | OWN_LIST
+    }
+
+    /// The list shared by blocks a leaf of value `v` answers, made on
+    /// first use.
+    fn shared_list(&mut self, v: u32) -> usize {
+        *self
+            .values()
+            .entry(v)
+            .or_insert_with(|| Self::new_list(1, v, &[L_NONE], 0))
+    }
+
+    /// Bring block `blk`'s word of the flat array `f` up to date with its
+    /// slot word `w` (and, for a chunk, the chunk's default), retiring a
+    /// list of the block's own it replaces.
+    fn flat_store(&mut self, f: &[AtomicUsize], blk: usize, w: usize) {
+        let cur = f[blk].load(Ordering::Relaxed);
+        if self.src[blk] == w {
+            if w & 3 != 0 {
+                return;
+            }
+            // SAFETY: the block's own list and its live chunk.
+            let same = unsafe {
+                *(((cur & !OWN_LIST) + 8) as *const u32)
+                    == poptrie::default_raw(w as *const AtomicU64)
+            };
+            if same {
+                return;
+            }
+        }
+        let new = self.flat_word_for(f.as_ptr(), w);
+        f[blk].store(new, Ordering::Release);
+        self.src[blk] = w;
+        if cur & OWN_LIST != 0 {
+            // Just unlinked; retired with the change.
+            self.retire.push(((cur & !OWN_LIST) as *mut (), free_list));
+        }
     }
 
     /// Store slot word `w` for block `blk` in the flat array, if any.
-    fn flat_put(&self, blk: u32, w: usize) {
+    fn flat_put(&mut self, blk: u32, w: usize) {
         if let Some(f) = self.flat() {
-            let w = Self::flat_word(&mut self.values(), w);
-            f[blk as usize].store(w, Ordering::Release);
+            // SAFETY: the array outlives this call: only this writer
+            // unlinks it.
+            let f = unsafe { &*core::ptr::from_ref(f) };
+            self.flat_store(f, blk as usize, w);
         }
     }
 
     /// Bring /8 `a`'s 1024 words of the flat array `f` up to date with its
     /// published root word (and segment), storing only those that differ.
-    fn fill_flat(&self, f: &[AtomicUsize], a: usize) {
-        let mut values = self.values();
-        let mut put = |d: &AtomicUsize, w: usize| {
-            let w = Self::flat_word(&mut values, w);
-            if d.load(Ordering::Relaxed) != w {
-                d.store(w, Ordering::Release);
-            }
-        };
-        let dst = &f[a << SEG_BITS..(a + 1) << SEG_BITS];
+    fn fill_flat(&mut self, f: &[AtomicUsize], a: usize) {
+        let blk0 = a << SEG_BITS;
         let r = self.shared.root[a].load(Ordering::Acquire);
         if r & 1 == 1 {
-            dst.iter().for_each(|d| put(d, r));
+            for b in 0..SEG_LEN {
+                self.flat_store(f, blk0 + b, r);
+            }
         } else if r & SPARSE_TAG != 0 {
             let mut runs = scratch(&FLAT_RUNS);
             // SAFETY: the writer is the only one that frees segments.
             unsafe { sparse_runs_into(r & !SPARSE_TAG, &mut runs) };
             for (i, &(start, w)) in runs.iter().enumerate() {
                 let end = runs.get(i + 1).map_or(SEG_LEN, |n| usize::from(n.0));
-                dst[usize::from(start)..end].iter().for_each(|d| put(d, w));
+                for b in usize::from(start)..end {
+                    self.flat_store(f, blk0 + b, w);
+                }
             }
             unscratch(&FLAT_RUNS, runs);
         } else if let Some(seg) = self.segment(a) {
-            for (d, s) in dst.iter().zip(seg.slots.iter()) {
-                put(d, s.load(Ordering::Relaxed));
+            // SAFETY: the segment outlives this call: only this writer
+            // retires it.
+            let seg = unsafe { &*core::ptr::from_ref(seg) };
+            for (b, s) in seg.slots.iter().enumerate() {
+                self.flat_store(f, blk0 + b, s.load(Ordering::Relaxed));
             }
         }
     }
@@ -1673,58 +1959,73 @@ impl Lpm {
                 .shared
                 .flat
                 .swap(core::ptr::null_mut(), Ordering::AcqRel);
-            // Just unlinked; retired with the change.
-            self.retire.push((p.cast(), free_flat));
-            let values = std::mem::take(&mut *self.values());
-            self.retire_value_chunks(values);
+            // Just unlinked; retired with the change, with its lists.
+            self.retire_flat(p);
+            self.src = Vec::new();
+            self.dict_ix = IntMap::default();
+        }
+    }
+
+    /// Retire an unlinked flat array, its blocks' own lists and the shared
+    /// lists in the map.
+    fn retire_flat(&mut self, p: *mut AtomicUsize) {
+        // SAFETY: the array just unlinked: this writer frees it, later.
+        let f = unsafe { std::slice::from_raw_parts(p.cast_const(), FLAT_LEN) };
+        for w in f {
+            let w = w.load(Ordering::Relaxed);
+            if w & OWN_LIST != 0 {
+                self.retire.push(((w & !OWN_LIST) as *mut (), free_list));
+            }
+        }
+        self.retire.push((p.cast(), free_flat));
+        let values = std::mem::take(&mut *self.values());
+        for (_, l) in values {
+            self.retire.push((l as *mut (), free_list));
         }
     }
 
     /// Make, fill and publish a flat array (replacing the one readers have,
-    /// if any, and its value chunks: retired with the change).
+    /// if any, and its lists: retired with the change).
     fn new_flat(&mut self) {
-        let Some(p) = arena::own_region() else {
+        let Some(p) = arena::own_regions() else {
             return;
         };
         let old_values = std::mem::take(&mut *self.values());
+        self.dict_ix = IntMap::default();
+        self.src = vec![0; FLAT_LEN];
         let p = p.cast::<AtomicUsize>();
-        // SAFETY: a fresh zeroed region of FLAT_LEN words, not shared yet;
-        // zero is a valid AtomicUsize.
+        // SAFETY: fresh zeroed regions, not shared yet, FLAT_LEN words
+        // first; zero is a valid AtomicUsize, and every word is filled
+        // below before readers see the array (no slot word is 0, so each
+        // is stored).
         let f = unsafe { std::slice::from_raw_parts(p.cast_const(), FLAT_LEN) };
         for a in 0..256 {
             self.fill_flat(f, a);
         }
         let old = self.shared.flat.swap(p, Ordering::AcqRel);
+        let fresh_values = std::mem::replace(&mut *self.values(), old_values);
         if !old.is_null() {
-            // Just unlinked; retired with the change.
-            self.retire.push((old.cast(), free_flat));
+            // Just unlinked; retired with the change, with its lists.
+            self.retire_flat(old);
         }
-        self.retire_value_chunks(old_values);
+        *self.values() = fresh_values;
+        let lists = self.values().len();
+        self.lists_at = (2 * lists).max(LISTS_MIN);
+        self.dict_at = (2 * self.dict_ix.len()).clamp(1024, usize::from(L_DEEP));
     }
 
-    /// Retire value chunks taken out of the map (the flat array naming
-    /// them is unlinked).
-    fn retire_value_chunks(&mut self, values: IntMap<u32, usize>) {
-        for (_, c) in values {
-            self.retire.push((c as *mut (), free_chunk_words));
-        }
-    }
-
-    /// Value chunks are made as blocks' leaves need them and kept while the
-    /// flat array lives; when they outnumber the values leaves can hold
-    /// (the short routes' nexthops, and none) well beyond need, a fresh
-    /// array gets only those in use.
+    /// Shared lists and dictionary values are made as blocks need them and
+    /// kept while the flat array lives; when they reach twice what a fresh
+    /// array needed, a fresh array gets only those in use.
     fn trim_values(&mut self) {
-        if self.flat().is_none() {
-            return;
-        }
-        let short: usize = self.short.iter().map(HashMap::len).sum();
-        if self.values().len() > 64 + 2 * short {
+        if self.flat().is_some()
+            && (self.values().len() > self.lists_at || self.dict_ix.len() > self.dict_at)
+        {
             self.new_flat();
         }
     }
 
-    /// Give readers the flat slot array once the table has `segments`
+    /// Give readers the flat array once the table has `segments`
     /// dense segments (0: from now on, whatever its size), and take it away
     /// when it has fewer than half that ([`FLAT_AT`] by default). IPv4
     /// tables only; an IPv6 table ignores it.
@@ -1905,6 +2206,8 @@ impl Lpm {
         if is_chunk(w) && !single {
             // SAFETY: the writer owns the published chunk.
             poptrie::set_default(unsafe { chunk(w) }, self.best_le(blk, TOP_BITS));
+            // The flat array's list holds the default too.
+            self.flat_put(blk, w);
             return w;
         }
         let Some(mut cw) = self.take_block(blk) else {
@@ -2286,15 +2589,21 @@ impl Lpm {
             d.len() * 8 + cw.kids().map(walk).sum::<usize>()
         }
         let segs = (0..256).filter(|a| self.segment(*a).is_some()).count();
-        let values: usize = self
-            .values()
-            .values()
-            // SAFETY: the writer's own live value chunks.
-            .map(|c| unsafe { chunk(*c) }.len() * 8)
-            .sum();
+        let values = self.flat().map_or(0, |f| {
+            // SAFETY: the writer's own live lists.
+            let words = |l: usize| unsafe { list_size(l) };
+            let own: usize = f
+                .iter()
+                .map(|w| w.load(Ordering::Relaxed))
+                .filter(|w| w & OWN_LIST != 0)
+                .map(|w| words(w & !OWN_LIST))
+                .sum();
+            let shared: usize = self.values().values().map(|l| words(*l)).sum();
+            (own + shared) * 8 + DICT_LEN * 4
+        });
         256 * 8
             + segs * core::mem::size_of::<Segment>()
-            + self.flat().map_or(0, |_| arena::REGION)
+            + self.flat().map_or(0, |_| FLAT_LEN * 8)
             + values
             + (0..256)
                 .map(|a| match (self.draft(a), self.published_sparse(a)) {
@@ -2498,14 +2807,21 @@ mod tests {
         }
     }
 
-    /// Every word of the flat array is the word root and segments give its
-    /// block, or for a leaf, the value chunk of its value: a chunk that
-    /// answers that value everywhere, the only one of that value.
+    /// Every word of the flat array names a list made from the slot word
+    /// root and segments give its block: a chunk's own list (its root's
+    /// runs, leaves and default), or a shared list the writer keeps; the
+    /// dictionary holds what the writer says; and every block answers as
+    /// root and segments do (blocks with longer routes, in every /24).
     fn assert_flat_mirrors(t: &Lpm) {
         let f = t.flat().expect("a flat array");
-        let values = t.values().clone();
-        for (blk, w) in f.iter().enumerate() {
-            let w = w.load(Ordering::Acquire);
+        let dict = f.as_ptr().wrapping_add(FLAT_LEN).cast::<u32>();
+        for (v, i) in &t.dict_ix {
+            // SAFETY: the writer's own dictionary; index i is set.
+            assert_eq!(unsafe { *dict.add(usize::from(*i)) }, *v);
+        }
+        let shared: std::collections::HashSet<usize> = t.values().values().copied().collect();
+        for (blk, fw) in f.iter().enumerate() {
+            let fw = fw.load(Ordering::Acquire);
             let r = t.shared.root[blk >> SEG_BITS].load(Ordering::Acquire);
             let want = if r & 1 == 1 {
                 r
@@ -2513,23 +2829,52 @@ mod tests {
                 // SAFETY: the writer's own published segment.
                 unsafe { slot_of(r, blk & (SEG_LEN - 1)) }
             };
-            if want & 1 == 0 {
-                assert_eq!(w, want, "block {blk:#x}");
-                continue;
+            assert_eq!(t.src[blk], want, "block {blk:#x}");
+            if is_solo(want) {
+                assert_eq!(fw & OWN_LIST, OWN_LIST, "block {blk:#x}");
+            } else if is_chunk(want) {
+                assert_eq!(fw & OWN_LIST, OWN_LIST, "block {blk:#x}");
+                let l = fw & !OWN_LIST;
+                // SAFETY: the writer's own chunk and list.
+                unsafe {
+                    let c = want as *const AtomicU64;
+                    let lv = (*c.add(1)).load(Ordering::Relaxed);
+                    assert_eq!(*(l as *const u64), lv, "block {blk:#x}");
+                    assert_eq!(*((l + 8) as *const u32), poptrie::default_raw(c));
+                    for i in 0..lv.count_ones() as usize {
+                        let leaf = *((l + LIST_HEAD + 2 * i) as *const u16);
+                        let v = *c.cast::<u32>().add(6 + i);
+                        let back = match leaf {
+                            L_NONE => NO_ROUTE,
+                            L_DEEP => poptrie::DEEP,
+                            x => *dict.add(usize::from(x)),
+                        };
+                        assert_eq!(back, v, "block {blk:#x} leaf {i}");
+                    }
+                }
+            } else {
+                assert!(shared.contains(&fw), "block {blk:#x}: a shared list");
             }
-            let v = (want >> 1) as u32;
-            assert_eq!(values.get(&v), Some(&w), "block {blk:#x}: value {v}");
-            // SAFETY: a live value chunk of the writer's.
-            let d = unsafe { chunk(w) };
-            for k in [0u32, 0x1234, 0x3fff] {
-                assert_eq!(poptrie::lookup(d, k << 4), NO_ROUTE);
+            let keys: &[u32] = if want & 1 == 1 {
+                &[0x2a5c]
+            } else {
+                &[0, 0x37, 0xff]
+            };
+            let slots = if want & 1 == 1 { 1 } else { 64 };
+            for j in 0..slots {
+                for low in keys {
+                    let ip = (blk as u32) << 14 | j << 8 | low;
+                    assert_eq!(
+                        t.shared.lookup_v4_trusted(ip),
+                        t.shared.lookup_v4_segments(ip),
+                        "{ip:#x}"
+                    );
+                }
             }
-            // SAFETY: as above.
-            assert_eq!(unsafe { poptrie::default_raw(w as *const AtomicU64) }, v);
         }
-        // Value chunks not in use are bounded (see `trim_values`).
-        let short: usize = t.short.iter().map(HashMap::len).sum();
-        assert!(values.len() <= 65 + 2 * short, "{} values", values.len());
+        // Lists and values not in use are bounded (see `trim_values`).
+        assert!(shared.len() <= t.lists_at, "{} lists", shared.len());
+        assert!(t.dict_ix.len() <= t.dict_at, "{} values", t.dict_ix.len());
     }
 
     /// Churn over short, /24 and deeper routes in a few /8s, some made

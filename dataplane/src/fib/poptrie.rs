@@ -44,6 +44,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub const NO_ROUTE: u32 = u32::MAX;
 /// Flag on a value that names a child chunk.
 pub const CHILD: u32 = 0x8000_0000;
+/// The leaf an IPv4 chunk's root holds for a slot that descends to a
+/// child node: each such slot is a run of its own, so that a reader that
+/// ranks the root's `leafvec` without its `vector` (the flat array's
+/// lookups) finds this value there and walks the chunk instead.
+pub const DEEP: u32 = NO_ROUTE - 1;
 
 /// Words of the allocation before the root node (length, child array).
 const PRE: usize = 2;
@@ -504,7 +509,8 @@ impl Builder<'_> {
             let base_child = self.nodes.len();
             self.nodes
                 .resize(base_child + child.count_ones() as usize, [0; 3]);
-            self.finish_node(at, child, &vals, base_child as u32);
+            let mark_deep = w == 14 && depth == 0;
+            self.finish_node(at, child, &vals, base_child as u32, mark_deep);
             let (mut ri, mut ki, mut ci) = (0usize, 0usize, 0usize);
             let mut bits = child;
             while bits != 0 {
@@ -552,16 +558,31 @@ impl Builder<'_> {
                 self.kid_defaults[idx as usize] = vals[first];
                 vals[first..first + per].fill(CHILD | idx);
             }
-            self.finish_node(at, 0, &vals, 0);
+            self.finish_node(at, 0, &vals, 0, false);
         }
     }
 
-    fn finish_node(&mut self, at: usize, vector: u64, vals: &[u32; 64], base_child: u32) {
+    /// Record node `at`: its leaves are the runs of equal values over the
+    /// slots that do not descend; with `mark_deep`, a descending slot is
+    /// a run of its own whose leaf is [`DEEP`].
+    fn finish_node(
+        &mut self,
+        at: usize,
+        vector: u64,
+        vals: &[u32; 64],
+        base_child: u32,
+        mark_deep: bool,
+    ) {
         let base_leaf = self.leaves.len() as u64;
         let mut leafvec = 0u64;
         let mut prev: Option<u32> = None;
         for (j, v) in vals.iter().enumerate() {
             if vector & (1 << j) != 0 {
+                if mark_deep {
+                    leafvec |= 1 << j;
+                    self.leaves.push(DEEP);
+                    prev = Some(DEEP);
+                }
                 continue;
             }
             if prev != Some(*v) {
