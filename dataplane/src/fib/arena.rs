@@ -22,7 +22,7 @@
 
 #![allow(unsafe_code)]
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Bytes of a region (one transparent huge page).
@@ -86,10 +86,106 @@ pub(crate) fn alloc(words: usize) -> *mut AtomicU64 {
     alloc_in(&POOL, words)
 }
 
-/// As [`alloc`], for a flat array's leaf list. Give it back with
+/// A block for a flat array's leaf list of `words` words (at most
+/// [`MAX_WORDS`]), 16-byte aligned, in the address space [`list_base`]
+/// reserved; `None` when it cannot be had. Give it back with
 /// [`free_list`].
-pub(crate) fn alloc_list(words: usize) -> *mut AtomicU64 {
-    alloc_in(&LISTS, words)
+pub(crate) fn alloc_list(words: usize) -> Option<*mut AtomicU64> {
+    if LIST_BASE.load(Ordering::Relaxed) == 0 || !(1..=MAX_WORDS).contains(&words) {
+        return None;
+    }
+    // SAFETY: `map_list_region` returns fresh regions of REGION bytes.
+    unsafe { lock(&LISTS).take(words, map_list_region) }
+}
+
+/// Address space reserved for the lists' regions: 32 GiB, so that a list
+/// is named by 31 bits, its offset in 16-byte units.
+const LIST_SPAN: usize = 32 << 30;
+/// Start of the lists' address space (0: not reserved yet).
+static LIST_BASE: AtomicUsize = AtomicUsize::new(0);
+/// Bytes of it mapped so far.
+static LIST_USED: AtomicUsize = AtomicUsize::new(0);
+
+/// The start of the lists' address space, reserved on first use (address
+/// space only, `PROT_NONE`: regions are mapped in it as lists need them),
+/// with the block at offset 0 holding `first` (a list every table may name
+/// and none frees); `None` if it cannot be reserved.
+pub(crate) fn list_base(first: [u64; 3]) -> Option<usize> {
+    let mut pool = lock(&LISTS);
+    let b = LIST_BASE.load(Ordering::Relaxed);
+    if b != 0 {
+        return Some(b);
+    }
+    if pool.no_regions {
+        return None;
+    }
+    // SAFETY: an anonymous reservation at an address of the kernel's
+    // choosing touches no existing memory.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            LIST_SPAN + REGION,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        pool.no_regions = true;
+        return None;
+    }
+    let base = (p as usize).next_multiple_of(REGION);
+    LIST_BASE.store(base, Ordering::Release);
+    // SAFETY: as in `alloc_list`; the pool is fresh, so its first block is
+    // the first region's start.
+    let Some(q) = (unsafe { pool.take(first.len(), map_list_region) }) else {
+        LIST_BASE.store(0, Ordering::Release);
+        pool.no_regions = true;
+        return None;
+    };
+    debug_assert_eq!(q as usize, base);
+    for (i, w) in first.iter().enumerate() {
+        // SAFETY: the block just taken, ours, not shared yet.
+        unsafe { q.add(i).write(AtomicU64::new(*w)) };
+    }
+    Some(base)
+}
+
+/// The start of the lists' address space, for readers of a flat array
+/// (which exists only once [`list_base`] reserved it).
+#[inline(always)]
+pub(crate) fn lists() -> usize {
+    LIST_BASE.load(Ordering::Relaxed)
+}
+
+/// The next region of the lists' address space, mapped and advised for
+/// huge pages; `None` when it is used up or cannot be mapped.
+fn map_list_region() -> Option<usize> {
+    let base = LIST_BASE.load(Ordering::Relaxed);
+    let off = LIST_USED.fetch_add(REGION, Ordering::Relaxed);
+    if base == 0 || off + REGION > LIST_SPAN {
+        return None;
+    }
+    let at = base + off;
+    // SAFETY: a fixed mapping over part of our own reservation, which
+    // nothing else uses.
+    let p = unsafe {
+        libc::mmap(
+            at as *mut libc::c_void,
+            REGION,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    // SAFETY: advice on the region just mapped.
+    unsafe { libc::madvise(p, REGION, libc::MADV_HUGEPAGE) };
+    Some(at)
 }
 
 fn alloc_in(pool: &'static Mutex<Pool>, words: usize) -> *mut AtomicU64 {
@@ -159,7 +255,7 @@ pub(crate) fn own_regions() -> Option<*mut u8> {
 }
 
 /// Regions [`own_regions`] maps.
-pub(crate) const OWN_REGIONS: usize = 2;
+pub(crate) const OWN_REGIONS: usize = 1;
 
 /// Unmap regions from [`own_regions`].
 ///

@@ -66,7 +66,7 @@ use crate::rcu::{Domain, Guard, WeakDomain};
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::LocalKey;
 
@@ -149,16 +149,15 @@ const TOP_BITS: u32 = 18;
 const SEG_BITS: u32 = 10;
 pub(super) const SEG_LEN: usize = 1 << SEG_BITS;
 
-/// Words of an IPv4 table's flat array: one per /18 block.
+/// Words (u32) of an IPv4 table's flat array: one per /18 block.
 const FLAT_LEN: usize = 1 << TOP_BITS;
 /// Values a flat array's dictionary holds: list leaves name values by a
 /// 16-bit index, the two highest being markers ([`L_DEEP`], [`L_NONE`]).
 const DICT_LEN: usize = 1 << 16;
 const _: () = assert!(
-    FLAT_LEN * 8 == arena::REGION && DICT_LEN * 4 <= arena::REGION,
-    "a flat array's words fill one region, its dictionary part of the next"
+    (FLAT_LEN + DICT_LEN) * 4 <= arena::OWN_REGIONS * arena::REGION,
+    "a flat array's words and dictionary fill part of a region"
 );
-const _: () = assert!(arena::OWN_REGIONS == 2);
 
 /// Dense segments at which an IPv4 table gets its flat array, unless
 /// [`Lpm::set_flat_at`] says otherwise: half the /8s, 1 MiB of segments,
@@ -173,8 +172,24 @@ const L_NONE: u16 = u16::MAX;
 const L_DEEP: u16 = u16::MAX - 1;
 
 /// Tag on a flat word whose list is its block's own (made from the block's
-/// chunk), not one shared by blocks that answer alike.
-const OWN_LIST: usize = 1;
+/// chunk or solo word), not one shared by blocks that answer alike. The
+/// other 31 bits are the list's offset from [`arena::lists`] in 16-byte
+/// units.
+const OWN_LIST: u32 = 1 << 31;
+
+/// The flat word naming the list every table may name and none frees, at
+/// offset 0: one run, "deep", no chunk: root and segments answer. A block
+/// gets it when no list can be had.
+const FALLBACK: u32 = 0;
+
+/// The words of the [`FALLBACK`] list.
+const FALLBACK_LIST: [u64; 3] = [1, NO_ROUTE as u64 | (L_DEEP as u64) << 32, 0];
+
+/// The address of the list flat word `w` names, lists starting at `base`.
+#[inline(always)]
+fn list_of(base: usize, w: u32) -> usize {
+    base + 16 * (w & !OWN_LIST) as usize
+}
 
 /// Bytes of a leaf list before its leaves: its `leafvec` (bit j: a run of
 /// equal answers starts at /24 slot j; bit 0 always) and default.
@@ -220,7 +235,7 @@ unsafe fn list_answer(dict: *const u32, ip: u32, l: usize, deep: impl FnOnce() -
 /// `f` must be a live flat array read inside a read-side section of its
 /// table's domain (or by the writer).
 #[inline(always)]
-unsafe fn flat_word(f: *const AtomicUsize, ip: u32) -> usize {
+unsafe fn flat_word(f: *const AtomicU32, ip: u32) -> u32 {
     // SAFETY: caller's contract; ip >> 14 is below FLAT_LEN.
     unsafe { (*f.add((ip >> (32 - TOP_BITS)) as usize)).load(Ordering::Acquire) }
 }
@@ -247,11 +262,10 @@ unsafe fn list_deep(ip: u32, l: usize, deep: impl FnOnce() -> u32) -> u32 {
     }
 }
 
-/// Start fetching the lines of the list flat word `w` names: its head and
-/// the line after (leaves beyond the 26th).
+/// Start fetching the lines of the list at `l`: its head and the line
+/// after (where it crosses a line).
 #[inline(always)]
-fn prefetch_list(w: usize) {
-    let l = w & !OWN_LIST;
+fn prefetch_list(l: usize) {
     prefetch(l as *const u8);
     prefetch(l.wrapping_add(64) as *const u8);
 }
@@ -602,12 +616,12 @@ pub struct LpmShared {
     /// A large IPv4 table's flat array: [`FLAT_LEN`] words, each naming
     /// its block's leaf list, then the dictionary of the values the lists'
     /// leaves name (null: none).
-    flat: AtomicPtr<AtomicUsize>,
+    flat: AtomicPtr<AtomicU32>,
     /// The flat array's shared leaf lists, for blocks a leaf answers, by
     /// its value. Only the writer uses it (the mutex is
     /// never contended); here because they must live as long as readers
     /// may hold the table, which may outlive its writer.
-    values: std::sync::Mutex<IntMap<u32, usize>>,
+    values: std::sync::Mutex<IntMap<u32, u32>>,
     /// The domain whose guards may read this table, named weakly: the
     /// domain may hold this table (retired with its VRF), and a strong
     /// reference back would keep both alive for ever.
@@ -669,12 +683,13 @@ impl LpmShared {
         let mut at = [0usize; BATCH];
         let flat = self.flat.load(Ordering::Acquire);
         if !flat.is_null() {
+            let base = arena::lists();
             for (&ip, a) in ks.iter().zip(at.iter_mut()) {
                 // SAFETY: a published flat array, read inside the caller's
                 // read-side section: retired only after being unlinked.
-                let w = unsafe { flat_word(flat, ip) };
-                prefetch_list(w);
-                *a = w & !OWN_LIST;
+                let l = list_of(base, unsafe { flat_word(flat, ip) });
+                prefetch_list(l);
+                *a = l;
             }
             let dict = flat.wrapping_add(FLAT_LEN).cast::<u32>();
             for ((&ip, &l), o) in ks.iter().zip(at.iter()).zip(os.iter_mut()) {
@@ -734,10 +749,10 @@ impl LpmShared {
         let flat = self.flat.load(Ordering::Acquire);
         if !flat.is_null() {
             // SAFETY: see `lookup_v4_trusted`.
-            let w = unsafe { flat_word(flat, ip) };
-            prefetch_list(w);
+            let l = list_of(arena::lists(), unsafe { flat_word(flat, ip) });
+            prefetch_list(l);
             let dict = flat.wrapping_add(FLAT_LEN) as usize;
-            return SlotWord(w & !OWN_LIST, dict, core::marker::PhantomData);
+            return SlotWord(l, dict, core::marker::PhantomData);
         }
         let r = self.root[(ip >> 24) as usize].load(Ordering::Acquire);
         if r & 1 == 1 {
@@ -775,7 +790,7 @@ impl LpmShared {
             // read, and is unmapped only after being unlinked and a grace
             // period; the caller is inside a read-side section.
             return unsafe {
-                let l = flat_word(flat, ip) & !OWN_LIST;
+                let l = list_of(arena::lists(), flat_word(flat, ip));
                 list_answer(flat.add(FLAT_LEN).cast(), ip, l, || self.deep_v4(ip))
             };
         }
@@ -1052,7 +1067,7 @@ impl Drop for LpmShared {
                 for i in 0..FLAT_LEN {
                     let w = (*flat.add(i)).load(Ordering::Relaxed);
                     if w & OWN_LIST != 0 {
-                        free_list((w & !OWN_LIST) as *mut ());
+                        free_list(list_of(arena::lists(), w) as *mut ());
                     }
                 }
                 free_flat(flat.cast());
@@ -1062,7 +1077,7 @@ impl Drop for LpmShared {
                     .unwrap_or_else(|e| e.into_inner())
                     .drain()
                 {
-                    free_list(l as *mut ());
+                    free_list(list_of(arena::lists(), l) as *mut ());
                 }
             }
         }
@@ -1751,7 +1766,7 @@ impl Lpm {
     }
 
     /// The flat array readers have, if any (the writer's view).
-    fn flat(&self) -> Option<&[AtomicUsize]> {
+    fn flat(&self) -> Option<&[AtomicU32]> {
         let p = self.shared.flat.load(Ordering::Relaxed);
         // SAFETY: a published flat array of FLAT_LEN words, unmapped only
         // by this writer (retired) or with the table.
@@ -1759,7 +1774,7 @@ impl Lpm {
     }
 
     /// The flat array's shared leaf lists (the writer's side).
-    fn values(&self) -> std::sync::MutexGuard<'_, IntMap<u32, usize>> {
+    fn values(&self) -> std::sync::MutexGuard<'_, IntMap<u32, u32>> {
         self.shared
             .values
             .lock()
@@ -1768,8 +1783,9 @@ impl Lpm {
 
     /// A new leaf list: `leafvec`, `default` and the leaves (as many as
     /// `leafvec` marks runs, at most 64), and if one is [`L_DEEP`], the
-    /// block's chunk (0: none).
-    fn new_list(leafvec: u64, default: u32, leaves: &[u16], chunk: usize) -> usize {
+    /// block's chunk (0: none). Its flat word (tagged `own`), or the
+    /// [`FALLBACK`] list's when none can be had.
+    fn new_list(leafvec: u64, default: u32, leaves: &[u16], chunk: usize, own: bool) -> u32 {
         debug_assert_eq!(leafvec.count_ones() as usize, leaves.len());
         debug_assert!(leafvec & 1 == 1);
         let mut words = list_words(leaves.len());
@@ -1784,19 +1800,27 @@ impl Lpm {
             let at = LIST_HEAD / 2 + i;
             buf[at / 4] |= u64::from(*l) << (16 * (at % 4));
         }
-        let p = arena::alloc_list(words);
+        let Some(p) = arena::alloc_list(words) else {
+            return FALLBACK;
+        };
         for (i, w) in buf[..words].iter().enumerate() {
             // SAFETY: the block holds `words` words, is ours and is not
             // yet shared.
             unsafe { p.add(i).write(AtomicU64::new(*w)) };
         }
-        p as usize
+        let off = ((p as usize - arena::lists()) / 16) as u32;
+        debug_assert!(off < OWN_LIST);
+        if own {
+            off | OWN_LIST
+        } else {
+            off
+        }
     }
 
     /// The dictionary index of value `v` in the flat array `f`, made on
     /// first use; `L_DEEP` (root and segments answer) when the dictionary
     /// is full.
-    fn dict_index(&mut self, f: *const AtomicUsize, v: u32) -> u16 {
+    fn dict_index(&mut self, f: *const AtomicU32, v: u32) -> u16 {
         if let Some(i) = self.dict_ix.get(&v) {
             return *i;
         }
@@ -1815,7 +1839,7 @@ impl Lpm {
     /// The flat word for a block whose slot word is `w`, in the flat array
     /// `f`: a list of the block's own, made from its chunk's root or its
     /// solo word; for a leaf, the list shared by the blocks of its value.
-    fn flat_word_for(&mut self, f: *const AtomicUsize, w: usize) -> usize {
+    fn flat_word_for(&mut self, f: *const AtomicU32, w: usize) -> u32 {
         if w & 1 == 1 {
             return self.shared_list((w >> 1) as u32);
         }
@@ -1845,7 +1869,7 @@ impl Lpm {
                 leaves.push(L_NONE);
                 lv |= 1 << je;
             }
-            return Self::new_list(lv, default, &leaves, 0) | OWN_LIST;
+            return Self::new_list(lv, default, &leaves, 0, true);
         }
         // SAFETY: a chunk published in a live segment of the writer's: its
         // root node (vector, leafvec, default) and, from u32 index
@@ -1865,30 +1889,35 @@ impl Lpm {
                 v => self.dict_index(f, v),
             };
         }
-        Self::new_list(leafvec, default, &mapped[..leaves.len()], w) | OWN_LIST
+        Self::new_list(leafvec, default, &mapped[..leaves.len()], w, true)
     }
 
     /// The list shared by blocks a leaf of value `v` answers, made on
     /// first use.
-    fn shared_list(&mut self, v: u32) -> usize {
-        *self
-            .values()
-            .entry(v)
-            .or_insert_with(|| Self::new_list(1, v, &[L_NONE], 0))
+    fn shared_list(&mut self, v: u32) -> u32 {
+        if let Some(w) = self.values().get(&v) {
+            return *w;
+        }
+        let w = Self::new_list(1, v, &[L_NONE], 0, false);
+        if w != FALLBACK {
+            self.values().insert(v, w);
+        }
+        w
     }
 
     /// Bring block `blk`'s word of the flat array `f` up to date with its
     /// slot word `w` (and, for a chunk, the chunk's default), retiring a
     /// list of the block's own it replaces.
-    fn flat_store(&mut self, f: &[AtomicUsize], blk: usize, w: usize) {
+    fn flat_store(&mut self, f: &[AtomicU32], blk: usize, w: usize) {
         let cur = f[blk].load(Ordering::Relaxed);
         if self.src[blk] == w {
             if w & 3 != 0 {
                 return;
             }
-            // SAFETY: the block's own list and its live chunk.
+            // SAFETY: the block's own list (or the fallback, whose default
+            // no chunk has) and its live chunk.
             let same = unsafe {
-                *(((cur & !OWN_LIST) + 8) as *const u32)
+                *((list_of(arena::lists(), cur) + 8) as *const u32)
                     == poptrie::default_raw(w as *const AtomicU64)
             };
             if same {
@@ -1900,7 +1929,8 @@ impl Lpm {
         self.src[blk] = w;
         if cur & OWN_LIST != 0 {
             // Just unlinked; retired with the change.
-            self.retire.push(((cur & !OWN_LIST) as *mut (), free_list));
+            self.retire
+                .push((list_of(arena::lists(), cur) as *mut (), free_list));
         }
     }
 
@@ -1916,7 +1946,7 @@ impl Lpm {
 
     /// Bring /8 `a`'s 1024 words of the flat array `f` up to date with its
     /// published root word (and segment), storing only those that differ.
-    fn fill_flat(&mut self, f: &[AtomicUsize], a: usize) {
+    fn fill_flat(&mut self, f: &[AtomicU32], a: usize) {
         let blk0 = a << SEG_BITS;
         let r = self.shared.root[a].load(Ordering::Acquire);
         if r & 1 == 1 {
@@ -1968,36 +1998,40 @@ impl Lpm {
 
     /// Retire an unlinked flat array, its blocks' own lists and the shared
     /// lists in the map.
-    fn retire_flat(&mut self, p: *mut AtomicUsize) {
+    fn retire_flat(&mut self, p: *mut AtomicU32) {
         // SAFETY: the array just unlinked: this writer frees it, later.
         let f = unsafe { std::slice::from_raw_parts(p.cast_const(), FLAT_LEN) };
+        let base = arena::lists();
         for w in f {
             let w = w.load(Ordering::Relaxed);
             if w & OWN_LIST != 0 {
-                self.retire.push(((w & !OWN_LIST) as *mut (), free_list));
+                self.retire.push((list_of(base, w) as *mut (), free_list));
             }
         }
         self.retire.push((p.cast(), free_flat));
         let values = std::mem::take(&mut *self.values());
-        for (_, l) in values {
-            self.retire.push((l as *mut (), free_list));
+        for (_, w) in values {
+            self.retire.push((list_of(base, w) as *mut (), free_list));
         }
     }
 
     /// Make, fill and publish a flat array (replacing the one readers have,
     /// if any, and its lists: retired with the change).
     fn new_flat(&mut self) {
+        if arena::list_base(FALLBACK_LIST).is_none() {
+            return;
+        }
         let Some(p) = arena::own_regions() else {
             return;
         };
         let old_values = std::mem::take(&mut *self.values());
         self.dict_ix = IntMap::default();
         self.src = vec![0; FLAT_LEN];
-        let p = p.cast::<AtomicUsize>();
+        let p = p.cast::<AtomicU32>();
         // SAFETY: fresh zeroed regions, not shared yet, FLAT_LEN words
-        // first; zero is a valid AtomicUsize, and every word is filled
-        // below before readers see the array (no slot word is 0, so each
-        // is stored).
+        // first; zero is a valid AtomicU32 (and names the fallback list),
+        // and every word is filled below before readers see the array (no
+        // slot word is 0, so each is stored).
         let f = unsafe { std::slice::from_raw_parts(p.cast_const(), FLAT_LEN) };
         for a in 0..256 {
             self.fill_flat(f, a);
@@ -2591,19 +2625,19 @@ impl Lpm {
         let segs = (0..256).filter(|a| self.segment(*a).is_some()).count();
         let values = self.flat().map_or(0, |f| {
             // SAFETY: the writer's own live lists.
-            let words = |l: usize| unsafe { list_size(l) };
+            let words = |w: u32| unsafe { list_size(list_of(arena::lists(), w)) };
             let own: usize = f
                 .iter()
                 .map(|w| w.load(Ordering::Relaxed))
                 .filter(|w| w & OWN_LIST != 0)
-                .map(|w| words(w & !OWN_LIST))
+                .map(words)
                 .sum();
-            let shared: usize = self.values().values().map(|l| words(*l)).sum();
+            let shared: usize = self.values().values().map(|w| words(*w)).sum();
             (own + shared) * 8 + DICT_LEN * 4
         });
         256 * 8
             + segs * core::mem::size_of::<Segment>()
-            + self.flat().map_or(0, |_| FLAT_LEN * 8)
+            + self.flat().map_or(0, |_| FLAT_LEN * 4)
             + values
             + (0..256)
                 .map(|a| match (self.draft(a), self.published_sparse(a)) {
@@ -2819,7 +2853,7 @@ mod tests {
             // SAFETY: the writer's own dictionary; index i is set.
             assert_eq!(unsafe { *dict.add(usize::from(*i)) }, *v);
         }
-        let shared: std::collections::HashSet<usize> = t.values().values().copied().collect();
+        let shared: std::collections::HashSet<u32> = t.values().values().copied().collect();
         for (blk, fw) in f.iter().enumerate() {
             let fw = fw.load(Ordering::Acquire);
             let r = t.shared.root[blk >> SEG_BITS].load(Ordering::Acquire);
@@ -2834,7 +2868,7 @@ mod tests {
                 assert_eq!(fw & OWN_LIST, OWN_LIST, "block {blk:#x}");
             } else if is_chunk(want) {
                 assert_eq!(fw & OWN_LIST, OWN_LIST, "block {blk:#x}");
-                let l = fw & !OWN_LIST;
+                let l = list_of(arena::lists(), fw);
                 // SAFETY: the writer's own chunk and list.
                 unsafe {
                     let c = want as *const AtomicU64;
