@@ -183,7 +183,7 @@ const OWN_LIST: u32 = 1 << 31;
 const FALLBACK: u32 = 0;
 
 /// The words of the [`FALLBACK`] list.
-const FALLBACK_LIST: [u64; 3] = [1, NO_ROUTE as u64 | (L_DEEP as u64) << 32, 0];
+const FALLBACK_LIST: [u64; 3] = [1, (L_DEEP as u64) << 16, 0];
 
 /// The address of the list flat word `w` names, lists starting at `base`.
 #[inline(always)]
@@ -192,8 +192,9 @@ fn list_of(base: usize, w: u32) -> usize {
 }
 
 /// Bytes of a leaf list before its leaves: its `leafvec` (bit j: a run of
-/// equal answers starts at /24 slot j; bit 0 always) and default.
-const LIST_HEAD: usize = 12;
+/// equal answers starts at /24 slot j; bit 0 always) and its default's
+/// dictionary index.
+const LIST_HEAD: usize = 10;
 
 /// Words of a leaf list of `n` leaves.
 fn list_words(n: usize) -> usize {
@@ -222,7 +223,7 @@ unsafe fn list_answer(dict: *const u32, ip: u32, l: usize, deep: impl FnOnce() -
             // the array lives.
             *dict.add(usize::from(leaf))
         } else if leaf == L_NONE {
-            *((l + 8) as *const u32)
+            *dict.add(usize::from(*((l + 8) as *const u16)))
         } else {
             list_deep(ip, l, deep)
         }
@@ -1781,11 +1782,11 @@ impl Lpm {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A new leaf list: `leafvec`, `default` and the leaves (as many as
+    /// A new leaf list: `leafvec`, the default's index and the leaves (as many as
     /// `leafvec` marks runs, at most 64), and if one is [`L_DEEP`], the
     /// block's chunk (0: none). Its flat word (tagged `own`), or the
     /// [`FALLBACK`] list's when none can be had.
-    fn new_list(leafvec: u64, default: u32, leaves: &[u16], chunk: usize, own: bool) -> u32 {
+    fn new_list(leafvec: u64, default: u16, leaves: &[u16], chunk: usize, own: bool) -> u32 {
         debug_assert_eq!(leafvec.count_ones() as usize, leaves.len());
         debug_assert!(leafvec & 1 == 1);
         let mut words = list_words(leaves.len());
@@ -1841,7 +1842,7 @@ impl Lpm {
     /// solo word; for a leaf, the list shared by the blocks of its value.
     fn flat_word_for(&mut self, f: *const AtomicU32, w: usize) -> u32 {
         if w & 1 == 1 {
-            return self.shared_list((w >> 1) as u32);
+            return self.shared_list(f, (w >> 1) as u32);
         }
         if w & 3 == SOLO_TAG {
             let start = (w >> 2) & 0x3fff;
@@ -1858,15 +1859,16 @@ impl Lpm {
             } else {
                 (L_DEEP, js + 1)
             };
+            let (default, none) = self.default_index(f, default);
             let mut leaves = arrayvec::ArrayVec::<u16, 3>::new();
             let mut lv = 1u64;
             if js > 0 {
-                leaves.push(L_NONE);
+                leaves.push(none);
                 lv |= 1 << js;
             }
             leaves.push(mid);
             if je < 64 {
-                leaves.push(L_NONE);
+                leaves.push(none);
                 lv |= 1 << je;
             }
             return Self::new_list(lv, default, &leaves, 0, true);
@@ -1881,10 +1883,11 @@ impl Lpm {
             let leaves = std::slice::from_raw_parts(c.cast::<u32>().add(6), n);
             (lv, poptrie::default_raw(c), leaves)
         };
+        let (default, none) = self.default_index(f, default);
         let mut mapped = [0u16; 64];
         for (m, &v) in mapped.iter_mut().zip(leaves) {
             *m = match v {
-                NO_ROUTE => L_NONE,
+                NO_ROUTE => none,
                 poptrie::DEEP => L_DEEP,
                 v => self.dict_index(f, v),
             };
@@ -1892,13 +1895,24 @@ impl Lpm {
         Self::new_list(leafvec, default, &mapped[..leaves.len()], w, true)
     }
 
+    /// The dictionary index of default `d` for a list, and the leaf for
+    /// where it answers: [`L_NONE`]; or when the dictionary is full, index
+    /// 0 and [`L_DEEP`] (root and segments answer).
+    fn default_index(&mut self, f: *const AtomicU32, d: u32) -> (u16, u16) {
+        match self.dict_index(f, d) {
+            L_DEEP => (0, L_DEEP),
+            i => (i, L_NONE),
+        }
+    }
+
     /// The list shared by blocks a leaf of value `v` answers, made on
-    /// first use.
-    fn shared_list(&mut self, v: u32) -> u32 {
+    /// first use, in the flat array `f`.
+    fn shared_list(&mut self, f: *const AtomicU32, v: u32) -> u32 {
         if let Some(w) = self.values().get(&v) {
             return *w;
         }
-        let w = Self::new_list(1, v, &[L_NONE], 0, false);
+        let (default, none) = self.default_index(f, v);
+        let w = Self::new_list(1, default, &[none], 0, false);
         if w != FALLBACK {
             self.values().insert(v, w);
         }
@@ -1917,7 +1931,8 @@ impl Lpm {
             // SAFETY: the block's own list (or the fallback, whose default
             // no chunk has) and its live chunk.
             let same = unsafe {
-                *((list_of(arena::lists(), cur) + 8) as *const u32)
+                let i = *((list_of(arena::lists(), cur) + 8) as *const u16);
+                *f.as_ptr().add(FLAT_LEN).cast::<u32>().add(usize::from(i))
                     == poptrie::default_raw(w as *const AtomicU64)
             };
             if same {
@@ -2633,7 +2648,7 @@ impl Lpm {
                 .map(words)
                 .sum();
             let shared: usize = self.values().values().map(|w| words(*w)).sum();
-            (own + shared) * 8 + DICT_LEN * 4
+            (own + shared) * 8 + self.dict_ix.len() * 4
         });
         256 * 8
             + segs * core::mem::size_of::<Segment>()
@@ -2874,12 +2889,20 @@ mod tests {
                     let c = want as *const AtomicU64;
                     let lv = (*c.add(1)).load(Ordering::Relaxed);
                     assert_eq!(*(l as *const u64), lv, "block {blk:#x}");
-                    assert_eq!(*((l + 8) as *const u32), poptrie::default_raw(c));
+                    let di = *((l + 8) as *const u16);
+                    // A full dictionary leaves values out: their leaves
+                    // are "deep".
+                    let full = t.dict_ix.len() == usize::from(L_DEEP);
                     for i in 0..lv.count_ones() as usize {
                         let leaf = *((l + LIST_HEAD + 2 * i) as *const u16);
                         let v = *c.cast::<u32>().add(6 + i);
                         let back = match leaf {
-                            L_NONE => NO_ROUTE,
+                            L_NONE => {
+                                let d = *dict.add(usize::from(di));
+                                assert_eq!(d, poptrie::default_raw(c), "block {blk:#x}");
+                                NO_ROUTE
+                            }
+                            L_DEEP if full => v,
                             L_DEEP => poptrie::DEEP,
                             x => *dict.add(usize::from(x)),
                         };
@@ -2991,5 +3014,92 @@ mod tests {
         if t.flat().is_some() {
             assert_flat_mirrors(t);
         }
+    }
+
+    /// More distinct nexthops than the dictionary holds: the lists name
+    /// the overflow "deep", and those lookups walk the chunk or go through
+    /// root and segments; every answer is still the table's.
+    #[test]
+    fn a_flat_array_whose_dictionary_is_full_still_answers_every_key() {
+        let d = Domain::new();
+        let mut t = Lpm::new_v4(&d);
+        t.set_flat_at(0);
+        let mut plain = Lpm::new_v4(&d);
+        let n = DICT_LEN as u32 + 4000;
+        // /24s two apart in 10/8..=12/8 (chunks of up to 32 runs), a
+        // /26 in every 64th, /16s under some, each route its own nexthop.
+        let mut routes = Vec::new();
+        for i in 0..n {
+            let a = (10 << 24) + (i << 9);
+            routes.push((a, 24u8, i));
+            if i % 64 == 0 {
+                routes.push((a | 0x40, 26, n + i));
+            }
+        }
+        for i in 0..40u32 {
+            routes.push(((10 << 24) + (i << 19), 16, 2 * n + i));
+        }
+        for &(a, len, nh) in &routes {
+            t.insert_v4(a, len, nh).expect("route");
+            plain.insert_v4(a, len, nh).expect("route");
+        }
+        assert!(t.stats().flat);
+        assert_eq!(
+            t.dict_ix.len(),
+            usize::from(L_DEEP),
+            "the dictionary is full"
+        );
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for &(a, _, _) in &routes {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for ip in [a, a | 0x41, a | (x as u32 & 0x1ff)] {
+                assert_eq!(t.lookup_v4(ip), plain.lookup_v4(ip), "{ip:#x}");
+            }
+        }
+        assert_flat_mirrors(&t);
+    }
+
+    /// A block whose flat word names the fallback list (no list could be
+    /// had) answers through root and segments.
+    #[test]
+    fn the_fallback_list_answers_through_root_and_segments() {
+        let d = Domain::new();
+        let mut t = Lpm::new_v4(&d);
+        t.set_flat_at(0);
+        for (a, len, nh) in [
+            (0x0a00_0000u32, 8u8, 1u32),
+            (0x0a01_0200, 24, 2),
+            (0x0a01_0280, 25, 3),
+            (0x0a02_0000, 20, 4),
+            (0x0b00_0000, 24, 5),
+        ] {
+            t.insert_v4(a, len, nh).expect("route");
+        }
+        let f = t.flat().expect("a flat array");
+        let keys = [
+            0x0a01_0203u32,
+            0x0a01_0281,
+            0x0a01_0301,
+            0x0a02_0f00,
+            0x0a7f_0000,
+            0x0b00_0001,
+            0x0b00_0101,
+            0x0c00_0000,
+        ];
+        let want: Vec<u32> = keys.iter().map(|&k| t.lookup_v4(k)).collect();
+        assert_eq!(want, [2, 3, 1, 4, 1, 5, NO_ROUTE, NO_ROUTE]);
+        for &k in &keys {
+            // Lists left unfreed: the test's table only.
+            f[(k >> 14) as usize].store(FALLBACK, Ordering::Release);
+        }
+        let got: Vec<u32> = keys.iter().map(|&k| t.lookup_v4(k)).collect();
+        assert_eq!(got, want);
+        let mut r = d.register();
+        let g = r.guard();
+        let mut out = [0u32; 8];
+        t.shared().lookup_v4_batch(&g, &keys, &mut out);
+        assert_eq!(out.to_vec(), want);
     }
 }
