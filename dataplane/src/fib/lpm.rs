@@ -32,8 +32,9 @@
 //! runs outgrow the list.
 //!
 //! A large IPv4 table (at least [`FLAT_AT`] dense segments: a full table
-//! has 221) also gives readers a *flat* array: one word per /18 block (2
-//! MB in a huge page), each naming the block's *leaf list*, a compact copy
+//! has 221) also gives readers a *flat* array: one 32-bit word per /18
+//! block (1 MB in a huge page), each naming the block's *leaf list* by its
+//! offset in the lists' address range, a compact copy
 //! of what the block answers per /24 slot: the chunk root's `leafvec` (a
 //! bit where a run of equal answers starts), the block's default, and a
 //! 16-bit leaf per run, an index into the array's *dictionary* of values
@@ -41,7 +42,7 @@
 //! routes, and the list's last word names the chunk to walk). A lookup
 //! is then one load from the array and one list, whose head and leaf
 //! share a line or two, and the lists of a full table lie packed in 4 MB
-//! of their own regions; a batch finds the table's mode once, not per key.
+//! of their own; a batch finds the table's mode once, not per key.
 //! The writer keeps root, segments and chunks as the source and makes a
 //! block's list again whenever its slot word or default changes. A leaf's
 //! blocks share one list per value. The array goes again when the table
