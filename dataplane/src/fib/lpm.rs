@@ -1881,7 +1881,7 @@ impl Lpm {
             let c = w as *const AtomicU64;
             let lv = (*c.add(1)).load(Ordering::Relaxed);
             let n = lv.count_ones() as usize;
-            let leaves = std::slice::from_raw_parts(c.cast::<u32>().add(6), n);
+            let leaves = std::slice::from_raw_parts(c.cast::<u32>().add(poptrie::ROOT_LEAF), n);
             (lv, poptrie::default_raw(c), leaves)
         };
         let (default, none) = self.default_index(f, default);
@@ -2896,7 +2896,7 @@ mod tests {
                     let full = t.dict_ix.len() == usize::from(L_DEEP);
                     for i in 0..lv.count_ones() as usize {
                         let leaf = *((l + LIST_HEAD + 2 * i) as *const u16);
-                        let v = *c.cast::<u32>().add(6 + i);
+                        let v = *c.cast::<u32>().add(poptrie::ROOT_LEAF + i);
                         let back = match leaf {
                             L_NONE => {
                                 let d = *dict.add(usize::from(di));

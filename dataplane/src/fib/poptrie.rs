@@ -55,7 +55,7 @@ const PRE: usize = 2;
 /// Words of a node.
 const NODE: usize = 3;
 /// u32 index (from the root node) of the root node's first leaf.
-const ROOT_LEAF: usize = 2 * NODE;
+pub(crate) const ROOT_LEAF: usize = 2 * NODE;
 
 /// A route owned by a chunk: `start` is the first key slice it covers, `len`
 /// its length within the chunk (1..=W bits).
