@@ -162,7 +162,8 @@ const _: () = assert!(
 
 /// Dense segments at which an IPv4 table gets its flat array, unless
 /// [`Lpm::set_flat_at`] says otherwise: half the /8s, 1 MiB of segments,
-/// where the array's 2.25 MiB is a modest share of the table.
+/// where the array (1.25 MiB with its dictionary) and its lists are a
+/// modest share of the table.
 pub const FLAT_AT: usize = 128;
 
 /// A list leaf: no route of the block's own covers the key, and the list's
