@@ -205,14 +205,8 @@ fn alloc_in(pool: &'static Mutex<Pool>, words: usize) -> *mut AtomicU64 {
 
 /// Map a 2 MB-aligned region of [`REGION`] bytes, asking for huge pages.
 fn map_region() -> Option<usize> {
-    map_aligned(REGION)
-}
-
-/// Map `size` bytes (a multiple of [`REGION`]) 2 MB-aligned, asking for
-/// huge pages.
-fn map_aligned(size: usize) -> Option<usize> {
-    // Map the size and one region more, and trim to the alignment.
-    let len = size + REGION;
+    // Map twice the size and trim to the alignment.
+    let len = 2 * REGION;
     // SAFETY: an anonymous private mapping at an address of the kernel's
     // choosing touches no existing memory.
     let p = unsafe {
@@ -236,35 +230,32 @@ fn map_aligned(size: usize) -> Option<usize> {
         if aligned > start {
             libc::munmap(p, aligned - start);
         }
-        let tail = start + len - (aligned + size);
+        let tail = start + len - (aligned + REGION);
         if tail > 0 {
-            libc::munmap((aligned + size) as *mut libc::c_void, tail);
+            libc::munmap((aligned + REGION) as *mut libc::c_void, tail);
         }
         // Advice only: without THP the region is ordinary pages.
-        libc::madvise(aligned as *mut libc::c_void, size, libc::MADV_HUGEPAGE);
+        libc::madvise(aligned as *mut libc::c_void, REGION, libc::MADV_HUGEPAGE);
     }
     Some(aligned)
 }
 
-/// [`OWN_REGIONS`] regions of their own, contiguous, zeroed, 2 MB-aligned
-/// and marked for huge pages, outside the pool (a large IPv4 table's flat
-/// array); `None` if they cannot be mapped. Give them back with
-/// [`unmap_own`].
-pub(crate) fn own_regions() -> Option<*mut u8> {
-    map_aligned(OWN_REGIONS * REGION).map(|p| p as *mut u8)
+/// A region of [`REGION`] bytes of its own, zeroed, 2 MB-aligned and
+/// marked for huge pages, outside the pool (a large IPv4 table's flat
+/// array and dictionary); `None` if it cannot be mapped. Give it back with
+/// [`unmap_region`].
+pub(crate) fn own_region() -> Option<*mut u8> {
+    map_region().map(|p| p as *mut u8)
 }
 
-/// Regions [`own_regions`] maps.
-pub(crate) const OWN_REGIONS: usize = 1;
-
-/// Unmap regions from [`own_regions`].
+/// Unmap a region from [`own_region`].
 ///
 /// # Safety
-/// `p` must come from [`own_regions`], be unreachable by any reader and be
+/// `p` must come from [`own_region`], be unreachable by any reader and be
 /// given back once.
-pub(crate) unsafe fn unmap_own(p: *mut u8) {
-    // SAFETY: caller's contract: a whole mapping of ours.
-    unsafe { libc::munmap(p.cast(), OWN_REGIONS * REGION) };
+pub(crate) unsafe fn unmap_region(p: *mut u8) {
+    // SAFETY: caller's contract: a whole mapping of REGION bytes of ours.
+    unsafe { libc::munmap(p.cast(), REGION) };
 }
 
 /// A region block of at least `words` words (1..=[`MAX_WORDS`]); `None`

@@ -156,7 +156,7 @@ const FLAT_LEN: usize = 1 << TOP_BITS;
 /// 16-bit index, the two highest being markers ([`L_DEEP`], [`L_NONE`]).
 const DICT_LEN: usize = 1 << 16;
 const _: () = assert!(
-    (FLAT_LEN + DICT_LEN) * 4 <= arena::OWN_REGIONS * arena::REGION,
+    (FLAT_LEN + DICT_LEN) * 4 <= arena::REGION,
     "a flat array's words and dictionary fill part of a region"
 );
 
@@ -170,7 +170,8 @@ pub const FLAT_AT: usize = 128;
 /// default answers.
 const L_NONE: u16 = u16::MAX;
 /// A list leaf: the /24 slot holds longer routes (or a value the
-/// dictionary had no room for), and root and segments answer.
+/// dictionary had no room for): the chunk the list names answers, or
+/// where it names none, root and segments.
 const L_DEEP: u16 = u16::MAX - 1;
 
 /// Tag on a flat word whose list is its block's own (made from the block's
@@ -278,8 +279,8 @@ fn prefetch_list(l: usize) {
 /// # Safety
 /// `p` must be a flat array unreachable by any reader, freed once.
 unsafe fn free_flat(p: *mut ()) {
-    // SAFETY: caller's contract: regions from `arena::own_regions`.
-    unsafe { arena::unmap_own(p.cast()) };
+    // SAFETY: caller's contract: a region from `arena::own_region`.
+    unsafe { arena::unmap_region(p.cast()) };
 }
 
 /// Free a leaf list.
@@ -559,10 +560,10 @@ use crate::rcu::prefetch;
 
 /// The slot word an IPv4 lookup goes on from ([`crate::fib::VrfFib::slot_v4`]),
 /// good for the read-side section it was read in (its lifetime).
-#[derive(Clone, Copy, Debug)]
 ///
 /// From a table with the flat array: the key's leaf list and the array's
 /// dictionary (never 0); else the slot word and 0.
+#[derive(Clone, Copy, Debug)]
 pub struct SlotWord<'s>(usize, usize, core::marker::PhantomData<&'s ()>);
 
 impl Default for SlotWord<'_> {
@@ -800,8 +801,9 @@ impl LpmShared {
         self.lookup_v4_segments(ip)
     }
 
-    /// A flat lookup whose /24 slot holds longer routes ([`L_DEEP`]):
-    /// through root and segments, which the flat array mirrors.
+    /// A flat lookup whose leaf is [`L_DEEP`] in a list that names no
+    /// chunk (a solo word's block, the fallback list): through root and
+    /// segments, which the flat array mirrors.
     #[cold]
     #[inline(never)]
     fn deep_v4(&self, ip: u32) -> u32 {
@@ -1821,8 +1823,7 @@ impl Lpm {
     }
 
     /// The dictionary index of value `v` in the flat array `f`, made on
-    /// first use; `L_DEEP` (root and segments answer) when the dictionary
-    /// is full.
+    /// first use; [`L_DEEP`] when the dictionary is full.
     fn dict_index(&mut self, f: *const AtomicU32, v: u32) -> u16 {
         if let Some(i) = self.dict_ix.get(&v) {
             return *i;
@@ -1899,7 +1900,7 @@ impl Lpm {
 
     /// The dictionary index of default `d` for a list, and the leaf for
     /// where it answers: [`L_NONE`]; or when the dictionary is full, index
-    /// 0 and [`L_DEEP`] (root and segments answer).
+    /// 0 and [`L_DEEP`].
     fn default_index(&mut self, f: *const AtomicU32, d: u32) -> (u16, u16) {
         match self.dict_index(f, d) {
             L_DEEP => (0, L_DEEP),
@@ -2007,15 +2008,16 @@ impl Lpm {
                 .flat
                 .swap(core::ptr::null_mut(), Ordering::AcqRel);
             // Just unlinked; retired with the change, with its lists.
-            self.retire_flat(p);
+            let values = std::mem::take(&mut *self.values());
+            self.retire_flat(p, values);
             self.src = Vec::new();
             self.dict_ix = IntMap::default();
         }
     }
 
-    /// Retire an unlinked flat array, its blocks' own lists and the shared
-    /// lists in the map.
-    fn retire_flat(&mut self, p: *mut AtomicU32) {
+    /// Retire an unlinked flat array, its blocks' own lists and its shared
+    /// lists, `values`.
+    fn retire_flat(&mut self, p: *mut AtomicU32, values: IntMap<u32, u32>) {
         // SAFETY: the array just unlinked: this writer frees it, later.
         let f = unsafe { std::slice::from_raw_parts(p.cast_const(), FLAT_LEN) };
         let base = arena::lists();
@@ -2026,7 +2028,6 @@ impl Lpm {
             }
         }
         self.retire.push((p.cast(), free_flat));
-        let values = std::mem::take(&mut *self.values());
         for (_, w) in values {
             self.retire.push((list_of(base, w) as *mut (), free_list));
         }
@@ -2038,14 +2039,14 @@ impl Lpm {
         if arena::list_base(FALLBACK_LIST).is_none() {
             return;
         }
-        let Some(p) = arena::own_regions() else {
+        let Some(p) = arena::own_region() else {
             return;
         };
         let old_values = std::mem::take(&mut *self.values());
         self.dict_ix = IntMap::default();
         self.src = vec![0; FLAT_LEN];
         let p = p.cast::<AtomicU32>();
-        // SAFETY: fresh zeroed regions, not shared yet, FLAT_LEN words
+        // SAFETY: a fresh zeroed region, not shared yet, FLAT_LEN words
         // first; zero is a valid AtomicU32 (and names the fallback list),
         // and every word is filled below before readers see the array (no
         // slot word is 0, so each is stored).
@@ -2054,12 +2055,10 @@ impl Lpm {
             self.fill_flat(f, a);
         }
         let old = self.shared.flat.swap(p, Ordering::AcqRel);
-        let fresh_values = std::mem::replace(&mut *self.values(), old_values);
         if !old.is_null() {
             // Just unlinked; retired with the change, with its lists.
-            self.retire_flat(old);
+            self.retire_flat(old, old_values);
         }
-        *self.values() = fresh_values;
         let lists = self.values().len();
         self.lists_at = (2 * lists).max(LISTS_MIN);
         self.dict_at = (2 * self.dict_ix.len()).clamp(1024, usize::from(L_DEEP));
