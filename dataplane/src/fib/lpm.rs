@@ -153,7 +153,7 @@ pub(super) const SEG_LEN: usize = 1 << SEG_BITS;
 /// Words (u32) of an IPv4 table's flat array: one per /18 block.
 const FLAT_LEN: usize = 1 << TOP_BITS;
 /// Values a flat array's dictionary holds: list leaves name values by a
-/// 16-bit index, the two highest being markers ([`L_DEEP`], [`L_NONE`]).
+/// 16-bit index below [`L_SUB`]; the indexes from there on are markers.
 const DICT_LEN: usize = 1 << 16;
 const _: () = assert!(
     (FLAT_LEN + DICT_LEN) * 4 <= arena::REGION,
@@ -169,10 +169,19 @@ pub const FLAT_AT: usize = 128;
 /// A list leaf: no route of the block's own covers the key, and the list's
 /// default answers.
 const L_NONE: u16 = u16::MAX;
-/// A list leaf: the /24 slot holds longer routes (or a value the
-/// dictionary had no room for): the chunk the list names answers, or
-/// where it names none, root and segments.
+/// A list leaf: the slot holds longer routes that no sub-list maps (or a
+/// value the dictionary had no room for): the chunk the list names
+/// answers, or where it names none, root and segments.
 const L_DEEP: u16 = u16::MAX - 1;
+/// List leaves `L_SUB + k` (k below 64): the slot holds longer routes,
+/// mapped by the list's sub-list `k`, over the slot's 64 next-longer
+/// slots (a /24's /30s, a /30's addresses). The dictionary's indexes stop
+/// below.
+const L_SUB: u16 = 0xff80;
+/// Bits of a list's trailer word (after its leaves, where one is deep or
+/// names a sub-list) that hold the chunk's pointer; the bits above hold
+/// the words of the list with its sub-lists.
+const TRAILER_CHUNK: u64 = (1 << 48) - 1;
 
 /// Tag on a flat word whose list is its block's own (made from the block's
 /// chunk or solo word), not one shared by blocks that answer alike. The
@@ -195,8 +204,17 @@ fn list_of(base: usize, w: u32) -> usize {
 }
 
 /// Bytes of a leaf list before its leaves: its `leafvec` (bit j: a run of
-/// equal answers starts at /24 slot j; bit 0 always) and its default's
+/// equal answers starts at slot j; bit 0 always) and its default's
 /// dictionary index.
+///
+/// A block's list has a slot per /24. Where a leaf is [`L_DEEP`] or names
+/// a sub-list, a trailer word follows the leaves: the block's chunk (0:
+/// none) and the words of the whole list ([`TRAILER_CHUNK`]); then, where
+/// leaves name sub-lists, their offsets (u16 each, in words from the
+/// block's list), then the sub-lists. A sub-list has the same head and
+/// leaves, a slot per /30 of its /24 (or per address of its /30), and the
+/// block's default; where its leaves name sub-lists, their offsets follow
+/// its leaves.
 const LIST_HEAD: usize = 10;
 
 /// Words of a leaf list of `n` leaves.
@@ -204,31 +222,60 @@ fn list_words(n: usize) -> usize {
     (LIST_HEAD + 2 * n).div_ceil(8)
 }
 
+/// Append to `buf` a list's head and leaves: `leafvec`, the default's
+/// index and as many leaves as `leafvec` marks runs (at most 64).
+fn put_list(buf: &mut impl Extend<u64>, leafvec: u64, default: u16, leaves: &[u16]) {
+    debug_assert_eq!(leafvec.count_ones() as usize, leaves.len());
+    debug_assert!(leafvec & 1 == 1);
+    let mut words = [0u64; 19];
+    words[0] = leafvec;
+    words[1] = u64::from(default);
+    for (i, l) in leaves.iter().enumerate() {
+        let at = LIST_HEAD / 2 + i;
+        words[at / 4] |= u64::from(*l) << (16 * (at % 4));
+    }
+    buf.extend(words[..list_words(leaves.len())].iter().copied());
+}
+
+/// The leaf of the list at `l` for slot `j` (below 64).
+///
+/// # Safety
+/// `l` must be a live list (see [`list_answer`]).
+#[inline(always)]
+unsafe fn list_leaf(l: usize, j: u32) -> u16 {
+    // SAFETY: caller's contract: a published list, never written again:
+    // its leafvec, default and popcount(leafvec) leaves; the runs
+    // starting at or before slot j number at least one (slot 0 starts
+    // one), the last of them holds the slot.
+    unsafe {
+        let lv = *(l as *const u64);
+        let rank = (lv << (63 - j)).count_ones() as usize;
+        *((l + LIST_HEAD - 2 + 2 * rank) as *const u16)
+    }
+}
+
 /// The answer of the leaf list at `l` (a flat word, its tag cleared) for
-/// `ip`, its leaves' values in `dict`; for a slot with longer routes, the
-/// block's chunk's, or where the list names none, `deep`'s.
+/// `ip`, its leaves' values in `dict`; for a slot with longer routes, its
+/// sub-list's, the block's chunk's, or where the list names none,
+/// `deep`'s.
 ///
 /// # Safety
 /// `l` must be a list named by a flat array whose dictionary is `dict`,
 /// read in a read-side section still in force (or by the writer).
 #[inline(always)]
 unsafe fn list_answer(dict: *const u32, ip: u32, l: usize, deep: impl FnOnce() -> u32) -> u32 {
-    // SAFETY: caller's contract: a published list, never written again:
-    // its leafvec, default and popcount(leafvec) leaves; the runs
-    // starting at or before the key's /24 slot number at least one (slot
-    // 0 starts one), the last of them holds the slot.
+    // SAFETY: caller's contract (see `list_leaf`).
     unsafe {
-        let lv = *(l as *const u64);
-        let rank = (lv << (63 - ((ip >> 8) & 63))).count_ones() as usize;
-        let leaf = *((l + LIST_HEAD - 2 + 2 * rank) as *const u16);
-        if leaf < L_DEEP {
+        let leaf = list_leaf(l, (ip >> 8) & 63);
+        // The default's index where the leaf says so (on the head's line,
+        // without a branch: keys of no route of the block's are common).
+        let ix = core::hint::select_unpredictable(leaf == L_NONE, *((l + 8) as *const u16), leaf);
+        if ix < L_SUB {
             // Every index a published list names is set, and stays while
             // the array lives.
-            *dict.add(usize::from(leaf))
-        } else if leaf == L_NONE {
-            *dict.add(usize::from(*((l + 8) as *const u16)))
+            *dict.add(usize::from(ix))
         } else {
-            list_deep(ip, l, deep)
+            list_deep(dict, ip, l, leaf, deep)
         }
     }
 }
@@ -244,20 +291,48 @@ unsafe fn flat_word(f: *const AtomicU32, ip: u32) -> u32 {
     unsafe { (*f.add((ip >> (32 - TOP_BITS)) as usize)).load(Ordering::Acquire) }
 }
 
-/// [`list_answer`] for a key whose leaf is [`L_DEEP`]: the chunk the
-/// list names walked, or where it names none, `deep`'s answer.
+/// [`list_answer`] for a key whose leaf in the block's list `l` is
+/// `leaf`, [`L_DEEP`] or a sub-list's: down the sub-lists to a leaf of a
+/// value; where that is [`L_DEEP`], the chunk the list names walked, or
+/// where it names none, `deep`'s answer.
 ///
 /// # Safety
 /// As for [`list_answer`].
 #[cold]
 #[inline(never)]
-unsafe fn list_deep(ip: u32, l: usize, deep: impl FnOnce() -> u32) -> u32 {
-    // SAFETY: caller's contract: a list with an L_DEEP leaf ends with the
-    // word naming its block's chunk, live as long as the list is (retired
-    // together: a new chunk gets a new list).
+unsafe fn list_deep(
+    dict: *const u32,
+    ip: u32,
+    l: usize,
+    leaf: u16,
+    deep: impl FnOnce() -> u32,
+) -> u32 {
+    // SAFETY: caller's contract: a list with an L_DEEP or sub-list leaf
+    // has its trailer word after its leaves, naming its block's chunk,
+    // live as long as the list is (retired together: a new chunk gets a
+    // new list), and after it the offsets of its sub-lists, which lie
+    // inside the list's block; a sub-list's offsets follow its leaves.
+    // Sub-lists are two levels deep at most, the second's leaves name
+    // none, so the walk ends.
     unsafe {
         let n = (*(l as *const u64)).count_ones() as usize;
-        let c = *((l + 8 * list_words(n)) as *const usize);
+        let t = l + 8 * list_words(n);
+        let key18 = (ip & 0x3fff) << 4;
+        let (mut leaf, mut at, mut offs, mut shift) = (leaf, l, t + 8, 12);
+        while (L_SUB..L_SUB + 64).contains(&leaf) && shift > 0 {
+            let k = usize::from(leaf - L_SUB);
+            at = l + 8 * usize::from(*((offs + 2 * k) as *const u16));
+            shift -= 6;
+            leaf = list_leaf(at, (key18 >> shift) & 63);
+            offs = at + 8 * list_words((*(at as *const u64)).count_ones() as usize);
+        }
+        if leaf < L_SUB {
+            return *dict.add(usize::from(leaf));
+        }
+        if leaf == L_NONE {
+            return *dict.add(usize::from(*((at + 8) as *const u16)));
+        }
+        let c = (*(t as *const u64) & TRAILER_CHUNK) as usize;
         if c == 0 {
             deep()
         } else {
@@ -293,18 +368,24 @@ unsafe fn free_list(p: *mut ()) {
     unsafe { arena::free_list(p.cast(), list_size(p as usize)) };
 }
 
-/// Words of the live list at `l`: its head and leaves, and where a leaf is
-/// [`L_DEEP`], a last word naming the block's chunk (0: none, a solo
-/// word's block).
+/// Words of the live list at `l`: its head and leaves, and where a leaf
+/// is [`L_DEEP`] or names a sub-list, its trailer (which counts its words
+/// with the sub-lists').
 ///
 /// # Safety
 /// `l` must be a live list.
 unsafe fn list_size(l: usize) -> usize {
-    // SAFETY: caller's contract: its leafvec counts its leaves.
+    // SAFETY: caller's contract: its leafvec counts its leaves; a trailer
+    // follows them where one is deep or names a sub-list.
     unsafe {
         let n = (*(l as *const u64)).count_ones() as usize;
         let leaves = std::slice::from_raw_parts((l + LIST_HEAD) as *const u16, n);
-        list_words(n) + usize::from(leaves.contains(&L_DEEP))
+        let w = list_words(n);
+        if leaves.iter().any(|x| (L_SUB..L_NONE).contains(x)) {
+            (*((l + 8 * w) as *const u64) >> 48) as usize
+        } else {
+            w
+        }
     }
 }
 
@@ -663,11 +744,13 @@ impl LpmShared {
     }
 
     /// Look up a batch of IPv4 addresses, 64 at a time, in two passes over
-    /// each 64: read every key's segment slot and ask for the chunk it
-    /// names; walk every chunk. The cache misses of different keys overlap
-    /// instead of adding up (the slot reads of the first pass are
-    /// independent, so the processor has dozens in flight), and each pass
-    /// is a short loop without the bookkeeping of a pipeline.
+    /// each 64: read every key's flat word and ask for the list it names
+    /// (without the flat array: its segment slot, and the chunk it names);
+    /// answer every key from its list (walk every chunk), the few whose
+    /// /24 holds longer routes in a third pass. The cache misses of
+    /// different keys overlap instead of adding up (the reads of the first
+    /// pass are independent, so the processor has dozens in flight), and
+    /// each pass is a short loop without the bookkeeping of a pipeline.
     ///
     /// # Panics
     /// Panics if `g` belongs to another domain or `out` is shorter than `ips`.
@@ -696,10 +779,36 @@ impl LpmShared {
                 *a = l;
             }
             let dict = flat.wrapping_add(FLAT_LEN).cast::<u32>();
-            for ((&ip, &l), o) in ks.iter().zip(at.iter()).zip(os.iter_mut()) {
+            // Keys whose slot holds longer routes (a leaf of a sub-list or
+            // L_DEEP), finished last, the line of their sub-list's offset
+            // asked for first, so that the misses of their walks overlap
+            // the other keys' work. The leaf waits in the key's answer.
+            let mut later = [0u8; BATCH];
+            let mut n = 0;
+            for (i, ((&ip, &l), o)) in ks.iter().zip(at.iter()).zip(os.iter_mut()).enumerate() {
                 // SAFETY: a list the array named, read in the caller's
                 // read-side section, still in force.
-                *o = unsafe { list_answer(dict, ip, l, || self.deep_v4(ip)) };
+                unsafe {
+                    let leaf = list_leaf(l, (ip >> 8) & 63);
+                    let d = *((l + 8) as *const u16);
+                    let ix = core::hint::select_unpredictable(leaf == L_NONE, d, leaf);
+                    if ix < L_SUB {
+                        *o = *dict.add(usize::from(ix));
+                    } else {
+                        let lw = list_words((*(l as *const u64)).count_ones() as usize);
+                        let k = usize::from(leaf.wrapping_sub(L_SUB) & 63);
+                        prefetch((l + 8 * lw + 8 + 2 * k) as *const u8);
+                        *o = u32::from(leaf);
+                        later[n] = i as u8;
+                        n += 1;
+                    }
+                }
+            }
+            for &i in &later[..n] {
+                let i = usize::from(i);
+                let ip = ks[i];
+                // SAFETY: as above; the leaf is the list's for the key.
+                os[i] = unsafe { list_deep(dict, ip, at[i], os[i] as u16, || self.deep_v4(ip)) };
             }
             return;
         }
@@ -1316,6 +1425,8 @@ pub struct Lpm {
     dict_ix: IntMap<u32, u16>,
     /// Per block, the slot word its flat word was made from (0: none yet).
     src: Vec<usize>,
+    /// The words of a list while it is made.
+    list_buf: Vec<u64>,
     /// Routes of length 9–18 per /8: (18-bit block, length).
     mids: IntMap<u32, std::collections::BTreeSet<(u32, u8)>>,
     routes: usize,
@@ -1386,6 +1497,7 @@ impl Lpm {
             dict_at: 1024,
             dict_ix: IntMap::default(),
             src: Vec::new(),
+            list_buf: Vec::new(),
             mids: IntMap::default(),
             routes: 0,
             retire: Vec::new(),
@@ -1786,31 +1898,16 @@ impl Lpm {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A new leaf list: `leafvec`, the default's index and the leaves (as many as
-    /// `leafvec` marks runs, at most 64), and if one is [`L_DEEP`], the
-    /// block's chunk (0: none). Its flat word (tagged `own`), or the
-    /// [`FALLBACK`] list's when none can be had.
-    fn new_list(leafvec: u64, default: u16, leaves: &[u16], chunk: usize, own: bool) -> u32 {
-        debug_assert_eq!(leafvec.count_ones() as usize, leaves.len());
-        debug_assert!(leafvec & 1 == 1);
-        let mut words = list_words(leaves.len());
-        let mut buf = [0u64; 19];
-        if leaves.contains(&L_DEEP) {
-            buf[words] = chunk as u64;
-            words += 1;
-        }
-        buf[0] = leafvec;
-        buf[1] = u64::from(default);
-        for (i, l) in leaves.iter().enumerate() {
-            let at = LIST_HEAD / 2 + i;
-            buf[at / 4] |= u64::from(*l) << (16 * (at % 4));
-        }
-        let Some(p) = arena::alloc_list(words) else {
+    /// A new leaf list of `words` (from [`put_list`] and the rest). Its
+    /// flat word (tagged `own`), or the [`FALLBACK`] list's when none can
+    /// be had.
+    fn new_list(words: &[u64], own: bool) -> u32 {
+        let Some(p) = arena::alloc_list(words.len()) else {
             return FALLBACK;
         };
-        for (i, w) in buf[..words].iter().enumerate() {
-            // SAFETY: the block holds `words` words, is ours and is not
-            // yet shared.
+        for (i, w) in words.iter().enumerate() {
+            // SAFETY: the block holds `words.len()` words, is ours and is
+            // not yet shared.
             unsafe { p.add(i).write(AtomicU64::new(*w)) };
         }
         let off = ((p as usize - arena::lists()) / 16) as u32;
@@ -1822,6 +1919,131 @@ impl Lpm {
         }
     }
 
+    /// A block's list without sub-lists, `leaves` as many as `leafvec`
+    /// marks runs, and if one is [`L_DEEP`], a trailer naming the chunk
+    /// `chunk` (0: none). Its flat word, as [`Lpm::new_list`] gives it.
+    fn plain_list(leafvec: u64, default: u16, leaves: &[u16], chunk: usize, own: bool) -> u32 {
+        let mut buf = arrayvec::ArrayVec::<u64, 20>::new();
+        put_list(&mut buf, leafvec, default, leaves);
+        if leaves.contains(&L_DEEP) {
+            buf.push(chunk as u64 | ((buf.len() as u64 + 1) << 48));
+        }
+        Self::new_list(&buf, own)
+    }
+
+    /// The list of the block whose chunk is `c`, with its default's index
+    /// and leaf `(default, none)`: the root's runs, and for each /24 slot with
+    /// longer routes a sub-list of its /30s (and for those with longer
+    /// routes still, of their addresses), unless `subs` is false or they
+    /// would not fit a list's largest block (then the chunk answers those
+    /// slots). Its words in `buf`.
+    fn chunk_list(
+        &mut self,
+        f: *const AtomicU32,
+        c: usize,
+        (default, none): (u16, u16),
+        subs: bool,
+        buf: &mut Vec<u64>,
+    ) {
+        buf.clear();
+        let first = c as *const AtomicU64;
+        // SAFETY: a chunk published in a live segment of the writer's: its
+        // root node (vector, leafvec, default) and, from u32 index
+        // ROOT_LEAF, one leaf per run its leafvec marks; a root slot with
+        // the leaf DEEP is a run of its own and descends to a node.
+        let (leafvec, leaves) = unsafe {
+            let lv = (*first.add(1)).load(Ordering::Relaxed);
+            let n = lv.count_ones() as usize;
+            (
+                lv,
+                std::slice::from_raw_parts(first.cast::<u32>().add(poptrie::ROOT_LEAF), n),
+            )
+        };
+        let mut mapped = [0u16; 64];
+        let mut kids = arrayvec::ArrayVec::<usize, 64>::new();
+        let mut starts = leafvec;
+        for (m, &v) in mapped.iter_mut().zip(leaves) {
+            let j = starts.trailing_zeros();
+            starts &= starts - 1;
+            *m = match v {
+                NO_ROUTE => none,
+                poptrie::DEEP if subs => {
+                    // SAFETY: as above: slot j descends.
+                    match unsafe { poptrie::step(first, 0, 0, j) } {
+                        poptrie::Step::Node(at) => {
+                            kids.push(at);
+                            L_SUB + (kids.len() - 1) as u16
+                        }
+                        poptrie::Step::Leaf(_) => L_DEEP,
+                    }
+                }
+                poptrie::DEEP => L_DEEP,
+                v => self.dict_index(f, v),
+            };
+        }
+        let leaves = &mapped[..leaves.len()];
+        put_list(buf, leafvec, default, leaves);
+        if !leaves.iter().any(|x| (L_SUB..L_NONE).contains(x)) {
+            return;
+        }
+        let t = buf.len();
+        buf.push(c as u64);
+        self.put_subs(f, first, &kids, 1, (default, none), buf);
+        if buf.len() > arena::MAX_WORDS {
+            self.chunk_list(f, c, (default, none), false, buf);
+            return;
+        }
+        buf[t] |= (buf.len() as u64) << 48;
+    }
+
+    /// Append to `buf` the offsets (u16 each, in words from its start) of
+    /// the sub-lists of the nodes `kids`, `level` below the root of the
+    /// chunk `first`, then the sub-lists, each followed by its own. Each
+    /// has the block's default (its index and leaf, `(default, none)`) and
+    /// a run of its own for each slot that descends.
+    fn put_subs(
+        &mut self,
+        f: *const AtomicU32,
+        first: *const AtomicU64,
+        kids: &[usize],
+        level: u32,
+        (default, none): (u16, u16),
+        buf: &mut Vec<u64>,
+    ) {
+        if kids.is_empty() {
+            return;
+        }
+        let offs = buf.len();
+        buf.resize(offs + kids.len().div_ceil(4), 0);
+        for (k, &at) in kids.iter().enumerate() {
+            let off = buf.len() as u64;
+            buf[offs + k / 4] |= off << (16 * (k % 4));
+            let mut leaves = arrayvec::ArrayVec::<u16, 64>::new();
+            let mut grand = arrayvec::ArrayVec::<usize, 64>::new();
+            let mut lv = 0u64;
+            let mut prev = None;
+            for j in 0..64 {
+                // SAFETY: `at` is a node `level` below the root, as its
+                // parent's step gave it.
+                let leaf = match unsafe { poptrie::step(first, at, level, j) } {
+                    poptrie::Step::Node(a) => {
+                        grand.push(a);
+                        L_SUB + (grand.len() - 1) as u16
+                    }
+                    poptrie::Step::Leaf(NO_ROUTE) => none,
+                    poptrie::Step::Leaf(v) => self.dict_index(f, v),
+                };
+                if prev != Some(leaf) || (L_SUB..L_SUB + 64).contains(&leaf) {
+                    lv |= 1 << j;
+                    leaves.push(leaf);
+                }
+                prev = Some(leaf);
+            }
+            put_list(buf, lv, default, &leaves);
+            self.put_subs(f, first, &grand, level + 1, (default, none), buf);
+        }
+    }
+
     /// The dictionary index of value `v` in the flat array `f`, made on
     /// first use; [`L_DEEP`] when the dictionary is full.
     fn dict_index(&mut self, f: *const AtomicU32, v: u32) -> u16 {
@@ -1829,7 +2051,7 @@ impl Lpm {
             return *i;
         }
         let i = self.dict_ix.len();
-        if i >= usize::from(L_DEEP) {
+        if i >= usize::from(L_SUB) {
             return L_DEEP;
         }
         // SAFETY: the dictionary of the writer's flat array: DICT_LEN u32s
@@ -1874,28 +2096,16 @@ impl Lpm {
                 leaves.push(none);
                 lv |= 1 << je;
             }
-            return Self::new_list(lv, default, &leaves, 0, true);
+            return Self::plain_list(lv, default, &leaves, 0, true);
         }
-        // SAFETY: a chunk published in a live segment of the writer's: its
-        // root node (vector, leafvec, default) and, from u32 index
-        // ROOT_LEAF, one leaf per run its leafvec marks.
-        let (leafvec, default, leaves) = unsafe {
-            let c = w as *const AtomicU64;
-            let lv = (*c.add(1)).load(Ordering::Relaxed);
-            let n = lv.count_ones() as usize;
-            let leaves = std::slice::from_raw_parts(c.cast::<u32>().add(poptrie::ROOT_LEAF), n);
-            (lv, poptrie::default_raw(c), leaves)
-        };
-        let (default, none) = self.default_index(f, default);
-        let mut mapped = [0u16; 64];
-        for (m, &v) in mapped.iter_mut().zip(leaves) {
-            *m = match v {
-                NO_ROUTE => none,
-                poptrie::DEEP => L_DEEP,
-                v => self.dict_index(f, v),
-            };
-        }
-        Self::new_list(leafvec, default, &mapped[..leaves.len()], w, true)
+        // SAFETY: a chunk published in a live segment of the writer's.
+        let default = unsafe { poptrie::default_raw(w as *const AtomicU64) };
+        let default = self.default_index(f, default);
+        let mut buf = std::mem::take(&mut self.list_buf);
+        self.chunk_list(f, w, default, true, &mut buf);
+        let fw = Self::new_list(&buf, true);
+        self.list_buf = buf;
+        fw
     }
 
     /// The dictionary index of default `d` for a list, and the leaf for
@@ -1915,7 +2125,7 @@ impl Lpm {
             return *w;
         }
         let (default, none) = self.default_index(f, v);
-        let w = Self::new_list(1, default, &[none], 0, false);
+        let w = Self::plain_list(1, default, &[none], 0, false);
         if w != FALLBACK {
             self.values().insert(v, w);
         }
@@ -2061,7 +2271,7 @@ impl Lpm {
         }
         let lists = self.values().len();
         self.lists_at = (2 * lists).max(LISTS_MIN);
-        self.dict_at = (2 * self.dict_ix.len()).clamp(1024, usize::from(L_DEEP));
+        self.dict_at = (2 * self.dict_ix.len()).clamp(1024, usize::from(L_SUB));
     }
 
     /// Shared lists and dictionary values are made as blocks need them and
@@ -2862,7 +3072,9 @@ mod tests {
     /// runs, leaves and default), or a shared list the writer keeps; the
     /// dictionary holds what the writer says; and every block answers as
     /// root and segments do (blocks with longer routes, in every /24).
-    fn assert_flat_mirrors(t: &Lpm) {
+    /// `subs` counts the sub-lists of /24s it found, and those of them
+    /// with sub-lists of their own.
+    fn assert_flat_mirrors(t: &Lpm, subs: &mut [usize; 2]) {
         let f = t.flat().expect("a flat array");
         let dict = f.as_ptr().wrapping_add(FLAT_LEN).cast::<u32>();
         for (v, i) in &t.dict_ix {
@@ -2893,8 +3105,12 @@ mod tests {
                     let di = *((l + 8) as *const u16);
                     // A full dictionary leaves values out: their leaves
                     // are "deep".
-                    let full = t.dict_ix.len() == usize::from(L_DEEP);
+                    let full = t.dict_ix.len() == usize::from(L_SUB);
+                    let mut starts = lv;
+                    let mut next_sub = L_SUB;
                     for i in 0..lv.count_ones() as usize {
+                        let j = starts.trailing_zeros();
+                        starts &= starts - 1;
                         let leaf = *((l + LIST_HEAD + 2 * i) as *const u16);
                         let v = *c.cast::<u32>().add(poptrie::ROOT_LEAF + i);
                         let back = match leaf {
@@ -2905,6 +3121,32 @@ mod tests {
                             }
                             L_DEEP if full => v,
                             L_DEEP => poptrie::DEEP,
+                            x if x >= L_SUB => {
+                                // Sub-lists in slot order; every address
+                                // of the /24 answers as the chunk does.
+                                assert_eq!(x, next_sub, "block {blk:#x} leaf {i}");
+                                next_sub += 1;
+                                subs[0] += 1;
+                                let n = lv.count_ones() as usize;
+                                let offs = l + 8 * list_words(n) + 8;
+                                let k = usize::from(x - L_SUB);
+                                let sub = l + 8 * usize::from(*((offs + 2 * k) as *const u16));
+                                let m = (*(sub as *const u64)).count_ones() as usize;
+                                let leaves =
+                                    std::slice::from_raw_parts((sub + LIST_HEAD) as *const u16, m);
+                                if leaves.iter().any(|x| (L_SUB..L_SUB + 64).contains(x)) {
+                                    subs[1] += 1;
+                                }
+                                for low in 0..256 {
+                                    let ip = (blk as u32) << 14 | j << 8 | low;
+                                    assert_eq!(
+                                        t.shared.lookup_v4_trusted(ip),
+                                        t.shared.lookup_v4_segments(ip),
+                                        "{ip:#x}"
+                                    );
+                                }
+                                poptrie::DEEP
+                            }
                             x => *dict.add(usize::from(x)),
                         };
                         assert_eq!(back, v, "block {blk:#x} leaf {i}");
@@ -2955,6 +3197,7 @@ mod tests {
         };
         let mut held: Vec<(u32, u8)> = Vec::new();
         let mut seen = [false; 2];
+        let mut subs = [0; 2];
         let mut reader = d.register();
         for round in 0..6 {
             // Fill: enough /24s in 10/8 and 11/8 to make both dense (on
@@ -2965,18 +3208,19 @@ mod tests {
             }
             for i in 0..n {
                 let top = [10u32, 11, 12, 0][(next() % 4) as usize];
-                let len = [24u8, 24, 24, 8, 12, 16, 20, 26, 30][(next() % 9) as usize];
-                let a = (top << 24 | (next() as u32 & 0x00ff_ffff)) & !(u32::MAX >> len);
+                let len = [24u8, 24, 24, 8, 12, 16, 20, 26, 30, 32][(next() % 10) as usize];
+                let a = (top << 24 | (next() as u32 & 0x00ff_ffff))
+                    & !u32::MAX.checked_shr(u32::from(len)).unwrap_or(0);
                 let nh = i + 1;
                 t.insert_v4(a, len, nh).expect("route");
                 plain.insert_v4(a, len, nh).expect("route");
                 held.push((a, len));
                 if round % 3 != 2 && i % 16 == 0 {
-                    assert_flat_mirrors_if_any(&t);
+                    assert_flat_mirrors_if_any(&t, &mut subs);
                 }
             }
             t.flush_retired();
-            assert_flat_mirrors_if_any(&t);
+            assert_flat_mirrors_if_any(&t, &mut subs);
             seen[usize::from(t.stats().flat)] = true;
             // Drain most of it (all of it, twice), in random order.
             let keep = if round % 3 == 1 { 0 } else { 40 };
@@ -2986,7 +3230,7 @@ mod tests {
                 t.remove_v4(a, len).expect("route");
                 plain.remove_v4(a, len).expect("route");
                 if held.len().is_multiple_of(16) {
-                    assert_flat_mirrors_if_any(&t);
+                    assert_flat_mirrors_if_any(&t, &mut subs);
                 }
             }
             seen[usize::from(t.stats().flat)] = true;
@@ -3009,11 +3253,12 @@ mod tests {
             }
         }
         assert_eq!(seen, [true, true], "the flat array came and went");
+        assert!(subs[0] > 0 && subs[1] > 0, "sub-lists of both levels: {subs:?}");
     }
 
-    fn assert_flat_mirrors_if_any(t: &Lpm) {
+    fn assert_flat_mirrors_if_any(t: &Lpm, subs: &mut [usize; 2]) {
         if t.flat().is_some() {
-            assert_flat_mirrors(t);
+            assert_flat_mirrors(t, subs);
         }
     }
 
@@ -3047,7 +3292,7 @@ mod tests {
         assert!(t.stats().flat);
         assert_eq!(
             t.dict_ix.len(),
-            usize::from(L_DEEP),
+            usize::from(L_SUB),
             "the dictionary is full"
         );
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -3059,7 +3304,7 @@ mod tests {
                 assert_eq!(t.lookup_v4(ip), plain.lookup_v4(ip), "{ip:#x}");
             }
         }
-        assert_flat_mirrors(&t);
+        assert_flat_mirrors(&t, &mut [0; 2]);
     }
 
     /// A block whose flat word names the fallback list (no list could be
@@ -3102,5 +3347,56 @@ mod tests {
         let mut out = [0u32; 8];
         t.shared().lookup_v4_batch(&g, &keys, &mut out);
         assert_eq!(out.to_vec(), want);
+    }
+
+    /// A /24 with longer routes gets a sub-list of its /30s, and a /30
+    /// with longer routes one of its addresses: every address of the /24
+    /// answers from them (the chunk only where the dictionary is full), as
+    /// the table without the flat array does, one by one and in batches.
+    #[test]
+    fn sub_lists_answer_every_address_under_a_24() {
+        let d = Domain::new();
+        let mut t = Lpm::new_v4(&d);
+        t.set_flat_at(0);
+        let mut plain = Lpm::new_v4(&d);
+        let routes = [
+            (0x0a00_0000u32, 8u8, 1u32),
+            (0x0a01_0000, 24, 2),
+            (0x0a01_0040, 26, 3),
+            (0x0a01_0080, 30, 4),
+            (0x0a01_00c8, 32, 5),
+            (0x0a01_00c9, 32, 6),
+            (0x0a01_00f0, 31, 7),
+            (0x0a01_0100, 24, 8),
+            (0x0a01_0204, 30, 9),
+        ];
+        for (a, len, nh) in routes {
+            t.insert_v4(a, len, nh).expect("route");
+            plain.insert_v4(a, len, nh).expect("route");
+        }
+        let mut subs = [0; 2];
+        assert_flat_mirrors(&t, &mut subs);
+        assert_eq!(
+            subs,
+            [2, 1],
+            "two /24s with sub-lists, one /30 with its own"
+        );
+        let keys: Vec<u32> = (0x0a01_0000..0x0a01_0400).collect();
+        let want: Vec<u32> = keys.iter().map(|&k| plain.lookup_v4(k)).collect();
+        let got: Vec<u32> = keys.iter().map(|&k| t.lookup_v4(k)).collect();
+        assert_eq!(got, want);
+        for (k, w) in [
+            (0x0a01_00c8, 5),
+            (0x0a01_00c9, 6),
+            (0x0a01_00ca, 2),
+            (0x0a01_00f1, 7),
+        ] {
+            assert_eq!(t.lookup_v4(k), w, "{k:#x}");
+        }
+        let mut r = d.register();
+        let g = r.guard();
+        let mut out = vec![0u32; keys.len()];
+        t.shared().lookup_v4_batch(&g, &keys, &mut out);
+        assert_eq!(out, want);
     }
 }

@@ -148,6 +148,46 @@ pub(crate) unsafe fn lookup_raw(first: *const AtomicU64, key18: u32) -> u32 {
     }
 }
 
+/// Where slot `j` (below 64) of a chunk's node leads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Down to the node at this word offset from the chunk's pointer.
+    Node(usize),
+    /// To this leaf value.
+    Leaf(u32),
+}
+
+/// Where slot `j` of the node at word offset `at` (0: the root) of a chunk
+/// leads, for a node `level` steps below the root (0..=2): nodes two
+/// below the root answer every slot with a leaf.
+///
+/// # Safety
+/// `first` must be the pointer of a live chunk made by [`build`], and `at`
+/// a node of it `level` steps below the root (the root, or an offset a
+/// [`Step::Node`] of its parent gave).
+pub(crate) unsafe fn step(first: *const AtomicU64, at: usize, level: u32, j: u32) -> Step {
+    debug_assert!(j < 64 && level <= 2);
+    // SAFETY: caller's contract: the node's three words lie inside the
+    // chunk, as do (see `lookup_raw`) the child and leaf they name.
+    unsafe {
+        let word = |i: usize| (*first.add(i)).load(Ordering::Relaxed);
+        let vector = word(at);
+        let bases = word(at + 2);
+        let bit = 1u64 << j;
+        if vector & bit != 0 && level < 2 {
+            return Step::Node(
+                (bases as u32 as usize) + NODE * (vector & (bit - 1)).count_ones() as usize,
+            );
+        }
+        let named = if at == 0 {
+            (*first.sub(1)).load(Ordering::Relaxed)
+        } else {
+            bases
+        };
+        Step::Leaf(leaf_raw(first, word(at + 1), (named >> 32) as usize, j))
+    }
+}
+
 /// The leaf a node answers slot `j` with, from its `leafvec` and the u32
 /// index of its first leaf.
 ///
