@@ -3253,7 +3253,10 @@ mod tests {
             }
         }
         assert_eq!(seen, [true, true], "the flat array came and went");
-        assert!(subs[0] > 0 && subs[1] > 0, "sub-lists of both levels: {subs:?}");
+        assert!(
+            subs[0] > 0 && subs[1] > 0,
+            "sub-lists of both levels: {subs:?}"
+        );
     }
 
     fn assert_flat_mirrors_if_any(t: &Lpm, subs: &mut [usize; 2]) {

@@ -8,11 +8,11 @@
 //! and found with one popcount; children of a node are contiguous.
 //!
 //! A chunk is one allocation of 64-bit words, referenced by a thin pointer to
-//! its root node, two words in (word offsets below are from that pointer):
+//! its root node, one word in (word offsets below are from that pointer):
 //!
 //! ```text
-//!  [-2] length in words
-//!  [-1] u32 index of the root node's first leaf << 32 | offset of the child array (0: none)
+//!  [-1] u32 index of the root node's first leaf << 44 | offset of the
+//!       child array (0: none) << 24 | length in words
 //!  [0] the root node: vector, leafvec,
 //!      the value of the routes covering the whole chunk << 32 (updated in
 //!      place) | offset of the root's first child node
@@ -50,8 +50,17 @@ pub const CHILD: u32 = 0x8000_0000;
 /// lookups) finds this value there and walks the chunk instead.
 pub const DEEP: u32 = NO_ROUTE - 1;
 
-/// Words of the allocation before the root node (length, child array).
-const PRE: usize = 2;
+/// Words of the allocation before the root node: one, holding the
+/// chunk's length, its child array's offset and its root's first leaf
+/// (see the module doc; [`LEN_BITS`], [`KIDS_AT`], [`ROOT_AT`]).
+const PRE: usize = 1;
+/// Bits of the word before the root that hold the chunk's length in words.
+const LEN_BITS: u64 = (1 << 24) - 1;
+/// Shift of the child array's offset (20 bits) in the word before the root.
+const KIDS_AT: u32 = 24;
+/// Shift of the root's first leaf's u32 index (20 bits) in the word before
+/// the root.
+const ROOT_AT: u32 = 44;
 /// Words of a node.
 const NODE: usize = 3;
 /// u32 index (from the root node) of the root node's first leaf.
@@ -92,8 +101,8 @@ pub(crate) fn lookup(d: &Words, key18: u32) -> u32 {
         } else {
             let rank = (lv.load(Ordering::Relaxed) & (bit | (bit - 1))).count_ones() as usize;
             let base_leaf = if at == 0 {
-                d.get(1)
-                    .map_or(0, |w| (w.load(Ordering::Relaxed) >> 32) as usize)
+                d.first()
+                    .map_or(0, |w| (w.load(Ordering::Relaxed) >> ROOT_AT) as usize)
             } else {
                 (bases >> 32) as usize
             };
@@ -135,13 +144,12 @@ pub(crate) unsafe fn lookup_raw(first: *const AtomicU64, key18: u32) -> u32 {
         } else {
             // The root's first leaf is named in the word before it, the
             // other nodes' in their third word.
-            let named = if at == 0 {
-                // SAFETY: every chunk has its PRE words before the root.
-                unsafe { (*first.sub(1)).load(Ordering::Relaxed) }
+            let base_leaf = if at == 0 {
+                // SAFETY: every chunk has its PRE word before the root.
+                (unsafe { (*first.sub(1)).load(Ordering::Relaxed) } >> ROOT_AT) as usize
             } else {
-                bases
+                (bases >> 32) as usize
             };
-            let base_leaf = (named >> 32) as usize;
             // SAFETY: the node at `at` answers slot j with a leaf (as above).
             return unsafe { leaf_raw(first, word(at + 1), base_leaf, j) };
         }
@@ -179,12 +187,12 @@ pub(crate) unsafe fn step(first: *const AtomicU64, at: usize, level: u32, j: u32
                 (bases as u32 as usize) + NODE * (vector & (bit - 1)).count_ones() as usize,
             );
         }
-        let named = if at == 0 {
-            (*first.sub(1)).load(Ordering::Relaxed)
+        let base_leaf = if at == 0 {
+            (*first.sub(1)).load(Ordering::Relaxed) >> ROOT_AT
         } else {
-            bases
+            bases >> 32
         };
-        Step::Leaf(leaf_raw(first, word(at + 1), (named >> 32) as usize, j))
+        Step::Leaf(leaf_raw(first, word(at + 1), base_leaf as usize, j))
     }
 }
 
@@ -217,12 +225,11 @@ unsafe fn leaf_raw(first: *const AtomicU64, leafvec: u64, base_leaf: usize, j: u
 /// where a slot holds none, so that their path does not branch on what the
 /// slot holds.
 #[repr(align(64))]
-pub(crate) struct EmptyChunk([AtomicU64; 6]);
+pub(crate) struct EmptyChunk([AtomicU64; 5]);
 
 /// The one [`EmptyChunk`].
 pub(crate) static EMPTY: EmptyChunk = EmptyChunk([
-    AtomicU64::new(6),
-    AtomicU64::new((ROOT_LEAF as u64) << 32),
+    AtomicU64::new(5 | (ROOT_LEAF as u64) << ROOT_AT),
     // The root node: no child, one run from slot 0, whose leaf (the first
     // u32 after the node) is "none", as is the covering value.
     AtomicU64::new(0),
@@ -288,11 +295,11 @@ pub(crate) unsafe fn default_raw(first: *const AtomicU64) -> u32 {
 /// `first` must be the pointer of a live chunk from [`build_raw`].
 #[inline(always)]
 pub(crate) unsafe fn words<'a>(first: *const AtomicU64) -> &'a Words {
-    // SAFETY: caller's contract: the allocation starts PRE words before
-    // the pointer, with its length in words.
+    // SAFETY: caller's contract: the allocation starts PRE words (one) before
+    // the pointer, the first holding its length in words.
     unsafe {
         let start = first.sub(PRE);
-        let len = (*start).load(Ordering::Relaxed) as usize;
+        let len = ((*start).load(Ordering::Relaxed) & LEN_BITS) as usize;
         std::slice::from_raw_parts(start, len)
     }
 }
@@ -322,7 +329,7 @@ pub(crate) fn set_default(d: &Words, v: u32) {
 /// The child array: (pointer word, default) of child `i`.
 #[inline(always)]
 pub(crate) fn kid(d: &Words, i: usize) -> Option<(&AtomicU64, u32)> {
-    let off = (d.get(1)?.load(Ordering::Relaxed) & 0xffff_ffff) as usize;
+    let off = ((d.first()?.load(Ordering::Relaxed) >> KIDS_AT) & 0xf_ffff) as usize;
     if off == 0 {
         return None;
     }
@@ -344,7 +351,7 @@ pub(crate) unsafe fn kid_raw(first: *const AtomicU64, i: usize) -> (u64, u32) {
     // SAFETY: caller's contract: the word before the root node is the
     // child array's offset, and entry `i` lies inside the chunk.
     unsafe {
-        let off = ((*first.sub(1)).load(Ordering::Relaxed) & 0xffff_ffff) as usize;
+        let off = (((*first.sub(1)).load(Ordering::Relaxed) >> KIDS_AT) & 0xf_ffff) as usize;
         (
             (*first.add(off + 2 * i)).load(Ordering::Acquire),
             (*first.add(off + 2 * i + 1)).load(Ordering::Relaxed) as u32,
@@ -474,8 +481,8 @@ fn build_words(
     let total = PRE + leaves_at + rest_words + 2 * kids.len();
     w.clear();
     w.reserve(total);
-    w.push(total as u64);
-    w.push(((root_leaf as u64) << 32) | kids_at as u64);
+    debug_assert!(total as u64 <= LEN_BITS && kids_at < 1 << 20 && root_leaf < 1 << 20);
+    w.push(((root_leaf as u64) << ROOT_AT) | ((kids_at as u64) << KIDS_AT) | total as u64);
     // A node's third word: its first child's offset (where it has one)
     // and, above, the u32 index of its first leaf.
     let child_of = |n: &[u64; 3]| {
@@ -741,7 +748,7 @@ mod tests {
             // SAFETY: `c` is a chunk made by `build` with three children.
             assert_eq!(unsafe { kid_raw(root(&c), i) }, want);
         }
-        assert_eq!(c[0].load(Ordering::Relaxed) as usize, c.len());
+        assert_eq!((c[0].load(Ordering::Relaxed) & LEN_BITS) as usize, c.len());
     }
 
     #[test]
