@@ -98,9 +98,9 @@ pub(crate) fn alloc_list(words: usize) -> Option<*mut AtomicU64> {
     unsafe { lock(&LISTS).take(words, map_list_region) }
 }
 
-/// Address space reserved for the lists' regions: 32 GiB, so that a list
-/// is named by 31 bits, its offset in 16-byte units.
-const LIST_SPAN: usize = 32 << 30;
+/// Address space reserved for the lists' regions: 16 GiB, so that a list
+/// is named by 30 bits, its offset in 16-byte units.
+const LIST_SPAN: usize = 16 << 30;
 /// Start of the lists' address space (0: not reserved yet).
 static LIST_BASE: AtomicUsize = AtomicUsize::new(0);
 /// Bytes of it mapped so far.

@@ -38,11 +38,15 @@
 //! of what the block answers per /24 slot: the chunk root's `leafvec` (a
 //! bit where a run of equal answers starts), the block's default, and a
 //! 16-bit leaf per run, an index into the array's *dictionary* of values
-//! (or "none": the default answers; or "deep": the /24 holds longer
-//! routes, and the list's last word names the chunk to walk). A lookup
-//! is then one load from the array and one list, whose head and leaf
-//! share a line or two, and the lists of a full table lie packed in 4 MB
-//! of their own; a batch finds the table's mode once, not per key.
+//! (or "none": the default answers; or a *sub-list*: the /24 holds longer
+//! routes, and a list of the same form after the block's maps its 64
+//! /30s, and where a /30 holds longer routes still, one more its four
+//! addresses). A lookup is then one load from the array and one list,
+//! whose head and leaf share a line or two, and the lists of a full table
+//! lie packed in 4 MB of their own; a batch finds the table's mode once,
+//! not per key, and finishes the few keys that go down to a sub-list
+//! last. Only where the dictionary is full does a leaf say "deep": the
+//! chunk the list names answers.
 //! The writer keeps root, segments and chunks as the source and makes a
 //! block's list again whenever its slot word or default changes. A leaf's
 //! blocks share one list per value. The array goes again when the table
@@ -185,9 +189,12 @@ const TRAILER_CHUNK: u64 = (1 << 48) - 1;
 
 /// Tag on a flat word whose list is its block's own (made from the block's
 /// chunk or solo word), not one shared by blocks that answer alike. The
-/// other 31 bits are the list's offset from [`arena::lists`] in 16-byte
+/// low 30 bits are the list's offset from [`arena::lists`] in 16-byte
 /// units.
 const OWN_LIST: u32 = 1 << 31;
+/// Tag on a flat word whose list's leaves reach past the line of its head:
+/// a lookup asks for the next line too.
+const CROSS: u32 = 1 << 30;
 
 /// The flat word naming the list every table may name and none frees, at
 /// offset 0: one run, "deep", no chunk: root and segments answer. A block
@@ -200,7 +207,7 @@ const FALLBACK_LIST: [u64; 3] = [1, (L_DEEP as u64) << 16, 0];
 /// The address of the list flat word `w` names, lists starting at `base`.
 #[inline(always)]
 fn list_of(base: usize, w: u32) -> usize {
-    base + 16 * (w & !OWN_LIST) as usize
+    base + 16 * (w & !(OWN_LIST | CROSS)) as usize
 }
 
 /// Bytes of a leaf list before its leaves: its `leafvec` (bit j: a run of
@@ -341,12 +348,13 @@ unsafe fn list_deep(
     }
 }
 
-/// Start fetching the list at `l`: the line of its head. (Asking for the
-/// next line too, where a list's leaves reach it, measured slower: the
-/// processor's own prefetcher fetches lines in pairs.)
+/// Start fetching the list at `l`, named by flat word `w`: the line of its
+/// head, and where its leaves reach the next line, that one too.
 #[inline(always)]
-fn prefetch_list(l: usize) {
+fn prefetch_list(l: usize, w: u32) {
     prefetch(l as *const u8);
+    // Without the tag, the head's line again (already on its way).
+    prefetch((l + 64 * ((w >> 30) & 1) as usize) as *const u8);
 }
 
 /// Unmap a flat array (words and dictionary).
@@ -774,8 +782,9 @@ impl LpmShared {
             for (&ip, a) in ks.iter().zip(at.iter_mut()) {
                 // SAFETY: a published flat array, read inside the caller's
                 // read-side section: retired only after being unlinked.
-                let l = list_of(base, unsafe { flat_word(flat, ip) });
-                prefetch_list(l);
+                let w = unsafe { flat_word(flat, ip) };
+                let l = list_of(base, w);
+                prefetch_list(l, w);
                 *a = l;
             }
             let dict = flat.wrapping_add(FLAT_LEN).cast::<u32>();
@@ -862,8 +871,9 @@ impl LpmShared {
         let flat = self.flat.load(Ordering::Acquire);
         if !flat.is_null() {
             // SAFETY: see `lookup_v4_trusted`.
-            let l = list_of(arena::lists(), unsafe { flat_word(flat, ip) });
-            prefetch_list(l);
+            let w = unsafe { flat_word(flat, ip) };
+            let l = list_of(arena::lists(), w);
+            prefetch_list(l, w);
             let dict = flat.wrapping_add(FLAT_LEN) as usize;
             return SlotWord(l, dict, core::marker::PhantomData);
         }
@@ -1911,11 +1921,18 @@ impl Lpm {
             unsafe { p.add(i).write(AtomicU64::new(*w)) };
         }
         let off = ((p as usize - arena::lists()) / 16) as u32;
-        debug_assert!(off < OWN_LIST);
-        if own {
-            off | OWN_LIST
+        debug_assert!(off < CROSS);
+        // The head and leaves (the first word counts them).
+        let head = 8 * list_words(words[0].count_ones() as usize);
+        let cross = if (p as usize % 64) + head > 64 {
+            CROSS
         } else {
-            off
+            0
+        };
+        if own {
+            off | cross | OWN_LIST
+        } else {
+            off | cross
         }
     }
 
@@ -3092,6 +3109,16 @@ mod tests {
                 unsafe { slot_of(r, blk & (SEG_LEN - 1)) }
             };
             assert_eq!(t.src[blk], want, "block {blk:#x}");
+            // SAFETY: a live list the array names.
+            let head = 8 * list_words(
+                unsafe { *(list_of(arena::lists(), fw) as *const u64) }.count_ones() as usize,
+            );
+            let reach = list_of(arena::lists(), fw) % 64 + head;
+            assert_eq!(
+                fw & CROSS != 0,
+                reach > 64,
+                "block {blk:#x}: the next line's tag"
+            );
             if is_solo(want) {
                 assert_eq!(fw & OWN_LIST, OWN_LIST, "block {blk:#x}");
             } else if is_chunk(want) {
