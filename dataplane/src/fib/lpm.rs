@@ -2042,7 +2042,13 @@ impl Lpm {
             for j in 0..64 {
                 // SAFETY: `at` is a node `level` below the root, as its
                 // parent's step gave it.
-                let leaf = match unsafe { poptrie::step(first, at, level, j) } {
+                let step = unsafe { poptrie::step(first, at, level, j) };
+                if prev == Some(step) && matches!(step, poptrie::Step::Leaf(_)) {
+                    // The run goes on: slots of a value are mostly runs.
+                    continue;
+                }
+                prev = Some(step);
+                let leaf = match step {
                     poptrie::Step::Node(a) => {
                         grand.push(a);
                         L_SUB + (grand.len() - 1) as u16
@@ -2050,11 +2056,10 @@ impl Lpm {
                     poptrie::Step::Leaf(NO_ROUTE) => none,
                     poptrie::Step::Leaf(v) => self.dict_index(f, v),
                 };
-                if prev != Some(leaf) || (L_SUB..L_SUB + 64).contains(&leaf) {
+                if leaves.last() != Some(&leaf) || (L_SUB..L_SUB + 64).contains(&leaf) {
                     lv |= 1 << j;
                     leaves.push(leaf);
                 }
-                prev = Some(leaf);
             }
             put_list(buf, lv, default, &leaves);
             self.put_subs(f, first, &grand, level + 1, (default, none), buf);
