@@ -3434,4 +3434,43 @@ mod tests {
         t.shared().lookup_v4_batch(&g, &keys, &mut out);
         assert_eq!(out, want);
     }
+
+    /// A block whose sub-lists would not fit a list's largest block (every
+    /// /24 of it holding 32 /30s of different nexthops) gets a list
+    /// without them: its slots say "deep" and the chunk answers.
+    #[test]
+    fn a_block_too_large_for_sub_lists_walks_its_chunk() {
+        let d = Domain::new();
+        let mut t = Lpm::new_v4(&d);
+        t.set_flat_at(0);
+        let mut plain = Lpm::new_v4(&d);
+        let mut routes = vec![(0x0a00_0000u32, 8u8, 1u32)];
+        for j in 0..64u32 {
+            for q in 0..32u32 {
+                routes.push((0x0a01_0000 | j << 8 | q << 3, 30, 2 + j * 32 + q));
+            }
+        }
+        for &(a, len, nh) in &routes {
+            t.insert_v4(a, len, nh).expect("route");
+            plain.insert_v4(a, len, nh).expect("route");
+        }
+        let f = t.flat().expect("a flat array");
+        let l = list_of(arena::lists(), f[0x0a01_0000 >> 14].load(Ordering::Relaxed));
+        // SAFETY: the writer's own live list.
+        let leaves = unsafe {
+            let n = (*(l as *const u64)).count_ones() as usize;
+            std::slice::from_raw_parts((l + LIST_HEAD) as *const u16, n).to_vec()
+        };
+        assert_eq!(leaves, vec![L_DEEP; 64], "no sub-lists");
+        let keys: Vec<u32> = (0x0a01_0000..0x0a01_4000).step_by(3).collect();
+        let want: Vec<u32> = keys.iter().map(|&k| plain.lookup_v4(k)).collect();
+        let got: Vec<u32> = keys.iter().map(|&k| t.lookup_v4(k)).collect();
+        assert_eq!(got, want);
+        let mut r = d.register();
+        let g = r.guard();
+        let mut out = vec![0u32; keys.len()];
+        t.shared().lookup_v4_batch(&g, &keys, &mut out);
+        assert_eq!(out, want);
+        assert_flat_mirrors(&t, &mut [0; 2]);
+    }
 }
