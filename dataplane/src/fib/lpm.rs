@@ -38,7 +38,8 @@
 //! of what the block answers per /24 slot: the chunk root's `leafvec` (a
 //! bit where a run of equal answers starts), the block's default, and a
 //! 16-bit leaf per run, an index into the array's *dictionary* of values
-//! (or "none": the default answers; or a *sub-list*: the /24 holds longer
+//! (the default's where no route of the block's own covers the slot; or a
+//! *sub-list*: the /24 holds longer
 //! routes, and a list of the same form after the block's maps its 64
 //! /30s, and where a /30 holds longer routes still, one more its four
 //! addresses). A lookup is then one load from the array and one list,
@@ -170,9 +171,6 @@ const _: () = assert!(
 /// modest share of the table.
 pub const FLAT_AT: usize = 128;
 
-/// A list leaf: no route of the block's own covers the key, and the list's
-/// default answers.
-const L_NONE: u16 = u16::MAX;
 /// A list leaf: the slot holds longer routes that no sub-list maps (or a
 /// value the dictionary had no room for): the chunk the list names
 /// answers, or where it names none, root and segments.
@@ -274,13 +272,10 @@ unsafe fn list_answer(dict: *const u32, ip: u32, l: usize, deep: impl FnOnce() -
     // SAFETY: caller's contract (see `list_leaf`).
     unsafe {
         let leaf = list_leaf(l, (ip >> 8) & 63);
-        // The default's index where the leaf says so (on the head's line,
-        // without a branch: keys of no route of the block's are common).
-        let ix = core::hint::select_unpredictable(leaf == L_NONE, *((l + 8) as *const u16), leaf);
-        if ix < L_SUB {
+        if leaf < L_SUB {
             // Every index a published list names is set, and stays while
             // the array lives.
-            *dict.add(usize::from(ix))
+            *dict.add(usize::from(leaf))
         } else {
             list_deep(dict, ip, l, leaf, deep)
         }
@@ -325,19 +320,16 @@ unsafe fn list_deep(
         let n = (*(l as *const u64)).count_ones() as usize;
         let t = l + 8 * list_words(n);
         let key18 = (ip & 0x3fff) << 4;
-        let (mut leaf, mut at, mut offs, mut shift) = (leaf, l, t + 8, 12);
+        let (mut leaf, mut offs, mut shift) = (leaf, t + 8, 12);
         while (L_SUB..L_SUB + 64).contains(&leaf) && shift > 0 {
             let k = usize::from(leaf - L_SUB);
-            at = l + 8 * usize::from(*((offs + 2 * k) as *const u16));
+            let at = l + 8 * usize::from(*((offs + 2 * k) as *const u16));
             shift -= 6;
             leaf = list_leaf(at, (key18 >> shift) & 63);
             offs = at + 8 * list_words((*(at as *const u64)).count_ones() as usize);
         }
         if leaf < L_SUB {
             return *dict.add(usize::from(leaf));
-        }
-        if leaf == L_NONE {
-            return *dict.add(usize::from(*((at + 8) as *const u16)));
         }
         let c = (*(t as *const u64) & TRAILER_CHUNK) as usize;
         if c == 0 {
@@ -389,7 +381,7 @@ unsafe fn list_size(l: usize) -> usize {
         let n = (*(l as *const u64)).count_ones() as usize;
         let leaves = std::slice::from_raw_parts((l + LIST_HEAD) as *const u16, n);
         let w = list_words(n);
-        if leaves.iter().any(|x| (L_SUB..L_NONE).contains(x)) {
+        if leaves.iter().any(|x| *x >= L_SUB) {
             (*((l + 8 * w) as *const u64) >> 48) as usize
         } else {
             w
@@ -799,10 +791,8 @@ impl LpmShared {
                 // read-side section, still in force.
                 unsafe {
                     let leaf = list_leaf(l, (ip >> 8) & 63);
-                    let d = *((l + 8) as *const u16);
-                    let ix = core::hint::select_unpredictable(leaf == L_NONE, d, leaf);
-                    if ix < L_SUB {
-                        *o = *dict.add(usize::from(ix));
+                    if leaf < L_SUB {
+                        *o = *dict.add(usize::from(leaf));
                     } else {
                         let lw = list_words((*(l as *const u64)).count_ones() as usize);
                         let k = usize::from(leaf.wrapping_sub(L_SUB) & 63);
@@ -2000,7 +1990,7 @@ impl Lpm {
         }
         let leaves = &mapped[..leaves.len()];
         put_list(buf, leafvec, default, leaves);
-        if !leaves.iter().any(|x| (L_SUB..L_NONE).contains(x)) {
+        if !leaves.iter().any(|x| *x >= L_SUB) {
             return;
         }
         let t = buf.len();
@@ -2131,12 +2121,13 @@ impl Lpm {
     }
 
     /// The dictionary index of default `d` for a list, and the leaf for
-    /// where it answers: [`L_NONE`]; or when the dictionary is full, index
-    /// 0 and [`L_DEEP`].
+    /// where it answers: the same index (a lookup that lands there reads
+    /// the dictionary as for any value); or when the dictionary is full,
+    /// index 0 and [`L_DEEP`].
     fn default_index(&mut self, f: *const AtomicU32, d: u32) -> (u16, u16) {
         match self.dict_index(f, d) {
             L_DEEP => (0, L_DEEP),
-            i => (i, L_NONE),
+            i => (i, i),
         }
     }
 
@@ -3145,12 +3136,20 @@ mod tests {
                         starts &= starts - 1;
                         let leaf = *((l + LIST_HEAD + 2 * i) as *const u16);
                         let v = *c.cast::<u32>().add(poptrie::ROOT_LEAF + i);
+                        // Where the chunk's routes do not cover the slot,
+                        // the leaf is the default's index (where the
+                        // dictionary has it).
+                        let dv = poptrie::default_raw(c);
+                        let dix = t.dict_ix.get(&dv).copied();
+                        if let Some(x) = dix {
+                            assert_eq!(di, x, "block {blk:#x}");
+                        }
+                        let v = if v == NO_ROUTE && dix.is_some() {
+                            dv
+                        } else {
+                            v
+                        };
                         let back = match leaf {
-                            L_NONE => {
-                                let d = *dict.add(usize::from(di));
-                                assert_eq!(d, poptrie::default_raw(c), "block {blk:#x}");
-                                NO_ROUTE
-                            }
                             L_DEEP if full => v,
                             L_DEEP => poptrie::DEEP,
                             x if x >= L_SUB => {
