@@ -2658,6 +2658,12 @@ impl Lpm {
         let blk = (p >> (128 - TOP_BITS)) as u32;
         let a = (blk >> SEG_BITS) as usize;
         let b = blk as usize & (SEG_LEN - 1);
+        if let Some(f) = self.flat() {
+            // The block's flat word and source word, which the list's
+            // update reads once the chunk is built: on their way meanwhile.
+            prefetch(core::ptr::from_ref(&f[blk as usize]).cast());
+            prefetch(self.src.as_ptr().wrapping_add(blk as usize).cast());
+        }
         let mut cw = match self.take_block(blk) {
             Some(cw) => cw,
             None if v.is_none() => return None,
