@@ -500,7 +500,7 @@ fn rt_constraint(on: bool) {
             "192.0.2.9",
         ];
         assert!(
-            Lab::wait_until(Duration::from_secs(5), || lab.succeeds(&rr, &a)),
+            Lab::wait_until(Duration::from_secs(30), || lab.succeeds(&rr, &a)),
             "inject {prefix}"
         );
     }
@@ -573,7 +573,7 @@ fn with_rt_constraint_we_send_a_reflector_only_the_vrfs_it_asks_for() {
         let mut a = vec!["gobgp", "vrf"];
         a.extend_from_slice(args);
         assert!(
-            Lab::wait_until(Duration::from_secs(5), || lab.succeeds(&rr, &a)),
+            Lab::wait_until(Duration::from_secs(30), || lab.succeeds(&rr, &a)),
             "gobgp {args:?}"
         );
     };
