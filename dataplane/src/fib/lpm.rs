@@ -185,6 +185,13 @@ const L_SUB: u16 = 0xff80;
 /// the words of the list with its sub-lists.
 const TRAILER_CHUNK: u64 = (1 << 48) - 1;
 
+/// A list's trailer word: the block's chunk `chunk` (0: none) and the
+/// words of the list with its sub-lists.
+fn trailer(chunk: usize, words: usize) -> u64 {
+    debug_assert!(chunk as u64 <= TRAILER_CHUNK && words <= arena::MAX_WORDS);
+    chunk as u64 | (words as u64) << 48
+}
+
 /// Tag on a flat word whose list is its block's own (made from the block's
 /// chunk or solo word), not one shared by blocks that answer alike. The
 /// low 30 bits are the list's offset from [`arena::lists`] in 16-byte
@@ -1933,7 +1940,7 @@ impl Lpm {
         let mut buf = arrayvec::ArrayVec::<u64, 20>::new();
         put_list(&mut buf, leafvec, default, leaves);
         if leaves.contains(&L_DEEP) {
-            buf.push(chunk as u64 | ((buf.len() as u64 + 1) << 48));
+            buf.push(trailer(chunk, buf.len() + 1));
         }
         Self::new_list(&buf, own)
     }
@@ -1994,13 +2001,14 @@ impl Lpm {
             return;
         }
         let t = buf.len();
-        buf.push(c as u64);
+        // The trailer, written once the sub-lists are in.
+        buf.push(0);
         self.put_subs(f, first, &kids, 1, (default, none), buf);
         if buf.len() > arena::MAX_WORDS {
             self.chunk_list(f, c, (default, none), false, buf);
             return;
         }
-        buf[t] |= (buf.len() as u64) << 48;
+        buf[t] = trailer(c, buf.len());
     }
 
     /// Append to `buf` the offsets (u16 each, in words from its start) of
