@@ -634,6 +634,21 @@ fn prefetch_chunk(s: usize) {
     prefetch((c + 128) as *const u8);
 }
 
+/// Ask for the lines an IPv6 walk reads in the chunk whose pointer is
+/// `c`: the word before its root (its leaves' and children's offsets; on
+/// the line before the root's a quarter of the time) and the first
+/// `lines` lines from the root, where its nodes, leaves and children lie
+/// for most chunks. An IPv6 chunk's walk reads two or three nodes, a leaf
+/// and often a child's word, each depending on the one before: asking for
+/// all of them at once turns four dependent misses into one wait.
+#[inline(always)]
+fn prefetch_chunk_v6(c: usize, lines: usize) {
+    prefetch(c.wrapping_sub(8) as *const u8);
+    for i in 0..lines {
+        prefetch(c.wrapping_add(64 * i) as *const u8);
+    }
+}
+
 /// Free a chunk (not its children).
 ///
 /// # Safety
@@ -1062,8 +1077,7 @@ impl LpmShared {
                 // SAFETY: see `lookup_v4_trusted`.
                 let s = unsafe { sparse_slot(r & !SPARSE_TAG, b) };
                 if s & 1 == 0 {
-                    prefetch(s as *const u8);
-                    prefetch((s + 64) as *const u8);
+                    prefetch_chunk_v6(s, 4);
                 }
                 word[i % RING] = s;
                 slot_at[i % RING] = 0;
@@ -1081,9 +1095,7 @@ impl LpmShared {
                 // SAFETY: `at` is a slot of a live segment (stage A).
                 let s = unsafe { &*(at as *const AtomicUsize) }.load(Ordering::Acquire);
                 if s & 3 == 0 {
-                    prefetch(s as *const u8);
-                    prefetch((s + 64) as *const u8);
-                    prefetch((s + 128) as *const u8);
+                    prefetch_chunk_v6(s, 4);
                 }
                 word[i % RING] = s;
             }
@@ -1115,8 +1127,7 @@ impl LpmShared {
             match Self::first_v6(ips[i], word[i % RING]) {
                 V6Walk::Done(v) => out[i] = v,
                 V6Walk::Child(at) => {
-                    prefetch(at.p.cast());
-                    prefetch(at.p.cast::<u8>().wrapping_add(64));
+                    prefetch_chunk_v6(at.p as usize, 3);
                     waiting[held] = (i, at);
                     held += 1;
                     if held == LAG {
