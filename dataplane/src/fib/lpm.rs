@@ -452,14 +452,14 @@ fn spare_draft_list(mut v: Vec<(u16, usize)>) {
 /// own, those were half of a route install's malloc and free calls. Per
 /// thread rather than per table, so that thousands of small tables do not
 /// each keep one.
-fn scratch<T>(key: &'static LocalKey<Cell<Vec<T>>>) -> Vec<T> {
+pub(super) fn scratch<T>(key: &'static LocalKey<Cell<Vec<T>>>) -> Vec<T> {
     let mut v = key.try_with(Cell::take).unwrap_or_default();
     v.clear();
     v
 }
 
 /// Give back what [`scratch`] lent.
-fn unscratch<T>(key: &'static LocalKey<Cell<Vec<T>>>, v: Vec<T>) {
+pub(super) fn unscratch<T>(key: &'static LocalKey<Cell<Vec<T>>>, v: Vec<T>) {
     let _ = key.try_with(|c| c.set(v));
 }
 
@@ -488,6 +488,54 @@ impl Hasher for IntHasher {
     }
 }
 pub(crate) type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
+
+/// The writer's map from values to their dictionary indexes, with a small
+/// direct-mapped front: a block's list asks for the index of each of its
+/// runs' values, on every change, and most of a table's values are a few
+/// thousand nexthops whose entries then stay in the first-level cache.
+struct DictIx {
+    map: IntMap<u32, u16>,
+    /// (value, index) by the value's low bits. An empty entry holds a
+    /// value whose low bits name another entry, so it matches no lookup.
+    hot: Box<[(u32, u16)]>,
+}
+
+/// Entries of [`DictIx`]'s front (32 KiB).
+const DICT_HOT: usize = 1 << 12;
+
+impl Default for DictIx {
+    fn default() -> Self {
+        DictIx {
+            map: IntMap::default(),
+            hot: (0..DICT_HOT).map(|h| ((h ^ 1) as u32, 0)).collect(),
+        }
+    }
+}
+
+impl DictIx {
+    #[inline(always)]
+    fn hot_slot(v: u32) -> usize {
+        v as usize & (DICT_HOT - 1)
+    }
+
+    fn get(&self, v: &u32) -> Option<u16> {
+        self.map.get(v).copied()
+    }
+
+    fn insert(&mut self, v: u32, i: u16) {
+        self.map.insert(v, i);
+        self.hot[Self::hot_slot(v)] = (v, i);
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    #[cfg(test)]
+    fn iter(&self) -> impl Iterator<Item = (&u32, &u16)> {
+        self.map.iter()
+    }
+}
 
 /// A dense /8's slots, in an [`super::arena`] block of [`SEG_LEN`] words.
 #[repr(C)]
@@ -566,6 +614,24 @@ fn solo_word(start: u16, lw: u8, nh: u32, default: u32) -> Option<usize> {
             | (nh as usize) << 20
             | (d as usize) << 42,
     )
+}
+
+/// The default (the value of the routes of length ≤ 18 over the block)
+/// that block word `w` carries: a chunk's or a solo word's; none for a
+/// leaf or no word.
+fn word_default(w: usize) -> Option<u32> {
+    if is_chunk(w) {
+        // SAFETY: only the writer calls this, on a word it published and
+        // has not freed.
+        Some(unsafe { poptrie::default_raw(w as *const AtomicU64) })
+    } else if is_solo(w) {
+        Some(match (w >> 42) as u32 {
+            SOLO_NONE => NO_ROUTE,
+            d => d,
+        })
+    } else {
+        None
+    }
 }
 
 /// Look up the low 14 bits of an IPv4 address in solo word `w`.
@@ -1440,11 +1506,13 @@ pub struct Lpm {
     /// use.
     dict_at: usize,
     /// The flat array's dictionary indexes by value (the writer's side).
-    dict_ix: IntMap<u32, u16>,
+    dict_ix: DictIx,
     /// Per block, the slot word its flat word was made from (0: none yet).
     src: Vec<usize>,
     /// The words of a list while it is made.
     list_buf: Vec<u64>,
+    /// A chunk's children (key, published word) while it is built.
+    kid_buf: Vec<(u16, u64)>,
     /// Routes of length 9–18 per /8: (18-bit block, length).
     mids: IntMap<u32, std::collections::BTreeSet<(u32, u8)>>,
     routes: usize,
@@ -1513,9 +1581,10 @@ impl Lpm {
             flat_at: FLAT_AT,
             lists_at: LISTS_MIN,
             dict_at: 1024,
-            dict_ix: IntMap::default(),
+            dict_ix: DictIx::default(),
             src: Vec::new(),
             list_buf: Vec::new(),
+            kid_buf: Vec::new(),
             mids: IntMap::default(),
             routes: 0,
             retire: Vec::new(),
@@ -2077,9 +2146,21 @@ impl Lpm {
 
     /// The dictionary index of value `v` in the flat array `f`, made on
     /// first use; [`L_DEEP`] when the dictionary is full.
+    #[inline]
     fn dict_index(&mut self, f: *const AtomicU32, v: u32) -> u16 {
+        let h = DictIx::hot_slot(v);
+        if self.dict_ix.hot[h].0 == v {
+            return self.dict_ix.hot[h].1;
+        }
+        self.dict_index_cold(f, v)
+    }
+
+    /// [`Lpm::dict_index`] for a value not in the map's front cache.
+    #[inline(never)]
+    fn dict_index_cold(&mut self, f: *const AtomicU32, v: u32) -> u16 {
         if let Some(i) = self.dict_ix.get(&v) {
-            return *i;
+            self.dict_ix.hot[DictIx::hot_slot(v)] = (v, i);
+            return i;
         }
         let i = self.dict_ix.len();
         if i >= usize::from(L_SUB) {
@@ -2253,7 +2334,7 @@ impl Lpm {
             let values = std::mem::take(&mut *self.values());
             self.retire_flat(p, values);
             self.src = Vec::new();
-            self.dict_ix = IntMap::default();
+            self.dict_ix = DictIx::default();
         }
     }
 
@@ -2285,7 +2366,7 @@ impl Lpm {
             return;
         };
         let old_values = std::mem::take(&mut *self.values());
-        self.dict_ix = IntMap::default();
+        self.dict_ix = DictIx::default();
         self.src = vec![0; FLAT_LEN];
         let p = p.cast::<AtomicU32>();
         // SAFETY: a fresh zeroed region, not shared yet, FLAT_LEN words
@@ -2505,7 +2586,12 @@ impl Lpm {
         let Some(mut cw) = self.take_block(blk) else {
             return w;
         };
-        let new = self.build_word(&mut cw, TOP_BITS, u128::from(blk) << (128 - TOP_BITS));
+        let new = self.build_word(
+            &mut cw,
+            TOP_BITS,
+            u128::from(blk) << (128 - TOP_BITS),
+            false,
+        );
         if is_solo(new) {
             self.pending.insert(blk, new);
         }
@@ -2768,20 +2854,32 @@ impl Lpm {
             return (old, Change::Removed);
         }
         let fresh = cw.published == 0;
-        let new = self.build_word(cw, start, p);
+        let new = self.build_word(cw, start, p, true);
         (old, Change::Published { new, fresh })
     }
 
     /// Publish chunk `cw` (covering bits from `start` of `p`) afresh,
     /// retiring its old chunk: a solo word for an IPv4 block whose only
     /// route fits one, else a poptrie chunk. Returns the new word (also
-    /// kept in `cw.published`).
-    fn build_word(&mut self, cw: &mut ChunkW, start: u32, p: u128) -> usize {
+    /// kept in `cw.published`). `kept`: the routes of length ≤ 18 did not
+    /// change since the old word was made, so its default still holds.
+    fn build_word(&mut self, cw: &mut ChunkW, start: u32, p: u128, kept: bool) -> usize {
         let old = cw.published;
         // A first-level chunk carries the best route of length ≤ 18 over
-        // its block; deeper chunks get theirs from their parent's child slot.
+        // its block; deeper chunks get theirs from their parent's child
+        // slot. A block's word keeps it current (see `block_default`), so
+        // a change to the block's own routes reads it there: one line the
+        // retirement of the old word touches anyway, where the search
+        // probes a map per length.
         let default = if start == TOP_BITS {
-            self.best_le((p >> (128 - TOP_BITS)) as u32, TOP_BITS)
+            let blk = (p >> (128 - TOP_BITS)) as u32;
+            match word_default(old).filter(|_| kept) {
+                Some(d) => {
+                    debug_assert_eq!(d, self.best_le(blk, TOP_BITS), "block {blk:#x}");
+                    d
+                }
+                None => self.best_le(blk, TOP_BITS),
+            }
         } else {
             NO_ROUTE
         };
@@ -2805,14 +2903,12 @@ impl Lpm {
                         .iter()
                         .map(|&((start, len), value)| ChunkRoute { start, len, value }),
                 );
-                let kids: Vec<(u16, u64)> = cw
-                    .kids_mut()
-                    .enumerate()
-                    .map(|(i, (k, kid))| {
-                        kid.set_rank(i as u32);
-                        (*k, kid.published as u64)
-                    })
-                    .collect();
+                let mut kids = std::mem::take(&mut self.kid_buf);
+                kids.clear();
+                kids.extend(cw.kids_mut().enumerate().map(|(i, (k, kid))| {
+                    kid.set_rank(i as u32);
+                    (*k, kid.published as u64)
+                }));
                 let mut words = scratch(&WORDS);
                 let p = poptrie::build_raw(
                     w,
@@ -2823,6 +2919,7 @@ impl Lpm {
                     &mut words,
                 );
                 unscratch(&WORDS, words);
+                self.kid_buf = kids;
                 p as usize
             }
         };
@@ -3115,7 +3212,7 @@ mod tests {
     fn assert_flat_mirrors(t: &Lpm, subs: &mut [usize; 2]) {
         let f = t.flat().expect("a flat array");
         let dict = f.as_ptr().wrapping_add(FLAT_LEN).cast::<u32>();
-        for (v, i) in &t.dict_ix {
+        for (v, i) in t.dict_ix.iter() {
             // SAFETY: the writer's own dictionary; index i is set.
             assert_eq!(unsafe { *dict.add(usize::from(*i)) }, *v);
         }
@@ -3165,7 +3262,7 @@ mod tests {
                         // the leaf is the default's index (where the
                         // dictionary has it).
                         let dv = poptrie::default_raw(c);
-                        let dix = t.dict_ix.get(&dv).copied();
+                        let dix = t.dict_ix.get(&dv);
                         if let Some(x) = dix {
                             assert_eq!(di, x, "block {blk:#x}");
                         }

@@ -38,6 +38,8 @@
 #![allow(unsafe_code)]
 
 use super::arena;
+use super::lpm::{scratch, unscratch};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The value meaning "no route of this chunk covers the key".
@@ -425,6 +427,14 @@ pub(crate) fn build_raw(
     unsafe { p.cast_const().add(PRE) }
 }
 
+thread_local! {
+    /// A chunk's child keys, nodes and leaves while it is built: kept
+    /// between builds, as the writer builds a chunk or two per change.
+    static KEYS: Cell<Vec<u16>> = const { Cell::new(Vec::new()) };
+    static NODES: Cell<Vec<[u64; 3]>> = const { Cell::new(Vec::new()) };
+    static LEAVES: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
+}
+
 /// [`build`]'s words, into `w` (cleared first).
 fn build_words(
     width: u32,
@@ -437,11 +447,14 @@ fn build_words(
     debug_assert!(width == 14 || width == 16);
     kid_defaults.clear();
     kid_defaults.resize(kids.len(), NO_ROUTE);
-    let keys: Vec<u16> = kids.iter().map(|k| k.0).collect();
+    let mut keys = scratch(&KEYS);
+    keys.extend(kids.iter().map(|k| k.0));
+    let mut nodes = scratch(&NODES);
+    nodes.push([0; 3]);
     let mut b = Builder {
         width,
-        nodes: vec![[0; 3]],
-        leaves: Vec::new(),
+        nodes,
+        leaves: scratch(&LEAVES),
         kid_defaults,
     };
     b.node(0, 0, 0, routes, &keys, 0, NO_ROUTE);
@@ -514,6 +527,9 @@ fn build_words(
         w.extend([*ptr, u64::from(b.kid_defaults[i])]);
     }
     debug_assert_eq!(w.len(), total);
+    unscratch(&KEYS, keys);
+    unscratch(&NODES, b.nodes);
+    unscratch(&LEAVES, b.leaves);
 }
 
 impl Builder<'_> {
