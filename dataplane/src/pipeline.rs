@@ -289,42 +289,37 @@ impl Pipeline {
         let n = pkts.len().min(verdicts.len()).min(MAX_BURST);
         self.refill(now_ns);
         out.clear();
-        // Stage 1: parse, classify, check; what remains is an LPM or a nexthop.
+        // Stage 1: parse, classify, check; what remains is an LPM or a
+        // nexthop. The LPMs' first two reads ride along, so that their
+        // cache misses overlap the parsing of the packets after: each IPv4
+        // lookup asks for its segment slot (or flat word) as its packet is
+        // classified, and reads it, asking for the chunk (or list) it
+        // names, [`LPM_LAG`] packets later. By the end of the stage every
+        // packet's chunk is on its way, and the third pass finds most of
+        // them cached. (Three passes of their own over the burst left too
+        // little time between a read and the one that needs it: the list's
+        // line was still missing at the third pass.)
         let mut steps = [Step::stop(Reason::Truncated); MAX_BURST];
-        for (st, p) in steps.iter_mut().zip(pkts[..n].iter_mut()) {
-            *st = self.one(fib, port, p);
-        }
-        // Stage 2: the LPMs, in three passes over the burst so that the
-        // cache misses of different packets overlap: ask for every packet's
-        // segment slot, then read the slots and ask for the chunks, then
-        // resolve. (Looking 16 packets ahead within one pass instead left
-        // the chunk fetches waiting for slots not yet there: 5 % fewer
-        // packets per second.)
-        let slot = |st: &Step<'_>| {
-            if let Step::Lookup {
-                vrf,
-                v6: false,
-                dst4,
-                ..
-            } = st
-            {
-                vrf.prefetch_slot_v4(*dst4);
-            }
-        };
-        // The slot words read in the second pass, finished in the third (a
-        // sparse /8's list is searched once).
+        // The slot words read in the second step, finished in the third
+        // (a sparse /8's list is searched once).
         let mut words = [crate::fib::SlotWord::default(); MAX_BURST];
-        steps[..n].iter().for_each(slot);
-        for (st, w) in steps[..n].iter().zip(words.iter_mut()) {
+        for i in 0..n {
+            steps[i] = self.one(fib, port, &mut pkts[i]);
             if let Step::Lookup {
                 vrf,
                 v6: false,
                 dst4,
                 ..
-            } = st
+            } = steps[i]
             {
-                *w = vrf.slot_v4(*dst4);
+                vrf.prefetch_slot_v4(dst4);
             }
+            if let Some(j) = i.checked_sub(LPM_LAG) {
+                slot_step(&steps[j], &mut words[j]);
+            }
+        }
+        for j in n.saturating_sub(LPM_LAG)..n {
+            slot_step(&steps[j], &mut words[j]);
         }
         for i in 0..n {
             if let Step::Lookup {
@@ -811,6 +806,26 @@ enum Step<'v> {
 impl Step<'_> {
     fn stop(r: Reason) -> Self {
         Step::Done(Verdict::Stop(r))
+    }
+}
+
+/// Packets between an IPv4 lookup's first read (its segment slot or flat
+/// word asked for) and its second (the slot read, its chunk or list asked
+/// for) in the first stage of [`Pipeline::process`].
+const LPM_LAG: usize = 8;
+
+/// The second read of an IPv4 lookup: the slot word of `st`'s destination,
+/// into `w`, its chunk or list asked for.
+#[inline(always)]
+fn slot_step<'v>(st: &Step<'v>, w: &mut crate::fib::SlotWord<'v>) {
+    if let Step::Lookup {
+        vrf,
+        v6: false,
+        dst4,
+        ..
+    } = st
+    {
+        *w = vrf.slot_v4(*dst4);
     }
 }
 
