@@ -10,6 +10,9 @@
 //!  child i       next 16 bits ─▶ chunk …                      (IPv6 only)
 //! ```
 //!
+//! (An IPv6 chunk may skip the first 4 or 10 bits of its 16 where all its
+//! routes and children share them: see the `poptrie` module.)
+//!
 //! As in Poptrie, the first 18 bits are direct-indexed, so an IPv4 /24 is a
 //! leaf of a chunk's root node. Routes of length ≤ 18 live in the root and
 //! segments (painted as leaves or as a segment slot's default); longer routes
@@ -704,7 +707,7 @@ fn prefetch_chunk(s: usize) {
 /// `c`: the word before its root (its leaves' and children's offsets; on
 /// the line before the root's a quarter of the time) and the first
 /// `lines` lines from the root, where its nodes, leaves and children lie
-/// for most chunks. An IPv6 chunk's walk reads two or three nodes, a leaf
+/// for most chunks. An IPv6 chunk's walk reads up to three nodes, a leaf
 /// and often a child's word, each depending on the one before: asking for
 /// all of them at once turns four dependent misses into one wait.
 #[inline(always)]
@@ -1093,8 +1096,8 @@ impl LpmShared {
     unsafe fn step_v6(ip: u128, at: V6At) -> V6Walk {
         let w = width(at.start, 128);
         let k = ((ip << at.start) >> (128 - w)) as u32;
-        // SAFETY: caller's contract.
-        let v = unsafe { poptrie::lookup_raw(at.p, k << (18 - w)) };
+        // SAFETY: caller's contract; an IPv6 chunk may skip.
+        let v = unsafe { poptrie::lookup_slice(at.p, w, k) };
         if v == NO_ROUTE {
             return V6Walk::Done(at.best);
         }
@@ -1143,7 +1146,7 @@ impl LpmShared {
                 // SAFETY: see `lookup_v4_trusted`.
                 let s = unsafe { sparse_slot(r & !SPARSE_TAG, b) };
                 if s & 1 == 0 {
-                    prefetch_chunk_v6(s, 4);
+                    prefetch_chunk_v6(s, 8);
                 }
                 word[i % RING] = s;
                 slot_at[i % RING] = 0;
@@ -1161,7 +1164,7 @@ impl LpmShared {
                 // SAFETY: `at` is a slot of a live segment (stage A).
                 let s = unsafe { &*(at as *const AtomicUsize) }.load(Ordering::Acquire);
                 if s & 3 == 0 {
-                    prefetch_chunk_v6(s, 4);
+                    prefetch_chunk_v6(s, 8);
                 }
                 word[i % RING] = s;
             }
@@ -1193,7 +1196,7 @@ impl LpmShared {
             match Self::first_v6(ips[i], word[i % RING]) {
                 V6Walk::Done(v) => out[i] = v,
                 V6Walk::Child(at) => {
-                    prefetch_chunk_v6(at.p as usize, 3);
+                    prefetch_chunk_v6(at.p as usize, 6);
                     waiting[held] = (i, at);
                     held += 1;
                     if held == LAG {
@@ -2912,6 +2915,7 @@ impl Lpm {
                 let mut words = scratch(&WORDS);
                 let p = poptrie::build_raw(
                     w,
+                    self.max_len == 128,
                     &self.scratch,
                     &kids,
                     &mut self.kid_defaults,

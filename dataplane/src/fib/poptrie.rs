@@ -15,7 +15,8 @@
 //!       child array (0: none) << 24 | length in words
 //!  [0] the root node: vector, leafvec,
 //!      the value of the routes covering the whole chunk << 32 (updated in
-//!      place) | offset of the root's first child node
+//!      place) | skipped key bits << 21 | their count << 16 | offset of the
+//!      root's first child node
 //!  IPv4 (14 bits): [3..] the root node's leaves, two u32 per word (u32
 //!      index 6 onwards), then the other nodes, then their leaves
 //!  IPv6 (16 bits): [3..] the other nodes, then all leaves, the root's first
@@ -30,6 +31,15 @@
 //! fit the first 64 bytes). IPv6 walks go down two or three nodes more
 //! often than not, so an IPv6 chunk keeps its nodes together. The words
 //! only the writer and deep walks need lie before the pointer or after.
+//!
+//! An IPv6 chunk whose routes and children all lie under one prefix of
+//! its key slice (a /32's block in its /18, a run of /48s in their /34)
+//! *skips* that prefix: the trie is built over the bits after it, six or
+//! twelve wide (one node, or two levels, instead of three), and a lookup
+//! ([`lookup_slice`]) first checks the key's skipped bits against the
+//! chunk's, answering [`NO_ROUTE`] where they differ. Only those two
+//! widths shorten a walk, so only they are used; IPv4 chunks never skip,
+//! as the flat array's lists copy their root's leaves.
 //!
 //! Values: [`NO_ROUTE`] (no route of this chunk covers the key), a nexthop
 //! id, or [`CHILD`]`| i` (descend to child chunk `i`). Building costs time in
@@ -65,6 +75,14 @@ const KIDS_AT: u32 = 24;
 const ROOT_AT: u32 = 44;
 /// Words of a node.
 const NODE: usize = 3;
+/// Bits of a node's third word that hold its first child's offset (a
+/// chunk has at most 4161 nodes, so offsets stay below 2^14).
+const CHILD_OFF: u64 = 0xffff;
+/// Shift, in the root node's third word, of the bits a skipping chunk
+/// leaves out (five bits, 0: none), and of the key bits they must equal
+/// (eleven bits).
+const SKIP_AT: u32 = 16;
+const SKIP_KEY_AT: u32 = 21;
 /// u32 index (from the root node) of the root node's first leaf.
 pub(crate) const ROOT_LEAF: usize = 2 * NODE;
 
@@ -98,10 +116,12 @@ pub(crate) fn lookup(d: &Words, key18: u32) -> u32 {
         let j = (key18 >> shift) & 63;
         let bit = 1u64 << j;
         if vector & bit != 0 && shift > 0 {
-            at = (bases as u32 as usize) + NODE * (vector & (bit - 1)).count_ones() as usize;
+            at = (bases & CHILD_OFF) as usize + NODE * (vector & (bit - 1)).count_ones() as usize;
             shift -= 6;
         } else {
             let rank = (lv.load(Ordering::Relaxed) & (bit | (bit - 1))).count_ones() as usize;
+            // The root's first leaf is named in the word before it, the
+            // other nodes' in their third word.
             let base_leaf = if at == 0 {
                 d.first()
                     .map_or(0, |w| (w.load(Ordering::Relaxed) >> ROOT_AT) as usize)
@@ -141,7 +161,7 @@ pub(crate) unsafe fn lookup_raw(first: *const AtomicU64, key18: u32) -> u32 {
         let j = (key18 >> shift) & 63;
         let bit = 1u64 << j;
         if vector & bit != 0 && shift > 0 {
-            at = (bases as u32 as usize) + NODE * (vector & (bit - 1)).count_ones() as usize;
+            at = (bases & CHILD_OFF) as usize + NODE * (vector & (bit - 1)).count_ones() as usize;
             shift -= 6;
         } else {
             // The root's first leaf is named in the word before it, the
@@ -186,7 +206,7 @@ pub(crate) unsafe fn step(first: *const AtomicU64, at: usize, level: u32, j: u32
         let bit = 1u64 << j;
         if vector & bit != 0 && level < 2 {
             return Step::Node(
-                (bases as u32 as usize) + NODE * (vector & (bit - 1)).count_ones() as usize,
+                (bases & CHILD_OFF) as usize + NODE * (vector & (bit - 1)).count_ones() as usize,
             );
         }
         let base_leaf = if at == 0 {
@@ -371,7 +391,7 @@ pub(crate) fn counts(d: &Words) -> (usize, usize) {
         acc.1 += leafvec.count_ones() as usize;
         if depth < 2 {
             for c in 0..vector.count_ones() as usize {
-                walk(d, bases as u32 as usize + NODE * c, depth + 1, acc);
+                walk(d, (bases & CHILD_OFF) as usize + NODE * c, depth + 1, acc);
             }
         }
     }
@@ -395,13 +415,14 @@ struct Builder<'a> {
 #[cfg(test)]
 pub(crate) fn build(
     width: u32,
+    may_skip: bool,
     routes: &[ChunkRoute],
     kids: &[(u16, u64)],
     kid_defaults: &mut Vec<u32>,
     default: u32,
 ) -> Box<Words> {
     let mut w = Vec::new();
-    build_words(width, routes, kids, kid_defaults, default, &mut w);
+    build_words(width, may_skip, routes, kids, kid_defaults, default, &mut w);
     w.into_iter().map(AtomicU64::new).collect()
 }
 
@@ -410,13 +431,14 @@ pub(crate) fn build(
 /// readers' structure. Freed by [`free`].
 pub(crate) fn build_raw(
     width: u32,
+    may_skip: bool,
     routes: &[ChunkRoute],
     kids: &[(u16, u64)],
     kid_defaults: &mut Vec<u32>,
     default: u32,
     w: &mut Vec<u64>,
 ) -> *const AtomicU64 {
-    build_words(width, routes, kids, kid_defaults, default, w);
+    build_words(width, may_skip, routes, kids, kid_defaults, default, w);
     let p = arena::alloc(w.len());
     for (i, v) in w.iter().enumerate() {
         // SAFETY: the block holds at least w.len() words, is ours and is
@@ -433,11 +455,63 @@ thread_local! {
     static KEYS: Cell<Vec<u16>> = const { Cell::new(Vec::new()) };
     static NODES: Cell<Vec<[u64; 3]>> = const { Cell::new(Vec::new()) };
     static LEAVES: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
+    /// A skipping chunk's routes, their shared bits left out.
+    static MOVED: Cell<Vec<ChunkRoute>> = const { Cell::new(Vec::new()) };
+}
+
+/// The key bits a chunk of `width`-bit keys may leave out (skip) and the
+/// value all its routes and children have there: the most of `width - 6`
+/// and `width - 12` (a trie of one node, or of two levels) that every
+/// route and child shares, each route keeping at least one bit of its
+/// own; 0 where neither holds. Only those two counts shorten a walk.
+fn skip_of(width: u32, routes: &[ChunkRoute], kids: &[(u16, u64)]) -> (u32, u32) {
+    let first = match (routes.first(), kids.first()) {
+        (Some(r), _) => u32::from(r.start),
+        (None, Some(k)) => u32::from(k.0),
+        (None, None) => return (0, 0),
+    };
+    let shortest = routes
+        .iter()
+        .map(|r| u32::from(r.len))
+        .min()
+        .unwrap_or(width);
+    for inner in [6, 12] {
+        let skip = width - inner;
+        let key = first >> inner;
+        if shortest > skip
+            && routes.iter().all(|r| u32::from(r.start) >> inner == key)
+            && kids.iter().all(|k| u32::from(k.0) >> inner == key)
+        {
+            return (skip, key);
+        }
+    }
+    (0, 0)
+}
+
+/// The value a chunk of `width`-bit keys (built with `may_skip` or not)
+/// holds for key slice `k`: [`lookup_raw`] after the chunk's skipped bits,
+/// if any, are checked and left out; [`NO_ROUTE`] where they differ.
+///
+/// # Safety
+/// As for [`lookup_raw`]; `k` below 2^`width`.
+#[inline(always)]
+pub(crate) unsafe fn lookup_slice(first: *const AtomicU64, width: u32, k: u32) -> u32 {
+    // SAFETY: caller's contract: the root node's words exist.
+    let b = unsafe { (*first.add(2)).load(Ordering::Relaxed) } as u32;
+    let skip = (b >> SKIP_AT) & 31;
+    let inner = width - skip;
+    if k >> inner != b >> SKIP_KEY_AT {
+        return NO_ROUTE;
+    }
+    let low = k & ((1 << inner) - 1);
+    // SAFETY: caller's contract; the trie is `inner` bits wide.
+    unsafe { lookup_raw(first, low << (18 - inner)) }
 }
 
 /// [`build`]'s words, into `w` (cleared first).
 fn build_words(
     width: u32,
+    may_skip: bool,
     routes: &[ChunkRoute],
     kids: &[(u16, u64)],
     kid_defaults: &mut Vec<u32>,
@@ -447,8 +521,29 @@ fn build_words(
     debug_assert!(width == 14 || width == 16);
     kid_defaults.clear();
     kid_defaults.resize(kids.len(), NO_ROUTE);
+    // A skipping chunk builds its trie over the key bits after the ones
+    // all its routes and children share, `inner` bits wide.
+    let (skipped, skip_key) = if may_skip {
+        skip_of(width, routes, kids)
+    } else {
+        (0, 0)
+    };
+    let inner = width - skipped;
+    let low = |k: u16| u32::from(k) & ((1 << inner) - 1);
     let mut keys = scratch(&KEYS);
-    keys.extend(kids.iter().map(|k| k.0));
+    keys.extend(kids.iter().map(|k| low(k.0) as u16));
+    let mut moved = scratch(&MOVED);
+    let routes = if skipped == 0 {
+        routes
+    } else {
+        moved.extend(routes.iter().map(|r| ChunkRoute {
+            start: low(r.start) as u16,
+            len: r.len - skipped as u8,
+            value: r.value,
+        }));
+        &moved[..]
+    };
+    let width = inner;
     let mut nodes = scratch(&NODES);
     nodes.push([0; 3]);
     let mut b = Builder {
@@ -458,6 +553,7 @@ fn build_words(
         kid_defaults,
     };
     b.node(0, 0, 0, routes, &keys, 0, NO_ROUTE);
+    unscratch(&MOVED, moved);
     // The root's leaves are the first (it is finished before its
     // children). An IPv4 chunk has them right after the root node, so that
     // a lookup answered at the root — nearly all IPv4 lookups — reads few
@@ -506,10 +602,14 @@ fn build_words(
         }
     };
     let root = &b.nodes[0];
+    debug_assert!(child_of(root) <= CHILD_OFF);
     w.extend([
         root[0],
         root[1],
-        (u64::from(default) << 32) | child_of(root),
+        (u64::from(default) << 32)
+            | u64::from(skip_key) << SKIP_KEY_AT
+            | u64::from(skipped) << SKIP_AT
+            | child_of(root),
     ]);
     let pairs = |w: &mut Vec<u64>, leaves: &[u32]| {
         for pair in leaves.chunks(2) {
@@ -674,7 +774,7 @@ mod tests {
 
     #[test]
     fn empty_chunk_is_what_build_makes_of_no_routes() {
-        let built = build(14, &[], &[], &mut Vec::new(), NO_ROUTE);
+        let built = build(14, false, &[], &[], &mut Vec::new(), NO_ROUTE);
         assert_eq!(values(&built), values(&EMPTY.0));
         for k in [0, 1, 0x3fff, 0x2a5c] {
             // SAFETY: EMPTY is a static, well-formed chunk.
@@ -696,7 +796,7 @@ mod tests {
     fn check(w: u32, mut routes: Vec<ChunkRoute>) {
         routes.sort_by_key(|r| (r.start, r.len));
         let mut d = Vec::new();
-        let c = build(w, &routes, &[], &mut d, NO_ROUTE);
+        let c = build(w, false, &routes, &[], &mut d, NO_ROUTE);
         for k in 0..(1u32 << w) {
             let want = model(w, &routes, k);
             assert_eq!(lookup(&c, k << (18 - w)), want, "width {w} key {k:#06x}");
@@ -747,7 +847,7 @@ mod tests {
         }];
         let kids = [(0x0001u16, 0xaa0), (0x4005, 0xbb0), (0xffff, 0xcc0)];
         let mut d = Vec::new();
-        let c = build(16, &routes, &kids, &mut d, NO_ROUTE);
+        let c = build(16, false, &routes, &kids, &mut d, NO_ROUTE);
         assert_eq!(lookup(&c, 0x0001 << 2), CHILD);
         assert_eq!(lookup(&c, 0x4005 << 2), CHILD | 1);
         assert_eq!(lookup(&c, 0xffff << 2), CHILD | 2);
@@ -774,8 +874,8 @@ mod tests {
         let kids = [(0x2000u16, 0xaa0)];
         for width in [14, 16] {
             let mut d = Vec::new();
-            let want = build(width, &routes, &kids, &mut d, 7);
-            let p = build_raw(width, &routes, &kids, &mut d, 7, &mut Vec::new());
+            let want = build(width, false, &routes, &kids, &mut d, 7);
+            let p = build_raw(width, false, &routes, &kids, &mut d, 7, &mut Vec::new());
             // SAFETY: `p` is a chunk build_raw just made, ours alone.
             let got = unsafe { words(p) };
             assert_eq!(values(got), values(&want), "width {width}");
@@ -795,9 +895,88 @@ mod tests {
             value: 1,
         }];
         let mut d = Vec::new();
-        let c = build(14, &routes, &[], &mut d, NO_ROUTE);
+        let c = build(14, false, &routes, &[], &mut d, NO_ROUTE);
         let (nodes, leaves) = counts(&c);
         assert_eq!(nodes, 1);
         assert!((3..=4).contains(&leaves), "{leaves}");
+    }
+
+    /// Clustered routes and children, as a /32's block or a /34's routes
+    /// are in an IPv6 table: every key answers alike whether the chunk
+    /// skips their shared bits or not, the children's defaults agree, and
+    /// chunks that can skip take fewer nodes.
+    #[test]
+    fn a_skipping_chunk_answers_every_key_as_a_plain_one() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u32| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % u64::from(n)) as u32
+        };
+        let mut smaller = [0usize; 2];
+        for case in 0..300 {
+            let width = if case % 3 == 0 { 14 } else { 16 };
+            // The bits shared: none, the two counts a chunk skips, or one
+            // more or fewer.
+            let shared = [0, width - 12, width - 6, width - 5, width - 13][case % 5];
+            let prefix = next(1 << shared) << (width - shared);
+            let mut routes: Vec<ChunkRoute> = Vec::new();
+            for _ in 0..1 + next(12) {
+                let len = (shared + 1 + next(width - shared)).min(width);
+                let start =
+                    (prefix | next(1 << (width - shared))) >> (width - len) << (width - len);
+                if !routes
+                    .iter()
+                    .any(|r| u32::from(r.start) == start && u32::from(r.len) == len)
+                {
+                    routes.push(ChunkRoute {
+                        start: start as u16,
+                        len: len as u8,
+                        value: next(1000),
+                    });
+                }
+            }
+            // Now and then a route shorter than the shared bits.
+            if case % 7 == 0 && shared > 1 {
+                routes.push(ChunkRoute {
+                    start: (prefix >> (width - 1) << (width - 1)) as u16,
+                    len: 1,
+                    value: 5000,
+                });
+            }
+            routes.sort_by_key(|r| (r.start, r.len));
+            let mut kids: Vec<(u16, u64)> = (0..next(4))
+                .map(|i| {
+                    (
+                        (prefix | next(1 << (width - shared))) as u16,
+                        0x1000 + 16 * u64::from(i),
+                    )
+                })
+                .collect();
+            kids.sort_by_key(|k| k.0);
+            kids.dedup_by_key(|k| k.0);
+            let (mut d1, mut d2) = (Vec::new(), Vec::new());
+            let plain = build(width, false, &routes, &kids, &mut d1, 7);
+            let skip = build(width, true, &routes, &kids, &mut d2, 7);
+            assert_eq!(d1, d2, "case {case}: children's defaults");
+            for k in 0..(1u32 << width) {
+                // SAFETY: both are chunks `build` made; k is below 2^width.
+                let (a, b) = unsafe {
+                    (
+                        lookup_slice(root(&plain), width, k),
+                        lookup_slice(root(&skip), width, k),
+                    )
+                };
+                assert_eq!(a, b, "case {case}: width {width} key {k:#06x}");
+                if kids.is_empty() {
+                    assert_eq!(a, model(width, &routes, k), "case {case}: key {k:#06x}");
+                }
+            }
+            let (n1, n2) = (counts(&plain).0, counts(&skip).0);
+            assert!(n2 <= n1, "case {case}: {n2} nodes skipping, {n1} not");
+            smaller[usize::from(n2 < n1)] += 1;
+        }
+        assert!(smaller[1] > 50, "chunks that skip: {smaller:?}");
     }
 }
