@@ -419,6 +419,8 @@ thread_local! {
     static DRAFTS: Cell<Vec<Vec<(u16, usize)>>> = const { Cell::new(Vec::new()) };
     /// The words of a chunk while it is built.
     static WORDS: Cell<Vec<u64>> = const { Cell::new(Vec::new()) };
+    /// A chunk's children (key, published word) while it is built.
+    static KIDS: Cell<Vec<(u16, u64)>> = const { Cell::new(Vec::new()) };
 }
 
 /// An empty run list for a draft: a spare one of this thread's if it has
@@ -1514,8 +1516,6 @@ pub struct Lpm {
     src: Vec<usize>,
     /// The words of a list while it is made.
     list_buf: Vec<u64>,
-    /// A chunk's children (key, published word) while it is built.
-    kid_buf: Vec<(u16, u64)>,
     /// Routes of length 9–18 per /8: (18-bit block, length).
     mids: IntMap<u32, std::collections::BTreeSet<(u32, u8)>>,
     routes: usize,
@@ -1587,7 +1587,6 @@ impl Lpm {
             dict_ix: DictIx::default(),
             src: Vec::new(),
             list_buf: Vec::new(),
-            kid_buf: Vec::new(),
             mids: IntMap::default(),
             routes: 0,
             retire: Vec::new(),
@@ -2906,8 +2905,7 @@ impl Lpm {
                         .iter()
                         .map(|&((start, len), value)| ChunkRoute { start, len, value }),
                 );
-                let mut kids = std::mem::take(&mut self.kid_buf);
-                kids.clear();
+                let mut kids = scratch(&KIDS);
                 kids.extend(cw.kids_mut().enumerate().map(|(i, (k, kid))| {
                     kid.set_rank(i as u32);
                     (*k, kid.published as u64)
@@ -2923,7 +2921,7 @@ impl Lpm {
                     &mut words,
                 );
                 unscratch(&WORDS, words);
-                self.kid_buf = kids;
+                unscratch(&KIDS, kids);
                 p as usize
             }
         };
