@@ -1097,7 +1097,13 @@ impl LpmShared {
     #[inline(always)]
     unsafe fn step_v6(ip: u128, at: V6At) -> V6Walk {
         let w = width(at.start, 128);
-        let k = ((ip << at.start) >> (128 - w)) as u32;
+        // The first chunks (bits 18..34 and 34..50, where a /48 lies) take
+        // their slice from the key's high half, without a 128-bit shift.
+        let k = if at.start <= 48 {
+            (((ip >> 64) as u64) << at.start >> 48) as u32
+        } else {
+            ((ip << at.start) >> (128 - w)) as u32
+        };
         // SAFETY: caller's contract; an IPv6 chunk may skip.
         let v = unsafe { poptrie::lookup_slice(at.p, w, k) };
         if v == NO_ROUTE {
@@ -1148,7 +1154,7 @@ impl LpmShared {
                 // SAFETY: see `lookup_v4_trusted`.
                 let s = unsafe { sparse_slot(r & !SPARSE_TAG, b) };
                 if s & 1 == 0 {
-                    prefetch_chunk_v6(s, 8);
+                    prefetch_chunk_v6(s, 4);
                 }
                 word[i % RING] = s;
                 slot_at[i % RING] = 0;
@@ -1166,7 +1172,7 @@ impl LpmShared {
                 // SAFETY: `at` is a slot of a live segment (stage A).
                 let s = unsafe { &*(at as *const AtomicUsize) }.load(Ordering::Acquire);
                 if s & 3 == 0 {
-                    prefetch_chunk_v6(s, 8);
+                    prefetch_chunk_v6(s, 4);
                 }
                 word[i % RING] = s;
             }
@@ -1198,7 +1204,7 @@ impl LpmShared {
             match Self::first_v6(ips[i], word[i % RING]) {
                 V6Walk::Done(v) => out[i] = v,
                 V6Walk::Child(at) => {
-                    prefetch_chunk_v6(at.p as usize, 6);
+                    prefetch_chunk_v6(at.p as usize, 3);
                     waiting[held] = (i, at);
                     held += 1;
                     if held == LAG {

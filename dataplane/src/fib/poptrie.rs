@@ -159,9 +159,8 @@ pub(crate) unsafe fn lookup_raw(first: *const AtomicU64, key18: u32) -> u32 {
         let vector = word(at);
         let bases = word(at + 2);
         let j = (key18 >> shift) & 63;
-        let bit = 1u64 << j;
-        if vector & bit != 0 && shift > 0 {
-            at = (bases & CHILD_OFF) as usize + NODE * (vector & (bit - 1)).count_ones() as usize;
+        if (vector >> j) & 1 != 0 && shift > 0 {
+            at = (bases & CHILD_OFF) as usize + NODE * below(vector, j).count_ones() as usize;
             shift -= 6;
         } else {
             // The root's first leaf is named in the word before it, the
@@ -175,6 +174,22 @@ pub(crate) unsafe fn lookup_raw(first: *const AtomicU64, key18: u32) -> u32 {
             // SAFETY: the node at `at` answers slot j with a leaf (as above).
             return unsafe { leaf_raw(first, word(at + 1), base_leaf, j) };
         }
+    }
+}
+
+/// The bits of `v` below bit `j` (below 64): one BMI2 instruction where
+/// the build has it (x86-64-v3, the default), three without.
+#[inline(always)]
+fn below(v: u64, j: u32) -> u64 {
+    #[cfg(all(target_arch = "x86_64", target_feature = "bmi2"))]
+    // SAFETY: the build targets BMI2 (the cfg above), so the instruction
+    // exists; it reads nothing but its operands.
+    unsafe {
+        core::arch::x86_64::_bzhi_u64(v, j)
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "bmi2")))]
+    {
+        v & ((1u64 << j) - 1)
     }
 }
 
