@@ -624,17 +624,30 @@ pub fn run(opts: &Opts) -> Result<(), String> {
     if n == 0 || n6 == 0 {
         return Err("--routes and --v6-routes must be positive".into());
     }
+    let (v4, v6) = match opts.0.get("family").map(String::as_str) {
+        None | Some("both") => (true, true),
+        Some("ipv4") => (true, false),
+        Some("ipv6") => (false, true),
+        Some(other) => return Err(format!("--family: unknown {other:?} (ipv4, ipv6 or both)")),
+    };
     let which = Baseline::from_opts(opts)?;
-    let (o4, b4) = family(n, false, opts, &which)?;
-    let (o6, b6) = family(n6, true, opts, &which)?;
-    let mut top = fig(&o4);
-    top["ipv6"] = fig(&o6);
-    let mut base = fig(&b4);
-    base["name"] = json!(which.name(false));
-    if !matches!(which, Baseline::PrefixTrie) {
-        base["ipv6_name"] = json!(which.name(true));
+    // A family left out has no figures in the JSON line.
+    let mut top = json!({});
+    let mut base = json!({});
+    if v4 {
+        let (o4, b4) = family(n, false, opts, &which)?;
+        top = fig(&o4);
+        base = fig(&b4);
+        base["name"] = json!(which.name(false));
     }
-    base["ipv6"] = fig(&b6);
+    if v6 {
+        let (o6, b6) = family(n6, true, opts, &which)?;
+        top["ipv6"] = fig(&o6);
+        base["ipv6"] = fig(&b6);
+        if !v4 || !matches!(which, Baseline::PrefixTrie) {
+            base["ipv6_name"] = json!(which.name(true));
+        }
+    }
     top["baseline"] = base;
     println!("{top}");
     Ok(())

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! bench lpm      --routes N [--seed S] [--nexthops K] [--v6-routes M] [--baseline prefix-trie|rte_lpm]
-//!                [--keys K] [--distinct-keys D]
+//!                [--keys K] [--distinct-keys D] [--family ipv4|ipv6|both]
 //! bench pipeline --routes N [--seed S] [--seconds T]
 //! bench forward  --routes N [--compare kernel,testpmd-afpacket,testpmd-afxdp,ovs,ovs-pop]
 //!                [--backend afpacket|dpdk] [--vdev net_af_xdp|net_af_packet]
