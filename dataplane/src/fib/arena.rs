@@ -88,15 +88,33 @@ pub(crate) fn alloc(words: usize) -> *mut AtomicU64 {
 
 /// A block for a flat array's leaf list of `words` words (at most
 /// [`MAX_WORDS`]), 16-byte aligned, in the address space [`list_base`]
-/// reserved; `None` when it cannot be had. Give it back with
+/// reserved, placed so that its first `head` bytes (the part every lookup
+/// reads from) lie in one cache line where they fit one, else start one
+/// ([`line_fit`]); `None` when it cannot be had. Give it back with
 /// [`free_list`].
-pub(crate) fn alloc_list(words: usize) -> Option<*mut AtomicU64> {
+pub(crate) fn alloc_list(words: usize, head: usize) -> Option<*mut AtomicU64> {
     if LIST_BASE.load(Ordering::Relaxed) == 0 || !(1..=MAX_WORDS).contains(&words) {
         return None;
     }
     // SAFETY: `map_list_region` returns fresh regions of REGION bytes.
-    unsafe { lock(&LISTS).take(words, map_list_region) }
+    unsafe { lock(&LISTS).take_where(words, map_list_region, |at| line_fit(at, head)) }
 }
+
+/// Whether a block at `at` keeps its first `head` bytes inside one 64-byte
+/// line (where `head` fits one) or starts a line (where it does not): a
+/// lookup then finds a list's head and the leaf it needs in one line, or
+/// two for the longest lists, and asks for no line it will not read.
+pub(crate) fn line_fit(at: usize, head: usize) -> bool {
+    if head <= 64 {
+        at % 64 + head <= 64
+    } else {
+        at.is_multiple_of(64)
+    }
+}
+
+/// Free blocks of a class looked at for one that [`Pool::take_where`]'s
+/// test accepts, before the region's next block is taken instead.
+const FIT_TRIES: usize = 8;
 
 /// Address space reserved for the lists' regions: 16 GiB, so that a list
 /// is named by 30 bits, its offset in 16-byte units.
@@ -290,16 +308,56 @@ impl Pool {
         words: usize,
         map: impl FnOnce() -> Option<usize>,
     ) -> Option<*mut AtomicU64> {
+        // SAFETY: caller's contract.
+        unsafe { self.take_where(words, map, |_| true) }
+    }
+
+    /// [`Pool::take`] for a block whose address `fits` accepts. `fits`
+    /// must accept every 64-byte aligned address: the region's next block
+    /// is moved to the next line (the span skipped goes to the free lists)
+    /// where it is not accepted, and a larger free block is split at its
+    /// first line where its start is not.
+    ///
+    /// # Safety
+    /// As for [`Pool::take`].
+    unsafe fn take_where(
+        &mut self,
+        words: usize,
+        map: impl FnOnce() -> Option<usize>,
+        fits: impl Fn(usize) -> bool,
+    ) -> Option<*mut AtomicU64> {
         let (c, size) = class(words);
-        if let Some(b) = self.pop(c) {
+        if let Some(b) = self.pop_where(c, &fits) {
             return Some(b as *mut AtomicU64);
         }
         let bytes = size * 8;
-        if self.end - self.next < bytes {
-            if let Some((big, b)) = (c + 1..CLASSES).find_map(|k| self.pop(k).map(|b| (k, b))) {
-                // SAFETY: the rest of a free block, now split off it.
-                unsafe { self.give(b + bytes, class_words(big) - size) };
-                return Some(b as *mut AtomicU64);
+        if !fits(self.next) {
+            let line = (self.next | 63) + 1;
+            if self.end >= line && self.end - line >= bytes {
+                // SAFETY: the region's unused span up to the line.
+                unsafe { self.give(self.next, (line - self.next) / 8) };
+                self.next = line;
+            }
+        }
+        if self.end - self.next < bytes || !fits(self.next) {
+            let split = (c + 1..CLASSES).find_map(|k| {
+                let b = self.pop(k)?;
+                let skip = if fits(b) { 0 } else { ((b | 63) + 1) - b };
+                if skip + bytes <= class_words(k) * 8 {
+                    Some((k, b, skip))
+                } else {
+                    // SAFETY: the block just popped, back on its list.
+                    unsafe { self.give(b, class_words(k)) };
+                    None
+                }
+            });
+            if let Some((big, b, skip)) = split {
+                // SAFETY: the parts of a free block around the one taken.
+                unsafe {
+                    self.give(b, skip / 8);
+                    self.give(b + skip + bytes, class_words(big) - size - skip / 8);
+                }
+                return Some((b + skip) as *mut AtomicU64);
             }
             if self.no_regions {
                 return None;
@@ -319,6 +377,32 @@ impl Pool {
         let b = self.next;
         self.next += bytes;
         Some(b as *mut AtomicU64)
+    }
+
+    /// The first of the first [`FIT_TRIES`] free blocks of class `c` that
+    /// `fits` accepts, unlinked.
+    fn pop_where(&mut self, c: usize, fits: impl Fn(usize) -> bool) -> Option<usize> {
+        let mut prev: Option<usize> = None;
+        let mut at = self.free[c];
+        for _ in 0..FIT_TRIES {
+            if at == 0 {
+                return None;
+            }
+            // SAFETY: a free block of this class (see `give`), its first
+            // word the next free block.
+            let next = unsafe { *(at as *const usize) };
+            if fits(at) {
+                match prev {
+                    None => self.free[c] = next,
+                    // SAFETY: the free block before it, linked the same way.
+                    Some(p) => unsafe { *(p as *mut usize) = next },
+                }
+                return Some(at);
+            }
+            prev = Some(at);
+            at = next;
+        }
+        None
     }
 
     /// The first free block of class `c`, unlinked.
@@ -453,6 +537,65 @@ mod tests {
         assert!(unsafe { empty.take(8, || None) }.is_none());
         assert!(empty.no_regions);
         drop((one, two));
+    }
+
+    #[test]
+    fn list_heads_stay_in_one_line_and_the_skipped_spans_are_used() {
+        // A stand-in region of 2 MB, aligned to a line.
+        let mut one = vec![0u128; REGION / 16 + 4];
+        let r = (one.as_mut_ptr() as usize).next_multiple_of(64);
+        let mut pool = Pool::empty();
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut live: Vec<(usize, usize)> = Vec::new();
+        // SAFETY: the stand-in region is the test's own buffer, alive to
+        // its end and used by nothing else; what is given back was taken,
+        // with its class's size.
+        unsafe {
+            let (mut bytes, mut peak) = (0usize, 0usize);
+            for round in 0..8_000 {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                // Lists of 1 to 64 leaves, some with sub-lists after.
+                let leaves = 1 + (rng % 64) as usize;
+                let head = (10 + 2 * leaves).div_ceil(8) * 8;
+                let words = head / 8
+                    + if rng & 0x100 != 0 {
+                        (rng >> 9) as usize % 40
+                    } else {
+                        0
+                    };
+                let at = pool
+                    .take_where(words, || Some(r), |a| line_fit(a, head))
+                    .expect("room") as usize;
+                assert!(
+                    line_fit(at, head),
+                    "round {round}: {head} bytes at {:#x}",
+                    at % 64
+                );
+                assert_eq!(at % 16, 0);
+                live.push((at, words));
+                bytes += class(words).1 * 8;
+                peak = peak.max(bytes);
+                // Churn: give back one of the live blocks now and then.
+                if rng & 3 == 0 {
+                    let (a, w) = live.swap_remove((rng >> 20) as usize % live.len());
+                    pool.give(a, class(w).1);
+                    bytes -= class(w).1 * 8;
+                }
+            }
+            // One region serves it all, and the spans skipped for alignment
+            // went to the free lists and were taken again: little of the
+            // region beyond the most that was live is used.
+            assert_eq!(pool.regions.len(), 1);
+            let used = pool.next - r;
+            assert!(used <= peak + peak / 8, "{used} bytes used for {peak} live");
+            live.sort_unstable();
+            for w in live.windows(2) {
+                assert!(w[0].0 + class(w[0].1).1 * 8 <= w[1].0, "blocks overlap");
+            }
+        }
+        drop(one);
     }
 
     #[test]

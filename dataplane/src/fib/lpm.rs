@@ -1997,7 +1997,9 @@ impl Lpm {
     /// flat word (tagged `own`), or the [`FALLBACK`] list's when none can
     /// be had.
     fn new_list(words: &[u64], own: bool) -> u32 {
-        let Some(p) = arena::alloc_list(words.len()) else {
+        // The head and leaves (the first word counts them).
+        let head = 8 * list_words(words[0].count_ones() as usize);
+        let Some(p) = arena::alloc_list(words.len(), head) else {
             return FALLBACK;
         };
         for (i, w) in words.iter().enumerate() {
@@ -2007,8 +2009,6 @@ impl Lpm {
         }
         let off = ((p as usize - arena::lists()) / 16) as u32;
         debug_assert!(off < CROSS);
-        // The head and leaves (the first word counts them).
-        let head = 8 * list_words(words[0].count_ones() as usize);
         let cross = if (p as usize % 64) + head > 64 {
             CROSS
         } else {
