@@ -1096,13 +1096,14 @@ impl LpmShared {
     /// As [`LpmShared::walk_v6_from`].
     #[inline(always)]
     unsafe fn step_v6(ip: u128, at: V6At) -> V6Walk {
-        let w = width(at.start, 128);
         // The first chunks (bits 18..34 and 34..50, where a /48 lies) take
-        // their slice from the key's high half, without a 128-bit shift.
-        let k = if at.start <= 48 {
-            (((ip >> 64) as u64) << at.start >> 48) as u32
+        // their 16-bit slice from the key's high half, without a 128-bit
+        // shift.
+        let (w, k) = if at.start <= 48 {
+            (16, (((ip >> 64) as u64) << at.start >> 48) as u32)
         } else {
-            ((ip << at.start) >> (128 - w)) as u32
+            let w = width(at.start, 128);
+            (w, ((ip << at.start) >> (128 - w)) as u32)
         };
         // SAFETY: caller's contract; an IPv6 chunk may skip.
         let v = unsafe { poptrie::lookup_slice(at.p, w, k) };

@@ -514,13 +514,14 @@ pub(crate) unsafe fn lookup_slice(first: *const AtomicU64, width: u32, k: u32) -
     // SAFETY: caller's contract: the root node's words exist.
     let b = unsafe { (*first.add(2)).load(Ordering::Relaxed) } as u32;
     let skip = (b >> SKIP_AT) & 31;
-    let inner = width - skip;
-    if k >> inner != b >> SKIP_KEY_AT {
+    // The slice at the top of 18 bits: its first `skip` bits are the ones
+    // skipped (none: 0 = 0), the rest, moved up, the trie's key.
+    let key18 = k << (18 - width);
+    if key18 >> (18 - skip) != b >> SKIP_KEY_AT {
         return NO_ROUTE;
     }
-    let low = k & ((1 << inner) - 1);
-    // SAFETY: caller's contract; the trie is `inner` bits wide.
-    unsafe { lookup_raw(first, low << (18 - inner)) }
+    // SAFETY: caller's contract; the trie is `width - skip` bits wide.
+    unsafe { lookup_raw(first, (key18 << skip) & ((1 << 18) - 1)) }
 }
 
 /// [`build`]'s words, into `w` (cleared first).
