@@ -42,7 +42,9 @@
 //! as the flat array's lists copy their root's leaves.
 //!
 //! Values: [`NO_ROUTE`] (no route of this chunk covers the key), a nexthop
-//! id, or [`CHILD`]`| i` (descend to child chunk `i`). Building costs time in
+//! id, or [`CHILD`]`| o` (descend to the child chunk whose entry in the
+//! chunk's child array lies `o` words from the root: a lookup reads it
+//! without first reading where the array starts). Building costs time in
 //! proportion to the chunk's routes and children, not to its key space.
 
 #![allow(unsafe_code)]
@@ -377,21 +379,21 @@ pub(crate) fn kid(d: &Words, i: usize) -> Option<(&AtomicU64, u32)> {
 
 /// As [`kid`] on a chunk known only by its first word, without bounds
 /// checks: the child's pointer word (read with acquire ordering: the
-/// writer publishes it in place) and default.
+/// writer publishes it in place) and default, from its entry `at` words
+/// from the root.
 ///
 /// # Safety
 /// `first` must point to the first word of a live chunk made by [`build`],
-/// and `i` must be the index of a [`CHILD`] value a lookup in it returned:
-/// [`build`] writes a child array with an entry for each.
+/// and `at` must be the offset of a [`CHILD`] value a lookup in it
+/// returned: [`build`] writes the child array's entry there.
 #[inline(always)]
-pub(crate) unsafe fn kid_raw(first: *const AtomicU64, i: usize) -> (u64, u32) {
-    // SAFETY: caller's contract: the word before the root node is the
-    // child array's offset, and entry `i` lies inside the chunk.
+pub(crate) unsafe fn kid_raw(first: *const AtomicU64, at: usize) -> (u64, u32) {
+    // SAFETY: caller's contract: the entry's two words lie inside the
+    // chunk.
     unsafe {
-        let off = (((*first.sub(1)).load(Ordering::Relaxed) >> KIDS_AT) & 0xf_ffff) as usize;
         (
-            (*first.add(off + 2 * i)).load(Ordering::Acquire),
-            (*first.add(off + 2 * i + 1)).load(Ordering::Relaxed) as u32,
+            (*first.add(at)).load(Ordering::Acquire),
+            (*first.add(at + 1)).load(Ordering::Relaxed) as u32,
         )
     }
 }
@@ -604,6 +606,15 @@ fn build_words(
         leaves_at + rest_words
     };
     let total = PRE + leaves_at + rest_words + 2 * kids.len();
+    // A child's leaves name its entry's word offset, now known, instead of
+    // its index.
+    if !kids.is_empty() {
+        for v in b.leaves.iter_mut() {
+            if *v & CHILD != 0 && *v < DEEP {
+                *v = CHILD | (kids_at as u32 + 2 * (*v & !CHILD));
+            }
+        }
+    }
     w.clear();
     w.reserve(total);
     debug_assert!(total as u64 <= LEN_BITS && kids_at < 1 << 20 && root_leaf < 1 << 20);
@@ -864,21 +875,27 @@ mod tests {
         let kids = [(0x0001u16, 0xaa0), (0x4005, 0xbb0), (0xffff, 0xcc0)];
         let mut d = Vec::new();
         let c = build(16, false, &routes, &kids, &mut d, NO_ROUTE);
-        assert_eq!(lookup(&c, 0x0001 << 2), CHILD);
-        assert_eq!(lookup(&c, 0x4005 << 2), CHILD | 1);
-        assert_eq!(lookup(&c, 0xffff << 2), CHILD | 2);
+        // A child's value names its entry: the child array's offset from
+        // the root, two words an entry.
+        let off = ((c[0].load(Ordering::Relaxed) >> KIDS_AT) & 0xf_ffff) as u32;
+        assert!(off > 0);
+        assert_eq!(lookup(&c, 0x0001 << 2), CHILD | off);
+        assert_eq!(lookup(&c, 0x4005 << 2), CHILD | (off + 2));
+        assert_eq!(lookup(&c, 0xffff << 2), CHILD | (off + 4));
         assert_eq!(lookup(&c, 0x4006 << 2), 9);
         assert_eq!(lookup(&c, 0x0002 << 2), NO_ROUTE);
         assert_eq!(d, vec![NO_ROUTE, 9, NO_ROUTE]);
         let (p, def) = kid(&c, 1).expect("kid 1");
         assert_eq!((p.load(Ordering::Relaxed), def), (0xbb0, 9));
-        for (i, want) in [
-            (0, (0xaa0, NO_ROUTE)),
-            (1, (0xbb0, 9)),
-            (2, (0xcc0, NO_ROUTE)),
+        for (key, want) in [
+            (0x0001, (0xaa0, NO_ROUTE)),
+            (0x4005, (0xbb0, 9)),
+            (0xffff, (0xcc0, NO_ROUTE)),
         ] {
-            // SAFETY: `c` is a chunk made by `build` with three children.
-            assert_eq!(unsafe { kid_raw(root(&c), i) }, want);
+            let at = (lookup(&c, key << 2) & !CHILD) as usize;
+            // SAFETY: `c` is a chunk made by `build` with three children,
+            // and `at` a child value its lookup returned.
+            assert_eq!(unsafe { kid_raw(root(&c), at) }, want);
         }
         assert_eq!((c[0].load(Ordering::Relaxed) & LEN_BITS) as usize, c.len());
     }
@@ -976,6 +993,18 @@ mod tests {
             let plain = build(width, false, &routes, &kids, &mut d1, 7);
             let skip = build(width, true, &routes, &kids, &mut d2, 7);
             assert_eq!(d1, d2, "case {case}: children's defaults");
+            // A child's value names its entry's offset, which the two
+            // layouts place apart: compare the entries it names.
+            let answer = |c: &Words, v: u32| {
+                if v & CHILD != 0 && v < DEEP {
+                    // SAFETY: `c` is a chunk `build` made and `v` a child
+                    // value its lookup returned.
+                    let (p, def) = unsafe { kid_raw(root(c), (v & !CHILD) as usize) };
+                    (v & CHILD, p, def)
+                } else {
+                    (v, 0, 0)
+                }
+            };
             for k in 0..(1u32 << width) {
                 // SAFETY: both are chunks `build` made; k is below 2^width.
                 let (a, b) = unsafe {
@@ -984,7 +1013,11 @@ mod tests {
                         lookup_slice(root(&skip), width, k),
                     )
                 };
-                assert_eq!(a, b, "case {case}: width {width} key {k:#06x}");
+                assert_eq!(
+                    answer(&plain, a),
+                    answer(&skip, b),
+                    "case {case}: width {width} key {k:#06x}"
+                );
                 if kids.is_empty() {
                     assert_eq!(a, model(width, &routes, k), "case {case}: key {k:#06x}");
                 }
