@@ -706,8 +706,9 @@ fn prefetch_chunk(s: usize) {
 }
 
 /// Ask for the lines an IPv6 walk reads in the chunk whose pointer is
-/// `c`: the word before its root (its leaves' and children's offsets; on
-/// the line before the root's a quarter of the time) and the first
+/// `c`: the word before its root (where the root's leaves start, read
+/// when the root answers; on the line before the root's a quarter of the
+/// time) and the first
 /// `lines` lines from the root, where its nodes, leaves and children lie
 /// for most chunks. An IPv6 chunk's walk reads up to three nodes, a leaf
 /// and often a child's word, each depending on the one before: asking for
