@@ -16,7 +16,7 @@
 //! VRFs (each importing one target) and the forwarding tables.
 
 use crate::gen;
-use crate::Opts;
+use crate::{median, Opts};
 use control::bgp::wire::{
     self, nlri::Nlri, Afi, Attr, Context, Message, Open, Origin, Prefix, RouteDistinguisher, Safi,
     Update, VpnPrefix,
@@ -462,16 +462,6 @@ fn ingest_once(
         }
     };
     Ok(outcome)
-}
-
-/// The median of `v` (the mean of the middle two of an even count).
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 /// Run the benchmark.

@@ -13,7 +13,7 @@
 //! of the rounds' own ratios.
 
 use crate::gen::{self, Route};
-use crate::{rss_bytes, Opts};
+use crate::{median, rss_bytes, Opts};
 use dataplane::fib::{Lpm, LpmShared, NO_ROUTE};
 use dataplane::rcu::{Domain, Reader};
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -46,9 +46,21 @@ trait Side {
     fn pass(&mut self, mode: usize) -> usize;
     /// The sum of the last pass's answers.
     fn checksum(&self) -> u64;
-    /// Withdraw and re-announce `routes[i]` for each `i`, one at a time;
-    /// route changes per second.
-    fn churn(&mut self, routes: &[Route], updates: &[usize]) -> Result<f64, String>;
+    /// Withdraw and re-announce `r`, published to readers.
+    fn update(&mut self, r: &Route) -> Result<(), String>;
+    /// Whatever the updates leave to finish (memory to reclaim).
+    fn settle(&mut self) {}
+}
+
+/// Withdraw and re-announce `routes[i]` for each `i`, one at a time, on
+/// `side`: route changes per second.
+fn churn(side: &mut dyn Side, routes: &[Route], updates: &[usize]) -> Result<f64, String> {
+    let t1 = Instant::now();
+    for &i in updates {
+        side.update(&routes[i])?;
+    }
+    side.settle();
+    Ok((2 * updates.len()) as f64 / t1.elapsed().as_secs_f64())
 }
 
 /// A built side with what its build measured.
@@ -113,25 +125,24 @@ impl Side for Ours {
         sum(&self.out)
     }
 
-    fn churn(&mut self, routes: &[Route], updates: &[usize]) -> Result<f64, String> {
-        let t1 = Instant::now();
-        for &i in updates {
-            let r = routes[i];
-            let res = if self.v6 {
-                self.t
-                    .remove_v6(r.prefix, r.len)
-                    .and_then(|_| self.t.insert_v6(r.prefix, r.len, r.nexthop))
-            } else {
-                let a = (r.prefix >> 96) as u32;
-                self.t
-                    .remove_v4(a, r.len)
-                    .and_then(|_| self.t.insert_v4(a, r.len, r.nexthop))
-            };
-            res.map_err(|e| format!("vpnfwd update: {e}"))?;
-            self.reader.quiescent();
-        }
+    fn update(&mut self, r: &Route) -> Result<(), String> {
+        let res = if self.v6 {
+            self.t
+                .remove_v6(r.prefix, r.len)
+                .and_then(|_| self.t.insert_v6(r.prefix, r.len, r.nexthop))
+        } else {
+            let a = (r.prefix >> 96) as u32;
+            self.t
+                .remove_v4(a, r.len)
+                .and_then(|_| self.t.insert_v4(a, r.len, r.nexthop))
+        };
+        res.map_err(|e| format!("vpnfwd update: {e}"))?;
+        self.reader.quiescent();
+        Ok(())
+    }
+
+    fn settle(&mut self) {
         self.d.collect();
-        Ok((2 * updates.len()) as f64 / t1.elapsed().as_secs_f64())
     }
 }
 
@@ -209,19 +220,15 @@ impl Side for Trie {
         sum(&self.out)
     }
 
-    fn churn(&mut self, routes: &[Route], updates: &[usize]) -> Result<f64, String> {
-        let t1 = Instant::now();
-        for &i in updates {
-            let r = &routes[i];
-            if self.v6 {
-                self.m6.remove(&net6(r));
-                self.m6.insert(net6(r), r.nexthop);
-            } else {
-                self.m4.remove(&net4(r));
-                self.m4.insert(net4(r), r.nexthop);
-            }
+    fn update(&mut self, r: &Route) -> Result<(), String> {
+        if self.v6 {
+            self.m6.remove(&net6(r));
+            self.m6.insert(net6(r), r.nexthop);
+        } else {
+            self.m4.remove(&net4(r));
+            self.m4.insert(net4(r), r.nexthop);
         }
-        Ok((2 * updates.len()) as f64 / t1.elapsed().as_secs_f64())
+        Ok(())
     }
 }
 
@@ -306,19 +313,14 @@ mod rte {
             sum(&self.out)
         }
 
-        fn churn(&mut self, routes: &[Route], updates: &[usize]) -> Result<f64, String> {
-            let t1 = Instant::now();
-            for &i in updates {
-                let r = routes[i];
-                let a = (r.prefix >> 96) as u32;
-                self.t
-                    .delete(a, r.len)
-                    .map_err(|e| format!("rte_lpm_delete: {e}"))?;
-                self.t
-                    .add(a, r.len, r.nexthop)
-                    .map_err(|e| format!("rte_lpm_add: {e}"))?;
-            }
-            Ok((2 * updates.len()) as f64 / t1.elapsed().as_secs_f64())
+        fn update(&mut self, r: &Route) -> Result<(), String> {
+            let a = (r.prefix >> 96) as u32;
+            self.t
+                .delete(a, r.len)
+                .map_err(|e| format!("rte_lpm_delete: {e}"))?;
+            self.t
+                .add(a, r.len, r.nexthop)
+                .map_err(|e| format!("rte_lpm_add: {e}"))
         }
     }
 
@@ -342,18 +344,13 @@ mod rte {
             self.o.iter().map(|v| u64::from(*v as u32)).sum()
         }
 
-        fn churn(&mut self, routes: &[Route], updates: &[usize]) -> Result<f64, String> {
-            let t1 = Instant::now();
-            for &i in updates {
-                let r = routes[i];
-                self.t
-                    .delete(r.prefix, r.len)
-                    .map_err(|e| format!("rte_lpm6_delete: {e}"))?;
-                self.t
-                    .add(r.prefix, r.len, r.nexthop)
-                    .map_err(|e| format!("rte_lpm6_add: {e}"))?;
-            }
-            Ok((2 * updates.len()) as f64 / t1.elapsed().as_secs_f64())
+        fn update(&mut self, r: &Route) -> Result<(), String> {
+            self.t
+                .delete(r.prefix, r.len)
+                .map_err(|e| format!("rte_lpm6_delete: {e}"))?;
+            self.t
+                .add(r.prefix, r.len, r.nexthop)
+                .map_err(|e| format!("rte_lpm6_add: {e}"))
         }
     }
 
@@ -482,15 +479,6 @@ impl Baseline {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 /// The two sides' lookup trials in turns: each side's best rate (over
 /// its modes), and the median of the rounds' ratios ours/baseline.
 fn race(o: &mut dyn Side, b: &mut dyn Side, base_name: &str) -> (f64, f64, f64) {
@@ -578,8 +566,8 @@ fn family(n: usize, v6: bool, opts: &Opts, which: &Baseline) -> Result<(Figures,
             "{fam}: vpnfwd and the baseline disagree on lookups ({co} vs {cb})"
         ));
     }
-    let ub = b.side.churn(&routes, &updates)?;
-    let uo = o.side.churn(&routes, &updates)?;
+    let ub = churn(b.side.as_mut(), &routes, &updates)?;
+    let uo = churn(o.side.as_mut(), &routes, &updates)?;
     let figures = |x: &Built, lookups_per_sec, updates_per_sec| Figures {
         lookups_per_sec,
         bytes_per_route: x.bytes_per_route,

@@ -51,6 +51,16 @@ impl Opts {
     }
 }
 
+/// The median of `v` (the mean of the middle two of an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 const USAGE: &str =
     "usage: bench <lpm|pipeline|forward|bgp-ingest|route-install> [--routes N] [--seed S] [...]";
 
