@@ -305,14 +305,8 @@ impl Pipeline {
         let mut words = [crate::fib::SlotWord::default(); MAX_BURST];
         for i in 0..n {
             steps[i] = self.one(fib, port, &mut pkts[i]);
-            if let Step::Lookup {
-                vrf,
-                v6: false,
-                dst4,
-                ..
-            } = steps[i]
-            {
-                vrf.prefetch_slot_v4(dst4);
+            if let (Kind::Lookup4, Some(vrf)) = (steps[i].kind(), steps[i].vrf) {
+                vrf.prefetch_slot_v4(steps[i].arg());
             }
             if let Some(j) = i.checked_sub(LPM_LAG) {
                 slot_step(&steps[j], &mut words[j]);
@@ -322,54 +316,45 @@ impl Pipeline {
             slot_step(&steps[j], &mut words[j]);
         }
         for i in 0..n {
-            if let Step::Lookup {
-                vrf,
-                off,
-                v6,
-                ttl,
-                dst4,
-            } = steps[i]
-            {
+            let st = steps[i];
+            if let (Kind::Lookup4 | Kind::Lookup6, Some(vrf)) = (st.kind(), st.vrf) {
+                let (off, v6, ttl) = (st.off(), st.kind() == Kind::Lookup6, st.ttl());
                 let nh = if v6 {
                     let o = usize::from(off);
                     let mut a = [0u8; 16];
                     a.copy_from_slice(&pkts[i].frame()[o + 24..o + 40]);
                     vrf.lookup_v6(u128::from_be_bytes(a))
                 } else {
-                    vrf.resolve_v4(dst4, words[i])
+                    vrf.resolve_v4(st.arg(), words[i])
                 };
                 steps[i] = if nh == NO_ROUTE {
                     Step::stop(Reason::NoRoute)
                 } else {
-                    Step::Apply {
-                        nh,
-                        off,
-                        v6,
-                        ttl: ttl - 1,
-                    }
+                    Step::apply(nh, off, v6, ttl - 1)
                 };
             }
         }
         for st in steps[..n].iter() {
-            if let Step::Apply { nh, .. } = st {
-                fib.prefetch_nexthop(*nh);
+            if let Kind::Apply4 | Kind::Apply6 = st.kind() {
+                fib.prefetch_nexthop(st.arg());
             }
         }
         // Stage 3: nexthops, rewrites and per-output batches.
         for i in 0..n {
-            let v = match steps[i] {
-                Step::Done(v) => v,
-                Step::Apply { nh, off, v6, ttl } => apply_nexthop(
+            let st = steps[i];
+            let v = match st.kind() {
+                Kind::Done(r) => Verdict::Stop(r),
+                Kind::Apply4 | Kind::Apply6 => apply_nexthop(
                     fib,
-                    nh,
+                    st.arg(),
                     &mut pkts[i],
                     Ip {
-                        off: usize::from(off),
-                        v6,
+                        off: usize::from(st.off()),
+                        v6: st.kind() == Kind::Apply6,
                     },
-                    ttl,
+                    st.ttl(),
                 ),
-                Step::Lookup { .. } => Verdict::Stop(Reason::NoRoute),
+                Kind::Lookup4 | Kind::Lookup6 => Verdict::Stop(Reason::NoRoute),
             };
             let v = match v {
                 Verdict::Stop(r) if r.is_exception() => self.punt(r, port, &pkts[i]),
@@ -720,12 +705,7 @@ fn pop<'v>(fib: &'v FibView<'_>, buf: &mut PacketBuf, mut off: usize) -> Step<'v
             if ttl <= 1 {
                 return Step::stop(Reason::TtlExpired);
             }
-            Step::Apply {
-                nh: nh.get(),
-                off: off as u16,
-                v6,
-                ttl: ttl - 1,
-            }
+            Step::apply(nh.get(), off as u16, v6, ttl - 1)
         }
     }
 }
@@ -772,40 +752,112 @@ fn lookup_step<'v>(vrf: &'v VrfFib, buf: &PacketBuf, off: usize, v6: bool, ttl: 
     } else {
         u32::from_be_bytes([f[off + 16], f[off + 17], f[off + 18], f[off + 19]])
     };
-    Step::Lookup {
-        vrf,
-        off: off as u16,
-        v6,
-        ttl,
+    Step::new(
+        Some(vrf),
+        if v6 { Kind::Lookup6 } else { Kind::Lookup4 },
         dst4,
+        off as u16,
+        ttl,
+    )
+}
+
+/// What a packet needs next, between the stages of [`Pipeline::process`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Nothing: not forwarded, for this reason.
+    Done(Reason),
+    /// An IPv4 LPM.
+    Lookup4,
+    /// An IPv6 LPM.
+    Lookup6,
+    /// A nexthop applied to an IPv4 packet.
+    Apply4,
+    /// A nexthop applied to an IPv6 packet.
+    Apply6,
+}
+
+impl Kind {
+    /// Reasons keep their own values; the kinds without one take values
+    /// above every reason's.
+    fn code(self) -> u8 {
+        match self {
+            Kind::Done(r) => r as u8,
+            Kind::Lookup4 => 0xf0,
+            Kind::Lookup6 => 0xf1,
+            Kind::Apply4 => 0xf2,
+            Kind::Apply6 => 0xf3,
+        }
+    }
+
+    fn from_code(c: u8) -> Kind {
+        match c {
+            0xf0 => Kind::Lookup4,
+            0xf1 => Kind::Lookup6,
+            0xf2 => Kind::Apply4,
+            0xf3 => Kind::Apply6,
+            // Only `code` makes codes: every other one is a reason's.
+            r => Kind::Done(
+                Reason::ALL
+                    .get(usize::from(r))
+                    .copied()
+                    .unwrap_or(Reason::Truncated),
+            ),
+        }
     }
 }
 
-/// Where a packet stands between the stages of [`Pipeline::process`].
+const _: () = assert!(Reason::COUNT < 0xf0);
+
+/// Where a packet stands between the stages of [`Pipeline::process`]: a
+/// reference and one word, which the functions of the first stage return
+/// in two registers. (As an enum with data, or any other record, it was
+/// returned through the stack: written by narrow stores, then copied by a
+/// wide load that could not be forwarded from them, a stall every packet.)
 #[derive(Clone, Copy)]
-enum Step<'v> {
-    /// Decided.
-    Done(Verdict),
-    /// Needs an LPM in `vrf` (IPv4 destination in `dst4`).
-    Lookup {
-        vrf: &'v VrfFib,
-        off: u16,
-        v6: bool,
-        ttl: u8,
-        dst4: u32,
-    },
-    /// Needs nexthop `nh` applied, writing TTL `ttl`.
-    Apply {
-        nh: u32,
-        off: u16,
-        v6: bool,
-        ttl: u8,
-    },
+struct Step<'v> {
+    /// `Lookup*`: the VRF to look in.
+    vrf: Option<&'v VrfFib>,
+    /// Bits 0–31: for `Lookup4` the destination, for `Apply*` the nexthop;
+    /// 32–47: for `Lookup*` and `Apply*` the IP header's offset in the
+    /// frame; 48–55: for `Lookup*` the packet's TTL, for `Apply*` the TTL
+    /// to write; 56–63: the kind's code.
+    word: u64,
 }
 
-impl Step<'_> {
+impl<'v> Step<'v> {
+    fn new(vrf: Option<&'v VrfFib>, kind: Kind, arg: u32, off: u16, ttl: u8) -> Self {
+        Step {
+            vrf,
+            word: u64::from(arg)
+                | u64::from(off) << 32
+                | u64::from(ttl) << 48
+                | u64::from(kind.code()) << 56,
+        }
+    }
+
     fn stop(r: Reason) -> Self {
-        Step::Done(Verdict::Stop(r))
+        Step::new(None, Kind::Done(r), 0, 0, 0)
+    }
+
+    fn apply(nh: u32, off: u16, v6: bool, ttl: u8) -> Self {
+        let kind = if v6 { Kind::Apply6 } else { Kind::Apply4 };
+        Step::new(None, kind, nh, off, ttl)
+    }
+
+    fn kind(self) -> Kind {
+        Kind::from_code((self.word >> 56) as u8)
+    }
+
+    fn arg(self) -> u32 {
+        self.word as u32
+    }
+
+    fn off(self) -> u16 {
+        (self.word >> 32) as u16
+    }
+
+    fn ttl(self) -> u8 {
+        (self.word >> 48) as u8
     }
 }
 
@@ -818,14 +870,8 @@ const LPM_LAG: usize = 8;
 /// into `w`, its chunk or list asked for.
 #[inline(always)]
 fn slot_step<'v>(st: &Step<'v>, w: &mut crate::fib::SlotWord<'v>) {
-    if let Step::Lookup {
-        vrf,
-        v6: false,
-        dst4,
-        ..
-    } = st
-    {
-        *w = vrf.slot_v4(*dst4);
+    if let (Kind::Lookup4, Some(vrf)) = (st.kind(), st.vrf) {
+        *w = vrf.slot_v4(st.arg());
     }
 }
 
@@ -930,3 +976,29 @@ fn push(buf: &mut PacketBuf, ip: &Ip, r: &RemoteNexthop, ttl: u8) -> Verdict {
 
 /// The MAC the router uses when it has none configured (locally administered).
 pub const DEFAULT_ROUTER_MAC: MacAddr = MacAddr([0x02, 0x76, 0x70, 0x6e, 0x00, 0x01]);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_keep_every_field_and_kind() {
+        let kinds = Reason::ALL.iter().map(|&r| Kind::Done(r)).chain([
+            Kind::Lookup4,
+            Kind::Lookup6,
+            Kind::Apply4,
+            Kind::Apply6,
+        ]);
+        for kind in kinds {
+            for (arg, off, ttl) in [
+                (0, 0, 0),
+                (u32::MAX, u16::MAX, u8::MAX),
+                (0x0a00_0001, 14, 64),
+            ] {
+                let st = Step::new(None, kind, arg, off, ttl);
+                assert!(st.kind() == kind);
+                assert_eq!((st.arg(), st.off(), st.ttl()), (arg, off, ttl));
+            }
+        }
+    }
+}
