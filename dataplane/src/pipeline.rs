@@ -305,7 +305,7 @@ impl Pipeline {
         let mut words = [crate::fib::SlotWord::default(); MAX_BURST];
         for i in 0..n {
             steps[i] = self.one(fib, port, &mut pkts[i]);
-            if let (Kind::Lookup4, Some(vrf)) = (steps[i].kind(), steps[i].vrf) {
+            if let Some(vrf) = steps[i].lookup4() {
                 vrf.prefetch_slot_v4(steps[i].arg());
             }
             if let Some(j) = i.checked_sub(LPM_LAG) {
@@ -317,8 +317,8 @@ impl Pipeline {
         }
         for i in 0..n {
             let st = steps[i];
-            if let (Kind::Lookup4 | Kind::Lookup6, Some(vrf)) = (st.kind(), st.vrf) {
-                let (off, v6, ttl) = (st.off(), st.kind() == Kind::Lookup6, st.ttl());
+            if let Some(vrf) = st.vrf {
+                let (off, v6, ttl) = (st.off(), st.v6(), st.ttl());
                 let nh = if v6 {
                     let o = usize::from(off);
                     let mut a = [0u8; 16];
@@ -335,26 +335,27 @@ impl Pipeline {
             }
         }
         for st in steps[..n].iter() {
-            if let Kind::Apply4 | Kind::Apply6 = st.kind() {
+            if st.is_apply() {
                 fib.prefetch_nexthop(st.arg());
             }
         }
         // Stage 3: nexthops, rewrites and per-output batches.
         for i in 0..n {
             let st = steps[i];
-            let v = match st.kind() {
-                Kind::Done(r) => Verdict::Stop(r),
-                Kind::Apply4 | Kind::Apply6 => apply_nexthop(
+            let v = if st.is_apply() {
+                apply_nexthop(
                     fib,
                     st.arg(),
                     &mut pkts[i],
                     Ip {
                         off: usize::from(st.off()),
-                        v6: st.kind() == Kind::Apply6,
+                        v6: st.v6(),
                     },
                     st.ttl(),
-                ),
-                Kind::Lookup4 | Kind::Lookup6 => Verdict::Stop(Reason::NoRoute),
+                )
+            } else {
+                // (Every lookup was resolved above.)
+                Verdict::Stop(st.reason().unwrap_or(Reason::NoRoute))
             };
             let v = match v {
                 Verdict::Stop(r) if r.is_exception() => self.punt(r, port, &pkts[i]),
@@ -750,102 +751,82 @@ fn lookup_step<'v>(vrf: &'v VrfFib, buf: &PacketBuf, off: usize, v6: bool, ttl: 
     let dst4 = if v6 {
         0
     } else {
-        u32::from_be_bytes([f[off + 16], f[off + 17], f[off + 18], f[off + 19]])
+        let d = &f[off + 16..off + 20];
+        u32::from_be_bytes([d[0], d[1], d[2], d[3]])
     };
-    Step::new(
-        Some(vrf),
-        if v6 { Kind::Lookup6 } else { Kind::Lookup4 },
-        dst4,
-        off as u16,
-        ttl,
-    )
+    Step::new(Some(vrf), LOOKUP | u8::from(v6), dst4, off as u16, ttl)
 }
 
-/// What a packet needs next, between the stages of [`Pipeline::process`].
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// Nothing: not forwarded, for this reason.
-    Done(Reason),
-    /// An IPv4 LPM.
-    Lookup4,
-    /// An IPv6 LPM.
-    Lookup6,
-    /// A nexthop applied to an IPv4 packet.
-    Apply4,
-    /// A nexthop applied to an IPv6 packet.
-    Apply6,
-}
+/// A step's code for a packet that needs an LPM ([`Reason`]s' values
+/// mean it is not forwarded, for that reason).
+const LOOKUP: u8 = 0xf0;
+/// A step's code for a packet that needs a nexthop applied.
+const APPLY: u8 = 0xf2;
+/// Added to `LOOKUP` or `APPLY` for an IPv6 packet.
+const V6: u8 = 1;
 
-impl Kind {
-    /// Reasons keep their own values; the kinds without one take values
-    /// above every reason's.
-    fn code(self) -> u8 {
-        match self {
-            Kind::Done(r) => r as u8,
-            Kind::Lookup4 => 0xf0,
-            Kind::Lookup6 => 0xf1,
-            Kind::Apply4 => 0xf2,
-            Kind::Apply6 => 0xf3,
-        }
-    }
-
-    fn from_code(c: u8) -> Kind {
-        match c {
-            0xf0 => Kind::Lookup4,
-            0xf1 => Kind::Lookup6,
-            0xf2 => Kind::Apply4,
-            0xf3 => Kind::Apply6,
-            // Only `code` makes codes: every other one is a reason's.
-            r => Kind::Done(
-                Reason::ALL
-                    .get(usize::from(r))
-                    .copied()
-                    .unwrap_or(Reason::Truncated),
-            ),
-        }
-    }
-}
-
-const _: () = assert!(Reason::COUNT < 0xf0);
+const _: () = assert!(Reason::COUNT < LOOKUP as usize);
 
 /// Where a packet stands between the stages of [`Pipeline::process`]: a
 /// reference and one word, which the functions of the first stage return
 /// in two registers. (As an enum with data, or any other record, it was
 /// returned through the stack: written by narrow stores, then copied by a
 /// wide load that could not be forwarded from them, a stall every packet.)
+/// The stages test its code byte directly.
 #[derive(Clone, Copy)]
 struct Step<'v> {
-    /// `Lookup*`: the VRF to look in.
+    /// The VRF to look in, for a packet that needs an LPM (and only then).
     vrf: Option<&'v VrfFib>,
-    /// Bits 0–31: for `Lookup4` the destination, for `Apply*` the nexthop;
-    /// 32–47: for `Lookup*` and `Apply*` the IP header's offset in the
-    /// frame; 48–55: for `Lookup*` the packet's TTL, for `Apply*` the TTL
-    /// to write; 56–63: the kind's code.
+    /// Bits 0–31: the IPv4 destination to look up, or the nexthop to apply;
+    /// 32–47: the IP header's offset in the frame; 48–55: the packet's TTL
+    /// before an LPM, the TTL to write with a nexthop; 56–63: the code.
     word: u64,
 }
 
 impl<'v> Step<'v> {
-    fn new(vrf: Option<&'v VrfFib>, kind: Kind, arg: u32, off: u16, ttl: u8) -> Self {
+    fn new(vrf: Option<&'v VrfFib>, code: u8, arg: u32, off: u16, ttl: u8) -> Self {
         Step {
             vrf,
             word: u64::from(arg)
                 | u64::from(off) << 32
                 | u64::from(ttl) << 48
-                | u64::from(kind.code()) << 56,
+                | u64::from(code) << 56,
         }
     }
 
     fn stop(r: Reason) -> Self {
-        Step::new(None, Kind::Done(r), 0, 0, 0)
+        Step::new(None, r as u8, 0, 0, 0)
     }
 
     fn apply(nh: u32, off: u16, v6: bool, ttl: u8) -> Self {
-        let kind = if v6 { Kind::Apply6 } else { Kind::Apply4 };
-        Step::new(None, kind, nh, off, ttl)
+        Step::new(None, APPLY | u8::from(v6), nh, off, ttl)
     }
 
-    fn kind(self) -> Kind {
-        Kind::from_code((self.word >> 56) as u8)
+    fn code(self) -> u8 {
+        (self.word >> 56) as u8
+    }
+
+    /// The VRF of a packet that needs an IPv4 LPM.
+    fn lookup4(self) -> Option<&'v VrfFib> {
+        if self.code() == LOOKUP {
+            self.vrf
+        } else {
+            None
+        }
+    }
+
+    fn is_apply(self) -> bool {
+        self.code() & !V6 == APPLY
+    }
+
+    /// For an LPM or a nexthop: whether the packet is IPv6.
+    fn v6(self) -> bool {
+        self.code() & V6 != 0
+    }
+
+    /// Why the packet is not forwarded, if that is decided.
+    fn reason(self) -> Option<Reason> {
+        Reason::ALL.get(usize::from(self.code())).copied()
     }
 
     fn arg(self) -> u32 {
@@ -870,7 +851,7 @@ const LPM_LAG: usize = 8;
 /// into `w`, its chunk or list asked for.
 #[inline(always)]
 fn slot_step<'v>(st: &Step<'v>, w: &mut crate::fib::SlotWord<'v>) {
-    if let (Kind::Lookup4, Some(vrf)) = (st.kind(), st.vrf) {
+    if let Some(vrf) = st.lookup4() {
         *w = vrf.slot_v4(st.arg());
     }
 }
@@ -983,21 +964,27 @@ mod tests {
 
     #[test]
     fn steps_keep_every_field_and_kind() {
-        let kinds = Reason::ALL.iter().map(|&r| Kind::Done(r)).chain([
-            Kind::Lookup4,
-            Kind::Lookup6,
-            Kind::Apply4,
-            Kind::Apply6,
-        ]);
-        for kind in kinds {
-            for (arg, off, ttl) in [
-                (0, 0, 0),
-                (u32::MAX, u16::MAX, u8::MAX),
-                (0x0a00_0001, 14, 64),
-            ] {
-                let st = Step::new(None, kind, arg, off, ttl);
-                assert!(st.kind() == kind);
+        let fields = [
+            (0, 0, 0),
+            (u32::MAX, u16::MAX, u8::MAX),
+            (0x0a00_0001, 14, 64),
+        ];
+        for &r in Reason::ALL {
+            for (arg, off, ttl) in fields {
+                let st = Step::new(None, r as u8, arg, off, ttl);
+                assert_eq!(st.reason(), Some(r));
+                assert!(!st.is_apply() && st.lookup4().is_none());
                 assert_eq!((st.arg(), st.off(), st.ttl()), (arg, off, ttl));
+            }
+        }
+        for v6 in [false, true] {
+            for (arg, off, ttl) in fields {
+                let st = Step::apply(arg, off, v6, ttl);
+                assert!(st.is_apply() && st.reason().is_none() && st.lookup4().is_none());
+                assert_eq!((st.arg(), st.off(), st.ttl(), st.v6()), (arg, off, ttl, v6));
+                let st = Step::new(None, LOOKUP | u8::from(v6), arg, off, ttl);
+                assert!(!st.is_apply() && st.reason().is_none());
+                assert_eq!((st.arg(), st.off(), st.ttl(), st.v6()), (arg, off, ttl, v6));
             }
         }
     }

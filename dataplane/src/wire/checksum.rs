@@ -1,16 +1,30 @@
 //! The Internet checksum (RFC 1071) and its incremental update (RFC 1624).
 
 /// One's-complement sum of `data` folded to 16 bits (not inverted).
+///
+/// Four bytes at a time into a 64-bit accumulator: the sum does not depend
+/// on the order of the bytes within its 16-bit words if the result is swapped
+/// alike (RFC 1071 §2(B)), so the words are read little-endian, added whole,
+/// and the folded sum swapped once at the end.
 pub fn sum(data: &[u8]) -> u16 {
-    let mut acc: u32 = 0;
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    let mut acc: u64 = 0;
+    let mut quads = data.chunks_exact(4);
+    for q in &mut quads {
+        acc += u64::from(u32::from_le_bytes([q[0], q[1], q[2], q[3]]));
     }
-    if let [last] = chunks.remainder() {
-        acc += u32::from(*last) << 8;
+    let rest = quads.remainder();
+    let mut pairs = rest.chunks_exact(2);
+    for p in &mut pairs {
+        acc += u64::from(u16::from_le_bytes([p[0], p[1]]));
     }
-    fold(acc)
+    if let [last] = pairs.remainder() {
+        acc += u64::from(*last);
+    }
+    // 2^16 ≡ 1 (mod 2^16 − 1): folding the halves keeps the sum. Twice
+    // to 32 bits (at most 33 after the first), then to 16.
+    let acc = (acc & 0xffff_ffff) + (acc >> 32);
+    let acc = (acc & 0xffff_ffff) + (acc >> 32);
+    fold(acc as u32).swap_bytes()
 }
 
 /// Fold a 32-bit one's-complement accumulator to 16 bits.
@@ -69,5 +83,37 @@ mod tests {
             assert_eq!(inc, full, "ttl {ttl}");
             hdr[10..12].copy_from_slice(&full.to_be_bytes());
         }
+    }
+
+    /// RFC 1071's definition, 16-bit big-endian words one at a time.
+    fn sum_by_words(data: &[u8]) -> u16 {
+        let mut acc: u32 = 0;
+        for w in data.chunks(2) {
+            let hi = u32::from(w[0]) << 8;
+            acc += hi | w.get(1).map_or(0, |&b| u32::from(b));
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        acc as u16
+    }
+
+    #[test]
+    fn four_bytes_at_a_time_sums_as_rfc1071_defines() {
+        let mut x: u32 = 0x2545_f491;
+        let mut byte = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        };
+        for len in 0..=80 {
+            let random: Vec<u8> = (0..len).map(|_| byte()).collect();
+            let high: Vec<u8> = (0..len).map(|_| 0xf0 | byte()).collect();
+            for data in [random, high, vec![0xff; len], vec![0; len]] {
+                assert_eq!(sum(&data), sum_by_words(&data), "{data:02x?}");
+            }
+        }
+        // Enough all-ones words to carry out of 32 bits many times.
+        let big = vec![0xff; 1 << 20];
+        assert_eq!(sum(&big), sum_by_words(&big));
     }
 }

@@ -57,12 +57,15 @@ pub(crate) fn need(header: &'static str, have: usize, needed: usize) -> Result<(
     }
 }
 
+// One bounds check per field: the slice's length is known after it.
 pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
+    let s = &b[at..at + 2];
+    u16::from_be_bytes([s[0], s[1]])
 }
 
 pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    let s = &b[at..at + 4];
+    u32::from_be_bytes([s[0], s[1], s[2], s[3]])
 }
 
 pub(crate) fn put16(b: &mut [u8], at: usize, v: u16) {
