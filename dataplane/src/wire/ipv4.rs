@@ -162,8 +162,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn set_ttl_update_checksum(&mut self, ttl: u8) {
         let b = self.buffer.as_mut();
         let old = be16(b, field::TTL);
+        // The new word is made from the old one in a register: reading it
+        // back after writing the TTL byte would wait for the byte store
+        // (a wider load is not forwarded from a narrower store).
+        let new = u16::from(ttl) << 8 | (old & 0xff);
         b[field::TTL] = ttl;
-        let new = be16(b, field::TTL);
         let c = checksum::update(be16(b, field::CHECKSUM), old, new);
         put16(b, field::CHECKSUM, c);
     }
