@@ -357,8 +357,9 @@ pub struct SlotArray<T: Send + Sync> {
 const SEG_BITS: u32 = 10;
 const SEG_LEN: usize = 1 << SEG_BITS;
 
+/// The slots inline, so that a read goes segment → slot → entry.
 struct Segment<T> {
-    slots: Box<[AtomicPtr<T>]>,
+    slots: [AtomicPtr<T>; SEG_LEN],
 }
 
 impl<T: Send + Sync> SlotArray<T> {
@@ -442,9 +443,7 @@ impl<T: Send + Sync> SlotArray<T> {
                 return true;
             }
             let seg = Box::new(Segment {
-                slots: (0..SEG_LEN)
-                    .map(|_| AtomicPtr::new(std::ptr::null_mut()))
-                    .collect(),
+                slots: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
             });
             let fresh = Box::into_raw(seg);
             s = match seg_slot.compare_exchange(s, fresh, Ordering::AcqRel, Ordering::Acquire) {
