@@ -365,7 +365,13 @@ impl Pipeline {
             match v {
                 Verdict::Tx(p) => {
                     self.local_tx += 1;
-                    match out.iter_mut().find(|(q, _)| *q == p) {
+                    // Most of a burst leaves by the port the packet before
+                    // it took: that batch is tried first.
+                    let batch = match out.last_mut() {
+                        Some(last) if last.0 == p => Some(last),
+                        _ => out.iter_mut().find(|(q, _)| *q == p),
+                    };
+                    match batch {
                         Some((_, idx)) => idx.push(i as u8),
                         None => {
                             if out.is_full() {

@@ -59,8 +59,10 @@ impl MemPort {
             // the descriptors and data it will hand out next: the frames
             // stream through memory beside the tables' random reads.
             let (at, at_len) = self.frames[ahead];
-            prefetch(self.data[at..].as_ptr());
-            prefetch(self.data[at + at_len.saturating_sub(1)..].as_ptr());
+            // (Addresses only: a prefetch reads nothing, so no bounds.)
+            let p = self.data.as_ptr().wrapping_add(at);
+            prefetch(p);
+            prefetch(p.wrapping_add(at_len.saturating_sub(1)));
             ahead += 1;
             if ahead == n {
                 ahead = 0;
