@@ -303,8 +303,9 @@ impl Pipeline {
         // The slot words read in the second step, finished in the third
         // (a sparse /8's list is searched once).
         let mut words = [crate::fib::SlotWord::default(); MAX_BURST];
+        let mut recent = Recent::default();
         for i in 0..n {
-            steps[i] = self.one(fib, port, &mut pkts[i]);
+            steps[i] = self.one(fib, &mut recent, port, &mut pkts[i]);
             if let Some(vrf) = steps[i].lookup4() {
                 vrf.prefetch_slot_v4(steps[i].arg());
             }
@@ -465,7 +466,13 @@ impl Pipeline {
     }
 
     #[inline]
-    fn one<'v>(&mut self, fib: &'v FibView<'_>, port: PortId, buf: &mut PacketBuf) -> Step<'v> {
+    fn one<'v>(
+        &mut self,
+        fib: &'v FibView<'_>,
+        recent: &mut Recent<'v>,
+        port: PortId,
+        buf: &mut PacketBuf,
+    ) -> Step<'v> {
         let f = buf.frame();
         let Ok(eth) = Frame::new_checked(f) else {
             return Step::stop(Reason::Truncated);
@@ -474,7 +481,7 @@ impl Pipeline {
             return Step::stop(Reason::VlanInVlan);
         };
         let hl = er.header_len();
-        let Some(role) = fib.port(port, er.vlan.unwrap_or(0)) else {
+        let Some(role) = recent.port(fib, port, er.vlan.unwrap_or(0)) else {
             return Step::stop(Reason::UnknownPort);
         };
         match role {
@@ -500,7 +507,7 @@ impl Pipeline {
                             return Step::stop(Reason::LocalDelivery);
                         }
                         let ttl = ip.ttl();
-                        let Some(vrf) = fib.vrf(ap.vrf) else {
+                        let Some(vrf) = recent.vrf(fib, ap.vrf) else {
                             return Step::stop(Reason::NoVrf);
                         };
                         lookup_step(vrf, buf, hl, false, ttl)
@@ -530,7 +537,7 @@ impl Pipeline {
                             return Step::stop(Reason::LocalDelivery);
                         }
                         let ttl = ip.hop_limit();
-                        let Some(vrf) = fib.vrf(ap.vrf) else {
+                        let Some(vrf) = recent.vrf(fib, ap.vrf) else {
                             return Step::stop(Reason::NoVrf);
                         };
                         lookup_step(vrf, buf, hl, true, ttl)
@@ -553,7 +560,7 @@ impl Pipeline {
                     return Step::stop(Reason::NotForUs);
                 }
                 match er.ethertype {
-                    ethertype::MPLS if er.dst == up.router_mac => pop(fib, buf, hl),
+                    ethertype::MPLS if er.dst == up.router_mac => pop(fib, recent, buf, hl),
                     ethertype::IPV4 if er.dst == up.router_mac => {
                         let ip = match check_v4(&f[hl..]) {
                             Ok(p) => p,
@@ -582,7 +589,7 @@ impl Pipeline {
                                 }
                                 let off = hl + ihl + g.header_len();
                                 buf.truncate(hl + tl);
-                                pop(fib, buf, off)
+                                pop(fib, recent, buf, off)
                             }
                             protocol::UDP => {
                                 let u = match udp::Packet::new_checked(ip.payload()) {
@@ -600,7 +607,7 @@ impl Pipeline {
                                 }
                                 let off = hl + ihl + udp::HEADER_LEN;
                                 buf.truncate(hl + ihl + usize::from(u.len()));
-                                pop(fib, buf, off)
+                                pop(fib, recent, buf, off)
                             }
                             _ => Step::stop(Reason::LocalDelivery),
                         }
@@ -639,8 +646,66 @@ fn check_v4(b: &[u8]) -> Result<ipv4::Packet<&[u8]>, Reason> {
     Ok(ip)
 }
 
+/// Table reads a burst repeats, kept for one call of
+/// [`Pipeline::process`] (whose view of the tables does not change): its
+/// packets arrive on one port, most on one VLAN, and most carry one VPN
+/// label or belong to one VRF. Each hit saves a slot array's chain of
+/// dependent reads.
+#[derive(Default)]
+struct Recent<'v> {
+    port: Option<(u16, Option<&'v PortRole>)>,
+    label: Option<(u32, Option<LabelAction>)>,
+    vrf: Option<(VrfId, Option<&'v VrfFib>)>,
+}
+
+impl<'v> Recent<'v> {
+    /// [`FibView::port`], `port` being the burst's.
+    #[inline(always)]
+    fn port(&mut self, fib: &'v FibView<'_>, port: PortId, vlan: u16) -> Option<&'v PortRole> {
+        match self.port {
+            Some((v, r)) if v == vlan => r,
+            _ => {
+                let r = fib.port(port, vlan);
+                self.port = Some((vlan, r));
+                r
+            }
+        }
+    }
+
+    /// [`FibView::label`].
+    #[inline(always)]
+    fn label(&mut self, fib: &'v FibView<'_>, label: u32) -> Option<LabelAction> {
+        match self.label {
+            Some((l, a)) if l == label => a,
+            _ => {
+                let a = fib.label(label);
+                self.label = Some((label, a));
+                a
+            }
+        }
+    }
+
+    /// [`FibView::vrf`].
+    #[inline(always)]
+    fn vrf(&mut self, fib: &'v FibView<'_>, vrf: VrfId) -> Option<&'v VrfFib> {
+        match self.vrf {
+            Some((v, f)) if v == vrf => f,
+            _ => {
+                let f = fib.vrf(vrf);
+                self.vrf = Some((vrf, f));
+                f
+            }
+        }
+    }
+}
+
 /// Pop the label stack starting at `off` and forward the inner packet.
-fn pop<'v>(fib: &'v FibView<'_>, buf: &mut PacketBuf, mut off: usize) -> Step<'v> {
+fn pop<'v>(
+    fib: &'v FibView<'_>,
+    recent: &mut Recent<'v>,
+    buf: &mut PacketBuf,
+    mut off: usize,
+) -> Step<'v> {
     let mut action = None;
     let mut mpls_ttl = 255u8;
     for _ in 0..MAX_LABELS {
@@ -659,7 +724,7 @@ fn pop<'v>(fib: &'v FibView<'_>, buf: &mut PacketBuf, mut off: usize) -> Step<'v
             }
             continue;
         }
-        let Some(a) = fib.label(l) else {
+        let Some(a) = recent.label(fib, l) else {
             return Step::stop(Reason::UnknownLabel);
         };
         if !e.bos {
@@ -704,7 +769,7 @@ fn pop<'v>(fib: &'v FibView<'_>, buf: &mut PacketBuf, mut off: usize) -> Step<'v
     };
     let ttl = ip_ttl.min(mpls_ttl);
     match action {
-        LabelAction::VrfLookup(v) => match fib.vrf(v) {
+        LabelAction::VrfLookup(v) => match recent.vrf(fib, v) {
             Some(vrf) => lookup_step(vrf, buf, off, v6, ttl),
             None => Step::stop(Reason::NoVrf),
         },

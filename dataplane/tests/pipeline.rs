@@ -516,3 +516,90 @@ fn frames_a_port_refuses_are_counted_while_the_worker_runs() {
         "every push refused"
     );
 }
+
+impl Bed {
+    /// Run `frames` through the pipeline as one burst on `port`.
+    fn run_burst(&mut self, port: PortId, frames: &[Vec<u8>]) -> Vec<(Verdict, Vec<u8>)> {
+        let mut bufs: Vec<PacketBuf> = frames
+            .iter()
+            .map(|f| {
+                let mut b = PacketBuf::new();
+                assert!(b.fill(f));
+                b
+            })
+            .collect();
+        let mut verdicts = vec![Verdict::Stop(Reason::Truncated); frames.len()];
+        let mut out = OutBatches::new();
+        {
+            let view = self.reader.view();
+            self.pipe
+                .process(&view, port, &mut bufs, &mut verdicts, &mut out, 1);
+        }
+        self.reader.quiescent();
+        verdicts
+            .into_iter()
+            .zip(&bufs)
+            .map(|(v, b)| (v, b.frame().to_vec()))
+            .collect()
+    }
+}
+
+/// `frame` with its first label stack entry of label `from` relabelled `to`.
+fn relabel(frame: &[u8], from: u32, to: u32) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    let at = (14..f.len() - 4)
+        .find(|&i| u32::from_be_bytes([f[i], f[i + 1], f[i + 2], f[i + 3]]) >> 12 == from)
+        .expect("label in frame");
+    let e = u32::from_be_bytes([f[at], f[at + 1], f[at + 2], f[at + 3]]);
+    f[at..at + 4].copy_from_slice(&((to << 12) | (e & 0xfff)).to_be_bytes());
+    f
+}
+
+#[test]
+fn a_burst_of_mixed_labels_and_vlans_is_forwarded_as_packets_alone_are() {
+    let g = golden();
+    // Uplink: per-VRF and per-attachment labels, each encapsulation and an
+    // unknown label, interleaved so that no two neighbours share a label.
+    let unknown = relabel(&g["pop_in_eth"], 500, 777);
+    let mut uplink = Vec::new();
+    for _ in 0..3 {
+        for f in [
+            &g["pop_in_eth"],
+            &g["pop_in_direct"],
+            &unknown,
+            &g["pop_in_gre"],
+        ] {
+            uplink.push(f.clone());
+        }
+        uplink.push(g["pop_in_udp"].clone());
+        uplink.push(g["pop_in_direct"].clone());
+    }
+    // The access port of VLAN 100: tagged frames and untagged ones (no such
+    // port on VLAN 0), alternating, then in runs.
+    let mut tagged = g["push_in_eth"].clone();
+    tagged[6..12].copy_from_slice(&mac("02:00:00:00:00:02").0);
+    tagged.splice(12..12, [0x81, 0x00, 0x00, 100]);
+    let untagged = g["push_in_eth"].clone();
+    let mut access = Vec::new();
+    for i in 0..12 {
+        access.push(if i % 2 == 0 || i >= 8 {
+            tagged.clone()
+        } else {
+            untagged.clone()
+        });
+    }
+    for (port, frames) in [(UPLINK, uplink), (ACCESS_VLAN, access)] {
+        let alone: Vec<_> = frames.iter().map(|f| Bed::new().run(port, f)).collect();
+        let burst = Bed::new().run_burst(port, &frames);
+        assert_eq!(burst.len(), alone.len());
+        for (i, (b, a)) in burst.iter().zip(&alone).enumerate() {
+            assert_eq!(b.0, a.0, "packet {i} on {port:?}");
+            assert_eq!(hex(&b.1), hex(&a.1), "packet {i} on {port:?}");
+        }
+        let verdicts: Vec<_> = burst.iter().map(|(v, _)| *v).collect();
+        assert!(
+            verdicts.contains(&Verdict::Tx(ACCESS_VLAN)) || verdicts.contains(&Verdict::Tx(UPLINK))
+        );
+        assert!(verdicts.iter().any(|v| matches!(v, Verdict::Stop(_))));
+    }
+}
