@@ -662,39 +662,35 @@ impl<'v> Recent<'v> {
     /// [`FibView::port`], `port` being the burst's.
     #[inline(always)]
     fn port(&mut self, fib: &'v FibView<'_>, port: PortId, vlan: u16) -> Option<&'v PortRole> {
-        match self.port {
-            Some((v, r)) if v == vlan => r,
-            _ => {
-                let r = fib.port(port, vlan);
-                self.port = Some((vlan, r));
-                r
-            }
-        }
+        kept(&mut self.port, vlan, || fib.port(port, vlan))
     }
 
     /// [`FibView::label`].
     #[inline(always)]
     fn label(&mut self, fib: &'v FibView<'_>, label: u32) -> Option<LabelAction> {
-        match self.label {
-            Some((l, a)) if l == label => a,
-            _ => {
-                let a = fib.label(label);
-                self.label = Some((label, a));
-                a
-            }
-        }
+        kept(&mut self.label, label, || fib.label(label))
     }
 
     /// [`FibView::vrf`].
     #[inline(always)]
     fn vrf(&mut self, fib: &'v FibView<'_>, vrf: VrfId) -> Option<&'v VrfFib> {
-        match self.vrf {
-            Some((v, f)) if v == vrf => f,
-            _ => {
-                let f = fib.vrf(vrf);
-                self.vrf = Some((vrf, f));
-                f
-            }
+        kept(&mut self.vrf, vrf, || fib.vrf(vrf))
+    }
+}
+
+/// The value kept in `last` if it was read for `key`, else `read()`, kept.
+#[inline(always)]
+fn kept<K: Copy + PartialEq, V: Copy>(
+    last: &mut Option<(K, V)>,
+    key: K,
+    read: impl FnOnce() -> V,
+) -> V {
+    match *last {
+        Some((k, v)) if k == key => v,
+        _ => {
+            let v = read();
+            *last = Some((key, v));
+            v
         }
     }
 }
@@ -822,8 +818,7 @@ fn lookup_step<'v>(vrf: &'v VrfFib, buf: &PacketBuf, off: usize, v6: bool, ttl: 
     let dst4 = if v6 {
         0
     } else {
-        let d = &f[off + 16..off + 20];
-        u32::from_be_bytes([d[0], d[1], d[2], d[3]])
+        crate::wire::be32(f, off + 16)
     };
     Step::new(Some(vrf), LOOKUP | u8::from(v6), dst4, off as u16, ttl)
 }

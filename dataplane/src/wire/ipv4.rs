@@ -160,16 +160,15 @@ impl<T: AsRef<[u8]>> Packet<T> {
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Set the TTL, updating the checksum incrementally (RFC 1624).
     pub fn set_ttl_update_checksum(&mut self, ttl: u8) {
-        // TTL, protocol and checksum, bounds checked once.
-        let h = &mut self.buffer.as_mut()[field::TTL..field::CHECKSUM + 2];
-        let old = u16::from_be_bytes([h[0], h[1]]);
+        let b = self.buffer.as_mut();
+        let old = be16(b, field::TTL);
         // The new word is made from the old one in a register: reading it
         // back after writing the TTL byte would wait for the byte store
         // (a wider load is not forwarded from a narrower store).
         let new = u16::from(ttl) << 8 | (old & 0xff);
-        let c = checksum::update(u16::from_be_bytes([h[2], h[3]]), old, new);
-        h[0] = ttl;
-        h[2..4].copy_from_slice(&c.to_be_bytes());
+        b[field::TTL] = ttl;
+        let c = checksum::update(be16(b, field::CHECKSUM), old, new);
+        put16(b, field::CHECKSUM, c);
     }
     /// Recompute the header checksum from scratch.
     pub fn fill_checksum(&mut self) {
