@@ -12,25 +12,34 @@
 //!
 //! ```text
 //!  [-1] u32 index of the root node's first leaf << 44 | offset of the
-//!       child array (0: none) << 24 | length in words
+//!       children's index (0: no children) << 24 | length in words
 //!  [0] the root node: vector, leafvec,
 //!      the value of the routes covering the whole chunk << 32 (updated in
 //!      place) | skipped key bits << 21 | their count << 16 | offset of the
 //!      root's first child node
 //!  IPv4 (14 bits): [3..] the root node's leaves, two u32 per word (u32
 //!      index 6 onwards), then the other nodes, then their leaves
-//!  IPv6 (16 bits): [3..] the other nodes, then all leaves, the root's first
+//!  IPv6 (16 bits): [3..] the first level's nodes, the root's leaves; then
+//!      per node of the first level: its child nodes, their leaves and
+//!      its own, the entries of the child chunks those leaves name
 //!  a node other than the root: vector, leafvec,
 //!      u32 index of its first leaf << 32 | offset of its first child node
-//!  then the child array, two words per child: pointer (updated in place), default
+//!  a child chunk's entry, two words: pointer (updated in place), default
+//!  then the children's index: the word offset of each one's entry (u32,
+//!      in key order), which only the writer reads
 //! ```
 //!
 //! What an IPv4 lookup answered at the root reads — nearly all of them:
 //! the root node, the covering value and the root's leaves — starts at the
 //! pointer, in as few cache lines as the root's leaves allow (ten leaves
 //! fit the first 64 bytes). IPv6 walks go down two or three nodes more
-//! often than not, so an IPv6 chunk keeps its nodes together. The words
-//! only the writer and deep walks need lie before the pointer or after.
+//! often than not, and from a leaf on to a child chunk's entry, so an
+//! IPv6 chunk keeps each node of the second level beside the leaves it
+//! holds and the entries they name: the last three reads of a walk lie in
+//! a line or two (see [`place_v6`]; a chunk whose entries would put a node
+//! beyond the offsets a node can name has them at the end instead). The
+//! words only the writer and deep walks need lie before the pointer or
+//! after.
 //!
 //! An IPv6 chunk whose routes and children all lie under one prefix of
 //! its key slice (a /32's block in its /18, a run of /48s in their /34)
@@ -42,9 +51,9 @@
 //! as the flat array's lists copy their root's leaves.
 //!
 //! Values: [`NO_ROUTE`] (no route of this chunk covers the key), a nexthop
-//! id, or [`CHILD`]`| o` (descend to the child chunk whose entry in the
-//! chunk's child array lies `o` words from the root: a lookup reads it
-//! without first reading where the array starts). Building costs time in
+//! id, or [`CHILD`]`| o` (descend to the child chunk whose entry lies `o`
+//! words from the root: a lookup reads it without first reading where
+//! the entries start). Building costs time in
 //! proportion to the chunk's routes and children, not to its key space.
 
 #![allow(unsafe_code)]
@@ -65,12 +74,13 @@ pub const CHILD: u32 = 0x8000_0000;
 pub const DEEP: u32 = NO_ROUTE - 1;
 
 /// Words of the allocation before the root node: one, holding the
-/// chunk's length, its child array's offset and its root's first leaf
+/// chunk's length, its children's index's offset and its root's first leaf
 /// (see the module doc; [`LEN_BITS`], [`KIDS_AT`], [`ROOT_AT`]).
 const PRE: usize = 1;
 /// Bits of the word before the root that hold the chunk's length in words.
 const LEN_BITS: u64 = (1 << 24) - 1;
-/// Shift of the child array's offset (20 bits) in the word before the root.
+/// Shift of the children's index's offset (20 bits) in the word before
+/// the root.
 const KIDS_AT: u32 = 24;
 /// Shift of the root's first leaf's u32 index (20 bits) in the word before
 /// the root.
@@ -365,15 +375,21 @@ pub(crate) fn set_default(d: &Words, v: u32) {
     }
 }
 
-/// The child array: (pointer word, default) of child `i`.
+/// The pointer word and default of child `i` (in key order), found
+/// through the writer's index of the children's entries.
 #[inline(always)]
 pub(crate) fn kid(d: &Words, i: usize) -> Option<(&AtomicU64, u32)> {
-    let off = ((d.first()?.load(Ordering::Relaxed) >> KIDS_AT) & 0xf_ffff) as usize;
-    if off == 0 {
+    let index = ((d.first()?.load(Ordering::Relaxed) >> KIDS_AT) & 0xf_ffff) as usize;
+    if index == 0 {
         return None;
     }
-    let p = d.get(PRE + off + 2 * i)?;
-    let def = d.get(PRE + off + 2 * i + 1)?.load(Ordering::Relaxed) as u32;
+    let word = d.get(PRE + index + i / 2)?.load(Ordering::Relaxed);
+    let at = (word >> (32 * (i % 2))) as u32 as usize;
+    if at == 0 {
+        return None;
+    }
+    let p = d.get(PRE + at)?;
+    let def = d.get(PRE + at + 1)?.load(Ordering::Relaxed) as u32;
     Some((p, def))
 }
 
@@ -385,7 +401,7 @@ pub(crate) fn kid(d: &Words, i: usize) -> Option<(&AtomicU64, u32)> {
 /// # Safety
 /// `first` must point to the first word of a live chunk made by [`build`],
 /// and `at` must be the offset of a [`CHILD`] value a lookup in it
-/// returned: [`build`] writes the child array's entry there.
+/// returned: [`build`] writes the child's entry there.
 #[inline(always)]
 pub(crate) unsafe fn kid_raw(first: *const AtomicU64, at: usize) -> (u64, u32) {
     // SAFETY: caller's contract: the entry's two words lie inside the
@@ -474,6 +490,10 @@ thread_local! {
     static LEAVES: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
     /// A skipping chunk's routes, their shared bits left out.
     static MOVED: Cell<Vec<ChunkRoute>> = const { Cell::new(Vec::new()) };
+    /// Where each node and its leaves go in the chunk being built, and
+    /// each child's entry.
+    static PLACE: Cell<Vec<(u32, u32)>> = const { Cell::new(Vec::new()) };
+    static KID_AT: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
 }
 
 /// The key bits a chunk of `width`-bit keys may leave out (skip) and the
@@ -561,6 +581,7 @@ fn build_words(
         }));
         &moved[..]
     };
+    let v4 = width == 14;
     let width = inner;
     let mut nodes = scratch(&NODES);
     nodes.push([0; 3]);
@@ -572,91 +593,214 @@ fn build_words(
     };
     b.node(0, 0, 0, routes, &keys, 0, NO_ROUTE);
     unscratch(&MOVED, moved);
-    // The root's leaves are the first (it is finished before its
-    // children). An IPv4 chunk has them right after the root node, so that
-    // a lookup answered at the root — nearly all IPv4 lookups — reads few
-    // lines; an IPv6 chunk has its nodes together first, as its walks go
-    // down two or three nodes more often than not.
-    let root_leaves = b.nodes[0][1].count_ones() as usize;
-    let root_first = width == 14;
-    let nodes_at = if root_first {
-        NODE + root_leaves.div_ceil(2)
+    // Where each node, its leaves and each child's entry go.
+    let mut place = scratch(&PLACE);
+    let mut kid_at = scratch(&KID_AT);
+    kid_at.resize(kids.len(), 0);
+    let body = if v4 {
+        place_apart(&b.nodes, true, &mut place, &mut kid_at)
     } else {
-        NODE
+        place_v6(&b.nodes, &keys, width, &mut place, &mut kid_at)
+            .unwrap_or_else(|| place_apart(&b.nodes, false, &mut place, &mut kid_at))
     };
-    // Word offset (from the root) of node `i`; the root is node 0.
-    let node_at = |i: u64| {
-        if i == 0 {
-            0
-        } else {
-            nodes_at as u64 + NODE as u64 * (i - 1)
-        }
-    };
-    let leaves_at = nodes_at + NODE * (b.nodes.len() - 1);
-    // u32 index of leaf i, and the words the leaves after the nodes take.
-    let (skip, root_leaf, rest_words) = if root_first {
-        let rest = b.leaves.len() - root_leaves;
-        (root_leaves, ROOT_LEAF, rest.div_ceil(2))
-    } else {
-        (0, 2 * leaves_at, b.leaves.len().div_ceil(2))
-    };
-    let kids_at = if kids.is_empty() {
-        0
-    } else {
-        leaves_at + rest_words
-    };
-    let total = PRE + leaves_at + rest_words + 2 * kids.len();
-    // A child's leaves name its entry's word offset, now known, instead of
-    // its index.
-    if !kids.is_empty() {
-        for v in b.leaves.iter_mut() {
-            if *v & CHILD != 0 && *v < DEEP {
-                *v = CHILD | (kids_at as u32 + 2 * (*v & !CHILD));
-            }
-        }
-    }
+    // The writer's index of the children's entries (u32 word offsets, two
+    // to a word), in key order: readers go by the offset a leaf names.
+    let kids_at = if kids.is_empty() { 0 } else { body };
+    let total = PRE + body + kids.len().div_ceil(2);
+    let root_leaf = place[0].1 as usize;
     w.clear();
-    w.reserve(total);
+    // Padding halves after an odd number of leaves read as "none".
+    w.resize(total, (u64::from(NO_ROUTE) << 32) | u64::from(NO_ROUTE));
     debug_assert!(total as u64 <= LEN_BITS && kids_at < 1 << 20 && root_leaf < 1 << 20);
-    w.push(((root_leaf as u64) << ROOT_AT) | ((kids_at as u64) << KIDS_AT) | total as u64);
+    w[0] = ((root_leaf as u64) << ROOT_AT) | ((kids_at as u64) << KIDS_AT) | total as u64;
     // A node's third word: its first child's offset (where it has one)
-    // and, above, the u32 index of its first leaf.
+    // and, above, the u32 index of its first leaf (the root's is in the
+    // word before it).
     let child_of = |n: &[u64; 3]| {
         if n[0] == 0 {
             0
         } else {
-            node_at(n[2] & 0xffff_ffff)
+            u64::from(place[(n[2] & 0xffff_ffff) as usize].0)
         }
     };
-    let root = &b.nodes[0];
-    debug_assert!(child_of(root) <= CHILD_OFF);
-    w.extend([
-        root[0],
-        root[1],
-        (u64::from(default) << 32)
-            | u64::from(skip_key) << SKIP_KEY_AT
-            | u64::from(skipped) << SKIP_AT
-            | child_of(root),
-    ]);
-    let pairs = |w: &mut Vec<u64>, leaves: &[u32]| {
-        for pair in leaves.chunks(2) {
-            let hi = pair.get(1).copied().unwrap_or(NO_ROUTE);
-            w.push(u64::from(pair[0]) | (u64::from(hi) << 32));
-        }
-    };
-    pairs(w, &b.leaves[..skip]);
-    for n in &b.nodes[1..] {
-        let base_leaf = (2 * leaves_at) as u64 + (n[2] >> 32) - skip as u64;
-        w.extend([n[0], n[1], (base_leaf << 32) | child_of(n)]);
+    for (i, n) in b.nodes.iter().enumerate() {
+        let (at, _) = place[i];
+        debug_assert!(child_of(n) <= CHILD_OFF);
+        let third = if i == 0 {
+            (u64::from(default) << 32)
+                | u64::from(skip_key) << SKIP_KEY_AT
+                | u64::from(skipped) << SKIP_AT
+                | child_of(n)
+        } else {
+            (u64::from(place[i].1) << 32) | child_of(n)
+        };
+        let at = PRE + at as usize;
+        w[at..at + NODE].copy_from_slice(&[n[0], n[1], third]);
     }
-    pairs(w, &b.leaves[skip..]);
+    {
+        // The leaves, as u32s in the order readers index them.
+        // SAFETY: u32 has no stricter alignment than u64 and no invalid
+        // values; the view covers exactly the words' bytes and is the
+        // only access to them while it lives.
+        let halves =
+            unsafe { std::slice::from_raw_parts_mut(w.as_mut_ptr().cast::<u32>(), 2 * w.len()) };
+        for (i, n) in b.nodes.iter().enumerate() {
+            let first = (n[2] >> 32) as usize;
+            let leaves = &b.leaves[first..first + n[1].count_ones() as usize];
+            let at = 2 * PRE + place[i].1 as usize;
+            for (k, &v) in leaves.iter().enumerate() {
+                // A child's leaf names its entry's offset, not its index.
+                let v = if v & CHILD != 0 && v < DEEP {
+                    CHILD | kid_at[(v & !CHILD) as usize]
+                } else {
+                    v
+                };
+                halves[half(at + k)] = v;
+            }
+        }
+        for (i, &k) in kid_at.iter().enumerate() {
+            halves[half(2 * (PRE + kids_at) + i)] = k;
+        }
+    }
+    unscratch(&PLACE, place);
     for (i, (_, ptr)) in kids.iter().enumerate() {
-        w.extend([*ptr, u64::from(b.kid_defaults[i])]);
+        let at = PRE + kid_at[i] as usize;
+        w[at..at + 2].copy_from_slice(&[*ptr, u64::from(b.kid_defaults[i])]);
     }
-    debug_assert_eq!(w.len(), total);
+    unscratch(&KID_AT, kid_at);
     unscratch(&KEYS, keys);
     unscratch(&NODES, b.nodes);
     unscratch(&LEAVES, b.leaves);
+}
+
+/// Where u32 number `u` of a chunk's words lies in a view of them as
+/// u32s: leaf `u` is the low half of word `u / 2` when `u` is even.
+#[inline(always)]
+fn half(u: usize) -> usize {
+    if cfg!(target_endian = "big") {
+        u ^ 1
+    } else {
+        u
+    }
+}
+
+/// Lay a chunk out as nodes, then leaves, then its children's entries:
+/// `place[i]` gets node i's word offset from the root and the u32 index
+/// of its first leaf, `kid_at[k]` the word offset of child k's entry.
+/// With `root_first` (IPv4 chunks) the root's leaves come right after the
+/// root node, in its lines: nearly every IPv4 lookup is answered there.
+/// Returns the words used from the root on.
+fn place_apart(
+    nodes: &[[u64; 3]],
+    root_first: bool,
+    place: &mut Vec<(u32, u32)>,
+    kid_at: &mut [u32],
+) -> usize {
+    place.clear();
+    let count = |n: &[u64; 3]| n[1].count_ones() as usize;
+    let root_leaves = if root_first { count(&nodes[0]) } else { 0 };
+    let nodes_at = NODE + root_leaves.div_ceil(2);
+    let leaves_at = nodes_at + NODE * (nodes.len() - 1);
+    // Leaves go in the order their nodes were finished, the root's first.
+    let after = |n: &[u64; 3]| 2 * leaves_at + (n[2] >> 32) as usize - root_leaves;
+    place.push((
+        0,
+        if root_first {
+            ROOT_LEAF
+        } else {
+            after(&nodes[0])
+        } as u32,
+    ));
+    for (i, n) in nodes.iter().enumerate().skip(1) {
+        place.push(((nodes_at + NODE * (i - 1)) as u32, after(n) as u32));
+    }
+    let rest: usize = nodes.iter().map(count).sum::<usize>() - root_leaves;
+    let kids = leaves_at + rest.div_ceil(2);
+    for (k, at) in kid_at.iter_mut().enumerate() {
+        *at = (kids + 2 * k) as u32;
+    }
+    kids + 2 * kid_at.len()
+}
+
+/// Lay an IPv6 chunk out (as [`place_apart`] says) along its walks, or
+/// None where a node's offset would not fit its parent's word (a chunk
+/// of many thousand leaves: [`place_apart`] then).
+///
+/// A walk to a leaf two levels down reads the root, a node of the first
+/// level, one of the second, a leaf, and where the leaf names a child,
+/// the child's entry. The root and the first level's nodes come first,
+/// then the root's leaves; then, for each node of the first level, its
+/// children and right after them their leaves and its own; after each
+/// group of leaves, the entries of the children they name. A node of the
+/// second level, the leaf a walk reads from it and a child's entry then
+/// lie in the same line or the next, where all leaves after all nodes
+/// put them lines apart in a large chunk.
+fn place_v6(
+    nodes: &[[u64; 3]],
+    keys: &[u16],
+    width: u32,
+    place: &mut Vec<(u32, u32)>,
+    kid_at: &mut [u32],
+) -> Option<usize> {
+    place.clear();
+    place.resize(nodes.len(), (0, 0));
+    let count = |i: usize| nodes[i][1].count_ones() as usize;
+    // The children of node i.
+    let kids = |i: usize| {
+        let n = &nodes[i];
+        let first = (n[2] & 0xffff_ffff) as usize;
+        first..first + n[0].count_ones() as usize
+    };
+    // Child chunks are keyed by the whole slice, so their leaves lie at
+    // the last level: the root's where the trie is one node, else under
+    // the first level's node of their top six bits. Keys are sorted, so
+    // each group's children are the next ones.
+    let mut next_kid = 0;
+    let mut entries = |top: Option<u32>, at: &mut usize| {
+        while let Some(&k) = keys.get(next_kid) {
+            if top.is_some_and(|j| u32::from(k) >> (width - 6) != j) {
+                break;
+            }
+            kid_at[next_kid] = *at as u32;
+            *at += 2;
+            next_kid += 1;
+        }
+    };
+    let mut at = NODE;
+    for i in kids(0) {
+        place[i].0 = at as u32;
+        at += NODE;
+    }
+    place[0].1 = (2 * at) as u32;
+    at += count(0).div_ceil(2);
+    if width <= 6 {
+        entries(None, &mut at);
+    }
+    let mut slots = nodes[0][0];
+    for l1 in kids(0) {
+        let j = slots.trailing_zeros();
+        slots &= slots - 1;
+        for i in kids(l1) {
+            if at > CHILD_OFF as usize {
+                return None;
+            }
+            place[i].0 = at as u32;
+            at += NODE;
+        }
+        let mut u = 2 * at;
+        for i in kids(l1).chain([l1]) {
+            place[i].1 = u as u32;
+            u += count(i);
+        }
+        at = u.div_ceil(2);
+        entries(Some(j), &mut at);
+    }
+    debug_assert_eq!(next_kid, keys.len(), "every child has its entry");
+    debug_assert!(
+        kids(0).all(|l1| kids(l1).all(|l2| kids(l2).is_empty())),
+        "an IPv6 chunk has three levels"
+    );
+    Some(at)
 }
 
 impl Builder<'_> {
@@ -865,6 +1009,57 @@ mod tests {
         );
     }
 
+    /// Chunks with thousands of children: each child's leaf names its
+    /// entry, the writer's index finds the same entries in key order, and
+    /// the unchecked walk answers as the checked one. With a child under
+    /// every key the entries outgrow the offsets a node can name beside
+    /// the leaves, and the chunk is laid out with its entries at the end.
+    #[test]
+    fn a_chunk_of_many_children_names_every_entry() {
+        let r = |start, len, value| ChunkRoute { start, len, value };
+        let routes = [r(0x0000, 1, 1), r(0x8000, 4, 2), r(0x8100, 9, 3)];
+        let default = |k: u32| match k {
+            0x8100..=0x817f => 3,
+            0x8000..=0x8fff => 2,
+            0..=0x7fff => 1,
+            _ => NO_ROUTE,
+        };
+        for every in [1u32, 7, 61] {
+            let keys: Vec<u16> = (0..1u32 << 16)
+                .step_by(every as usize)
+                .map(|k| k as u16)
+                .collect();
+            let kids: Vec<(u16, u64)> = keys
+                .iter()
+                .map(|&k| (k, 0x10 * (u64::from(k) + 1)))
+                .collect();
+            let mut d = Vec::new();
+            let c = build(16, false, &routes, &kids, &mut d, NO_ROUTE);
+            for (i, &k) in keys.iter().enumerate() {
+                let v = lookup(&c, u32::from(k) << 2);
+                assert_ne!(v & CHILD, 0, "key {k:#x} of every {every}");
+                // SAFETY: `c` is a chunk `build` made.
+                assert_eq!(unsafe { lookup_raw(root(&c), u32::from(k) << 2) }, v);
+                let at = (v & !CHILD) as usize;
+                let want = (kids[i].1, default(u32::from(k)));
+                // SAFETY: `at` is a child value a lookup in `c` returned.
+                assert_eq!(unsafe { kid_raw(root(&c), at) }, want, "key {k:#x}");
+                let (p, def) = kid(&c, i).expect("a child's entry in the index");
+                assert!(
+                    core::ptr::eq(p, &c[PRE + at]),
+                    "key {k:#x} of every {every}"
+                );
+                assert_eq!(def, want.1);
+            }
+            assert!(kid(&c, keys.len()).is_none());
+            if every > 1 {
+                let k = 1u32;
+                // SAFETY: as above.
+                assert_eq!(unsafe { lookup_raw(root(&c), k << 2) }, default(k));
+            }
+        }
+    }
+
     #[test]
     fn kids_take_precedence_and_record_their_covering_default() {
         let routes = vec![ChunkRoute {
@@ -875,28 +1070,30 @@ mod tests {
         let kids = [(0x0001u16, 0xaa0), (0x4005, 0xbb0), (0xffff, 0xcc0)];
         let mut d = Vec::new();
         let c = build(16, false, &routes, &kids, &mut d, NO_ROUTE);
-        // A child's value names its entry: the child array's offset from
-        // the root, two words an entry.
-        let off = ((c[0].load(Ordering::Relaxed) >> KIDS_AT) & 0xf_ffff) as u32;
-        assert!(off > 0);
-        assert_eq!(lookup(&c, 0x0001 << 2), CHILD | off);
-        assert_eq!(lookup(&c, 0x4005 << 2), CHILD | (off + 2));
-        assert_eq!(lookup(&c, 0xffff << 2), CHILD | (off + 4));
+        // A child's value names its entry's offset from the root; the
+        // writer finds the entries in key order through its index.
         assert_eq!(lookup(&c, 0x4006 << 2), 9);
         assert_eq!(lookup(&c, 0x0002 << 2), NO_ROUTE);
         assert_eq!(d, vec![NO_ROUTE, 9, NO_ROUTE]);
-        let (p, def) = kid(&c, 1).expect("kid 1");
-        assert_eq!((p.load(Ordering::Relaxed), def), (0xbb0, 9));
-        for (key, want) in [
+        for (i, (key, want)) in [
             (0x0001, (0xaa0, NO_ROUTE)),
             (0x4005, (0xbb0, 9)),
             (0xffff, (0xcc0, NO_ROUTE)),
-        ] {
-            let at = (lookup(&c, key << 2) & !CHILD) as usize;
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let v = lookup(&c, key << 2);
+            assert_ne!(v & CHILD, 0, "key {key:#x}");
+            let at = (v & !CHILD) as usize;
             // SAFETY: `c` is a chunk made by `build` with three children,
             // and `at` a child value its lookup returned.
             assert_eq!(unsafe { kid_raw(root(&c), at) }, want);
+            let (p, def) = kid(&c, i).expect("a child's entry in the index");
+            assert_eq!((p.load(Ordering::Relaxed), def), want);
+            assert!(core::ptr::eq(p, &c[PRE + at]));
         }
+        assert!(kid(&c, 3).is_none());
         assert_eq!((c[0].load(Ordering::Relaxed) & LEN_BITS) as usize, c.len());
     }
 
