@@ -706,16 +706,15 @@ fn prefetch_chunk(s: usize) {
 }
 
 /// Ask for the lines an IPv6 walk reads in the chunk whose pointer is
-/// `c`: the word before its root (where the root's leaves start, read
-/// when the root answers; on the line before the root's a quarter of the
-/// time) and the first
-/// `lines` lines from the root, where its nodes, leaves and children lie
-/// for most chunks. An IPv6 chunk's walk reads up to three nodes, a leaf
-/// and often a child's word, each depending on the one before: asking for
-/// all of them at once turns four dependent misses into one wait.
+/// `c`: the first `lines` lines from the root, where its nodes, leaves
+/// and children lie for most chunks. (The word before the root, where the
+/// root's leaves start, shares the root's line: blocks are 16-byte
+/// aligned and the root lies one word in.) An IPv6 chunk's walk reads up
+/// to three nodes, a leaf and often a child's word, each depending on the
+/// one before: asking for all of them at once turns four dependent misses
+/// into one wait.
 #[inline(always)]
 fn prefetch_chunk_v6(c: usize, lines: usize) {
-    prefetch(c.wrapping_sub(8) as *const u8);
     for i in 0..lines {
         prefetch(c.wrapping_add(64 * i) as *const u8);
     }
@@ -1062,15 +1061,15 @@ impl LpmShared {
         // and child words) are published and retired like segments, so
         // every chunk walked is live.
         unsafe {
-            let best = poptrie::default_raw(p);
-            Self::step_v6(
-                ip,
-                V6At {
-                    p,
-                    best,
-                    start: TOP_BITS,
-                },
-            )
+            // One read of the root's third word gives the default and the
+            // walk's first step.
+            let third = poptrie::third_word(p);
+            let at = V6At {
+                p,
+                best: (third >> 32) as u32,
+                start: TOP_BITS,
+            };
+            Self::step_v6_at(ip, at, third)
         }
     }
 
@@ -1097,6 +1096,16 @@ impl LpmShared {
     /// As [`LpmShared::walk_v6_from`].
     #[inline(always)]
     unsafe fn step_v6(ip: u128, at: V6At) -> V6Walk {
+        // SAFETY: caller's contract.
+        unsafe { Self::step_v6_at(ip, at, poptrie::third_word(at.p)) }
+    }
+
+    /// [`LpmShared::step_v6`] given the chunk's root's third word.
+    ///
+    /// # Safety
+    /// As [`LpmShared::walk_v6_from`]; `third` read from `at.p`.
+    #[inline(always)]
+    unsafe fn step_v6_at(ip: u128, at: V6At, third: u64) -> V6Walk {
         // The first chunks (bits 18..34 and 34..50, where a /48 lies) take
         // their 16-bit slice from the key's high half, without a 128-bit
         // shift.
@@ -1107,7 +1116,7 @@ impl LpmShared {
             (w, ((ip << at.start) >> (128 - w)) as u32)
         };
         // SAFETY: caller's contract; an IPv6 chunk may skip.
-        let v = unsafe { poptrie::lookup_slice(at.p, w, k) };
+        let v = unsafe { poptrie::lookup_slice_at(at.p, third, w, k) };
         if v == NO_ROUTE {
             return V6Walk::Done(at.best);
         }

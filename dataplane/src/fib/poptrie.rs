@@ -15,8 +15,8 @@
 //!       children's index (0: no children) << 24 | length in words
 //!  [0] the root node: vector, leafvec,
 //!      the value of the routes covering the whole chunk << 32 (updated in
-//!      place) | skipped key bits << 21 | their count << 16 | offset of the
-//!      root's first child node
+//!      place) | skipped key bits << 21 | 18 less their count << 16 |
+//!      offset of the root's first child node
 //!  IPv4 (14 bits): [3..] the root node's leaves, two u32 per word (u32
 //!      index 6 onwards), then the other nodes, then their leaves
 //!  IPv6 (16 bits): [3..] the first level's nodes, the root's leaves; then
@@ -87,13 +87,16 @@ const KIDS_AT: u32 = 24;
 const ROOT_AT: u32 = 44;
 /// Words of a node.
 const NODE: usize = 3;
-/// Bits of a node's third word that hold its first child's offset (a
-/// chunk has at most 4161 nodes, so offsets stay below 2^14).
+/// Bits of a node's third word that hold its first child's offset (nodes
+/// lie before the leaves of all but the last group of an IPv6 chunk;
+/// see [`place_v6`]).
 const CHILD_OFF: u64 = 0xffff;
-/// Shift, in the root node's third word, of the bits a skipping chunk
-/// leaves out (five bits, 0: none), and of the key bits they must equal
-/// (eleven bits).
-const SKIP_AT: u32 = 16;
+/// Shift, in the root node's third word, of 18 less the number of key
+/// bits a skipping chunk leaves out (five bits, 18: none), and of the key
+/// bits they must equal (eleven bits): a lookup shifts its 18-bit key
+/// right by the first to compare it with the second, and left by its
+/// negation (mod 32) to drop them.
+const KEEP_AT: u32 = 16;
 const SKIP_KEY_AT: u32 = 21;
 /// u32 index (from the root node) of the root node's first leaf.
 pub(crate) const ROOT_LEAF: usize = 2 * NODE;
@@ -155,6 +158,17 @@ pub(crate) fn lookup(d: &Words, key18: u32) -> u32 {
 /// `first` must point to the first word of a live chunk made by [`build`].
 #[inline(always)]
 pub(crate) unsafe fn lookup_raw(first: *const AtomicU64, key18: u32) -> u32 {
+    // SAFETY: caller's contract.
+    unsafe { lookup_raw_at(first, third_word(first), key18) }
+}
+
+/// [`lookup_raw`] given the root node's third word, `third`, which the
+/// caller has read (for the chunk's default or skipped bits).
+///
+/// # Safety
+/// As for [`lookup_raw`]; `third` read from the chunk.
+#[inline(always)]
+unsafe fn lookup_raw_at(first: *const AtomicU64, third: u64, key18: u32) -> u32 {
     let word = |i: usize| {
         // SAFETY: `build` lays out the root node at the pointer, then
         // nodes whose first-child offset names an existing node (children
@@ -165,8 +179,17 @@ pub(crate) unsafe fn lookup_raw(first: *const AtomicU64, key18: u32) -> u32 {
         // inside the chunk.
         unsafe { (*first.add(i)).load(Ordering::Relaxed) }
     };
-    let mut at = 0;
-    let mut shift = 12u32;
+    let vector = word(0);
+    let j = (key18 >> 12) & 63;
+    if (vector >> j) & 1 == 0 {
+        // The root's first leaf is named in the word before it.
+        // SAFETY: every chunk has its PRE word before the root.
+        let base_leaf = unsafe { (*first.sub(1)).load(Ordering::Relaxed) } >> ROOT_AT;
+        // SAFETY: the root answers slot j with a leaf (as above).
+        return unsafe { leaf_raw(first, word(1), base_leaf as usize, j) };
+    }
+    let mut at = (third & CHILD_OFF) as usize + NODE * below(vector, j).count_ones() as usize;
+    let mut shift = 6u32;
     loop {
         let vector = word(at);
         let bases = word(at + 2);
@@ -175,18 +198,23 @@ pub(crate) unsafe fn lookup_raw(first: *const AtomicU64, key18: u32) -> u32 {
             at = (bases & CHILD_OFF) as usize + NODE * below(vector, j).count_ones() as usize;
             shift -= 6;
         } else {
-            // The root's first leaf is named in the word before it, the
-            // other nodes' in their third word.
-            let base_leaf = if at == 0 {
-                // SAFETY: every chunk has its PRE word before the root.
-                (unsafe { (*first.sub(1)).load(Ordering::Relaxed) } >> ROOT_AT) as usize
-            } else {
-                (bases >> 32) as usize
-            };
+            // A node's first leaf is named in its third word.
             // SAFETY: the node at `at` answers slot j with a leaf (as above).
-            return unsafe { leaf_raw(first, word(at + 1), base_leaf, j) };
+            return unsafe { leaf_raw(first, word(at + 1), (bases >> 32) as usize, j) };
         }
     }
+}
+
+/// The root node's third word: the chunk's default (high half), skipped
+/// bits and the offset of the root's first child.
+///
+/// # Safety
+/// `first` must be the pointer of a live chunk made by [`build`].
+#[inline(always)]
+pub(crate) unsafe fn third_word(first: *const AtomicU64) -> u64 {
+    // SAFETY: every chunk has its root node; the default in its third
+    // word changes in place.
+    unsafe { (*first.add(2)).load(Ordering::Acquire) }
 }
 
 /// The bits of `v` below bit `j` (below 64): one BMI2 instruction where
@@ -280,10 +308,11 @@ pub(crate) struct EmptyChunk([AtomicU64; 5]);
 pub(crate) static EMPTY: EmptyChunk = EmptyChunk([
     AtomicU64::new(5 | (ROOT_LEAF as u64) << ROOT_AT),
     // The root node: no child, one run from slot 0, whose leaf (the first
-    // u32 after the node) is "none", as is the covering value.
+    // u32 after the node) is "none", as is the covering value; no bits
+    // skipped.
     AtomicU64::new(0),
     AtomicU64::new(1),
-    AtomicU64::new((NO_ROUTE as u64) << 32),
+    AtomicU64::new((NO_ROUTE as u64) << 32 | 18 << KEEP_AT),
     AtomicU64::new(u64::MAX),
 ]);
 
@@ -333,9 +362,8 @@ unsafe fn lookup_deep(first: *const AtomicU64, key18: u32) -> u32 {
 /// `first` must be the pointer of a live chunk made by [`build`].
 #[inline(always)]
 pub(crate) unsafe fn default_raw(first: *const AtomicU64) -> u32 {
-    // SAFETY: every chunk has its root node; its third word holds the
-    // covering value in its high half.
-    unsafe { ((*first.add(2)).load(Ordering::Acquire) >> 32) as u32 }
+    // SAFETY: caller's contract.
+    (unsafe { third_word(first) } >> 32) as u32
 }
 
 /// The whole chunk (its words from the length on) whose pointer is `first`.
@@ -473,6 +501,8 @@ pub(crate) fn build_raw(
 ) -> *const AtomicU64 {
     build_words(width, may_skip, routes, kids, kid_defaults, default, w);
     let p = arena::alloc(w.len());
+    // Readers take the word before the root to share the root's line.
+    debug_assert_eq!(p as usize % 16, 0, "blocks are 16-byte aligned");
     for (i, v) in w.iter().enumerate() {
         // SAFETY: the block holds at least w.len() words, is ours and is
         // not yet shared.
@@ -531,19 +561,38 @@ fn skip_of(width: u32, routes: &[ChunkRoute], kids: &[(u16, u64)]) -> (u32, u32)
 ///
 /// # Safety
 /// As for [`lookup_raw`]; `k` below 2^`width`.
-#[inline(always)]
+#[cfg(test)]
 pub(crate) unsafe fn lookup_slice(first: *const AtomicU64, width: u32, k: u32) -> u32 {
-    // SAFETY: caller's contract: the root node's words exist.
-    let b = unsafe { (*first.add(2)).load(Ordering::Relaxed) } as u32;
-    let skip = (b >> SKIP_AT) & 31;
-    // The slice at the top of 18 bits: its first `skip` bits are the ones
-    // skipped (none: 0 = 0), the rest, moved up, the trie's key.
+    // SAFETY: caller's contract.
+    unsafe { lookup_slice_at(first, third_word(first), width, k) }
+}
+
+/// [`lookup_slice`] given the root node's third word (see
+/// [`lookup_raw_at`]).
+///
+/// # Safety
+/// As for [`lookup_slice`]; `third` read from the chunk.
+#[inline(always)]
+pub(crate) unsafe fn lookup_slice_at(
+    first: *const AtomicU64,
+    third: u64,
+    width: u32,
+    k: u32,
+) -> u32 {
+    let b = third as u32;
+    // The slice at the top of 18 bits: its first bits, 18 less `keep`
+    // (none: 18 >> 18 = 0), are the ones skipped, the rest, moved up, the
+    // trie's key. A shift by `keep` (five bits) takes the word's bits
+    // above as a u32 shift's count ignores them.
     let key18 = k << (18 - width);
-    if key18 >> (18 - skip) != b >> SKIP_KEY_AT {
+    let keep = b >> KEEP_AT;
+    if key18.wrapping_shr(keep) != b >> SKIP_KEY_AT {
         return NO_ROUTE;
     }
+    // Up by 32 - keep, down by 14: the skipped bits fall out on top.
+    let key = key18.wrapping_shl(keep.wrapping_neg()) >> 14;
     // SAFETY: caller's contract; the trie is `width - skip` bits wide.
-    unsafe { lookup_raw(first, (key18 << skip) & ((1 << 18) - 1)) }
+    unsafe { lookup_raw_at(first, third, key) }
 }
 
 /// [`build`]'s words, into `w` (cleared first).
@@ -629,7 +678,7 @@ fn build_words(
         let third = if i == 0 {
             (u64::from(default) << 32)
                 | u64::from(skip_key) << SKIP_KEY_AT
-                | u64::from(skipped) << SKIP_AT
+                | u64::from(18 - skipped) << KEEP_AT
                 | child_of(n)
         } else {
             (u64::from(place[i].1) << 32) | child_of(n)
