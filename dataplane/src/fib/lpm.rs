@@ -1045,7 +1045,7 @@ impl LpmShared {
         match Self::first_v6(ip, s) {
             V6Walk::Done(v) => v,
             // SAFETY: a child chunk named by a live chunk (see `step_v6`).
-            V6Walk::Child(at) => unsafe { Self::walk_v6_from(ip, at) },
+            V6Walk::Child(at) => unsafe { Self::walk_second_v6(ip, at.p, at.best) },
         }
     }
 
@@ -1196,15 +1196,9 @@ impl LpmShared {
             stage_b(i, &slot_at, &mut word);
         }
         // Keys whose walk goes on below their first chunk wait here, their
-        // next chunk asked for, and are finished a few keys later.
-        let mut waiting = [(
-            0usize,
-            V6At {
-                p: core::ptr::null(),
-                best: NO_ROUTE,
-                start: 0,
-            },
-        ); LAG];
+        // next chunk asked for, and are finished a few keys later: the
+        // key's index, the child chunk and the best answer above it.
+        let mut waiting = [(0usize, core::ptr::null::<AtomicU64>(), NO_ROUTE); LAG];
         let mut held = 0;
         for i in 0..n {
             if i + 2 * AHEAD < n {
@@ -1216,25 +1210,63 @@ impl LpmShared {
             match Self::first_v6(ips[i], word[i % RING]) {
                 V6Walk::Done(v) => out[i] = v,
                 V6Walk::Child(at) => {
+                    debug_assert_eq!(at.start, SECOND_V6);
                     prefetch_chunk_v6(at.p as usize, 3);
-                    waiting[held] = (i, at);
+                    waiting[held] = (i, at.p, at.best);
                     held += 1;
                     if held == LAG {
-                        for &(j, at) in &waiting {
+                        for &(j, p, best) in &waiting {
                             // SAFETY: a live child chunk (`step_v6`).
-                            out[j] = unsafe { Self::walk_v6_from(ips[j], at) };
+                            out[j] = unsafe { Self::walk_second_v6(ips[j], p, best) };
                         }
                         held = 0;
                     }
                 }
             }
         }
-        for &(j, at) in &waiting[..held] {
+        for &(j, p, best) in &waiting[..held] {
             // SAFETY: as above.
-            out[j] = unsafe { Self::walk_v6_from(ips[j], at) };
+            out[j] = unsafe { Self::walk_second_v6(ips[j], p, best) };
         }
     }
+
+    /// An IPv6 walk from its second chunk, `p`, on, `best` the first
+    /// chunk's answer: the step through the second chunk (where a /48
+    /// ends) with its start known, the rare deeper steps out of line.
+    ///
+    /// # Safety
+    /// `p` is a live chunk of this table, a child of a first chunk, read
+    /// inside a read-side section.
+    #[inline(always)]
+    unsafe fn walk_second_v6(ip: u128, p: *const AtomicU64, best: u32) -> u32 {
+        let at = V6At {
+            p,
+            best,
+            start: SECOND_V6,
+        };
+        // SAFETY: caller's contract.
+        match unsafe { Self::step_v6(ip, at) } {
+            V6Walk::Done(v) => v,
+            // SAFETY: a child of a live chunk.
+            V6Walk::Child(next) => unsafe { Self::walk_deep_v6(ip, next) },
+        }
+    }
+
+    /// [`LpmShared::walk_v6_from`], out of line: keys past a /50.
+    ///
+    /// # Safety
+    /// As [`LpmShared::walk_v6_from`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn walk_deep_v6(ip: u128, at: V6At) -> u32 {
+        // SAFETY: caller's contract.
+        unsafe { Self::walk_v6_from(ip, at) }
+    }
 }
+
+/// The bit an IPv6 walk's second chunk starts at: the first covers 16
+/// bits after the segments' 18.
+const SECOND_V6: u32 = TOP_BITS + 16;
 
 /// Where an IPv6 walk stands: the chunk to read next, the best answer of
 /// the chunks above it, and the bit the chunk starts at.
