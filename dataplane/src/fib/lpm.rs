@@ -1073,12 +1073,14 @@ impl LpmShared {
         }
     }
 
-    /// Walk an IPv6 lookup on from `at` to its answer.
+    /// Walk an IPv6 lookup on from `at` to its answer: out of line, as
+    /// only keys past a /50 come here (see `walk_second_v6`).
     ///
     /// # Safety
     /// `at.p` is a live chunk of this table, read inside a read-side
     /// section.
-    #[inline(always)]
+    #[cold]
+    #[inline(never)]
     unsafe fn walk_v6_from(ip: u128, mut at: V6At) -> u32 {
         loop {
             // SAFETY: caller's contract, and each child named by a live
@@ -1248,19 +1250,8 @@ impl LpmShared {
         match unsafe { Self::step_v6(ip, at) } {
             V6Walk::Done(v) => v,
             // SAFETY: a child of a live chunk.
-            V6Walk::Child(next) => unsafe { Self::walk_deep_v6(ip, next) },
+            V6Walk::Child(next) => unsafe { Self::walk_v6_from(ip, next) },
         }
-    }
-
-    /// [`LpmShared::walk_v6_from`], out of line: keys past a /50.
-    ///
-    /// # Safety
-    /// As [`LpmShared::walk_v6_from`].
-    #[cold]
-    #[inline(never)]
-    unsafe fn walk_deep_v6(ip: u128, at: V6At) -> u32 {
-        // SAFETY: caller's contract.
-        unsafe { Self::walk_v6_from(ip, at) }
     }
 }
 
