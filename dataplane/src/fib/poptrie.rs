@@ -413,6 +413,8 @@ pub(crate) fn kid(d: &Words, i: usize) -> Option<(&AtomicU64, u32)> {
     }
     let word = d.get(PRE + index + i / 2)?.load(Ordering::Relaxed);
     let at = (word >> (32 * (i % 2))) as u32 as usize;
+    // 0: the half after an odd number of children (no entry lies at the
+    // root); past the index, the chunk ends.
     if at == 0 {
         return None;
     }
@@ -709,6 +711,10 @@ fn build_words(
         }
         for (i, &k) in kid_at.iter().enumerate() {
             halves[half(2 * (PRE + kids_at) + i)] = k;
+        }
+        if kid_at.len() % 2 == 1 {
+            // The index's last half past its children: no entry (`kid`).
+            halves[half(2 * (PRE + kids_at) + kid_at.len())] = 0;
         }
     }
     unscratch(&PLACE, place);
